@@ -1,0 +1,148 @@
+"""The native JSON API: list models, describe one, predict with uncertainty."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.schemas import (
+    ClassificationRow,
+    DropoutInfo,
+    ModelInfo,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    RegressionRow,
+)
+from app.dataplane import PredictOptions
+from app.engine.predictor import Prediction
+from app.engine.stats import ClassificationStats, RegressionStats
+from app.registry.loading import ServedModel
+from app.registry.repository import ModelEntry
+
+router = APIRouter(prefix="/v1", tags=["native"])
+
+
+@router.get("/models")
+async def list_models(repository: RepositoryDep) -> ModelList:
+    """Every model in the repository, ready or not."""
+    return ModelList(models=[model_info(entry) for entry in repository.entries()])
+
+
+@router.get("/models/{name}")
+async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
+    """One model's card, dropout layers and limits."""
+    return model_info(repository.entry(name))
+
+
+@router.post("/models/{name}/predict", response_model_exclude_none=True)
+async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> PredictResponse:
+    """Mean prediction and uncertainty for each input row from N MC dropout passes."""
+    options = PredictOptions(body.n_samples, body.seed, body.ci_level, body.return_samples)
+    model, prediction = await dataplane.predict(name, body.inputs, options, endpoint="v1_predict")
+    return PredictResponse(
+        model=model.name,
+        version=model.version,
+        task=model.card.task,
+        n_samples=prediction.n_samples,
+        seed=prediction.seed,
+        ci_level=prediction.ci_level,
+        predictions=prediction_rows(model, prediction),
+    )
+
+
+def model_info(entry: ModelEntry) -> ModelInfo:
+    """Describe an entry; a model that failed to load shows its error."""
+    model = entry.model
+    if model is None:
+        return ModelInfo(name=entry.name, version=None, task=None, ready=False, error=entry.error)
+    card = model.card
+    return ModelInfo(
+        name=card.name,
+        version=card.version,
+        task=card.task,
+        ready=True,
+        description=card.description,
+        input_shape=card.input.shape,
+        input_dtype=card.input.dtype,
+        output_shape=model.output_shape,
+        labels=card.labels,
+        default_n_samples=card.n_samples.default,
+        max_n_samples=card.n_samples.max,
+        dropout_layers=len(model.dropout_layers),
+        dropout=[
+            DropoutInfo(name=layer.name, kind=type(layer.module).__name__, p=layer.p)
+            for layer in model.dropout_layers
+        ],
+        prefix_fraction=model.split.prefix_fraction,
+        prefix_note=model.split.reason,
+        warnings=model.warnings,
+    )
+
+
+def prediction_rows(
+    model: ServedModel, prediction: Prediction
+) -> list[ClassificationRow] | list[RegressionRow]:
+    """One response object per input row."""
+    stats = prediction.stats
+    samples = (
+        prediction.samples.transpose(0, 1).tolist() if prediction.samples is not None else None
+    )
+    if isinstance(stats, ClassificationStats):
+        return _classification_rows(stats, model.card.labels, samples)
+    return _regression_rows(stats, samples)
+
+
+def _classification_rows(
+    stats: ClassificationStats, labels: list[str] | None, samples: list[list[list[float]]] | None
+) -> list[ClassificationRow]:
+    classes = stats.predicted_class.tolist()
+    mean, std = stats.mean.tolist(), stats.std.tolist()
+    lower, upper = stats.ci_lower.tolist(), stats.ci_upper.tolist()
+    confidence = stats.confidence.tolist()
+    total, aleatoric = stats.predictive_entropy.tolist(), stats.expected_entropy.tolist()
+    epistemic, ratio = stats.mutual_information.tolist(), stats.variation_ratio.tolist()
+    return [
+        ClassificationRow(
+            mean=mean[i],
+            std=std[i],
+            ci_lower=lower[i],
+            ci_upper=upper[i],
+            predicted_class=cls,
+            label=labels[cls] if labels is not None else None,
+            confidence=confidence[i],
+            predictive_entropy=total[i],
+            expected_entropy=aleatoric[i],
+            mutual_information=epistemic[i],
+            variation_ratio=ratio[i],
+            samples=samples[i] if samples is not None else None,
+        )
+        for i, cls in enumerate(classes)
+    ]
+
+
+def _regression_rows(
+    stats: RegressionStats, samples: list[list[list[float]]] | None
+) -> list[RegressionRow]:
+    columns = {
+        name: getattr(stats, name).flatten(1).tolist()
+        for name in (
+            "mean",
+            "epistemic_variance",
+            "aleatoric_variance",
+            "variance",
+            "std",
+            "ci_lower",
+            "ci_upper",
+            "pi_lower",
+            "pi_upper",
+        )
+    }
+    rows = len(columns["mean"])
+    return [
+        RegressionRow(
+            **{name: values[i] for name, values in columns.items()},
+            samples=[list(map(float, s)) for s in samples[i]] if samples is not None else None,
+        )
+        for i in range(rows)
+    ]

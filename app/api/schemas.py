@@ -1,0 +1,114 @@
+"""Request and response bodies of the native ``/v1`` API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PredictRequest(BaseModel):
+    """A batch of raw input rows and the Monte Carlo options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        min_length=1,
+        description="Input rows, each a (nested) list of numbers of the model's input shape.",
+    )
+    n_samples: int | None = Field(
+        default=None, ge=1, description="MC passes; the model's default when omitted."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, lt=2**63, description="Same inputs, seed and N give identical numbers."
+    )
+    ci_level: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="Level of the returned intervals."
+    )
+    return_samples: bool = Field(default=False, description="Also return every pass's output.")
+
+
+class ClassificationRow(BaseModel):
+    """Uncertainty of one classified row (entropies in nats)."""
+
+    mean: list[float]
+    std: list[float]
+    ci_lower: list[float]
+    ci_upper: list[float]
+    predicted_class: int
+    label: str | None
+    confidence: float
+    predictive_entropy: float
+    expected_entropy: float
+    mutual_information: float
+    variation_ratio: float
+    samples: list[list[float]] | None = None
+
+
+class RegressionRow(BaseModel):
+    """Uncertainty of one regressed row; each list has one value per output."""
+
+    mean: list[float]
+    epistemic_variance: list[float]
+    aleatoric_variance: list[float]
+    variance: list[float]
+    std: list[float]
+    ci_lower: list[float]
+    ci_upper: list[float]
+    pi_lower: list[float]
+    pi_upper: list[float]
+    samples: list[list[float]] | None = None
+
+
+class PredictResponse(BaseModel):
+    """Mean predictions with their uncertainty, one entry per input row."""
+
+    model: str
+    version: str
+    task: Literal["classification", "regression"]
+    n_samples: int
+    seed: int
+    ci_level: float
+    predictions: list[ClassificationRow] | list[RegressionRow]
+
+
+class DropoutInfo(BaseModel):
+    """One dropout layer of a model."""
+
+    name: str
+    kind: str
+    p: float
+
+
+class ModelInfo(BaseModel):
+    """What a client needs to know to call a model."""
+
+    name: str
+    version: str | None
+    task: str | None
+    ready: bool
+    error: str | None = None
+    description: str | None = None
+    input_shape: list[int] | None = None
+    input_dtype: str | None = None
+    output_shape: list[int] | None = None
+    labels: list[str] | None = None
+    default_n_samples: int | None = None
+    max_n_samples: int | None = None
+    dropout_layers: int = 0
+    dropout: list[DropoutInfo] = Field(default_factory=list)
+    prefix_fraction: float = 0.0
+    prefix_note: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ModelList(BaseModel):
+    """Every model in the repository."""
+
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    """The one error envelope."""
+
+    error: str

@@ -1,0 +1,159 @@
+"""Finding the dropout layers of a model and applying seeded MC dropout masks to them.
+
+The model always stays in ``eval()`` (BatchNorm keeps its running statistics). During a sampling
+run a forward hook on every dropout module replaces its eval-mode identity output with a masked
+output; the masks come from :mod:`app.engine.masks`, so they depend on the request's seed and the
+sample index only, never on the chunking or on other rows in the batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.dropout import _DropoutNd
+
+from app.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+_SELU_ALPHA_PRIME = 1.7580993408473766
+_FUNCTIONAL_DROPOUT = re.compile(r"\b(?:F|functional)\.(?:feature_alpha_|alpha_)?dropout\w*\(")
+
+
+class MaskKind(Enum):
+    """How a dropout layer draws its mask."""
+
+    ELEMENT = "element"
+    """One Bernoulli per feature element (nn.Dropout)."""
+    CHANNEL = "channel"
+    """One Bernoulli per channel, shared over spatial positions (Dropout1d/2d/3d)."""
+
+
+@dataclass(frozen=True)
+class DropoutLayer:
+    """A dropout module found in a model, in forward-registration order."""
+
+    index: int
+    name: str
+    module: nn.Module
+    mask_kind: MaskKind
+    alpha: bool
+
+    @property
+    def p(self) -> float:
+        return float(getattr(self.module, "p", 0.0))
+
+
+_CHANNEL_DROPOUTS = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"}
+_ALPHA_DROPOUTS = {"AlphaDropout", "FeatureAlphaDropout"}
+_DROPOUT_NAMES = {"Dropout"} | _CHANNEL_DROPOUTS | _ALPHA_DROPOUTS
+
+
+def find_dropout_layers(model: nn.Module) -> list[DropoutLayer]:
+    """Every ``_DropoutNd`` subclass in ``model`` (AlphaDropout and FeatureAlphaDropout too).
+
+    Inside a TorchScript module, submodules are recognised by their original class name.
+    """
+    layers: list[DropoutLayer] = []
+    for name, module in model.named_modules():
+        if isinstance(module, _DropoutNd):
+            kind_name = _nearest_torch_dropout(module)
+        elif isinstance(module, torch.jit.ScriptModule):
+            kind_name = str(getattr(module, "original_name", ""))
+            if kind_name not in _DROPOUT_NAMES:
+                continue
+        else:
+            continue
+        kind = MaskKind.CHANNEL if kind_name in _CHANNEL_DROPOUTS else MaskKind.ELEMENT
+        layers.append(DropoutLayer(len(layers), name, module, kind, kind_name in _ALPHA_DROPOUTS))
+    return layers
+
+
+_TORCH_DROPOUTS = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
+def _nearest_torch_dropout(module: nn.Module) -> str:
+    """Class name of the torch dropout a custom ``_DropoutNd`` subclass derives from."""
+    for cls in type(module).__mro__:
+        if cls in _TORCH_DROPOUTS:
+            return cls.__name__
+    return "Dropout"
+
+
+def require_active_dropout(layers: list[DropoutLayer], model_name: str) -> None:
+    """Refuse a model that cannot produce MC samples: no dropout module, or every p == 0."""
+    if not layers:
+        raise ModelLoadError(
+            f"model '{model_name}' has no dropout module (torch.nn.Dropout, Dropout1d/2d/3d, "
+            "AlphaDropout, FeatureAlphaDropout): MC dropout needs at least one to sample"
+        )
+    if all(layer.p <= 0.0 for layer in layers):
+        names = ", ".join(layer.name for layer in layers)
+        raise ModelLoadError(
+            f"model '{model_name}' has dropout modules ({names}) but every one has p = 0, "
+            "so all MC samples would be identical"
+        )
+
+
+def warn_functional_dropout(model: nn.Module, model_name: str) -> list[str]:
+    """Log a warning for functional dropout calls that module switches cannot reach.
+
+    Returns the qualified class names whose source calls ``F.dropout`` (or a variant).
+    """
+    offenders = []
+    for module in model.modules():
+        cls = type(module)
+        if cls.__module__.startswith("torch."):
+            continue
+        try:
+            source = inspect.getsource(cls.forward)
+        except (OSError, TypeError):
+            continue
+        if _FUNCTIONAL_DROPOUT.search(source):
+            offenders.append(f"{cls.__module__}.{cls.__qualname__}")
+    for qualname in sorted(set(offenders)):
+        logger.warning(
+            "model '%s': %s.forward calls functional dropout (F.dropout); mcdrop keeps the "
+            "model in eval mode, so that call stays off during sampling. Use an nn.Dropout "
+            "module instead.",
+            model_name,
+            qualname,
+        )
+    return sorted(set(offenders))
+
+
+def mask_shape(kind: MaskKind, feature_shape: torch.Size) -> tuple[int, ...]:
+    """Shape of one sample's mask for activations of ``feature_shape`` (one row, no batch dim)."""
+    if kind is MaskKind.CHANNEL and len(feature_shape) >= 2:
+        return (feature_shape[0],) + (1,) * (len(feature_shape) - 1)
+    return tuple(feature_shape)
+
+
+def apply_mask(x: Tensor, keep: Tensor, p: float, alpha: bool) -> Tensor:
+    """Dropout with a given keep mask.
+
+    x: (n, B, *F) activations of n samples of B rows; keep: (n, 1, *M) with 1 = keep, where M
+    broadcasts to F. Standard dropout gives x * keep / (1 - p); alpha dropout keeps SELU's
+    self-normalisation: a * (x * keep + α'(keep - 1)) + α' a p with a = ((1-p)(1 + p α'²))^-½.
+    """
+    keep = keep.to(x.dtype)
+    if p >= 1.0:
+        return x * 0.0
+    if not alpha:
+        return x * keep * (1.0 / (1.0 - p))
+    a = 1.0 / math.sqrt((_SELU_ALPHA_PRIME**2 * p + 1.0) * (1.0 - p))
+    return x * (keep * a) + (keep - 1.0) * (_SELU_ALPHA_PRIME * a) + _SELU_ALPHA_PRIME * a * p

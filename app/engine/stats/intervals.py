@@ -1,0 +1,60 @@
+"""Percentile intervals over Monte Carlo samples (dim 0)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"interval level must be in (0, 1), got {level!r}")
+
+
+def _check_q(q: float) -> None:
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile q must be in [0, 1], got {q!r}")
+
+
+def _check_samples(samples: Tensor) -> None:
+    if samples.dim() < 1 or samples.shape[0] < 1:
+        raise ValueError(
+            "samples must be (N, B, ...) with N >= 1 Monte Carlo passes, "
+            f"got shape {tuple(samples.shape)}"
+        )
+
+
+def _quantile_of_sorted(sorted_samples: Tensor, q: float) -> Tensor:
+    # Same linear rule as torch.quantile (rank q * (N - 1), lerp between neighbours), done by hand
+    # because torch.quantile refuses inputs above 2**24 elements, which N * B * C easily exceeds.
+    n = sorted_samples.shape[0]
+    rank = q * (n - 1)
+    below = math.floor(rank)
+    above = min(below + 1, n - 1)
+    return torch.lerp(sorted_samples[below], sorted_samples[above], rank - below)
+
+
+def sample_quantile(samples: Tensor, q: float) -> Tensor:
+    """q-quantile along the sample dimension, linear interpolation (torch.quantile semantics).
+
+    samples: (N, B, ...) with N >= 1 -> (B, ...).
+    """
+    _check_q(q)
+    _check_samples(samples)
+    return _quantile_of_sorted(torch.sort(samples, dim=0).values, q)
+
+
+def percentile_interval(samples: Tensor, level: float) -> tuple[Tensor, Tensor]:
+    """Central percentile interval of the samples along dim 0.
+
+    samples: (N, B, ...) -> (lower, upper), each (B, ...), the quantiles at (1 - level) / 2 and
+    (1 + level) / 2 with linear interpolation. Raises ValueError unless 0 < level < 1.
+    """
+    _check_level(level)
+    _check_samples(samples)
+    sorted_samples = torch.sort(samples, dim=0).values
+    lower = _quantile_of_sorted(sorted_samples, (1.0 - level) / 2.0)
+    upper = _quantile_of_sorted(sorted_samples, (1.0 + level) / 2.0)
+    return lower, upper

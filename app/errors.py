@@ -1,0 +1,54 @@
+"""Domain errors. Each carries the HTTP status it maps to; the API turns them into one envelope.
+
+This module is plain Python (no FastAPI) so the engine and the registry can raise these errors.
+"""
+
+from __future__ import annotations
+
+
+class McdropError(Exception):
+    """Base class of every error mcdrop reports to a client."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(McdropError):
+    """The request is well-formed JSON but its content breaks a rule (shape, range, limit)."""
+
+    status_code = 422
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ModelNotFoundError(McdropError):
+    """No model of that name (or version) is in the repository."""
+
+    status_code = 404
+
+    def __init__(self, name: str, version: str | None = None) -> None:
+        what = f"model '{name}'" if version is None else f"model '{name}' version '{version}'"
+        super().__init__(f"{what} not found")
+        self.name = name
+
+
+class ModelNotReadyError(McdropError):
+    """The model exists in the repository but could not be loaded."""
+
+    status_code = 503
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model '{name}' is not ready: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class ModelLoadError(McdropError):
+    """A model folder is invalid: bad card, missing or corrupt weights, no dropout."""
+
+    status_code = 500

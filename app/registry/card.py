@@ -1,0 +1,140 @@
+"""The model card: ``models/<name>/model.yaml``, parsed and validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from app.errors import ModelLoadError
+
+CARD_FILE = "model.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """Shape of one input row (without the batch dimension) and its dtype."""
+
+    shape: list[int] = Field(min_length=1)
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @model_validator(mode="after")
+    def _positive_dims(self) -> InputSpec:
+        if any(d < 1 for d in self.shape):
+            raise ValueError(f"input.shape dimensions must be >= 1, got {self.shape}")
+        return self
+
+
+class ArchitectureSpec(_Strict):
+    """Exactly one of: a bundled architecture, a Python file in the model folder, TorchScript."""
+
+    bundled: str | None = None
+    file: str | None = None
+    class_name: str | None = Field(default=None, alias="class")
+    torchscript: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> ArchitectureSpec:
+        sources = [s for s in (self.bundled, self.file, self.torchscript) if s is not None]
+        if len(sources) != 1:
+            raise ValueError("architecture needs exactly one of 'bundled', 'file', 'torchscript'")
+        if self.file is not None and self.class_name is None:
+            raise ValueError("architecture.file needs 'class' (the nn.Module class to build)")
+        return self
+
+
+class WeightsSpec(_Strict):
+    """Weights file (safetensors, or a state dict for torch.load(weights_only=True))."""
+
+    file: str | None = None
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class SamplingSpec(_Strict):
+    """Default and maximum number of MC passes per request."""
+
+    default: int = Field(default=100, ge=1)
+    max: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> SamplingSpec:
+        if self.default > self.max:
+            raise ValueError(f"n_samples.default ({self.default}) exceeds max ({self.max})")
+        return self
+
+
+class RegressionSpec(_Strict):
+    """Aleatoric noise: a fixed precision ``tau`` or a variance head predicted by the model."""
+
+    tau: float | None = Field(default=None, gt=0)
+    variance_head: bool = False
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> RegressionSpec:
+        if (self.tau is None) == (not self.variance_head):
+            raise ValueError("regression needs exactly one of 'tau' or 'variance_head: true'")
+        return self
+
+
+class ModelCard(_Strict):
+    """Everything mcdrop needs to know to serve one model."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str = "1"
+    task: Literal["classification", "regression"]
+    description: str = ""
+    input: InputSpec
+    labels: list[str] | None = None
+    architecture: ArchitectureSpec
+    weights: WeightsSpec = WeightsSpec()
+    n_samples: SamplingSpec = SamplingSpec()
+    regression: RegressionSpec | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_as_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("version"), int | float):
+            data = {**data, "version": str(data["version"])}
+        return data
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> ModelCard:
+        if self.task == "regression" and self.regression is None:
+            raise ValueError(
+                "a regression model needs a 'regression' section (tau or variance_head)"
+            )
+        if self.task == "classification" and self.regression is not None:
+            raise ValueError("'regression' section given for a classification model")
+        if self.architecture.torchscript is None and self.weights.file is None:
+            raise ValueError("weights.file is required unless the architecture is TorchScript")
+        return self
+
+
+def read_card(folder: Path) -> ModelCard:
+    """Parse and validate ``folder/model.yaml``; errors name the file and the field."""
+    path = folder / CARD_FILE
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"{path}: no model card") from exc
+    except yaml.YAMLError as exc:
+        raise ModelLoadError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a mapping at the top level")
+    try:
+        return ModelCard.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<card>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ModelLoadError(f"{path}: {problems}") from exc

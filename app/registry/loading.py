@@ -1,0 +1,228 @@
+"""Model folder -> ready-to-sample model: card, architecture, verified weights, sampler."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from app.architectures import build_bundled
+from app.engine.dropout import (
+    DropoutLayer,
+    find_dropout_layers,
+    require_active_dropout,
+    warn_functional_dropout,
+)
+from app.engine.predictor import Predictor, TaskSpec
+from app.engine.prefix import ModelSplit, whole_model_split
+from app.engine.sampler import MCSampler
+from app.engine.scripted import ScriptedSampler
+from app.errors import ModelLoadError
+from app.registry.card import ModelCard, read_card
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Engine settings that apply to every model loaded."""
+
+    max_sample_rows: int = 16384
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded model with everything the API needs to describe and run it."""
+
+    card: ModelCard
+    folder: Path
+    module: nn.Module
+    dropout_layers: list[DropoutLayer]
+    output_shape: list[int]
+    split: ModelSplit
+    predictor: Predictor
+    load_seconds: float
+    warnings: list[str]
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+
+def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> ServedModel:
+    """Load, verify and probe one model folder; raises ModelLoadError with the reason."""
+    started = time.perf_counter()
+    card = read_card(folder)
+    module = _build_module(card, folder)
+    if card.weights.file is not None:
+        _load_weights(module, card, folder)
+    module.eval().to(options.device, options.dtype)
+    layers = find_dropout_layers(module)
+    require_active_dropout(layers, card.name)
+    warnings = warn_functional_dropout(module, card.name)
+    split = whole_model_split(module)
+    sampler: MCSampler | ScriptedSampler
+    if isinstance(module, torch.jit.ScriptModule):
+        split = whole_model_split(module, reason="TorchScript model: no prefix split")
+        sampler = ScriptedSampler(
+            module,
+            layers,
+            max_rows=options.max_sample_rows,
+            device=options.device,
+            dtype=options.dtype,
+        )
+    else:
+        sampler = MCSampler(
+            module,
+            layers,
+            max_rows=options.max_sample_rows,
+            device=options.device,
+            dtype=options.dtype,
+            split=split,
+        )
+    output_shape = _probe_output_shape(module, card, options)
+    _check_output(card, output_shape)
+    spec = TaskSpec(
+        task=card.task,
+        noise_variance=(
+            1.0 / card.regression.tau if card.regression and card.regression.tau else None
+        ),
+        variance_head=bool(card.regression and card.regression.variance_head),
+    )
+    elapsed = time.perf_counter() - started
+    logger.info("loaded model '%s' v%s from %s in %.3fs", card.name, card.version, folder, elapsed)
+    return ServedModel(
+        card=card,
+        folder=folder,
+        module=module,
+        dropout_layers=layers,
+        output_shape=output_shape,
+        split=split,
+        predictor=Predictor(sampler, spec),
+        load_seconds=elapsed,
+        warnings=[f"functional dropout in {name} is not sampled" for name in warnings],
+    )
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _inside(folder: Path, relative: str, what: str) -> Path:
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ModelLoadError(f"{folder}: {what} '{relative}' points outside the model folder")
+    if not path.is_file():
+        raise ModelLoadError(f"{folder}: {what} '{relative}' not found")
+    return path
+
+
+def _build_module(card: ModelCard, folder: Path) -> nn.Module:
+    arch = card.architecture
+    try:
+        if arch.bundled is not None:
+            return build_bundled(arch.bundled, arch.kwargs)
+        if arch.torchscript is not None:
+            path = _inside(folder, arch.torchscript, "architecture.torchscript")
+            scripted: nn.Module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+            return scripted
+        assert arch.file is not None and arch.class_name is not None
+        cls = _import_class(folder, arch.file, arch.class_name, card.name)
+        return cls(**arch.kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{folder}: cannot build the architecture: {exc}") from exc
+
+
+def _import_class(folder: Path, file: str, class_name: str, model_name: str) -> type[nn.Module]:
+    path = _inside(folder, file, "architecture.file")
+    module_name = f"mcdrop_models.{model_name.replace('-', '_').replace('.', '_')}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"{folder}: cannot import {file}")
+    python_module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = python_module
+    spec.loader.exec_module(python_module)
+    cls = getattr(python_module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ModelLoadError(f"{folder}: {file} has no nn.Module class '{class_name}'")
+    return cls
+
+
+def _load_weights(module: nn.Module, card: ModelCard, folder: Path) -> None:
+    assert card.weights.file is not None
+    path = _inside(folder, card.weights.file, "weights.file")
+    if card.weights.sha256 is None:
+        logger.warning(
+            "model '%s': no weights.sha256 in the card; checksum not verified", card.name
+        )
+    else:
+        actual = sha256_of(path)
+        if actual != card.weights.sha256:
+            raise ModelLoadError(
+                f"{path}: sha256 mismatch (card says {card.weights.sha256}, file is {actual})"
+            )
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"{path}: expected a state dict, got {type(state).__name__}")
+        module.load_state_dict(state, strict=True)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot load weights: {exc}") from exc
+
+
+def _probe_output_shape(module: nn.Module, card: ModelCard, options: LoadOptions) -> list[int]:
+    probe = torch.zeros((2, *card.input.shape), device=options.device, dtype=options.dtype)
+    try:
+        with torch.inference_mode():
+            output = module(probe)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model '{card.name}': a forward pass on input shape {card.input.shape} failed: {exc}"
+        ) from exc
+    if not isinstance(output, torch.Tensor) or output.dim() < 2 or output.shape[0] != 2:
+        raise ModelLoadError(f"model '{card.name}': forward must return a (B, ...) tensor")
+    return list(output.shape[1:])
+
+
+def _check_output(card: ModelCard, output_shape: list[int]) -> None:
+    if card.task == "classification":
+        if len(output_shape) != 1:
+            raise ModelLoadError(
+                f"model '{card.name}': classification output must be (B, C) logits, "
+                f"got (B, {', '.join(map(str, output_shape))})"
+            )
+        if card.labels is not None and len(card.labels) != output_shape[0]:
+            raise ModelLoadError(
+                f"model '{card.name}': {len(card.labels)} labels but {output_shape[0]} outputs"
+            )
+    elif card.regression is not None and card.regression.variance_head and output_shape[-1] % 2:
+        raise ModelLoadError(
+            f"model '{card.name}': a variance head needs 2*D outputs (mean, log-variance), "
+            f"got {output_shape[-1]}"
+        )

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from app.engine.dropout import find_dropout_layers
+from app.engine.sampler import MCSampler, SampleJob, plan_chunks
+from app.engine.scripted import ScriptedSampler
+from tests.conftest import small_mlp
+
+
+def _sampler(model: nn.Module, max_rows: int = 10_000) -> MCSampler:
+    return MCSampler(model, find_dropout_layers(model), max_rows=max_rows)
+
+
+def _job(rows: int, n: int, seed: int = 0) -> SampleJob:
+    return SampleJob(torch.zeros(rows, 3), n, seed)
+
+
+def test_plan_chunks_packs_samples_under_the_row_limit() -> None:
+    chunks = plan_chunks([_job(3, 5), _job(2, 4)], max_rows=8)
+    spans = [[(p.job, p.t0, p.t1) for p in chunk] for chunk in chunks]
+    assert spans == [[(0, 0, 2)], [(0, 2, 4)], [(0, 4, 5), (1, 0, 2)], [(1, 2, 4)]]
+    assert all(sum(p.folded_rows for p in chunk) <= 8 for chunk in chunks)
+
+
+def test_plan_chunks_runs_a_row_wider_than_the_limit_one_sample_at_a_time() -> None:
+    chunks = plan_chunks([_job(10, 3)], max_rows=4)
+    assert [[(p.t0, p.t1) for p in chunk] for chunk in chunks] == [[(0, 1)], [(1, 2)], [(2, 3)]]
+
+
+def test_output_shape_and_variance_with_dropout() -> None:
+    x = torch.randn(4, 3)
+    out = _sampler(small_mlp()).sample(x, 30, seed=1)
+    assert out.shape == (30, 4, 2)
+    assert (out.var(dim=0) > 0).all()
+
+
+def test_variance_is_zero_when_p_is_forced_to_zero() -> None:
+    model = small_mlp()
+    sampler = _sampler(model)
+    for layer in sampler.dropout_layers:
+        layer.module.p = 0.0  # type: ignore[assignment]
+    x = torch.randn(4, 3)
+    out = sampler.sample(x, 30, seed=1)
+    assert torch.equal(out.var(dim=0), torch.zeros(4, 2))
+    with torch.no_grad():
+        torch.testing.assert_close(out[0], model(x))
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers() -> None:
+    sampler = _sampler(small_mlp())
+    x = torch.randn(4, 3)
+    assert torch.equal(sampler.sample(x, 20, seed=5), sampler.sample(x, 20, seed=5))
+    assert not torch.equal(sampler.sample(x, 20, seed=5), sampler.sample(x, 20, seed=6))
+
+
+def test_chunked_sampling_equals_unchunked_under_the_same_seed() -> None:
+    x = torch.randn(5, 3)
+    whole = _sampler(small_mlp(), max_rows=100_000).sample(x, 200, seed=3)
+    for max_rows in (1, 7, 64, 333):
+        chunked = _sampler(small_mlp(), max_rows=max_rows).sample(x, 200, seed=3)
+        assert torch.equal(chunked, whole), max_rows
+
+
+def test_results_do_not_depend_on_other_rows_or_other_jobs() -> None:
+    sampler = _sampler(small_mlp(), max_rows=50)
+    x = torch.randn(4, 3)
+    alone = sampler.sample(x, 40, seed=9)
+    row = sampler.sample(x[2:3], 40, seed=9)
+    assert torch.equal(row[:, 0], alone[:, 2])
+    fused = sampler.sample_jobs([_job(7, 13, seed=1), SampleJob(x, 40, 9), _job(1, 3, seed=2)])
+    assert torch.equal(fused[1], alone)
+    assert torch.equal(sampler.sample(x, 10, seed=9), alone[:10])
+
+
+def test_batchnorm_running_stats_and_eval_mode_survive_sampling() -> None:
+    model = small_mlp(batchnorm=True)
+    bn = model[1]
+    assert isinstance(bn, nn.BatchNorm1d)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sampler = _sampler(model, max_rows=64)
+    for seed in range(3):
+        sampler.sample(torch.randn(8, 3) * 5 + 2, 50, seed)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(m.training for m in model.modules())
+
+
+def test_hooks_are_inert_outside_a_run_and_removed_on_close() -> None:
+    model = small_mlp()
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        plain = model(x)
+        sampler = _sampler(model)
+        assert torch.equal(model(x), plain)
+        sampler.sample(x, 5, 0)
+        assert torch.equal(model(x), plain)
+        sampler.close()
+        assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_channel_dropout_zeroes_whole_channels() -> None:
+    model = nn.Sequential(nn.Dropout2d(0.5)).eval()
+    out = _sampler(model).sample(torch.ones(2, 6, 3, 3), 8, seed=0)
+    per_channel = out.flatten(3)  # (N, B, C, H*W)
+    assert torch.all((per_channel == 0).all(-1) | (per_channel == 2.0).all(-1))
+    assert torch.equal(out[:, 0], out[:, 1])  # one mask per sample, shared by the rows
+
+
+def test_scripted_sampler_is_seeded_and_chunk_invariant_within_blocks() -> None:
+    scripted = torch.jit.script(small_mlp())
+    layers = find_dropout_layers(scripted)
+    x = torch.randn(3, 3)
+    a = ScriptedSampler(scripted, layers, max_rows=10_000).sample(x, 100, seed=4)
+    b = ScriptedSampler(scripted, layers, max_rows=10_000).sample(x, 100, seed=4)
+    assert a.shape == (100, 3, 2) and torch.equal(a, b)
+    assert (a.var(0) > 0).all()
+    assert not any(layer.module.training for layer in layers)
