@@ -102,6 +102,11 @@ class DataPlane:
             return_samples=options.return_samples,
         )
 
+    def count_rejected(self, model: str, endpoint: str) -> None:
+        """Count a request refused before it reached the data plane (schema validation)."""
+        model = model if model in self.repository else "_unknown"
+        self.metrics.requests.labels(model, endpoint, "client_error").inc()
+
     @contextmanager
     def track(self, model: str, endpoint: str) -> Iterator[None]:
         """Count the request, time it and track it as in flight.

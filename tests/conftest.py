@@ -1,104 +1,14 @@
-"""Shared fixtures: tiny fixed-weight models written as real model folders."""
+"""Fixtures shared by every test folder."""
 
 from __future__ import annotations
 
-import hashlib
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-import yaml
-from safetensors.torch import save_file
-from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-BUNDLED_MODELS = REPO_ROOT / "models"
-
-TINY_NET_SOURCE = textwrap.dedent(
-    '''
-    import torch
-    from torch import nn
-
-
-    class TinyNet(nn.Module):
-        """Linear -> Dropout -> Linear; with the test weights below, y = 2x + 1 without dropout."""
-
-        def __init__(self, in_features: int = 2, hidden: int = 4, out_features: int = 2,
-                     p: float = 0.5) -> None:
-            super().__init__()
-            self.inp = nn.Linear(in_features, hidden)
-            self.drop = nn.Dropout(p)
-            self.out = nn.Linear(hidden, out_features)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.out(self.drop(self.inp(x)))
-
-
-    class NoDropoutNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inp = nn.Linear(2, 2)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inp(x)
-    '''
-)
-
-
-def tiny_state(in_features: int = 2, hidden: int = 4, out_features: int = 2) -> dict[str, Any]:
-    """Weights making TinyNet compute y = 2x + 1 (per output) when dropout is off.
-
-    The hidden layer copies x into pairs of units (h = [x, x] for in=out=2, hidden=4); the
-    output sums each pair: y_j = h_j + h_{j+in} + 1 = 2 x_j + 1.
-    """
-    assert hidden == 2 * in_features and out_features == in_features
-    eye = torch.eye(in_features)
-    return {
-        "inp.weight": torch.cat([eye, eye]),
-        "inp.bias": torch.zeros(hidden),
-        "out.weight": torch.cat([eye, eye], dim=1),
-        "out.bias": torch.ones(out_features),
-    }
-
-
-def write_model(
-    root: Path,
-    name: str,
-    *,
-    task: str = "classification",
-    state: dict[str, Any] | None = None,
-    card: dict[str, Any] | None = None,
-    cls: str = "TinyNet",
-    kwargs: dict[str, Any] | None = None,
-) -> Path:
-    """A model folder using the TinyNet source file and safetensors weights."""
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "net.py").write_text(TINY_NET_SOURCE)
-    weights = folder / "model.safetensors"
-    save_file(state if state is not None else tiny_state(), str(weights))
-    document: dict[str, Any] = {
-        "name": name,
-        "version": "3",
-        "task": task,
-        "input": {"shape": [2], "dtype": "float32"},
-        "architecture": {"file": "net.py", "class": cls, "kwargs": kwargs or {}},
-        "weights": {
-            "file": "model.safetensors",
-            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        },
-        "n_samples": {"default": 20, "max": 500},
-    }
-    if task == "classification":
-        document["labels"] = ["left", "right"]
-    else:
-        document["regression"] = {"tau": 4.0}
-    document.update(card or {})
-    (folder / "model.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    return folder
+from tests.support import write_model
 
 
 @pytest.fixture
@@ -109,19 +19,3 @@ def model_factory(tmp_path: Path) -> Callable[..., Path]:
         return write_model(tmp_path / "models", name, **options)
 
     return make
-
-
-def small_mlp(p: float = 0.5, batchnorm: bool = False) -> nn.Module:
-    """A seeded random MLP with a dropout layer (and optionally BatchNorm before it)."""
-    torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Linear(3, 8)]
-    if batchnorm:
-        layers.append(nn.BatchNorm1d(8))
-    layers += [nn.ReLU(), nn.Dropout(p), nn.Linear(8, 2)]
-    model = nn.Sequential(*layers)
-    if batchnorm:
-        bn = layers[1]
-        assert isinstance(bn, nn.BatchNorm1d)
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-    return model.eval()

@@ -38,6 +38,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        route = request.scope.get("route")
+        name = request.path_params.get("name")
+        if route is not None and name is not None:
+            request.app.state.mcdrop.dataplane.count_rejected(name, route.name)
         return error_response(422, validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)

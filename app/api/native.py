@@ -35,7 +35,7 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     return model_info(repository.entry(name))
 
 
-@router.post("/models/{name}/predict", response_model_exclude_none=True)
+@router.post("/models/{name}/predict", response_model_exclude_none=True, name="v1_predict")
 async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> PredictResponse:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
     options = PredictOptions(body.n_samples, body.seed, body.ci_level, body.return_samples)

@@ -28,6 +28,8 @@ class Sampler(Protocol):
 
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class TaskSpec:

@@ -90,7 +90,9 @@ def test_alpha_mask_matches_torch_formula_and_keeps_moments() -> None:
     a = (1.0 / ((alpha_prime**2 * p + 1) * (1 - p))) ** 0.5
     x = torch.tensor([[[2.0, 2.0]]])
     out = apply_mask(x, torch.tensor([[[1.0, 0.0]]]), p, alpha=True)
-    expected = torch.tensor([[[a * 2.0 + alpha_prime * a * p, -alpha_prime * a + alpha_prime * a * p]]])
+    expected = torch.tensor(
+        [[[a * 2.0 + alpha_prime * a * p, -alpha_prime * a + alpha_prime * a * p]]]
+    )
     torch.testing.assert_close(out, expected)
     torch.manual_seed(0)
     z = torch.randn(1, 1, 400_000)

@@ -6,7 +6,7 @@ from torch import nn
 from app.engine.dropout import find_dropout_layers
 from app.engine.sampler import MCSampler, SampleJob, plan_chunks
 from app.engine.scripted import ScriptedSampler
-from tests.conftest import small_mlp
+from tests.support import small_mlp
 
 
 def _sampler(model: nn.Module, max_rows: int = 10_000) -> MCSampler:
@@ -76,7 +76,7 @@ def test_results_do_not_depend_on_other_rows_or_other_jobs() -> None:
 
 def test_batchnorm_running_stats_and_eval_mode_survive_sampling() -> None:
     model = small_mlp(batchnorm=True)
-    bn = model[1]
+    bn = list(model.children())[1]
     assert isinstance(bn, nn.BatchNorm1d)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     sampler = _sampler(model, max_rows=64)
