@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# mcdrop on CPU: torch comes from the CPU wheel index (a CUDA build would add gigabytes).
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+RUN python -m venv /opt/venv \
+    && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip install .
+
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    MCDROP_HOST=0.0.0.0 \
+    MCDROP_PORT=8080 \
+    MCDROP_MODELS_DIR=/srv/mcdrop/models \
+    MCDROP_CONFIG=/srv/mcdrop/config/default.yaml
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin mcdrop
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /srv/mcdrop
+COPY config ./config
+COPY models ./models
+USER 10001
+EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/v2/health/ready' % os.environ.get('MCDROP_PORT', '8080'), timeout=2)"]
+CMD ["mcdrop", "serve"]

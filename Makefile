@@ -1,0 +1,41 @@
+# The two set-up commands of the README:
+#   make serve   -> venv + install + serve the bundled demo models on http://127.0.0.1:8080
+#   make test    -> venv + install + ruff + mypy + the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch (an unpinned torch pulls a multi-GB CUDA build).
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: install serve test lint typecheck pytest train-demo bench clean
+
+$(BIN)/mcdrop: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(BIN)/mcdrop
+
+install: $(BIN)/mcdrop
+
+serve: install
+	$(BIN)/mcdrop serve --models-dir models
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy app tests scripts
+
+pytest: install
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+train-demo: install
+	$(BIN)/python scripts/train_demo_models.py --out models
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
