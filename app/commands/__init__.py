@@ -1,0 +1,1 @@
+"""One module per ``mcdrop`` sub-command; each exposes ``register(subparsers)``."""
