@@ -1,35 +1,44 @@
 """Splitting a model into a deterministic prefix and a stochastic suffix.
 
-Everything before the first dropout gives the same output on every MC pass, so it only needs to
-run once per input row. :func:`whole_model_split` is the trivial split (empty prefix).
+Every value of the forward pass that does not depend on a dropout output is the same on every MC
+pass, so it only needs computing once per input row. :func:`fx_split` traces the model with
+``torch.fx``, puts each graph node that depends on the input but on no dropout module into the
+prefix, and every node downstream of a dropout into the suffix. The prefix's values that the
+suffix reads (the activation entering the first dropout, and any skip connection crossing the
+split) are returned by the prefix and repeated N times by the sampler. Constant nodes (weights,
+shapes computed from parameters) are re-created in the suffix rather than passed across.
+
+A model that cannot be traced, or whose crossing values are not per-row tensors, falls back to
+:func:`whole_model_split` with the reason logged and shown in the model's metadata.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
-from torch import Tensor, nn
+import torch
+from torch import Tensor, fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
+logger = logging.getLogger(__name__)
 
-class _Prefix(Protocol):
-    def __call__(self, x: Tensor) -> tuple[Tensor, ...]: ...
-
-
-class _Suffix(Protocol):
-    def __call__(self, *values: Tensor) -> Tensor: ...
+Prefix = Callable[[Tensor], tuple[Tensor, ...]]
+Suffix = Callable[..., Tensor]
 
 
 @dataclass(frozen=True)
 class ModelSplit:
     """prefix(x) -> values crossing the split, each (B, ...); suffix(*values) -> output."""
 
-    prefix: _Prefix
-    suffix: _Suffix
+    prefix: Prefix
+    suffix: Suffix
     prefix_fraction: float
-    """Share of the model's parameters-carrying ops that run in the prefix (0 = none)."""
+    """Share of the model's parameters used by prefix operations (0 = no prefix)."""
     reason: str
-    """Why the split is what it is (shown in metadata and logs)."""
+    """How the split was made, or why there is none (shown in metadata and logs)."""
 
 
 def whole_model_split(model: nn.Module, reason: str = "no prefix split") -> ModelSplit:
@@ -43,3 +52,163 @@ def whole_model_split(model: nn.Module, reason: str = "no prefix split") -> Mode
         return output
 
     return ModelSplit(prefix, suffix, 0.0, reason)
+
+
+class SplitError(Exception):
+    """The model cannot be split; the message says why."""
+
+
+def fx_split(model: nn.Module, dropout_names: Iterable[str], probe: Tensor) -> ModelSplit:
+    """Trace ``model`` and split it before its dropouts, or fall back to no split.
+
+    ``probe`` is an example input (B >= 2, ...) used to check that the split model computes the
+    same output as the model and that every crossing value is a per-row tensor.
+    """
+    try:
+        return _fx_split(model, set(dropout_names), probe)
+    except SplitError as exc:
+        reason = f"no prefix split: {exc}"
+    except Exception as exc:  # tracing raises many kinds of errors on dynamic models
+        reason = (
+            f"no prefix split: torch.fx could not trace the model ({type(exc).__name__}: {exc})"
+        )
+    logger.info("%s; falling back to plain folding", reason)
+    return whole_model_split(model, reason)
+
+
+def _fx_split(model: nn.Module, dropout_names: set[str], probe: Tensor) -> ModelSplit:
+    traced = fx.symbolic_trace(model)
+    nodes = list(traced.graph.nodes)
+    stochastic = _downstream_of(
+        nodes, lambda n: n.op == "call_module" and str(n.target) in dropout_names
+    )
+    if not stochastic:
+        raise SplitError("no dropout module is reached in the traced graph")
+    batched = _downstream_of(nodes, lambda n: n.op == "placeholder")
+    prefix_nodes = [n for n in nodes if n in batched and n not in stochastic and n.op != "output"]
+    output = nodes[-1]
+    if output not in stochastic:
+        raise SplitError("the output does not depend on any dropout")
+    ShapeProp(traced).propagate(probe)
+    suffix_side = _pull_non_tensors(nodes, stochastic, prefix_nodes)
+    prefix_nodes = [n for n in prefix_nodes if n not in suffix_side]
+    crossing = [n for n in prefix_nodes if any(user in suffix_side for user in n.users)]
+    if sum(1 for n in nodes if n.op == "placeholder") != 1:
+        raise SplitError("the model's forward takes more than one input")
+    prefix_module = _prefix_module(traced, nodes, prefix_nodes, batched, crossing)
+    suffix_module = _suffix_module(traced, nodes, suffix_side, batched, crossing)
+    _check_split(model, prefix_module, suffix_module, probe)
+    fraction = _parameter_share(traced, prefix_nodes)
+    names = ", ".join(str(n.target) for n in nodes if n in stochastic and n.op == "call_module")
+    reason = (
+        f"torch.fx split: {len(prefix_nodes)} ops run once per row, "
+        f"{sum(1 for n in nodes if n in stochastic) - 1} ops per sample "
+        f"(from the first dropout: {names.split(', ')[0]}); {len(crossing)} value(s) cross"
+    )
+
+    def prefix(x: Tensor) -> tuple[Tensor, ...]:
+        values: tuple[Tensor, ...] = prefix_module(x)
+        return values
+
+    def suffix(*values: Tensor) -> Tensor:
+        out: Tensor = suffix_module(*values)
+        return out
+
+    return ModelSplit(prefix, suffix, fraction, reason)
+
+
+def _pull_non_tensors(
+    nodes: list[fx.Node], stochastic: set[fx.Node], prefix_nodes: list[fx.Node]
+) -> set[fx.Node]:
+    """The suffix's nodes: the stochastic ones plus prefix nodes that compute non-tensors (sizes,
+    shapes) read by the suffix, which are recomputed there from the folded rows instead of
+    crossing the split (``x.view(x.size(0), -1)`` needs N*B, not B)."""
+    suffix = set(stochastic)
+    in_prefix = set(prefix_nodes)
+    for node in reversed(nodes):
+        if node in in_prefix and node.op != "placeholder" and "tensor_meta" not in node.meta:
+            if any(user in suffix for user in node.users):
+                suffix.add(node)
+    return suffix
+
+
+def _downstream_of(nodes: Sequence[fx.Node], seed: Callable[[fx.Node], bool]) -> set[fx.Node]:
+    """Nodes for which ``seed`` holds, and every node that reads one of them."""
+    found: set[fx.Node] = set()
+    for node in nodes:  # graph order is topological
+        if seed(node) or any(arg in found for arg in node.all_input_nodes):
+            found.add(node)
+    return found
+
+
+def _prefix_module(
+    traced: fx.GraphModule,
+    nodes: list[fx.Node],
+    prefix_nodes: list[fx.Node],
+    batched: set[fx.Node],
+    crossing: list[fx.Node],
+) -> fx.GraphModule:
+    keep = set(prefix_nodes) | _constant_inputs(nodes, set(prefix_nodes), batched)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in nodes:
+        if node in keep:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output(tuple(env[n] for n in crossing))
+    return fx.GraphModule(traced, graph)
+
+
+def _suffix_module(
+    traced: fx.GraphModule,
+    nodes: list[fx.Node],
+    stochastic: set[fx.Node],
+    batched: set[fx.Node],
+    crossing: list[fx.Node],
+) -> fx.GraphModule:
+    keep = stochastic | _constant_inputs(nodes, stochastic, batched)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for index, node in enumerate(crossing):
+        env[node] = graph.placeholder(f"crossing_{index}")
+    for node in nodes:
+        if node in keep and node not in env:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    return fx.GraphModule(traced, graph)
+
+
+def _constant_inputs(
+    nodes: list[fx.Node], group: set[fx.Node], batched: set[fx.Node]
+) -> set[fx.Node]:
+    """Nodes independent of the input (parameters, constants) that ``group`` reads, transitively."""
+    needed: set[fx.Node] = set()
+    for node in reversed(nodes):
+        if node in group or node in needed:
+            needed.update(arg for arg in node.all_input_nodes if arg not in batched)
+    return needed
+
+
+def _check_split(
+    model: nn.Module, prefix: fx.GraphModule, suffix: fx.GraphModule, probe: Tensor
+) -> None:
+    with torch.inference_mode():
+        for rows in (2, 3):
+            x = probe.repeat(rows, *[1] * (probe.dim() - 1))[:rows]
+            values: Any = prefix(x)
+            for value in values:
+                if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != rows:
+                    raise SplitError("a value crossing the split is not a per-row tensor")
+            expected = model(x)
+            actual = suffix(*values)
+            if not isinstance(actual, Tensor) or not torch.allclose(actual, expected, atol=1e-5):
+                raise SplitError("the split model does not reproduce the model's output")
+
+
+def _parameter_share(traced: fx.GraphModule, prefix_nodes: list[fx.Node]) -> float:
+    total = sum(p.numel() for p in traced.parameters())
+    if total == 0:
+        return 0.0
+    in_prefix = 0
+    for node in prefix_nodes:
+        if node.op == "call_module":
+            in_prefix += sum(p.numel() for p in traced.get_submodule(str(node.target)).parameters())
+    return round(in_prefix / total, 4)

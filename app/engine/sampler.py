@@ -1,39 +1,48 @@
 """The MC sampler: N stochastic passes for many rows in few forward calls.
 
-Samples are folded into the batch dimension (sample-major: row ``t * B + b`` is sample ``t`` of
-input row ``b``) and pushed through the model in chunks of at most ``max_rows`` rows. Several
-jobs (requests) can share one run; each keeps its own seed and gets bit-identical numbers whether
-it runs alone or fused with others. The part of the model before the first dropout (the
-deterministic prefix, see :mod:`app.engine.prefix`) runs once per input row, not once per sample.
+Samples are folded into the batch dimension (sample-major: row ``t * B + b`` of a job's block is
+sample ``t`` of input row ``b``) and pushed through the model in chunks of at most ``max_rows``
+rows. Several jobs (requests) can share one forward call. The part of the model before the first
+dropout (the deterministic prefix, see :mod:`app.engine.prefix`) runs once per job on its own
+rows, not once per sample.
+
+Reproducibility: masks depend only on (seed, layer, sample index), and the BLAS kernels behind
+linear and convolution layers give each row the same bits as long as the row block it sits in
+starts at an aligned offset and the call has an aligned number of rows. So every job's block is
+padded to a multiple of ``ROW_ALIGN`` rows and chunks break at multiples of ``ROW_ALIGN``
+samples: a seeded job gets bit-identical outputs alone, fused with others, or chunked.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from app.engine.dropout import DropoutLayer, apply_mask, mask_shape
-from app.engine.masks import MASK_BLOCK, MaskSource, stream_seed
+from app.engine.masks import MaskSource
 from app.engine.prefix import ModelSplit, whole_model_split
+
+ROW_ALIGN = 16
 
 
 @dataclass(frozen=True)
 class SampleJob:
-    """One request's share of a sampling run: inputs (B, *input_shape), N passes, a seed."""
+    """One request's share of a run: inputs (B, *input_shape), samples first..first+N-1, seed."""
 
     inputs: Tensor
     n_samples: int
     seed: int
+    first_sample: int = 0
 
 
 @dataclass(frozen=True)
 class _Piece:
-    """Samples t0..t1-1 of one job, placed inside one forward chunk."""
+    """Samples t0..t1-1 of one job, placed inside one forward chunk (padded to ROW_ALIGN)."""
 
     job: int
     t0: int
@@ -44,38 +53,53 @@ class _Piece:
     def folded_rows(self) -> int:
         return (self.t1 - self.t0) * self.rows
 
+    @property
+    def padded_rows(self) -> int:
+        return -(-self.folded_rows // ROW_ALIGN) * ROW_ALIGN
 
-@dataclass
+
+@dataclass(frozen=True)
 class _RunContext:
     pieces: list[_Piece]
     masks: list[MaskSource]
-    sizes: list[int] = field(default_factory=list)
 
 
 def plan_chunks(jobs: Sequence[SampleJob], max_rows: int) -> list[list[_Piece]]:
-    """Pack every job's samples into chunks of at most ``max_rows`` folded rows.
+    """Pack every job's samples into chunks of at most ``max_rows`` padded rows.
 
-    A chunk holds at least one sample, so a single job wider than ``max_rows`` still runs.
+    Chunks break inside a job only at multiples of ``ROW_ALIGN`` samples (counted from the
+    job's first sample) unless fewer fit; a chunk holds at least one sample, so a job wider than
+    ``max_rows`` still runs.
     """
     chunks: list[list[_Piece]] = []
     current: list[_Piece] = []
     used = 0
     for index, job in enumerate(jobs):
         rows = int(job.inputs.shape[0])
-        t = 0
-        while t < job.n_samples:
-            fit = (max_rows - used) // rows
-            if fit <= 0 and current:
+        t, end = job.first_sample, job.first_sample + job.n_samples
+        while t < end:
+            fit = _samples_that_fit(max_rows - used, rows, end - t, empty=not current)
+            if fit == 0 and current:
                 chunks.append(current)
                 current, used = [], 0
                 continue
-            take = min(max(fit, 1), job.n_samples - t)
-            current.append(_Piece(index, t, t + take, rows))
-            used += take * rows
-            t += take
+            piece = _Piece(index, t, t + max(fit, 1), rows)
+            current.append(piece)
+            used += piece.padded_rows
+            t = piece.t1
     if current:
         chunks.append(current)
     return chunks
+
+
+def _samples_that_fit(free_rows: int, rows: int, remaining: int, empty: bool) -> int:
+    """Samples of a job to place now: all remaining, an aligned count, or (only in an empty
+    chunk, when not even ROW_ALIGN samples fit) as many as fit."""
+    if remaining * rows <= free_rows - (-(remaining * rows) % ROW_ALIGN):
+        return remaining
+    fit = max(free_rows, 0) // rows
+    aligned = fit // ROW_ALIGN * ROW_ALIGN
+    return aligned if aligned or not empty else fit
 
 
 class MCSampler:
@@ -120,7 +144,7 @@ class MCSampler:
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
         """MC outputs (N_j, B_j, *output_shape) for every job, sharing forward passes."""
         with torch.inference_mode():
-            prefix_outputs = self._run_prefix(jobs)
+            prefix_outputs = [self.split.prefix(self._to_device(job.inputs)) for job in jobs]
             outputs: list[list[Tensor]] = [[] for _ in jobs]
             masks = [MaskSource(job.seed, self.device) for job in jobs]
             for pieces in plan_chunks(jobs, self.max_rows):
@@ -130,33 +154,29 @@ class MCSampler:
                     result = self.split.suffix(*folded)
                 finally:
                     self._local.context = None
-                for piece, part in zip(
-                    pieces, torch.split(result, [p.folded_rows for p in pieces]), strict=True
-                ):
-                    outputs[piece.job].append(
-                        part.view(piece.t1 - piece.t0, piece.rows, *part.shape[1:])
-                    )
+                parts = torch.split(result, [p.padded_rows for p in pieces])
+                for piece, part in zip(pieces, parts, strict=True):
+                    per_sample = part[: piece.folded_rows]
+                    n = piece.t1 - piece.t0
+                    outputs[piece.job].append(per_sample.view(n, piece.rows, *part.shape[1:]))
             return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
 
-    def _run_prefix(self, jobs: Sequence[SampleJob]) -> list[tuple[Tensor, ...]]:
-        """Deterministic prefix outputs per job, computed once over all jobs' rows."""
-        inputs = torch.cat([job.inputs for job in jobs]).to(self.device, self.dtype)
-        shared = self.split.prefix(inputs)
-        sizes = [int(job.inputs.shape[0]) for job in jobs]
-        per_value = [torch.split(value, sizes) for value in shared]
-        return [tuple(values[j] for values in per_value) for j in range(len(jobs))]
+    def _to_device(self, inputs: Tensor) -> Tensor:
+        return inputs.to(self.device, self.dtype)
 
     @staticmethod
     def _fold(pieces: list[_Piece], prefix_outputs: list[tuple[Tensor, ...]]) -> list[Tensor]:
-        """Repeat each piece's prefix outputs (t1 - t0) times, sample-major, then concatenate."""
+        """Repeat each piece's prefix outputs (t1 - t0) times, sample-major, padded with zeros."""
         n_values = len(prefix_outputs[0])
         folded = []
         for v in range(n_values):
             parts = []
             for piece in pieces:
                 value = prefix_outputs[piece.job][v]
-                reps = (piece.t1 - piece.t0,) + (1,) * (value.dim() - 1)
-                parts.append(value.repeat(reps))
+                parts.append(value.repeat((piece.t1 - piece.t0,) + (1,) * (value.dim() - 1)))
+                padding = piece.padded_rows - piece.folded_rows
+                if padding:
+                    parts.append(value.new_zeros((padding, *value.shape[1:])))
             folded.append(parts[0] if len(parts) == 1 else torch.cat(parts))
         return folded
 
@@ -174,15 +194,16 @@ class MCSampler:
         p = layer.p
         if p <= 0.0:
             return x
-        parts = torch.split(x, [piece.folded_rows for piece in context.pieces])
+        parts = torch.split(x, [piece.padded_rows for piece in context.pieces])
         dropped = []
         for piece, part in zip(context.pieces, parts, strict=True):
             n = piece.t1 - piece.t0
-            per_sample = part.view(n, piece.rows, *part.shape[1:])
+            active = part[: piece.folded_rows]
+            per_sample = active.view(n, piece.rows, *part.shape[1:])
             shape = mask_shape(layer.mask_kind, part.shape[1:])
             keep = context.masks[piece.job].keep_mask(layer.index, piece.t0, piece.t1, shape, p)
-            dropped.append(apply_mask(per_sample, keep.unsqueeze(1), p, layer.alpha).view_as(part))
+            masked = apply_mask(per_sample, keep.unsqueeze(1), p, layer.alpha)
+            dropped.append(masked.reshape(active.shape))
+            if piece.padded_rows > piece.folded_rows:
+                dropped.append(part[piece.folded_rows :])
         return dropped[0] if len(dropped) == 1 else torch.cat(dropped)
-
-
-__all__ = ["MASK_BLOCK", "MCSampler", "SampleJob", "plan_chunks", "stream_seed"]

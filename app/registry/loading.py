@@ -22,7 +22,7 @@ from app.engine.dropout import (
     warn_functional_dropout,
 )
 from app.engine.predictor import Predictor, TaskSpec
-from app.engine.prefix import ModelSplit, whole_model_split
+from app.engine.prefix import ModelSplit, fx_split, whole_model_split
 from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
 from app.errors import ModelLoadError
@@ -74,7 +74,6 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
     layers = find_dropout_layers(module)
     require_active_dropout(layers, card.name)
     warnings = warn_functional_dropout(module, card.name)
-    split = whole_model_split(module)
     sampler: MCSampler | ScriptedSampler
     if isinstance(module, torch.jit.ScriptModule):
         split = whole_model_split(module, reason="TorchScript model: no prefix split")
@@ -86,6 +85,8 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
             dtype=options.dtype,
         )
     else:
+        probe = _probe_input(card, options, rows=3)
+        split = fx_split(module, [layer.name for layer in layers], probe)
         sampler = MCSampler(
             module,
             layers,
@@ -196,8 +197,15 @@ def _load_weights(module: nn.Module, card: ModelCard, folder: Path) -> None:
         raise ModelLoadError(f"{path}: cannot load weights: {exc}") from exc
 
 
+def _probe_input(card: ModelCard, options: LoadOptions, rows: int) -> torch.Tensor:
+    """Deterministic example rows of the card's input shape (values in [0, 1))."""
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.rand((rows, *card.input.shape), generator=generator)
+    return probe.to(options.device, options.dtype)
+
+
 def _probe_output_shape(module: nn.Module, card: ModelCard, options: LoadOptions) -> list[int]:
-    probe = torch.zeros((2, *card.input.shape), device=options.device, dtype=options.dtype)
+    probe = _probe_input(card, options, rows=2)
     try:
         with torch.inference_mode():
             output = module(probe)
