@@ -126,9 +126,9 @@ def _pull_non_tensors(
     suffix = set(stochastic)
     in_prefix = set(prefix_nodes)
     for node in reversed(nodes):
-        if node in in_prefix and node.op != "placeholder" and "tensor_meta" not in node.meta:
-            if any(user in suffix for user in node.users):
-                suffix.add(node)
+        computes_non_tensor = node.op != "placeholder" and "tensor_meta" not in node.meta
+        if node in in_prefix and computes_non_tensor and any(u in suffix for u in node.users):
+            suffix.add(node)
     return suffix
 
 

@@ -20,7 +20,8 @@ class _Residual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.body(x)
-        return self.head(self.drop(h)) + self.skip(h) + x[:, :3]
+        out: Tensor = self.head(self.drop(h)) + self.skip(h) + x[:, :3]
+        return out
 
 
 class _Flattening(nn.Module):
@@ -35,7 +36,8 @@ class _Flattening(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)
         h = self.drop(h)
-        return self.out(h.view(h.size(0), -1))
+        out: Tensor = self.out(h.view(h.size(0), -1))
+        return out
 
 
 class _Dynamic(nn.Module):
@@ -47,7 +49,8 @@ class _Dynamic(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.sum() > 0:  # data-dependent control flow: not traceable
             x = -x
-        return self.drop(self.lin(x))
+        out: Tensor = self.drop(self.lin(x))
+        return out
 
 
 def _seeded(module: nn.Module) -> nn.Module:
@@ -81,7 +84,7 @@ def test_residual_model_splits_and_matches_plain_folding() -> None:
         torch.testing.assert_close(split.suffix(*split.prefix(x)), model(x))
     with_prefix, plain = _split_and_plain(model, x, 64, seed=3)
     assert (with_prefix.var(0) > 0).all()
-    # the prefix runs on B rows instead of N*B, so BLAS may round differently: same up to float error
+    # the prefix runs on B rows instead of N*B, so BLAS may round differently
     torch.testing.assert_close(with_prefix, plain, rtol=1e-5, atol=1e-5)
 
 
