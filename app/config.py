@@ -54,6 +54,27 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0)
     """Intra-op threads torch may use; 0 keeps torch's own default."""
 
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where models run: ``auto`` picks CUDA when a GPU is visible, else the CPU."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Precision of the weights and activations (statistics are always computed in float32)."""
+
+    max_batch_rows: int = Field(default=8192, ge=1)
+    """Most folded rows (input rows x samples) one fused run of concurrent requests may hold."""
+
+    max_wait_ms: float = Field(default=1.0, ge=0.0)
+    """How long the batcher waits for more requests to fuse once one is waiting."""
+
+    max_queue: int = Field(default=256, ge=1)
+    """Requests that may wait per model; past it the server answers 503 with Retry-After."""
+
+    request_timeout_s: float = Field(default=30.0, gt=0.0)
+    """Deadline of one prediction request; past it the server answers 504 and drops its work."""
+
+    default_tolerance: float = Field(default=0.01, gt=0.0)
+    """Adaptive N (``"n_samples": "auto"``): target MC standard error when none is given."""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -6,14 +6,14 @@ nothing about HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from app.batching.batcher import ModelBatcher, OnBatch
 from app.config import Settings
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Prediction, PredictionRequest
@@ -28,10 +28,21 @@ from app.registry.repository import ModelRepository
 class PredictOptions:
     """MC options of one request, before defaults are applied."""
 
-    n_samples: int | None = None
+    n_samples: int | Literal["auto"] | None = None
     seed: int | None = None
     ci_level: float | None = None
     return_samples: bool = False
+    tolerance: float | None = None
+    """Adaptive N only: target MC standard error (the setting's default when None)."""
+    max_n_samples: int | None = None
+    """Adaptive N only: cap on the samples (the model's maximum when None)."""
+
+
+def _check_samples(field: str, value: int, maximum: int) -> None:
+    if value < 1:
+        raise InvalidInputError(field, f"must be at least 1, got {value}")
+    if value > maximum:
+        raise InvalidInputError(field, f"{value} exceeds this model's maximum of {maximum}")
 
 
 def outcome_of(error: BaseException | None) -> str:
@@ -43,17 +54,49 @@ def outcome_of(error: BaseException | None) -> str:
 
 
 class DataPlane:
-    """Runs predictions for the HTTP layer; sampling happens on a dedicated inference thread."""
+    """Runs predictions for the HTTP layer.
+
+    Requests go through one micro-batcher per model; sampling runs on one dedicated inference
+    thread, so the event loop keeps answering health and metrics during long runs.
+    """
 
     def __init__(self, repository: ModelRepository, settings: Settings, metrics: Metrics) -> None:
         self.repository = repository
         self.settings = settings
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcdrop-infer")
+        self._batchers: dict[str, ModelBatcher] = {}
 
-    def close(self) -> None:
-        """Let running samples finish, then stop the inference thread."""
+    def batcher(self, model: ServedModel) -> ModelBatcher:
+        """The model's batcher, created on first use."""
+        found = self._batchers.get(model.name)
+        if found is None or found.run_batch_owner is not model:
+            found = ModelBatcher(
+                model.name,
+                model.predictor.predict_many,
+                self._executor,
+                max_batch_rows=self.settings.max_batch_rows,
+                max_wait_s=self.settings.max_wait_ms / 1000.0,
+                max_queue=self.settings.max_queue,
+                on_batch=self._batch_observer(model.name),
+                owner=model,
+            )
+            self._batchers[model.name] = found
+        return found
+
+    async def close(self) -> None:
+        """Refuse new work, let queued and running samples finish, stop the inference thread."""
+        for batcher in list(self._batchers.values()):
+            await batcher.stop()
         self._executor.shutdown(wait=True)
+
+    def _batch_observer(self, name: str) -> OnBatch:
+        def observe(rows: int, waits: list[float]) -> None:
+            self.metrics.batch_rows.labels(name).observe(rows)
+            for wait in waits:
+                self.metrics.queue_wait.labels(name).observe(wait)
+
+        return observe
 
     async def predict(
         self,
@@ -67,9 +110,8 @@ class DataPlane:
         with self.track(name, endpoint):
             model = self.repository.get(name, version)
             request = self.build_request(model, rows, options)
-            loop = asyncio.get_running_loop()
-            prediction = await loop.run_in_executor(
-                self._executor, model.predictor.predict, request
+            prediction = await self.batcher(model).submit(
+                request, timeout_s=self.settings.request_timeout_s
             )
             self._observe(model, request, prediction)
             return model, prediction
@@ -78,14 +120,7 @@ class DataPlane:
         self, model: ServedModel, rows: Sequence[Any], options: PredictOptions
     ) -> PredictionRequest:
         """Apply the model's defaults and limits to the request's options and rows."""
-        limits = model.card.n_samples
-        n_samples = options.n_samples if options.n_samples is not None else limits.default
-        if n_samples < 1:
-            raise InvalidInputError("n_samples", f"must be at least 1, got {n_samples}")
-        if n_samples > limits.max:
-            raise InvalidInputError(
-                "n_samples", f"{n_samples} exceeds this model's maximum of {limits.max}"
-            )
+        n_samples, tolerance = self._sample_budget(model, options)
         ci_level = (
             options.ci_level if options.ci_level is not None else self.settings.default_ci_level
         )
@@ -100,7 +135,27 @@ class DataPlane:
             ci_level=ci_level,
             seed=options.seed,
             return_samples=options.return_samples,
+            tolerance=tolerance,
         )
+
+    def _sample_budget(
+        self, model: ServedModel, options: PredictOptions
+    ) -> tuple[int, float | None]:
+        """(N, None) for a fixed N; (cap, tolerance) for ``"auto"``. Checks the model's limits."""
+        limits = model.card.n_samples
+        if options.n_samples == "auto":
+            tolerance = options.tolerance or self.settings.default_tolerance
+            if tolerance <= 0:
+                raise InvalidInputError("tolerance", f"must be positive, got {tolerance}")
+            cap = options.max_n_samples if options.max_n_samples is not None else limits.max
+            _check_samples("max_n_samples", cap, limits.max)
+            return cap, tolerance
+        if options.tolerance is not None or options.max_n_samples is not None:
+            field = "tolerance" if options.tolerance is not None else "max_n_samples"
+            raise InvalidInputError(field, 'only applies with "n_samples": "auto"')
+        n_samples = options.n_samples if options.n_samples is not None else limits.default
+        _check_samples("n_samples", n_samples, limits.max)
+        return n_samples, None
 
     def count_rejected(self, model: str, endpoint: str) -> None:
         """Count a request refused before it reached the data plane (schema validation)."""

@@ -52,3 +52,33 @@ class ModelLoadError(McdropError):
     """A model folder is invalid: bad card, missing or corrupt weights, no dropout."""
 
     status_code = 500
+
+
+class OverloadedError(McdropError):
+    """The model's queue is full; the client should retry after ``retry_after`` seconds."""
+
+    status_code = 503
+
+    def __init__(self, name: str, max_queue: int, retry_after: int = 1) -> None:
+        super().__init__(
+            f"model '{name}' is overloaded: {max_queue} requests already waiting (max_queue)"
+        )
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(McdropError):
+    """The request did not finish within its deadline; its pending work was dropped."""
+
+    status_code = 504
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the request did not finish within {seconds:g} s (request_timeout_s)")
+
+
+class ShuttingDownError(McdropError):
+    """The server is shutting down and takes no new work."""
+
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down")

@@ -14,6 +14,7 @@ from app.api import health, metrics_route, native
 from app.api.errors import install_error_handlers
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
+from app.engine.device import resolve_device, resolve_dtype
 from app.metrics import Metrics, build_metrics
 from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
@@ -26,9 +27,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving every model under ``settings.models_dir`` (loaded at start-up)."""
     settings = settings if settings is not None else load_settings()
     metrics = build_metrics()
-    repository = ModelRepository(
-        settings.models_dir, LoadOptions(max_sample_rows=settings.max_sample_rows)
+    options = LoadOptions(
+        max_sample_rows=settings.max_sample_rows,
+        device=resolve_device(settings.device),
+        dtype=resolve_dtype(settings.dtype),
     )
+    repository = ModelRepository(settings.models_dir, options)
     state = AppState(settings, metrics, repository, DataPlane(repository, settings, metrics))
 
     @asynccontextmanager
@@ -43,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state.shutting_down = True
-            state.dataplane.close()
+            await state.dataplane.close()
 
     app = FastAPI(
         title="mcdrop",

@@ -27,6 +27,8 @@ class Metrics:
     samples_per_request: Histogram
     rows_per_request: Histogram
     inflight_requests: Gauge
+    queue_wait: Histogram
+    batch_rows: Histogram
     model_ready: Gauge
     model_load_seconds: Gauge
     predictive_entropy: Histogram
@@ -74,6 +76,20 @@ def build_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "mcdrop_inflight_requests",
             "Prediction requests being processed now.",
             ["model"],
+            registry=reg,
+        ),
+        queue_wait=Histogram(
+            "mcdrop_queue_wait_seconds",
+            "Time a request waited in its model's queue before its sampling run started.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        ),
+        batch_rows=Histogram(
+            "mcdrop_batch_rows",
+            "Folded rows (input rows x samples) of each fused sampling run.",
+            ["model"],
+            buckets=(16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536),
             registry=reg,
         ),
         model_ready=Gauge(

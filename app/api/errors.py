@@ -9,14 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import McdropError
+from app.errors import McdropError, OverloadedError
 
 logger = logging.getLogger(__name__)
 
 
-def error_response(status_code: int, message: str) -> JSONResponse:
+def error_response(
+    status_code: int, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """The envelope every error answer uses."""
-    return JSONResponse(status_code=status_code, content={"error": message})
+    return JSONResponse(status_code=status_code, content={"error": message}, headers=headers)
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -34,7 +36,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(McdropError)
     async def _domain(request: Request, exc: McdropError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message)
+        headers = None
+        if isinstance(exc, OverloadedError):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return error_response(exc.status_code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

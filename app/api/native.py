@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter
 
 from app.api.deps import DataPlaneDep, RepositoryDep
@@ -38,7 +40,14 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
 @router.post("/models/{name}/predict", response_model_exclude_none=True, name="v1_predict")
 async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> PredictResponse:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
-    options = PredictOptions(body.n_samples, body.seed, body.ci_level, body.return_samples)
+    options = PredictOptions(
+        n_samples=body.n_samples,
+        seed=body.seed,
+        ci_level=body.ci_level,
+        return_samples=body.return_samples,
+        tolerance=body.tolerance,
+        max_n_samples=body.max_n_samples,
+    )
     model, prediction = await dataplane.predict(name, body.inputs, options, endpoint="v1_predict")
     return PredictResponse(
         model=model.name,
@@ -47,6 +56,10 @@ async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> P
         n_samples=prediction.n_samples,
         seed=prediction.seed,
         ci_level=prediction.ci_level,
+        mc_standard_error=(
+            prediction.mc_standard_error if math.isfinite(prediction.mc_standard_error) else None
+        ),
+        converged=prediction.converged,
         predictions=prediction_rows(model, prediction),
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,8 +16,16 @@ class PredictRequest(BaseModel):
         min_length=1,
         description="Input rows, each a (nested) list of numbers of the model's input shape.",
     )
-    n_samples: int | None = Field(
-        default=None, ge=1, description="MC passes; the model's default when omitted."
+    n_samples: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
+        default=None,
+        description='MC passes; the model\'s default when omitted; "auto" samples until the '
+        "MC standard error of the mean is within `tolerance`.",
+    )
+    tolerance: float | None = Field(
+        default=None, gt=0.0, description='With "auto": target MC standard error of the mean.'
+    )
+    max_n_samples: int | None = Field(
+        default=None, ge=1, description='With "auto": cap on N (the model\'s maximum by default).'
     )
     seed: int | None = Field(
         default=None, ge=0, lt=2**63, description="Same inputs, seed and N give identical numbers."
@@ -69,6 +77,12 @@ class PredictResponse(BaseModel):
     n_samples: int
     seed: int
     ci_level: float
+    mc_standard_error: float | None = Field(
+        description="Largest MC standard error of the returned means (null when N = 1)."
+    )
+    converged: bool | None = Field(
+        default=None, description='With "auto": whether the tolerance was met before the cap.'
+    )
     predictions: list[ClassificationRow] | list[RegressionRow]
 
 

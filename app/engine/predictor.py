@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
 from app.engine.sampler import SampleJob
 from app.engine.stats import (
     ClassificationStats,
@@ -50,9 +51,24 @@ class PredictionRequest:
     ci_level: float
     seed: int | None = None
     return_samples: bool = False
+    tolerance: float | None = None
+    """Adaptive N: sample until the MC standard error of the mean is at most this, with
+    ``n_samples`` as the cap. None: exactly ``n_samples`` passes."""
 
     def resolved_seed(self) -> int:
         return self.seed if self.seed is not None else secrets.randbits(63)
+
+    @property
+    def first_round(self) -> int:
+        """Samples drawn in the first (possibly fused) round."""
+        if self.tolerance is None:
+            return self.n_samples
+        return min(self.n_samples, ADAPTIVE_FIRST_SAMPLES)
+
+    @property
+    def folded_rows(self) -> int:
+        """Rows this request adds to a fused forward pass in its first round."""
+        return int(self.inputs.shape[0]) * self.first_round
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,10 @@ class Prediction:
     ci_level: float
     stats: ClassificationStats | RegressionStats
     samples: Tensor | None
+    mc_standard_error: float
+    """Largest MC standard error of the returned mean (over rows and outputs)."""
+    converged: bool | None = None
+    """Adaptive N only: whether the tolerance was met before the cap."""
 
 
 class Predictor:
@@ -83,32 +103,62 @@ class Predictor:
     def predict_many(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
         """Statistics for several requests sampled in shared forward passes."""
         seeds = [request.resolved_seed() for request in requests]
-        jobs = [SampleJob(r.inputs, r.n_samples, s) for r, s in zip(requests, seeds, strict=True)]
-        outputs = self.sampler.sample_jobs(jobs)
+        jobs = [SampleJob(r.inputs, r.first_round, s) for r, s in zip(requests, seeds, strict=True)]
+        outputs = [raw.float().cpu() for raw in self.sampler.sample_jobs(jobs)]
+        self._sample_until_converged(requests, seeds, outputs)
         return [
             self.summarize(raw, request, seed)
             for raw, request, seed in zip(outputs, requests, seeds, strict=True)
         ]
 
+    def _sample_until_converged(
+        self, requests: Sequence[PredictionRequest], seeds: list[int], outputs: list[Tensor]
+    ) -> None:
+        """Grow the outputs of adaptive requests, round by round, until each one is done."""
+        pending = [i for i, request in enumerate(requests) if request.tolerance is not None]
+        while pending:
+            more: list[tuple[int, SampleJob]] = []
+            for i in pending:
+                request, n = requests[i], outputs[i].shape[0]
+                assert request.tolerance is not None
+                error = mc_standard_error(self.returned_values(outputs[i]))
+                target = next_sample_count(n, error, request.tolerance, request.n_samples)
+                if target > n:
+                    more.append(
+                        (i, SampleJob(request.inputs, target - n, seeds[i], first_sample=n))
+                    )
+            extra = self.sampler.sample_jobs([job for _, job in more]) if more else []
+            for (i, _), raw in zip(more, extra, strict=True):
+                outputs[i] = torch.cat([outputs[i], raw.float().cpu()])
+            pending = [i for i, _ in more]
+
+    def returned_values(self, raw: Tensor) -> Tensor:
+        """Per-pass values whose mean is returned: probabilities, or regression means."""
+        if self.spec.task == "classification":
+            return torch.softmax(raw, dim=-1)
+        return self._split_regression(raw)[0]
+
     def summarize(self, raw: Tensor, request: PredictionRequest, seed: int) -> Prediction:
         """Prediction from raw model outputs (N, B, *output_shape) of one request."""
         raw = raw.float().cpu()
+        values = self.returned_values(raw)
+        stats: ClassificationStats | RegressionStats
         if self.spec.task == "classification":
-            probs = torch.softmax(raw, dim=-1)
-            stats: ClassificationStats | RegressionStats = classification_stats(
-                probs, request.ci_level
-            )
-            samples = probs
+            stats = classification_stats(values, request.ci_level)
         else:
-            means, noise = self._split_regression(raw)
-            stats = regression_stats(means, noise, request.ci_level)
-            samples = means
+            stats = regression_stats(values, self._split_regression(raw)[1], request.ci_level)
+        error = mc_standard_error(values)
+        converged = None
+        if request.tolerance is not None:
+            converged = error <= request.tolerance
         return Prediction(
-            n_samples=request.n_samples,
+            n_samples=int(raw.shape[0]),
             seed=seed,
             ci_level=request.ci_level,
             stats=stats,
-            samples=samples if request.return_samples else None,
+            samples=values if request.return_samples else None,
+            mc_standard_error=error,
+            converged=converged,
         )
 
     def _split_regression(self, raw: Tensor) -> tuple[Tensor, float | Tensor]:

@@ -36,7 +36,7 @@ class LoadOptions:
     """Engine settings that apply to every model loaded."""
 
     max_sample_rows: int = 16384
-    device: str = "cpu"
+    device: torch.device | str = "cpu"
     dtype: torch.dtype = torch.float32
 
 

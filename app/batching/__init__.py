@@ -1,0 +1,1 @@
+"""Micro-batching: concurrent requests for one model fused into shared sampling runs."""

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+BIG = {"inputs": [[8] * 64] * 200, "n_samples": 2000, "seed": 1}
+
+
+def test_auto_n_reports_the_samples_used(demo_client: TestClient) -> None:
+    body: dict[str, Any] = {"inputs": [[0.0] * 10], "n_samples": "auto", "seed": 3}
+    loose = demo_client.post("/v1/models/diabetes-mlp/predict", json={**body, "tolerance": 2.0})
+    tight = demo_client.post("/v1/models/diabetes-mlp/predict", json={**body, "tolerance": 0.05})
+    assert loose.status_code == tight.status_code == 200, tight.text
+    loose_body, tight_body = loose.json(), tight.json()
+    assert loose_body["converged"] is True and tight_body["converged"] is True
+    assert loose_body["mc_standard_error"] <= 2.0 and tight_body["mc_standard_error"] <= 0.05
+    assert loose_body["n_samples"] < tight_body["n_samples"]
+    capped = demo_client.post(
+        "/v1/models/diabetes-mlp/predict",
+        json={**body, "tolerance": 1e-9, "max_n_samples": 64},
+    ).json()
+    assert capped["n_samples"] == 64 and capped["converged"] is False
+
+
+def test_auto_options_are_validated(demo_client: TestClient) -> None:
+    url = "/v1/models/diabetes-mlp/predict"
+    row = [[0.0] * 10]
+    response = demo_client.post(url, json={"inputs": row, "n_samples": 10, "tolerance": 0.1})
+    assert response.status_code == 422
+    assert response.json()["error"] == 'tolerance: only applies with "n_samples": "auto"'
+    response = demo_client.post(url, json={"inputs": row, "n_samples": "many"})
+    assert response.status_code == 422 and "n_samples" in response.json()["error"]
+    response = demo_client.post(
+        url, json={"inputs": row, "n_samples": "auto", "max_n_samples": 5000}
+    )
+    assert response.json()["error"] == "max_n_samples: 5000 exceeds this model's maximum of 2000"
+
+
+def test_health_answers_while_a_long_sample_runs(demo_client: TestClient) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.perf_counter()
+        long_request = pool.submit(demo_client.post, "/v1/models/digits-mlp/predict", json=BIG)
+        time.sleep(0.1)
+        health_times = []
+        while not long_request.done():
+            before = time.perf_counter()
+            assert demo_client.get("/v2/health/live").status_code == 200
+            health_times.append(time.perf_counter() - before)
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        assert long_request.result().status_code == 200
+    assert health_times, f"the long request took only {elapsed:.2f}s"
+    assert max(health_times) < elapsed / 2
+
+
+def test_concurrent_seeded_requests_get_their_own_numbers(demo_client: TestClient) -> None:
+    url = "/v1/models/digits-cnn/predict"
+    bodies = [{"inputs": [[[[float(i)] * 8] * 8]], "n_samples": 100, "seed": i} for i in range(12)]
+    alone = [demo_client.post(url, json=body).json() for body in bodies]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        together = list(pool.map(lambda b: demo_client.post(url, json=b).json(), bodies))
+    assert together == alone
+
+
+def test_overload_gets_503_with_retry_after(client_for: Callable[..., TestClient]) -> None:
+    client = client_for(max_queue=1, max_batch_rows=100)
+    body = {"inputs": [[8] * 64] * 50, "n_samples": 200, "seed": 1}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(
+            pool.map(lambda _: client.post("/v1/models/digits-mlp/predict", json=body), range(8))
+        )
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert "overloaded" in refused.json()["error"]
+    assert client.get("/v2/health/ready").status_code == 200

@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from app.batching.batcher import ModelBatcher
+from app.engine.predictor import Prediction, PredictionRequest
+from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
+from app.registry.loading import load_model_folder
+from tests.support import BUNDLED_MODELS
+
+
+def _request(rows: int = 1, n: int = 10, seed: int = 0) -> PredictionRequest:
+    return PredictionRequest(torch.zeros(rows, 2), n_samples=n, ci_level=0.9, seed=seed)
+
+
+class _Recorder:
+    """A fake run_batch: records each batch, optionally blocks or fails."""
+
+    def __init__(self, delay: float = 0.0, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
+        self.release.wait()
+        time.sleep(self.delay)
+        self.batches.append([r.seed or 0 for r in requests])
+        if self.fail_on is not None and self.fail_on in self.batches[-1]:
+            raise RuntimeError("sampling blew up")
+        return [_fake_prediction(r) for r in requests]
+
+
+def _fake_prediction(request: PredictionRequest) -> Prediction:
+    return Prediction(request.n_samples, request.seed or 0, 0.9, None, None, 0.0)  # type: ignore[arg-type]
+
+
+def _batcher(run: _Recorder, **options: float) -> tuple[ModelBatcher, ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=1)
+    settings = {"max_batch_rows": 1000, "max_wait_s": 0.05, "max_queue": 100} | options
+    batcher = ModelBatcher(
+        "m",
+        run,
+        executor,
+        max_batch_rows=int(settings["max_batch_rows"]),
+        max_wait_s=settings["max_wait_s"],
+        max_queue=int(settings["max_queue"]),
+    )
+    return batcher, executor
+
+
+def test_concurrent_requests_are_fused_into_one_run() -> None:
+    run = _Recorder()
+
+    async def scenario() -> list[Prediction]:
+        batcher, _ = _batcher(run)
+        return await asyncio.gather(*(batcher.submit(_request(seed=i)) for i in range(5)))
+
+    results = asyncio.run(scenario())
+    assert run.batches == [[0, 1, 2, 3, 4]]
+    assert [r.seed for r in results] == [0, 1, 2, 3, 4]
+
+
+def test_batches_stay_under_max_batch_rows() -> None:
+    run = _Recorder()
+
+    async def scenario() -> None:
+        batcher, _ = _batcher(run, max_batch_rows=250)
+        await asyncio.gather(*(batcher.submit(_request(rows=10, n=10, seed=i)) for i in range(5)))
+
+    asyncio.run(scenario())
+    assert run.batches == [[0, 1], [2, 3], [4]]
+
+
+def test_a_failing_run_fails_every_waiter_and_the_next_run_works() -> None:
+    run = _Recorder(fail_on=1)
+
+    async def scenario() -> tuple[list[object], Prediction]:
+        batcher, _ = _batcher(run)
+        outcomes = await asyncio.gather(
+            *(batcher.submit(_request(seed=i)) for i in range(3)), return_exceptions=True
+        )
+        after = await batcher.submit(_request(seed=7))
+        return list(outcomes), after
+
+    outcomes, after = asyncio.run(scenario())
+    assert all(isinstance(o, RuntimeError) and str(o) == "sampling blew up" for o in outcomes)
+    assert after.seed == 7
+
+
+def test_full_queue_is_refused() -> None:
+    run = _Recorder()
+    run.release.clear()
+
+    async def scenario() -> list[object]:
+        batcher, _ = _batcher(run, max_queue=2, max_batch_rows=10, max_wait_s=0.0)
+        first = asyncio.ensure_future(batcher.submit(_request(seed=0)))
+        await asyncio.sleep(0.05)  # the first request's run is now blocked
+        waiting = [asyncio.ensure_future(batcher.submit(_request(seed=i))) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(OverloadedError, match="2 requests already waiting"):
+            await batcher.submit(_request(seed=3))
+        run.release.set()
+        return list(await asyncio.gather(first, *waiting))
+
+    assert [p.seed for p in asyncio.run(scenario())] == [0, 1, 2]  # type: ignore[attr-defined]
+
+
+def test_deadline_answers_and_drops_work_not_yet_started() -> None:
+    run = _Recorder()
+    run.release.clear()
+
+    async def scenario() -> None:
+        batcher, _ = _batcher(run, max_batch_rows=10, max_wait_s=0.0)
+        blocker = asyncio.ensure_future(batcher.submit(_request(seed=0)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceededError, match=r"within 0\.05 s"):
+            await batcher.submit(_request(seed=1), timeout_s=0.05)
+        run.release.set()
+        await blocker
+        await batcher.submit(_request(seed=2))
+
+    asyncio.run(scenario())
+    assert run.batches == [[0], [2]]  # seed 1 timed out before its run: never sampled
+
+
+def test_stop_finishes_queued_work_then_refuses_new() -> None:
+    run = _Recorder(delay=0.02)
+
+    async def scenario() -> list[Prediction]:
+        batcher, _ = _batcher(run, max_batch_rows=10, max_wait_s=0.0)
+        queued = [asyncio.ensure_future(batcher.submit(_request(seed=i))) for i in range(3)]
+        await asyncio.sleep(0)
+        await batcher.stop()
+        with pytest.raises(ShuttingDownError):
+            await batcher.submit(_request(seed=9))
+        return list(await asyncio.gather(*queued))
+
+    assert [p.seed for p in asyncio.run(scenario())] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["digits-cnn", "digits-mlp", "diabetes-mlp"])
+def test_seeded_request_is_bit_identical_alone_or_fused(name: str) -> None:
+    model = load_model_folder(BUNDLED_MODELS / name)
+    shape = model.card.input.shape
+    generator = torch.Generator().manual_seed(0)
+    mine = PredictionRequest(
+        torch.rand(3, *shape, generator=generator) * 16, n_samples=100, ci_level=0.9, seed=42
+    )
+    others = [
+        PredictionRequest(
+            torch.rand(b, *shape, generator=generator) * 16, n_samples=n, ci_level=0.9, seed=b
+        )
+        for b, n in [(1, 100), (5, 37), (2, 300)]
+    ]
+    alone = model.predictor.predict(mine)
+
+    async def fused() -> Prediction:
+        executor = ThreadPoolExecutor(max_workers=1)
+        batcher = ModelBatcher(
+            name, model.predictor.predict_many, executor,
+            max_batch_rows=100_000, max_wait_s=0.05, max_queue=10,
+        )  # fmt: skip
+        results = await asyncio.gather(*(batcher.submit(r) for r in [*others[:2], mine, others[2]]))
+        return results[2]
+
+    together = asyncio.run(fused())
+    assert torch.equal(together.stats.mean, alone.stats.mean)
+    assert torch.equal(together.stats.std, alone.stats.std)
+    assert together.mc_standard_error == alone.mc_standard_error
