@@ -106,6 +106,8 @@ class Predictor:
         jobs = [SampleJob(r.inputs, r.first_round, s) for r, s in zip(requests, seeds, strict=True)]
         outputs = [raw.float().cpu() for raw in self.sampler.sample_jobs(jobs)]
         self._sample_until_converged(requests, seeds, outputs)
+        # Statistics run per request: reductions over a tensor holding other requests' rows
+        # could round differently, and a request's numbers must not depend on its neighbours.
         return [
             self.summarize(raw, request, seed)
             for raw, request, seed in zip(outputs, requests, seeds, strict=True)
@@ -142,17 +144,28 @@ class Predictor:
         """Prediction from raw model outputs (N, B, *output_shape) of one request."""
         raw = raw.float().cpu()
         values = self.returned_values(raw)
-        stats: ClassificationStats | RegressionStats
+        return self._prediction(request, seed, self._stats(raw, values, request.ci_level), values)
+
+    def _stats(
+        self, raw: Tensor, values: Tensor, ci_level: float
+    ) -> ClassificationStats | RegressionStats:
         if self.spec.task == "classification":
-            stats = classification_stats(values, request.ci_level)
-        else:
-            stats = regression_stats(values, self._split_regression(raw)[1], request.ci_level)
+            return classification_stats(values, ci_level)
+        return regression_stats(values, self._split_regression(raw)[1], ci_level)
+
+    def _prediction(
+        self,
+        request: PredictionRequest,
+        seed: int,
+        stats: ClassificationStats | RegressionStats,
+        values: Tensor,
+    ) -> Prediction:
         error = mc_standard_error(values)
         converged = None
         if request.tolerance is not None:
             converged = error <= request.tolerance
         return Prediction(
-            n_samples=int(raw.shape[0]),
+            n_samples=int(values.shape[0]),
             seed=seed,
             ci_level=request.ci_level,
             stats=stats,

@@ -1,0 +1,49 @@
+"""Shared helpers of the benchmark scripts: timing, tables, the bundled models' inputs."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+RESULTS = REPO / "bench" / "results"
+
+
+def median_seconds(run: Callable[[], object], repeats: int = 7, min_time: float = 0.05) -> float:
+    """Median wall time of one call of ``run``: each repeat loops until ``min_time`` has passed."""
+    run()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        calls, started = 0, time.perf_counter()
+        while True:
+            run()
+            calls += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= min_time:
+                break
+        samples.append(elapsed / calls)
+    return statistics.median(samples)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table; floats are printed with 3 significant digits."""
+
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def example_inputs(shape: Sequence[int], rows: int, seed: int = 0) -> torch.Tensor:
+    """Deterministic raw-scale inputs (0..16, like the digits pixels) of the model's shape."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((rows, *shape), generator=generator) * 16

@@ -1,0 +1,203 @@
+"""Service benchmark: requests/s and latency under concurrent load, N = 100.
+
+Side by side in one run, for digits-cnn and digits-mlp at concurrency 1, 8 and 32:
+  mcdrop   `mcdrop serve` (micro-batching, folding, prefix), over HTTP on loopback
+  naive    bench/naive_server.py (per-request Python loop, no batching), over HTTP
+  engine   mcdrop's engine in-process, no HTTP: `predict_many` on fused batches of the same size
+           as the concurrency (the raw engine's throughput at that fused batch)
+Each HTTP measurement runs a fixed number of requests per client after a warm-up; the servers
+run in their own processes on 127.0.0.1 only.
+
+    python -m bench.service [--models digits-cnn digits-mlp] [--requests 60] [--out docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+from app.engine.predictor import PredictionRequest
+from app.registry.loading import load_model_folder
+from bench.common import MODELS, REPO, RESULTS, example_inputs, markdown_table
+
+CONCURRENCY = (1, 8, 32)
+N_SAMPLES = 100
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server(command: list[str], port: int) -> Iterator[str]:
+    """Start a server process on loopback, wait until ready, stop it afterwards."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"server {command} did not become ready")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def load(
+    url: str, body: dict[str, Any], concurrency: int, per_client: int
+) -> dict[str, float]:
+    """``concurrency`` clients each send ``per_client`` requests back to back."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def one_client() -> None:
+            for _ in range(per_client):
+                started = time.perf_counter()
+                response = await client.post(url, json=body)
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(one_client() for _ in range(min(concurrency, 4))))  # warm-up
+        latencies.clear()
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(ordered) * 1e3,
+        "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e3,
+    }
+
+
+def engine_throughput(name: str, concurrency: int, seconds: float = 2.0) -> dict[str, float]:
+    """Requests/s of predict_many on fused batches of ``concurrency`` one-row requests."""
+    model = load_model_folder(MODELS / name)
+    x = example_inputs(model.card.input.shape, 1)
+    requests = [PredictionRequest(x, N_SAMPLES, 0.95, seed=i) for i in range(concurrency)]
+    model.predictor.predict_many(requests)
+    calls, latencies, started = 0, [], time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        before = time.perf_counter()
+        model.predictor.predict_many(requests)
+        latencies.append(time.perf_counter() - before)
+        calls += 1
+    elapsed = time.perf_counter() - started
+    return {"rps": calls * concurrency / elapsed, "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": sorted(latencies)[int(0.99 * (len(latencies) - 1))] * 1e3}  # fmt: skip
+
+
+def bench_model(name: str, per_client: int) -> list[dict[str, Any]]:
+    model = load_model_folder(MODELS / name)
+    row = example_inputs(model.card.input.shape, 1)[0].tolist()
+    body = {"inputs": [row], "n_samples": N_SAMPLES}
+    rows: list[dict[str, Any]] = []
+    targets = {
+        "mcdrop": [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(MODELS)],
+        "naive": [sys.executable, "-m", "bench.naive_server", "--model", name],
+    }
+    for kind, command in targets.items():
+        port = _free_port()
+        with server([*command, "--port", str(port)], port) as base:
+            url = f"{base}/v1/models/{name}/predict"
+            for concurrency in CONCURRENCY:
+                count = per_client if kind == "mcdrop" else max(3, per_client // 4)
+                result = asyncio.run(load(url, body, concurrency, count))
+                rows.append({"model": name, "server": kind, "concurrency": concurrency} | result)
+                print(rows[-1], flush=True)
+    for concurrency in CONCURRENCY:
+        result = engine_throughput(name, concurrency)
+        rows.append({"model": name, "server": "engine", "concurrency": concurrency} | result)
+        print(rows[-1], flush=True)
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
+    colors = {"engine": "tab:green", "mcdrop": "tab:blue", "naive": "tab:red"}
+    for ax, name in zip(axes[0], names, strict=True):
+        for kind, color in colors.items():
+            mine = [r for r in rows if r["model"] == name and r["server"] == kind]
+            ax.plot([r["concurrency"] for r in mine], [r["rps"] for r in mine], marker="o",
+                    color=color, label=kind)  # fmt: skip
+        ax.set(xscale="log", yscale="log", title=f"{name}, N = {N_SAMPLES}",
+               xlabel="concurrent clients", ylabel="requests / s")  # fmt: skip
+        ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["digits-cnn", "digits-mlp"])
+    parser.add_argument("--requests", type=int, default=60, help="requests per client (mcdrop)")
+    parser.add_argument("--out", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores")
+    rows = []
+    for name in args.models:
+        rows += bench_model(name, args.requests)
+    table_rows = []
+    for r in rows:
+        naive = next(x for x in rows if x["model"] == r["model"] and x["server"] == "naive"
+                     and x["concurrency"] == r["concurrency"])  # fmt: skip
+        engine = next(x for x in rows if x["model"] == r["model"] and x["server"] == "engine"
+                      and x["concurrency"] == r["concurrency"])  # fmt: skip
+        table_rows.append([r["model"], r["server"], r["concurrency"], r["rps"], r["p50_ms"],
+                           r["p99_ms"], f"{r['rps'] / naive['rps']:.1f}x",
+                           f"{100 * r['rps'] / engine['rps']:.0f}%"])  # fmt: skip
+    header = [
+        "model",
+        "server",
+        "clients",
+        "req/s",
+        "p50 (ms)",
+        "p99 (ms)",
+        "vs naive",
+        "of engine",
+    ]
+    table = markdown_table(header, table_rows)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "service.json").write_text(json.dumps(rows, indent=1))
+    (RESULTS / "service.md").write_text(table + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(rows, args.out / "bench-service.png")
+
+
+if __name__ == "__main__":
+    main()
