@@ -13,25 +13,33 @@ from app.registry.repository import ModelRepository
 from app.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+def _state(request: Request) -> AppState:
     state: AppState = request.app.state.mcdrop
     return state
 
 
-def get_dataplane(request: Request) -> DataPlane:
-    return get_state(request).dataplane
+async def get_state(request: Request) -> AppState:
+    return _state(request)
 
 
-def get_repository(request: Request) -> ModelRepository:
-    return get_state(request).repository
+# Async on purpose: FastAPI runs plain-def dependencies in a thread pool, a thread hop per
+# dependency per request.
 
 
-def get_metrics(request: Request) -> Metrics:
-    return get_state(request).metrics
+async def get_dataplane(request: Request) -> DataPlane:
+    return _state(request).dataplane
 
 
-def get_settings(request: Request) -> Settings:
-    return get_state(request).settings
+async def get_repository(request: Request) -> ModelRepository:
+    return _state(request).repository
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return _state(request).metrics
+
+
+async def get_settings(request: Request) -> Settings:
+    return _state(request).settings
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
