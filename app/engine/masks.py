@@ -1,19 +1,24 @@
 """Seeded, counter-style dropout masks.
 
 The keep-mask of sample ``t`` at dropout layer ``l`` for a request with seed ``s`` is a pure
-function of ``(s, l, t)``: masks are drawn in blocks of ``MASK_BLOCK`` samples from a generator
-seeded with a hash of ``(s, l, t // MASK_BLOCK)``. So the numbers a request gets do not depend on
+function of ``(s, l, t)``: masks are drawn in blocks of ``block_samples(shape)`` samples (a fixed
+size per layer) from a generator seeded with a hash of ``(s, l, t // block)``. So the numbers a request gets do not depend on
 how its samples are chunked, on which other requests share the forward pass, or on the other rows
 of the request (one mask per sample is shared by every row: each pass is one sampled network).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-MASK_BLOCK = 64
+MASK_BLOCK = 128
+"""Most samples drawn per block; layers with large masks use smaller blocks."""
+_BLOCK_ELEMENTS = 1 << 16
 _MASK64 = (1 << 64) - 1
+_WORD_RANGE = 1 << 31
 
 
 def _splitmix64(value: int) -> int:
@@ -41,20 +46,37 @@ class MaskSource:
 
     def keep_mask(self, layer: int, t0: int, t1: int, shape: tuple[int, ...], p: float) -> Tensor:
         """Bool keep-mask (t1 - t0, *shape) for samples t0..t1-1 of dropout layer ``layer``."""
-        first, last = t0 // MASK_BLOCK, (t1 - 1) // MASK_BLOCK
-        blocks = [self._block(layer, k, shape, p) for k in range(first, last + 1)]
+        size = block_samples(shape)
+        first, last = t0 // size, (t1 - 1) // size
+        blocks = [self._block(layer, k, size, shape, p) for k in range(first, last + 1)]
         stacked = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        offset = first * MASK_BLOCK
+        offset = first * size
         return stacked[t0 - offset : t1 - offset]
 
-    def _block(self, layer: int, block: int, shape: tuple[int, ...], p: float) -> Tensor:
+    def _block(self, layer: int, block: int, size: int, shape: tuple[int, ...], p: float) -> Tensor:
         key = (layer, block)
         cached = self._blocks.get(key)
         if cached is not None and tuple(cached.shape[1:]) == shape:
             return cached
         generator = torch.Generator(device=self.device)
         generator.manual_seed(stream_seed(self.seed, layer, block))
-        uniform = torch.rand((MASK_BLOCK, *shape), generator=generator, device=self.device)
-        mask = uniform >= p
+        words = torch.empty((size, *shape), dtype=torch.int32, device=self.device)
+        words.random_(generator=generator)  # uniform on [0, 2^31): cheaper than torch.rand
+        mask = words >= drop_threshold(p)
         self._blocks[key] = mask
         return mask
+
+
+def block_samples(shape: tuple[int, ...]) -> int:
+    """Samples per mask block for masks of ``shape``: MASK_BLOCK, halved while a block would
+    exceed 65,536 elements, never below 16 (so small-N requests do not draw huge blocks)."""
+    elements = max(1, math.prod(shape))
+    size = MASK_BLOCK
+    while size > 16 and size * elements > _BLOCK_ELEMENTS:
+        size //= 2
+    return size
+
+
+def drop_threshold(p: float) -> int:
+    """31-bit integer threshold: a uniform word below it drops the unit (|P - p| < 2^-31)."""
+    return round(p * _WORD_RANGE)

@@ -167,17 +167,19 @@ class MCSampler:
     @staticmethod
     def _fold(pieces: list[_Piece], prefix_outputs: list[tuple[Tensor, ...]]) -> list[Tensor]:
         """Repeat each piece's prefix outputs (t1 - t0) times, sample-major, padded with zeros."""
-        n_values = len(prefix_outputs[0])
+        total = sum(piece.padded_rows for piece in pieces)
         folded = []
-        for v in range(n_values):
-            parts = []
+        for v, first in enumerate(prefix_outputs[pieces[0].job]):
+            buffer = first.new_empty((total, *first.shape[1:]))
+            offset = 0
             for piece in pieces:
                 value = prefix_outputs[piece.job][v]
-                parts.append(value.repeat((piece.t1 - piece.t0,) + (1,) * (value.dim() - 1)))
-                padding = piece.padded_rows - piece.folded_rows
-                if padding:
-                    parts.append(value.new_zeros((padding, *value.shape[1:])))
-            folded.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+                n = piece.t1 - piece.t0
+                block = buffer[offset : offset + piece.folded_rows]
+                block.view(n, *value.shape).copy_(value.expand(n, *value.shape))
+                buffer[offset + piece.folded_rows : offset + piece.padded_rows].zero_()
+                offset += piece.padded_rows
+            folded.append(buffer)
         return folded
 
     def _make_hook(self, layer: DropoutLayer):  # type: ignore[no-untyped-def]
@@ -191,19 +193,20 @@ class MCSampler:
 
     @staticmethod
     def _apply_dropout(layer: DropoutLayer, x: Tensor, context: _RunContext) -> Tensor:
+        """Each piece's rows times its job's masks; padding rows come out as zeros."""
         p = layer.p
         if p <= 0.0:
             return x
-        parts = torch.split(x, [piece.padded_rows for piece in context.pieces])
-        dropped = []
-        for piece, part in zip(context.pieces, parts, strict=True):
-            n = piece.t1 - piece.t0
-            active = part[: piece.folded_rows]
-            per_sample = active.view(n, piece.rows, *part.shape[1:])
-            shape = mask_shape(layer.mask_kind, part.shape[1:])
+        out = torch.empty_like(x)
+        shape = mask_shape(layer.mask_kind, x.shape[1:])
+        offset = 0
+        for piece in context.pieces:
+            n, rows = piece.t1 - piece.t0, piece.rows
             keep = context.masks[piece.job].keep_mask(layer.index, piece.t0, piece.t1, shape, p)
+            active = slice(offset, offset + piece.folded_rows)
+            per_sample = x[active].view(n, rows, *x.shape[1:])
             masked = apply_mask(per_sample, keep.unsqueeze(1), p, layer.alpha)
-            dropped.append(masked.reshape(active.shape))
-            if piece.padded_rows > piece.folded_rows:
-                dropped.append(part[piece.folded_rows :])
-        return dropped[0] if len(dropped) == 1 else torch.cat(dropped)
+            out[active].view(n, rows, *x.shape[1:]).copy_(masked)
+            out[offset + piece.folded_rows : offset + piece.padded_rows].zero_()
+            offset += piece.padded_rows
+        return out

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import torch
 
-from app.engine.masks import MASK_BLOCK, MaskSource, stream_seed
+from app.engine.masks import MASK_BLOCK, MaskSource, block_samples, drop_threshold, stream_seed
 
 
 def test_stream_seed_is_deterministic_and_key_sensitive() -> None:
@@ -12,10 +12,10 @@ def test_stream_seed_is_deterministic_and_key_sensitive() -> None:
 
 
 def test_keep_mask_is_the_same_however_it_is_sliced() -> None:
-    whole = MaskSource(7, torch.device("cpu")).keep_mask(0, 0, 150, (5,), 0.3)
+    whole = MaskSource(7, torch.device("cpu")).keep_mask(0, 0, 300, (5,), 0.3)
     source = MaskSource(7, torch.device("cpu"))
-    pieces = [source.keep_mask(0, a, b, (5,), 0.3) for a, b in [(0, 10), (10, 64), (64, 150)]]
-    assert whole.shape == (150, 5)
+    pieces = [source.keep_mask(0, a, b, (5,), 0.3) for a, b in [(0, 10), (10, 128), (128, 300)]]
+    assert whole.shape == (300, 5)
     assert torch.equal(torch.cat(pieces), whole)
     # a fresh source for a shorter N gives the same first samples
     assert torch.equal(MaskSource(7, torch.device("cpu")).keep_mask(0, 0, 3, (5,), 0.3), whole[:3])
@@ -29,3 +29,24 @@ def test_keep_mask_differs_by_layer_and_seed_and_keeps_one_minus_p() -> None:
     assert not torch.equal(a, b) and not torch.equal(a, c)
     kept = a.float().mean().item()
     assert abs(kept - 0.7) < 0.01  # 64k Bernoulli(0.7) draws: sd 0.0018
+
+
+def test_block_size_shrinks_for_large_masks() -> None:
+    assert block_samples((64,)) == 128
+    assert block_samples((1024,)) == 64
+    assert block_samples((32, 16, 16)) == 16
+    assert block_samples((10**6,)) == 16
+
+
+def test_drop_threshold_is_exact_to_2_pow_minus_31() -> None:
+    assert drop_threshold(0.5) == 2**30
+    assert drop_threshold(0.0) == 0
+    assert abs(drop_threshold(0.3) / 2**31 - 0.3) < 2**-31
+
+
+def test_large_masks_are_chunk_invariant_too() -> None:
+    shape = (8, 32, 32)  # 8192 elements: blocks of 16 samples
+    whole = MaskSource(3, torch.device("cpu")).keep_mask(2, 0, 40, shape, 0.1)
+    source = MaskSource(3, torch.device("cpu"))
+    parts = [source.keep_mask(2, a, b, shape, 0.1) for a, b in [(0, 5), (5, 33), (33, 40)]]
+    assert torch.equal(torch.cat(parts), whole)
