@@ -2,9 +2,10 @@
 
 The keep-mask of sample ``t`` at dropout layer ``l`` for a request with seed ``s`` is a pure
 function of ``(s, l, t)``: masks are drawn in blocks of ``block_samples(shape)`` samples (a fixed
-size per layer) from a generator seeded with a hash of ``(s, l, t // block)``. So the numbers a request gets do not depend on
-how its samples are chunked, on which other requests share the forward pass, or on the other rows
-of the request (one mask per sample is shared by every row: each pass is one sampled network).
+size per layer) from a generator seeded with a hash of ``(s, l, t // block)``. So the numbers a
+request gets do not depend on how its samples are chunked, on which other requests share the
+forward pass, or on the other rows of the request (one mask per sample is shared by every row:
+each pass is one sampled network).
 """
 
 from __future__ import annotations
