@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -74,6 +75,43 @@ class Settings(BaseSettings):
 
     default_tolerance: float = Field(default=0.01, gt=0.0)
     """Adaptive N (``"n_samples": "auto"``): target MC standard error when none is given."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get a 413 before they are read whole."""
+
+    max_request_sample_rows: int = Field(default=262144, ge=1)
+    """Most input rows x MC samples one request may ask for (bounds memory per request)."""
+
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """API keys; empty (and no key file) means no authentication. ``KEY`` may predict;
+    ``KEY:admin`` may also use the model-repository routes."""
+
+    api_key_file: Path | None = None
+    """File with one API key per line (same ``KEY[:admin]`` form; ``#`` starts a comment)."""
+
+    auth_health: bool = False
+    """Require an API key on the health routes too (probes usually call them without one)."""
+
+    auth_metrics: bool = False
+    """Require an API key on ``/metrics`` too."""
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Origins allowed by CORS; empty turns CORS off."""
+
+    log_format: Literal["json", "text"] = "json"
+    """Request and server logs as one JSON object per line, or as plain text."""
+
+    shutdown_delay_s: float = Field(default=0.0, ge=0.0)
+    """On SIGTERM, report not-ready and keep serving this long before draining (lets load
+    balancers stop sending traffic first)."""
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """``MCDROP_API_KEYS=k1,k2:admin`` as well as a YAML list."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @classmethod
     def settings_customise_sources(

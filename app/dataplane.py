@@ -84,6 +84,12 @@ class DataPlane:
             self._batchers[model.name] = found
         return found
 
+    async def forget(self, name: str) -> None:
+        """Stop the batcher of ``name`` after its queued work (the model is being replaced)."""
+        batcher = self._batchers.pop(name, None)
+        if batcher is not None:
+            await batcher.stop()
+
     async def close(self) -> None:
         """Refuse new work, let queued and running samples finish, stop the inference thread."""
         for batcher in list(self._batchers.values()):
@@ -129,6 +135,13 @@ class DataPlane:
                 "ci_level", f"must be between 0 and 1 (exclusive), got {ci_level}"
             )
         inputs = rows_to_tensor(rows, model.card.input.shape, self.settings.max_rows_per_request)
+        sample_rows = int(inputs.shape[0]) * n_samples
+        if sample_rows > self.settings.max_request_sample_rows:
+            raise InvalidInputError(
+                "n_samples",
+                f"{inputs.shape[0]} rows x {n_samples} samples = {sample_rows} exceeds the limit "
+                f"of {self.settings.max_request_sample_rows} (max_request_sample_rows)",
+            )
         return PredictionRequest(
             inputs=inputs,
             n_samples=n_samples,

@@ -82,3 +82,21 @@ class ShuttingDownError(McdropError):
 
     def __init__(self) -> None:
         super().__init__("the server is shutting down")
+
+
+class UnauthorizedError(McdropError):
+    """No API key, or one the server does not know (HTTP 401)."""
+
+    status_code = 401
+
+    def __init__(self) -> None:
+        super().__init__("a valid API key is required (Authorization: Bearer KEY or X-API-Key)")
+
+
+class ForbiddenError(McdropError):
+    """A known API key without the role this route needs (HTTP 403)."""
+
+    status_code = 403
+
+    def __init__(self, role: str) -> None:
+        super().__init__(f"this API key may not use this route (needs the '{role}' role)")

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import health, metrics_route, native
+from app.api import health, metrics_route, native, repository
+from app.api.auth import ApiKeys, Role, check_access, load_api_keys
 from app.api.errors import install_error_handlers
+from app.api.middleware import RequestContextMiddleware
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
 from app.engine.device import resolve_device, resolve_dtype
-from app.metrics import Metrics, build_metrics
+from app.metrics import build_metrics
 from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
 from app.state import AppState
@@ -32,17 +36,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         device=resolve_device(settings.device),
         dtype=resolve_dtype(settings.dtype),
     )
-    repository = ModelRepository(settings.models_dir, options)
-    state = AppState(settings, metrics, repository, DataPlane(repository, settings, metrics))
+    models = ModelRepository(settings.models_dir, options)
+    state = AppState(settings, metrics, models, DataPlane(models, settings, metrics))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        repository.load_all()
-        _record_models(metrics, repository)
+        models.load_all()
+        state.record_models()
         state.started = True
-        logger.info("mcdrop ready: %d model(s)", len(repository.ready_models()))
+        logger.info("mcdrop ready: %d model(s)", len(models.ready_models()))
         try:
             yield
         finally:
@@ -57,14 +61,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.mcdrop = state
     install_error_handlers(app)
-    app.include_router(native.router)
-    app.include_router(health.router)
-    app.include_router(metrics_route.router)
+    keys = load_api_keys(settings)
+    predict_auth = [Depends(_require(keys, "predict"))]
+    admin_auth = [Depends(_require(keys, "admin"))]
+    app.include_router(native.router, dependencies=predict_auth)
+    app.include_router(repository.router, dependencies=admin_auth)
+    app.include_router(health.router, dependencies=predict_auth if settings.auth_health else [])
+    metrics_auth = predict_auth if settings.auth_metrics else []
+    app.include_router(metrics_route.router, dependencies=metrics_auth)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
 
-def _record_models(metrics: Metrics, repository: ModelRepository) -> None:
-    for entry in repository.entries():
-        metrics.model_ready.labels(entry.name).set(1 if entry.ready else 0)
-        if entry.model is not None:
-            metrics.model_load_seconds.labels(entry.name).set(entry.model.load_seconds)
+def _require(keys: ApiKeys, role: Role) -> Callable[[Request], Coroutine[Any, Any, None]]:
+    async def dependency(request: Request) -> None:
+        check_access(keys, request, role)
+
+    return dependency

@@ -21,6 +21,13 @@ class AppState:
     started: bool = False
     shutting_down: bool = False
 
+    def record_models(self) -> None:
+        """Set the model readiness and load-time gauges from the repository."""
+        for entry in self.repository.entries():
+            self.metrics.model_ready.labels(entry.name).set(1 if entry.ready else 0)
+            if entry.model is not None:
+                self.metrics.model_load_seconds.labels(entry.name).set(entry.model.load_seconds)
+
     @property
     def ready(self) -> bool:
         """Ready to serve: start-up done, not shutting down, at least one model loaded."""

@@ -1,4 +1,8 @@
-"""The one error envelope: ``{"error": "..."}`` with the status the error carries."""
+"""The one error envelope: ``{"error": "...", "request_id": "..."}`` with the error's status.
+
+Unexpected exceptions are logged with the request id and answered as a generic 500: no stack
+trace or internal detail ever reaches a client.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,26 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import McdropError, OverloadedError
+from app.errors import McdropError, OverloadedError, UnauthorizedError
 
 logger = logging.getLogger(__name__)
 
 
+def request_id_of(request: Request) -> str | None:
+    """The id the request middleware gave this request."""
+    value = request.scope.get("state", {}).get("request_id")
+    return str(value) if value is not None else None
+
+
 def error_response(
-    status_code: int, message: str, headers: dict[str, str] | None = None
+    request: Request, status_code: int, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """The envelope every error answer uses."""
-    return JSONResponse(status_code=status_code, content={"error": message}, headers=headers)
+    content: dict[str, str] = {"error": message}
+    request_id = request_id_of(request)
+    if request_id is not None:
+        content["request_id"] = request_id
+    return JSONResponse(status_code=status_code, content=content, headers=headers)
 
 
 def validation_message(exc: RequestValidationError) -> str:
@@ -31,15 +45,20 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def _headers_for(exc: McdropError) -> dict[str, str] | None:
+    if isinstance(exc, OverloadedError):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, UnauthorizedError):
+        return {"WWW-Authenticate": 'Bearer realm="mcdrop"'}
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors, validation errors, HTTP errors and the unexpected to the envelope."""
 
     @app.exception_handler(McdropError)
     async def _domain(request: Request, exc: McdropError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, OverloadedError):
-            headers = {"Retry-After": str(exc.retry_after)}
-        return error_response(exc.status_code, exc.message, headers)
+        return error_response(request, exc.status_code, exc.message, _headers_for(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -47,13 +66,19 @@ def install_error_handlers(app: FastAPI) -> None:
         name = request.path_params.get("name")
         if route is not None and name is not None:
             request.app.state.mcdrop.dataplane.count_rejected(name, route.name)
-        return error_response(422, validation_message(exc))
+        return error_response(request, 422, validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+        return error_response(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal server error")
+        logger.error(
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
+            exc_info=exc,
+            extra={"request_id": request_id_of(request)},
+        )
+        return error_response(request, 500, "internal server error")

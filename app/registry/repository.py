@@ -72,6 +72,35 @@ class ModelRepository:
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
+    def load(self, name: str) -> ModelEntry:
+        """(Re)load one model from its folder (``root/name`` for a model not seen before).
+
+        A failure keeps the model unready with the reason; the previous version, if any, is
+        replaced either way so the repository never serves stale weights after a reload.
+        """
+        known = self._entries.get(name)
+        folder = known.folder if known is not None else self.root / name
+        if not (folder / CARD_FILE).is_file():
+            raise ModelNotFoundError(name)
+        entry = self._load_entry(folder)
+        if entry.name != name:
+            entry = ModelEntry(name, folder, None, f"its card names it '{entry.name}'")
+        self._entries[name] = entry
+        return entry
+
+    def unload(self, name: str) -> ModelEntry:
+        """Stop serving ``name``; it stays listed, unready, until loaded again."""
+        known = self.entry(name)
+        entry = ModelEntry(name, known.folder, None, "unloaded")
+        self._entries[name] = entry
+        return entry
+
+    def folder_names(self) -> list[str]:
+        """Every folder under the root that holds a model card (loaded or not)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file())
+
     def entries(self) -> list[ModelEntry]:
         """Every entry, ready or not, sorted by name."""
         return [self._entries[name] for name in sorted(self._entries)]

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-BIG = {"inputs": [[8] * 64] * 200, "n_samples": 2000, "seed": 1}
+BIG = {"inputs": [[8] * 64] * 128, "n_samples": 2000, "seed": 1}
 
 
 def test_auto_n_reports_the_samples_used(demo_client: TestClient) -> None:

@@ -149,7 +149,8 @@ def test_bad_requests_get_the_error_envelope(
 ) -> None:
     response = demo_client.post(path, json=body)
     assert response.status_code == status
-    assert set(response.json()) == {"error"}
+    assert set(response.json()) == {"error", "request_id"}
+    assert response.json()["request_id"] == response.headers["x-request-id"]
     assert fragment in response.json()["error"]
 
 
@@ -166,7 +167,7 @@ def test_malformed_json_is_a_422(demo_client: TestClient) -> None:
 def test_unknown_model_metadata_is_404(demo_client: TestClient) -> None:
     response = demo_client.get("/v1/models/nope")
     assert response.status_code == 404
-    assert response.json() == {"error": "model 'nope' not found"}
+    assert response.json()["error"] == "model 'nope' not found"
 
 
 def test_too_many_rows(client_for: Callable[..., TestClient]) -> None:
