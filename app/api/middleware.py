@@ -45,7 +45,10 @@ class RequestContextMiddleware:
 
         try:
             if _declared_length(scope) > self.max_body_bytes:
-                await self._too_large(send_with_id, request_id)
+                await self._reply(send_with_id, request_id, 413, self._limit_message())
+            elif not _json_or_empty(scope):
+                message = "content-type: must be application/json"
+                await self._reply(send_with_id, request_id, 415, message)
             else:
                 await self.app(scope, self._limited(receive), send_with_id)
         finally:
@@ -77,11 +80,13 @@ class RequestContextMiddleware:
     def _limit_message(self) -> str:
         return f"body: larger than the limit of {self.max_body_bytes} bytes (max_body_bytes)"
 
-    async def _too_large(self, send: Send, request_id: str) -> None:
-        body = json.dumps({"error": self._limit_message(), "request_id": request_id}).encode()
+    @staticmethod
+    async def _reply(send: Send, request_id: str, status: int, message: str) -> None:
+        """Answer without reading the body (the connection is closed after it)."""
+        body = json.dumps({"error": message, "request_id": request_id}).encode()
         headers: list[Any] = [(b"content-type", b"application/json"), (b"connection", b"close")]
         headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -94,11 +99,26 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
-def _declared_length(scope: Scope) -> int:
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
     for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
+        if name == wanted:
+            found: bytes = value
+            return found
+    return None
+
+
+def _json_or_empty(scope: Scope) -> bool:
+    """A request with a body must declare a JSON content type."""
+    has_body = _declared_length(scope) > 0 or _header(scope, b"transfer-encoding") is not None
+    if scope.get("method") not in ("POST", "PUT", "PATCH") or not has_body:
+        return True
+    content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    return content_type == b"application/json" or content_type.endswith(b"+json")
+
+
+def _declared_length(scope: Scope) -> int:
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
