@@ -1,0 +1,137 @@
+"""Property-based fuzzing of the HTTP API from its own OpenAPI schema (schemathesis).
+
+A real `mcdrop serve` process on loopback receives generated requests for every documented
+operation; no answer may be a server error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+
+from tests.support import BUNDLED_MODELS, REPO_ROOT
+from tests.test_cli import _free_port
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "MCDROP_LOG_LEVEL": "warning", "MCDROP_MAX_REQUEST_SAMPLE_ROWS": "20000"}
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--models-dir", str(BUNDLED_MODELS)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+MODELS = ["digits-mlp", "digits-cnn", "diabetes-mlp"]
+SHAPES = {"digits-mlp": (64,), "digits-cnn": (1, 8, 8), "diabetes-mlp": (10,)}
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    derandomize=True,
+)
+
+
+def _with_real_model(case: schemathesis.Case, name: str) -> schemathesis.Case:
+    if case.path_parameters and "name" in case.path_parameters:
+        case.path_parameters["name"] = name
+    return case
+
+
+def test_no_server_errors_from_the_openapi_schema(server_url: str) -> None:
+    schema = schemathesis.openapi.from_url(f"{server_url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 8
+    # unloading would leave the rest of the run with no model to call: tested on its own
+    operations = [op for op in operations if not op.path.endswith("/unload")]
+    labels = []
+    for operation in operations:
+        strategy = st.builds(_with_real_model, operation.as_strategy(), st.sampled_from(MODELS))
+
+        @given(case=strategy)
+        @FUZZ
+        def no_server_error(case: schemathesis.Case) -> None:
+            case.call_and_validate(checks=[not_a_server_error])
+
+        no_server_error()
+        labels.append(operation.label)
+    assert "POST /v1/models/{name}/predict" in labels
+
+
+def _rows(shape: tuple[int, ...], count: int) -> st.SearchStrategy[list[object]]:
+    value = st.floats(min_value=-1e30, max_value=1e30, allow_nan=False) | st.integers(-99, 99)
+    row: st.SearchStrategy[object] = value
+    for size in reversed(shape):
+        row = st.lists(row, min_size=size, max_size=size)
+    return st.lists(row, min_size=1, max_size=count)
+
+
+@st.composite
+def _predict_bodies(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
+    name = draw(st.sampled_from(MODELS))
+    body: dict[str, object] = {"inputs": draw(_rows(SHAPES[name], 4))}
+    if draw(st.booleans()):
+        body["n_samples"] = draw(st.integers(-2, 2100) | st.just("auto"))
+    if body.get("n_samples") == "auto" and draw(st.booleans()):
+        body["tolerance"] = draw(st.floats(min_value=1e-4, max_value=10))
+        body["max_n_samples"] = draw(st.integers(1, 300))
+    for key, strategy in (
+        ("seed", st.integers(-1, 2**64)),
+        ("ci_level", st.floats(-0.5, 1.5)),
+        ("return_samples", st.booleans()),
+    ):
+        if draw(st.booleans()):
+            body[key] = draw(strategy)
+    return name, body
+
+
+def test_no_server_errors_for_well_shaped_predictions(server_url: str) -> None:
+    statuses: set[int] = set()
+    with httpx.Client(base_url=server_url, timeout=60) as client:
+
+        @given(request=_predict_bodies())
+        @settings(FUZZ, max_examples=150)
+        def well_shaped(request: tuple[str, dict[str, object]]) -> None:
+            name, body = request
+            response = client.post(f"/v1/models/{name}/predict", json=body)
+            statuses.add(response.status_code)
+            assert response.status_code < 500, response.text
+            if response.status_code == 200:
+                for row in response.json()["predictions"]:
+                    assert all(
+                        lo <= hi for lo, hi in zip(row["ci_lower"], row["ci_upper"], strict=True)
+                    )
+
+        well_shaped()
+    assert {200, 422} <= statuses
