@@ -14,7 +14,7 @@ from app.api import health, metrics_route, native, v2
 from app.api.errors import install_error_handlers
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
-from app.metrics import Metrics, build_metrics
+from app.metrics import Metrics, build_metrics, multiprocess_dir
 from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
 from app.state import AppState
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving every model under ``settings.models_dir`` (loaded at start-up)."""
     settings = settings if settings is not None else load_settings()
-    metrics = build_metrics()
+    metrics = build_metrics(multiprocess_dir=multiprocess_dir())
     repository = ModelRepository(
         settings.models_dir, LoadOptions(max_sample_rows=settings.max_sample_rows)
     )
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             state.shutting_down = True
             state.dataplane.close()
+            metrics.close()
 
     app = FastAPI(
         title="mcdrop",
@@ -58,6 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(metrics_route.router)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes: settings from the environment and config file."""
+    return create_app(load_settings())
 
 
 def _record_models(metrics: Metrics, repository: ModelRepository) -> None:
