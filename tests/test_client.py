@@ -13,7 +13,7 @@ from app.client import (
     ClassificationRow,
     McdropClient,
     McdropClientError,
-    ModelSummary,
+    ModelInfo,
     RegressionRow,
 )
 from tests.support import free_port, serve_in_thread
@@ -38,7 +38,7 @@ def test_models_are_typed_summaries(client: McdropClient) -> None:
     models = {model.name: model for model in client.models()}
     assert set(models) == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
     cnn = models["digits-cnn"]
-    assert isinstance(cnn, ModelSummary) and cnn.ready and cnn.error is None
+    assert isinstance(cnn, ModelInfo) and cnn.ready and cnn.error is None
     assert (cnn.task, cnn.input_shape, cnn.dropout_layers) == ("classification", [1, 8, 8], 1)
     assert cnn.labels == [str(i) for i in range(10)] and cnn.max_n_samples == 2000
     assert client.model("diabetes-mlp").task == "regression"
@@ -48,10 +48,12 @@ def test_classification_prediction(client: McdropClient, server_url: str) -> Non
     result = client.predict("digits-mlp", DIGIT_ROWS, n_samples=30, seed=4, ci_level=0.8)
     assert (result.model, result.version, result.task) == ("digits-mlp", "1", "classification")
     assert (result.n_samples, result.seed, result.ci_level) == (30, 4, 0.8)
-    assert len(result.rows) == 2 and all(isinstance(r, ClassificationRow) for r in result.rows)
+    assert len(result.predictions) == 2 and all(
+        isinstance(r, ClassificationRow) for r in result.predictions
+    )
     body = {"inputs": DIGIT_ROWS, "n_samples": 30, "seed": 4, "ci_level": 0.8}
     raw = httpx.post(f"{server_url}/v1/models/digits-mlp/predict", json=body).json()
-    first = result.rows[0]
+    first = result.predictions[0]
     assert isinstance(first, ClassificationRow)
     assert first.mean == raw["predictions"][0]["mean"]
     assert first.mutual_information == raw["predictions"][0]["mutual_information"]
@@ -60,7 +62,7 @@ def test_classification_prediction(client: McdropClient, server_url: str) -> Non
 
 def test_regression_prediction(client: McdropClient) -> None:
     result = client.predict("diabetes-mlp", [[0.0] * 10], n_samples=20, seed=0)
-    row = result.rows[0]
+    row = result.predictions[0]
     assert isinstance(row, RegressionRow) and result.task == "regression"
     assert row.pi_lower[0] < row.ci_lower[0] <= row.mean[0] <= row.ci_upper[0] < row.pi_upper[0]
 

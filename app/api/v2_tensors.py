@@ -7,6 +7,7 @@ bytes. Outputs are one tensor per statistic, as JSON ``data`` or raw bytes when 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from app.api.v2_schemas import (
 )
 from app.dataplane import PredictOptions
 from app.engine.predictor import Prediction
+from app.engine.stats import ClassificationStats, RegressionStats
 from app.errors import InvalidTensorError
 from app.registry.loading import ServedModel
 
@@ -46,29 +48,9 @@ DATATYPES: dict[str, type[np.generic]] = {
     "UINT64": np.uint64,
 }
 
-CLASSIFICATION_OUTPUTS = (
-    "mean",
-    "std",
-    "ci_lower",
-    "ci_upper",
-    "predicted_class",
-    "confidence",
-    "predictive_entropy",
-    "expected_entropy",
-    "mutual_information",
-    "variation_ratio",
-)
-REGRESSION_OUTPUTS = (
-    "mean",
-    "epistemic_variance",
-    "aleatoric_variance",
-    "variance",
-    "std",
-    "ci_lower",
-    "ci_upper",
-    "pi_lower",
-    "pi_upper",
-)
+# One output tensor per statistic the engine computes, in the engine's order.
+CLASSIFICATION_OUTPUTS = tuple(f.name for f in dataclasses.fields(ClassificationStats))
+REGRESSION_OUTPUTS = tuple(f.name for f in dataclasses.fields(RegressionStats))
 _PER_ROW = {
     "predicted_class",
     "confidence",

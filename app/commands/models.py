@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.client import McdropClient, McdropClientError, ModelSummary
+from app.client import McdropClient, McdropClientError, ModelInfo
 from app.commands._output import add_url_flag, table
 
 HEADERS = ("model", "version", "task", "input", "N default/max", "dropout", "prefix", "status")
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(model: ModelSummary) -> list[object]:
+def _row(model: ModelInfo) -> list[object]:
     if not model.ready:
         return [model.name, "-", "-", "-", "-", "-", "-", f"FAILED: {model.error}"]
     shape = "x".join(map(str, model.input_shape or []))

@@ -17,7 +17,7 @@ from app.client import (
     ClassificationRow,
     McdropClient,
     McdropClientError,
-    Prediction,
+    PredictResponse,
     RegressionRow,
 )
 from app.commands._output import add_url_flag, number, table
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"mcdrop: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(_as_json(results), indent=2))
+        print(results.model_dump_json(indent=2, exclude_none=True))
     else:
         print(render(results))
     return 0
@@ -88,14 +88,14 @@ def read_rows(value: str, input_shape: list[int]) -> list[Any]:
     return data
 
 
-def render(prediction: Prediction) -> str:
+def render(prediction: PredictResponse) -> str:
     """A header line and one table line per row (per output for regression)."""
     level = f"{prediction.ci_level:.0%}"
     header = (
         f"{prediction.model} v{prediction.version} ({prediction.task}): "
         f"{prediction.n_samples} MC passes, seed {prediction.seed}, {level} intervals"
     )
-    rows: list[ClassificationRow | RegressionRow] = list(prediction.rows)
+    rows: list[ClassificationRow | RegressionRow] = list(prediction.predictions)
     if prediction.task == "classification":
         lines = [_classification_line(i, row) for i, row in enumerate(rows)]
         headers = ["row", "class", "confidence", f"{level} interval", "entropy", "MI", "var. ratio"]
@@ -107,10 +107,10 @@ def render(prediction: Prediction) -> str:
 
 def _predict_in_batches(
     client: McdropClient, args: argparse.Namespace, rows: list[Any], seed: int
-) -> Prediction:
+) -> PredictResponse:
     batch_size = max(1, args.batch_size)
     batches = math.ceil(len(rows) / batch_size)
-    parts: list[Prediction] = []
+    parts: list[PredictResponse] = []
     # One seed for every batch: masks depend on (seed, pass), not on the batch, so batching
     # does not change any row's numbers.
     with tqdm(
@@ -124,11 +124,8 @@ def _predict_in_batches(
                 )
             )
             bar.update(len(chunk))
-    merged: list[Any] = [row for part in parts for row in part.rows]
-    first = parts[0]
-    return Prediction(
-        first.model, first.version, first.task, first.n_samples, seed, first.ci_level, merged
-    )
+    merged: list[Any] = [row for part in parts for row in part.predictions]
+    return parts[0].model_copy(update={"predictions": merged})
 
 
 def _classification_line(index: int, row: ClassificationRow | RegressionRow) -> list[object]:
@@ -155,13 +152,6 @@ def _regression_lines(index: int, row: ClassificationRow | RegressionRow) -> lis
         pi = f"[{number(row.pi_lower[j])}, {number(row.pi_upper[j])}]"
         lines.append([index, j, mean, row.std[j], ci, pi])
     return lines
-
-
-def _as_json(prediction: Prediction) -> dict[str, Any]:
-    body = {field: getattr(prediction, field) for field in ("model", "version", "task")}
-    body.update(n_samples=prediction.n_samples, seed=prediction.seed, ci_level=prediction.ci_level)
-    body["predictions"] = [row.__dict__ for row in prediction.rows]
-    return body
 
 
 def _csv_rows(text: str, source: str) -> list[list[float]]:

@@ -10,10 +10,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
-from app.api.v2_tensors import CLASSIFICATION_OUTPUTS, REGRESSION_OUTPUTS
-
 DIGITS = load_digits()
 PIXELS = [img.reshape(-1).astype(int).tolist() for img in DIGITS.images[:3]]
+# The contract clients code against, spelled out.
+CLASSIFICATION_OUTPUTS = (
+    "mean", "std", "ci_lower", "ci_upper", "predicted_class", "confidence",
+    "predictive_entropy", "expected_entropy", "mutual_information", "variation_ratio",
+)  # fmt: skip
+REGRESSION_OUTPUTS = (
+    "mean", "epistemic_variance", "aleatoric_variance", "variance", "std",
+    "ci_lower", "ci_upper", "pi_lower", "pi_upper",
+)  # fmt: skip
 DIABETES_ROW = [0.038, 0.051, 0.062, 0.022, -0.044, -0.035, -0.043, -0.003, 0.020, -0.018]
 
 
