@@ -246,7 +246,11 @@ def _json_array(where: str, data: list[Any], dtype: type[np.generic], count: int
         ) from None
 
 
+_END = object()
+
+
 def _flatten(data: list[Any]) -> list[Any]:
+    """Leaves of a nested list, row-major, without recursion (deep nesting cannot overflow)."""
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -258,9 +262,6 @@ def _flatten(data: list[Any]) -> list[Any]:
         else:
             flat.append(item)
     return flat
-
-
-_END = object()
 
 
 def _output_tensor(prediction: Prediction, name: str) -> Tensor:
