@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 
 from app import __version__
-from app.commands import serve
+from app.commands import check_model, models, predict, serve
 
-COMMANDS = [serve]
+COMMANDS = [serve, models, predict, check_model]
 
 
 def build_parser() -> argparse.ArgumentParser:

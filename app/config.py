@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     models_dir: Path = Path("models")
     """Model repository: one folder per model, each with a ``model.yaml`` card and weights."""
 
+    workers: int = Field(default=1, ge=1)
+    """Worker processes uvicorn starts. Above 1, each worker loads every model and metrics are
+    summed over the workers through ``metrics_dir``."""
+
+    metrics_dir: Path | None = None
+    """Folder where worker processes share Prometheus metrics (exported to them as
+    ``PROMETHEUS_MULTIPROC_DIR``) when ``workers`` > 1; its metric files are deleted at start.
+    None: ``PROMETHEUS_MULTIPROC_DIR`` if set, else a new temporary folder."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of mcdrop and uvicorn."""
 

@@ -26,6 +26,13 @@ class InvalidInputError(McdropError):
         self.field = field
 
 
+class InvalidTensorError(McdropError):
+    """An Open Inference Protocol request breaks the protocol or the model's contract: wrong
+    tensor name, datatype, shape or data length. The protocol answers these with 400."""
+
+    status_code = 400
+
+
 class ModelNotFoundError(McdropError):
     """No model of that name (or version) is in the repository."""
 

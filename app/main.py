@@ -12,14 +12,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import health, metrics_route, native, repository
+from app.api import health, metrics_route, native, repository, v2
 from app.api.auth import ApiKeys, Role, check_access, load_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
 from app.engine.device import resolve_device, resolve_dtype
-from app.metrics import build_metrics
+from app.metrics import build_metrics, multiprocess_dir
 from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
 from app.state import AppState
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving every model under ``settings.models_dir`` (loaded at start-up)."""
     settings = settings if settings is not None else load_settings()
-    metrics = build_metrics()
+    metrics = build_metrics(multiprocess_dir=multiprocess_dir())
     options = LoadOptions(
         max_sample_rows=settings.max_sample_rows,
         device=resolve_device(settings.device),
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             state.shutting_down = True
             await state.dataplane.close()
+            metrics.close()
 
     app = FastAPI(
         title="mcdrop",
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     predict_auth = [Depends(_require(keys, "predict"))]
     admin_auth = [Depends(_require(keys, "admin"))]
     app.include_router(native.router, dependencies=predict_auth)
+    app.include_router(v2.router, dependencies=predict_auth)
     app.include_router(repository.router, dependencies=admin_auth)
     app.include_router(health.router, dependencies=predict_auth if settings.auth_health else [])
     metrics_auth = predict_auth if settings.auth_metrics else []
@@ -79,6 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for uvicorn worker processes: settings from the environment and config file."""
+    return create_app(load_settings())
 
 
 def _require(keys: ApiKeys, role: Role) -> Callable[[Request], Coroutine[Any, Any, None]]:

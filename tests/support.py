@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import subprocess
 import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +122,50 @@ def small_mlp(p: float = 0.5, batchnorm: bool = False) -> nn.Module:
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
     return model.eval()
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(base_url: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``/v2/health/ready`` until it answers 200; fail if ``process`` dies first."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"server exited with {process.returncode}:\n{output}")
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.2)
+
+
+@contextmanager
+def serve_in_thread(models_dir: Path = BUNDLED_MODELS, **settings: Any) -> Iterator[str]:
+    """A real uvicorn server for an mcdrop app on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    from app.config import load_settings
+    from app.main import create_app
+
+    port = free_port()
+    app = create_app(load_settings(models_dir=models_dir, **settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url)
+        yield base_url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

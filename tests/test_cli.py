@@ -1,25 +1,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app.cli import build_parser
-from tests.support import BUNDLED_MODELS, REPO_ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support import BUNDLED_MODELS, REPO_ROOT, free_port, wait_ready
 
 
 def test_serve_flags_parse() -> None:
@@ -41,7 +31,7 @@ def test_missing_config_file_exits_with_2(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_mcdrop_serve_answers_over_real_http() -> None:
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
     command += ["--models-dir", str(BUNDLED_MODELS)]
     server = subprocess.Popen(
@@ -49,16 +39,7 @@ def test_mcdrop_serve_answers_over_real_http() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1) as response:
-                    assert response.status == 200
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                assert server.poll() is None, server.stdout.read() if server.stdout else ""
-                assert time.monotonic() < deadline, "server did not become ready"
-                time.sleep(0.2)
+        wait_ready(base, server)
         body = json.dumps({"inputs": [[0.0] * 10], "n_samples": 10, "seed": 0}).encode()
         request = urllib.request.Request(
             f"{base}/v1/models/diabetes-mlp/predict",

@@ -13,8 +13,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.support import BUNDLED_MODELS, REPO_ROOT
-from tests.test_cli import _free_port
+from tests.support import BUNDLED_MODELS, REPO_ROOT, free_port, wait_ready
 
 
 def _status(url: str, body: dict[str, object] | None = None, timeout: float = 60) -> int:
@@ -30,7 +29,7 @@ def _status(url: str, body: dict[str, object] | None = None, timeout: float = 60
 def test_sigterm_turns_ready_false_first_and_lets_in_flight_requests_finish(
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MCDROP_SHUTDOWN_DELAY_S": "1.5", "MCDROP_LOG_FORMAT": "text"}
     command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
@@ -43,15 +42,7 @@ def test_sigterm_turns_ready_false_first_and_lets_in_flight_requests_finish(
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _status(f"{base}/v2/health/ready", timeout=1) == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert time.monotonic() < deadline and server.poll() is None
-            time.sleep(0.2)
+        wait_ready(base)
         heavy = {"inputs": [[8] * 64] * 100, "n_samples": 2000, "seed": 1}
         url = f"{base}/v1/models/digits-mlp/predict"
         with ThreadPoolExecutor(max_workers=4) as pool:

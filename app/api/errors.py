@@ -11,6 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import McdropError, OverloadedError, UnauthorizedError
@@ -35,11 +36,13 @@ def error_response(
     return JSONResponse(status_code=status_code, content=content, headers=headers)
 
 
-def validation_message(exc: RequestValidationError) -> str:
-    """``field: problem`` for each validation error, the field as a dotted path in the body."""
+def validation_message(exc: RequestValidationError | ValidationError, root: str = "") -> str:
+    """``field: problem`` for each validation error, the field as a dotted path in the body
+    (below ``root`` when the validated object sits inside the body)."""
     parts = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        loc = [root] if root else []
+        loc += [str(p) for p in err.get("loc", ()) if p != "body"]
         field = ".".join(loc) if loc else "body"
         parts.append(f"{field}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)
@@ -66,7 +69,9 @@ def install_error_handlers(app: FastAPI) -> None:
         name = request.path_params.get("name")
         if route is not None and name is not None:
             request.app.state.mcdrop.dataplane.count_rejected(name, route.name)
-        return error_response(request, 422, validation_message(exc))
+        # Routers may set their own status for schema errors (the v2 protocol says 400).
+        status = getattr(route, "validation_status_code", 422)
+        return error_response(request, status, validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

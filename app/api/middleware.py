@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("mcdrop.requests")
 REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_BODY_TYPES = {b"application/json", b"application/octet-stream"}
 
 
 class RequestContextMiddleware:
@@ -108,12 +109,14 @@ def _header(scope: Scope, wanted: bytes) -> bytes | None:
 
 
 def _json_or_empty(scope: Scope) -> bool:
-    """A request with a body must declare a JSON content type."""
+    """A body that declares a content type must declare JSON (or, for the v2 binary tensor
+    extension, octet-stream); forms, text and the like are refused before they are read."""
     has_body = _declared_length(scope) > 0 or _header(scope, b"transfer-encoding") is not None
-    if scope.get("method") not in ("POST", "PUT", "PATCH") or not has_body:
+    declared = _header(scope, b"content-type")
+    if scope.get("method") not in ("POST", "PUT", "PATCH") or not has_body or declared is None:
         return True
-    content_type = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
-    return content_type == b"application/json" or content_type.endswith(b"+json")
+    content_type = declared.split(b";")[0].strip().lower()
+    return content_type in _BODY_TYPES or content_type.endswith(b"+json")
 
 
 def _declared_length(scope: Scope) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
@@ -13,9 +15,13 @@ from typing import Any
 
 import uvicorn
 
+from app.config import Settings
 from app.state import AppState
 
 logger = logging.getLogger(__name__)
+
+APP_FACTORY = "app.main:create_app_from_env"
+"""What each worker process imports and calls when ``workers`` > 1."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,6 +31,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--port", type=int, help="TCP port (settings: port)")
     serve.add_argument("--config", type=Path, help="YAML settings file (config/default.yaml)")
     serve.add_argument("--models-dir", type=Path, help="model repository (settings: models_dir)")
+    serve.add_argument("--workers", type=int, help="worker processes (settings: workers)")
     serve.set_defaults(handler=run)
 
 
@@ -54,9 +61,13 @@ def run(args: argparse.Namespace) -> int:
     """Load the settings (flags > environment > file > defaults) and run uvicorn."""
     from app.config import load_settings
     from app.logs import configure_logging
-    from app.main import create_app
 
-    flags = {"host": args.host, "port": args.port, "models_dir": args.models_dir}
+    flags = {
+        "host": args.host,
+        "port": args.port,
+        "models_dir": args.models_dir,
+        "workers": args.workers,
+    }
     overrides: dict[str, Any] = {key: value for key, value in flags.items() if value is not None}
     try:
         settings = load_settings(args.config, **overrides)
@@ -64,15 +75,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"mcdrop: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": max(1, math.ceil(settings.request_timeout_s)),
+    }
+    if settings.workers > 1:
+        _prepare_workers(settings)
+        uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, **common)
+        return 0
+    from app.main import create_app
+
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=max(1, math.ceil(settings.request_timeout_s)),
-    )
+    config = uvicorn.Config(app, **common)
     DrainingServer(config, app.state.mcdrop, settings.shutdown_delay_s).run()
     return 0
+
+
+def _prepare_workers(settings: Settings) -> None:
+    """Shared metrics folder and settings for worker processes, before any of them starts.
+
+    Workers build their own settings from the environment, so every resolved setting is
+    exported as ``MCDROP_<KEY>`` (lists comma-separated): flags and the config file reach them.
+    """
+    from app.metrics import multiprocess_dir, prepare_multiprocess_dir
+
+    folder = settings.metrics_dir or multiprocess_dir()
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="mcdrop-metrics-"))
+    prepare_multiprocess_dir(folder)
+    for key, value in settings.model_dump(mode="json", exclude={"metrics_dir"}).items():
+        if isinstance(value, list):
+            os.environ[f"MCDROP_{key.upper()}"] = ",".join(str(item) for item in value)
+        elif value is not None:
+            os.environ[f"MCDROP_{key.upper()}"] = str(value)
+    os.environ["MCDROP_METRICS_DIR"] = str(folder)
+    logger.info("%d workers; shared metrics in %s", settings.workers, folder)

@@ -1,0 +1,133 @@
+"""``mcdrop check-model DIR``: load a model folder the way the server does, sample it, and
+report every problem found (exit status 1 if there is one)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from app.commands._output import table
+from app.engine.predictor import Prediction, PredictionRequest
+from app.errors import McdropError
+from app.registry.card import read_card
+from app.registry.loading import LoadOptions, ServedModel, load_model_folder
+
+
+@dataclass
+class Report:
+    """What a check found: facts to show, problems (fail) and warnings (do not fail)."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``check-model`` sub-command."""
+    parser = commands.add_parser(
+        "check-model", help="load a model folder, sample it and report every problem found"
+    )
+    parser.add_argument("folder", type=Path, help="model folder (with model.yaml)")
+    parser.add_argument("--rows", type=int, default=8, help="rows of the sample run (default 8)")
+    parser.add_argument("--n-samples", type=int, help="MC passes (the card's default if absent)")
+    parser.add_argument("--runs", type=int, default=5, help="timed sample runs (default 5)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the folder; print the findings; 0 when no problem was found, 1 otherwise."""
+    report = Report()
+    model = _load(args.folder, report)
+    if model is not None:
+        print(describe(model))
+        n_samples = args.n_samples or model.card.n_samples.default
+        _sample_checks(model, max(1, args.rows), n_samples, max(2, args.runs), report)
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    if report.problems:
+        print(f"\n{len(report.problems)} problem(s):")
+        for problem in report.problems:
+            print(f"  - {problem}")
+        return 1
+    print("\nOK: no problems found")
+    return 0
+
+
+def describe(model: ServedModel) -> str:
+    """The model's card facts, dropout layers and prefix split as text."""
+    card = model.card
+    lines = [
+        f"model      {card.name} v{card.version} ({card.task})",
+        f"folder     {model.folder}",
+        f"input      {card.input.shape} {card.input.dtype} -> output {model.output_shape}",
+        f"n_samples  default {card.n_samples.default}, max {card.n_samples.max}",
+        f"load time  {model.load_seconds:.3f} s",
+        f"prefix     {model.split.prefix_fraction:.0%} of the model runs once per row "
+        f"({model.split.reason})",
+        "",
+        table(
+            ["dropout layer", "kind", "p"],
+            [[layer.name, type(layer.module).__name__, layer.p] for layer in model.dropout_layers],
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _load(folder: Path, report: Report) -> ServedModel | None:
+    try:
+        card = read_card(folder)
+        model = load_model_folder(folder, LoadOptions())
+    except McdropError as exc:
+        report.problems.append(exc.message)
+        return None
+    if card.weights.file is not None and card.weights.sha256 is None:
+        report.warnings.append("weights.sha256 missing in model.yaml: the file is not verified")
+    report.problems.extend(
+        f"{w}: mcdrop keeps the model in eval mode, so that dropout never samples "
+        "(use an nn.Dropout module)"
+        for w in model.warnings
+    )
+    return model
+
+
+def _sample_checks(
+    model: ServedModel, rows: int, n_samples: int, runs: int, report: Report
+) -> None:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn((rows, *model.card.input.shape), generator=generator, dtype=torch.float64)
+    request = PredictionRequest(inputs, n_samples, ci_level=0.95, seed=0, return_samples=True)
+    timings: list[float] = []
+    results: list[Prediction] = []
+    for _ in tqdm(range(runs), desc="sample runs", unit="run", file=sys.stderr, disable=None):
+        started = time.perf_counter()
+        results.append(model.predictor.predict(request))
+        timings.append(time.perf_counter() - started)
+    steady = statistics.median(timings[1:])
+    print(
+        f"sample run {rows} rows x {n_samples} passes: first {timings[0] * 1000:.1f} ms, "
+        f"then median {steady * 1000:.1f} ms ({rows * n_samples / steady:,.0f} row-passes/s)"
+    )
+    _check_prediction(results, report)
+
+
+def _check_prediction(results: list[Prediction], report: Report) -> None:
+    first = results[0]
+    values = [v for v in vars(first.stats).values() if isinstance(v, torch.Tensor)]
+    if not all(torch.isfinite(v.double()).all() for v in values):
+        report.problems.append("the sample run returned NaN or infinite statistics")
+    samples = [result.samples for result in results if result.samples is not None]
+    if torch.equal(samples[0].amin(0), samples[0].amax(0)):
+        report.problems.append(
+            "every MC pass gave the same output: dropout does not reach the output"
+        )
+    if any(not torch.equal(samples[0], other) for other in samples[1:]):
+        report.problems.append(
+            "the same seed gave different numbers: the model is not deterministic"
+        )

@@ -1,0 +1,197 @@
+"""``mcdrop predict``: send rows to a running server and print their uncertainty as a table."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from app.client import (
+    ClassificationRow,
+    McdropClient,
+    McdropClientError,
+    PredictResponse,
+    RegressionRow,
+)
+from app.commands._output import add_url_flag, number, table
+
+
+class InputError(ValueError):
+    """The --input value cannot be read as rows for the model."""
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``predict`` sub-command."""
+    parser = commands.add_parser(
+        "predict", help="predict with uncertainty on a running server and print a table"
+    )
+    parser.add_argument("model", help="model name (see `mcdrop models`)")
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="rows: a JSON or CSV file, or inline JSON (one row, a list of rows, or "
+        '{"inputs": [...]}); CSV has one flattened row per line',
+    )
+    parser.add_argument("--n-samples", type=int, help="MC passes (the model's default if absent)")
+    parser.add_argument("--seed", type=int, help="seed; drawn and printed if absent")
+    parser.add_argument("--ci-level", type=float, help="interval level (server default 0.95)")
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per request (default 64)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_url_flag(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every row (in batches, with a progress bar) and print the result."""
+    seed = args.seed if args.seed is not None else secrets.randbits(63)
+    try:
+        with McdropClient(args.url) as client:
+            model = client.model(args.model)
+            rows = read_rows(args.input, model.input_shape or [])
+            results = _predict_in_batches(client, args, rows, seed)
+    except (McdropClientError, InputError) as exc:
+        print(f"mcdrop: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(results.model_dump_json(indent=2, exclude_none=True))
+    else:
+        print(render(results))
+    return 0
+
+
+def read_rows(value: str, input_shape: list[int]) -> list[Any]:
+    """Rows of ``input_shape`` from a file path or inline JSON; one bare row is accepted too."""
+    path = Path(value)
+    if value.lstrip()[:1] not in ("[", "{") and path.is_file():
+        text = path.read_text()
+        if path.suffix.lower() == ".csv":
+            return _reshape(_csv_rows(text, value), input_shape)
+    else:
+        text = value
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--input is neither a file nor valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("inputs")
+    if not isinstance(data, list) or not data:
+        raise InputError("--input must hold a non-empty list of rows")
+    if _depth(data) == len(input_shape):
+        data = [data]
+    return data
+
+
+def render(prediction: PredictResponse) -> str:
+    """A header line and one table line per row (per output for regression)."""
+    level = f"{prediction.ci_level:.0%}"
+    header = (
+        f"{prediction.model} v{prediction.version} ({prediction.task}): "
+        f"{prediction.n_samples} MC passes, seed {prediction.seed}, {level} intervals"
+    )
+    rows: list[ClassificationRow | RegressionRow] = list(prediction.predictions)
+    if prediction.task == "classification":
+        lines = [_classification_line(i, row) for i, row in enumerate(rows)]
+        headers = ["row", "class", "confidence", f"{level} interval", "entropy", "MI", "var. ratio"]
+    else:
+        lines = [line for i, row in enumerate(rows) for line in _regression_lines(i, row)]
+        headers = ["row", "output", "mean", "std", f"{level} CI (mean)", f"{level} PI (new y)"]
+    return header + "\n\n" + table(headers, lines)
+
+
+def _predict_in_batches(
+    client: McdropClient, args: argparse.Namespace, rows: list[Any], seed: int
+) -> PredictResponse:
+    batch_size = max(1, args.batch_size)
+    batches = math.ceil(len(rows) / batch_size)
+    parts: list[PredictResponse] = []
+    # One seed for every batch: masks depend on (seed, pass), not on the batch, so batching
+    # does not change any row's numbers.
+    with tqdm(
+        total=len(rows), unit="row", disable=True if batches < 2 else None, file=sys.stderr
+    ) as bar:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            parts.append(
+                client.predict(
+                    args.model, chunk, n_samples=args.n_samples, seed=seed, ci_level=args.ci_level
+                )
+            )
+            bar.update(len(chunk))
+    merged: list[Any] = [row for part in parts for row in part.predictions]
+    return parts[0].model_copy(update={"predictions": merged})
+
+
+def _classification_line(index: int, row: ClassificationRow | RegressionRow) -> list[object]:
+    assert isinstance(row, ClassificationRow)
+    cls = row.predicted_class
+    name = f"{cls} ({row.label})" if row.label is not None and row.label != str(cls) else str(cls)
+    interval = f"[{number(row.ci_lower[cls], 3)}, {number(row.ci_upper[cls], 3)}]"
+    return [
+        index,
+        name,
+        row.confidence,
+        interval,
+        row.predictive_entropy,
+        row.mutual_information,
+        row.variation_ratio,
+    ]
+
+
+def _regression_lines(index: int, row: ClassificationRow | RegressionRow) -> list[list[object]]:
+    assert isinstance(row, RegressionRow)
+    lines: list[list[object]] = []
+    for j, mean in enumerate(row.mean):
+        ci = f"[{number(row.ci_lower[j])}, {number(row.ci_upper[j])}]"
+        pi = f"[{number(row.pi_lower[j])}, {number(row.pi_upper[j])}]"
+        lines.append([index, j, mean, row.std[j], ci, pi])
+    return lines
+
+
+def _csv_rows(text: str, source: str) -> list[list[float]]:
+    rows = []
+    for number_, line in enumerate(csv.reader(text.splitlines()), start=1):
+        if not line:
+            continue
+        try:
+            rows.append([float(cell) for cell in line])
+        except ValueError:
+            if number_ == 1:
+                continue  # a header line
+            raise InputError(f"{source}:{number_}: not a row of numbers") from None
+    if not rows:
+        raise InputError(f"{source}: no rows")
+    return rows
+
+
+def _reshape(rows: list[list[float]], shape: list[int]) -> list[Any]:
+    size = math.prod(shape)
+    if len(shape) <= 1:
+        return rows
+    shaped = []
+    for index, flat in enumerate(rows):
+        if len(flat) != size:
+            raise InputError(f"CSV row {index + 1} has {len(flat)} values, the model needs {size}")
+        shaped.append(_nest(flat, shape))
+    return shaped
+
+
+def _nest(flat: list[float], shape: list[int]) -> Any:
+    if len(shape) == 1:
+        return flat
+    step = len(flat) // shape[0]
+    return [_nest(flat[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _depth(value: Any) -> int:
+    depth = 0
+    while isinstance(value, list) and value:
+        value = value[0]
+        depth += 1
+    return depth

@@ -1,0 +1,93 @@
+"""``mcdrop check-model``: loading, dropout layers, prefix split, a timed sample run, and every
+problem found."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from app.cli import main
+from tests.support import BUNDLED_MODELS
+
+_MORE_NETS = textwrap.dedent(
+    """
+
+    import torch.nn.functional as F
+
+
+    class IgnoresDropout(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            hidden = self.inp(x)
+            self.drop(hidden)
+            return self.out(hidden)
+
+
+    class FunctionalDropout(TinyNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            hidden = F.dropout(self.inp(x), 0.5, self.training)
+            return self.out(self.drop(hidden))
+    """
+)
+
+NO_DROPOUT_STATE = {"inp.weight": torch.eye(2), "inp.bias": torch.zeros(2)}
+
+
+def _check(folder: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["check-model", str(folder), "--runs", "2", "--n-samples", "10"])
+    return code, capsys.readouterr().out
+
+
+def test_bundled_model_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _check(BUNDLED_MODELS / "digits-mlp", capsys)
+    assert code == 0, out
+    assert "model      digits-mlp v1 (classification)" in out
+    assert "prefix     " in out and "runs once per row" in out
+    layers = [line.split() for line in out.splitlines() if line.startswith("body.")]
+    assert layers == [["body.2", "Dropout", "0.2"], ["body.5", "Dropout", "0.2"]]
+    assert "sample run 8 rows x 10 passes: first" in out
+    assert out.rstrip().endswith("OK: no problems found")
+
+
+def _with_nets(folder: Path) -> Path:
+    with (folder / "net.py").open("a") as handle:
+        handle.write(_MORE_NETS)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"kwargs": {"p": 0.0}}, "every one has p = 0"),
+        ({"cls": "NoDropoutNet", "state": NO_DROPOUT_STATE}, "has no dropout module"),
+        ({"card": {"labels": ["a", "b", "c"]}}, "3 labels but 2 outputs"),
+        ({"cls": "IgnoresDropout"}, "every MC pass gave the same output"),
+        ({"cls": "FunctionalDropout"}, "functional dropout in"),
+    ],
+)
+def test_problems_are_reported_and_fail(
+    model_factory: Callable[..., Path],
+    capsys: pytest.CaptureFixture[str],
+    options: dict[str, object],
+    problem: str,
+) -> None:
+    folder = _with_nets(model_factory("suspect", **options))
+    code, out = _check(folder, capsys)
+    assert code == 1
+    assert "problem(s):" in out and problem in out
+
+
+def test_missing_checksum_is_only_a_warning(
+    model_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = model_factory("unsigned")
+    card = yaml.safe_load((folder / "model.yaml").read_text())
+    del card["weights"]["sha256"]
+    (folder / "model.yaml").write_text(yaml.safe_dump(card))
+    code, out = _check(folder, capsys)
+    assert code == 0
+    assert "warning: weights.sha256 missing" in out

