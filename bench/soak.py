@@ -1,0 +1,184 @@
+"""Soak test: mixed valid and invalid traffic at high concurrency against a real server.
+
+Starts `mcdrop serve` on 127.0.0.1 (loopback only), sends a bounded mix of requests from many
+concurrent clients for a bounded time, then reports requests, status counts, latency
+percentiles and the server's resident memory at the start (after warm-up) and at the end.
+Exits non-zero if any answer other than 200 or a deliberate 4xx/503 came back (a 5xx, a failed
+connection), or memory grew by 10% or more.
+
+    python -m bench.soak --duration 300 --concurrency 64 --max-requests 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import MODELS, REPO, example_inputs
+
+Request = tuple[str, str, dict[str, Any]]  # method, path, httpx keyword arguments
+_JSON = {"content-type": "application/json"}
+OVERSIZE = b"x" * (9 * 1024 * 1024)
+"""Above the 8 MiB default body limit: the server answers 413 and closes the connection before
+reading it, so the client often sees the connection close while it is still sending."""
+
+
+def _rows(shape: list[int], count: int, seed: int) -> list[Any]:
+    rows: list[Any] = example_inputs(shape, count, seed).tolist()
+    return rows
+
+
+def traffic(rng: random.Random) -> Request:
+    """One request of the mix: ~60% valid predictions, ~30% invalid, ~10% health/metrics."""
+    pick = rng.random()
+    seed = rng.randrange(1_000_000)
+    if pick < 0.25:
+        body = {"inputs": _rows([64], rng.randint(1, 8), seed), "n_samples": 100}
+        return "POST", "/v1/models/digits-mlp/predict", {"json": body}
+    if pick < 0.40:
+        body = {"inputs": _rows([1, 8, 8], rng.randint(1, 4), seed), "n_samples": 100}
+        return "POST", "/v1/models/digits-cnn/predict", {"json": body}
+    if pick < 0.50:
+        body = {"inputs": [[0.01 * rng.random() for _ in range(10)]], "n_samples": "auto"}
+        return "POST", "/v1/models/diabetes-mlp/predict", {"json": body}
+    if pick < 0.60:
+        tensor = {"name": "input", "shape": [1, 64], "datatype": "FP32",
+                  "data": _rows([64], 1, seed)[0]}  # fmt: skip
+        body = {"inputs": [tensor], "parameters": {"n_samples": 50}}
+        return "POST", "/v2/models/digits-mlp/infer", {"json": body}
+    return _invalid_or_probe(rng, pick)
+
+
+def _invalid_or_probe(rng: random.Random, pick: float) -> Request:
+    mlp = "/v1/models/digits-mlp/predict"
+    bad: list[Request] = [
+        ("POST", mlp, {"json": {"inputs": [[1, 2, 3]]}}),
+        ("POST", mlp, {"content": b'{"inputs": [[1,', "headers": _JSON}),
+        ("POST", "/v1/models/nope/predict", {"json": {"inputs": [[0]]}}),
+        ("POST", mlp, {"json": {"inputs": [[0] * 64], "n_samples": 10**6}}),
+        ("POST", mlp, {"content": b'{"inputs": [[NaN]]}', "headers": _JSON}),
+        ("POST", mlp, {"content": b"a=1", "headers": {"content-type": "text/plain"}}),
+        ("POST", mlp, {"content": OVERSIZE, "headers": _JSON}),
+        ("POST", "/v2/models/digits-mlp/infer", {"json": {"inputs": [{"name": "input"}]}}),
+    ]
+    probes: list[Request] = [
+        ("GET", "/v2/health/ready", {}),
+        ("GET", "/metrics", {}),
+        ("GET", "/v1/models", {}),
+    ]
+    if pick < 0.90:
+        # the 9 MiB body is rare: it is mostly the client's own cost
+        weights = [10, 10, 10, 10, 10, 10, 1, 10]
+        return rng.choices(bad, weights=weights)[0]
+    return rng.choice(probes)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def run_clients(
+    base: str, args: argparse.Namespace
+) -> tuple[collections.Counter[str], list[float]]:
+    """Status counts (as text) and latencies of ``args.concurrency`` clients' requests."""
+    statuses: collections.Counter[str] = collections.Counter()
+    latencies: list[float] = []
+    deadline = time.monotonic() + args.duration
+    budget = [args.max_requests]
+    limits = httpx.Limits(max_connections=args.concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+
+        async def worker(index: int) -> None:
+            rng = random.Random(index)
+            while time.monotonic() < deadline and budget[0] > 0:
+                budget[0] -= 1
+                method, path, kwargs = traffic(rng)
+                started = time.perf_counter()
+                try:
+                    response = await client.request(method, path, **kwargs)
+                    statuses[str(response.status_code)] += 1
+                except httpx.HTTPError as error:
+                    oversize = kwargs.get("content") is OVERSIZE
+                    label = "413 (closed while sending)" if oversize else type(error).__name__
+                    statuses[label] += 1
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
+    return statuses, latencies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=300.0, help="seconds of traffic")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-requests", type=int, default=1_000_000)
+    parser.add_argument("--max-queue", type=int, default=32, help="server's max_queue")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=None, help="write the report as JSON")
+    args = parser.parse_args()
+    env = {**os.environ, "MCDROP_MAX_QUEUE": str(args.max_queue), "MCDROP_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1",
+               "--port", str(args.port), "--models-dir", str(MODELS)]  # fmt: skip
+    server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)  # fmt: skip
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        warm = argparse.Namespace(**{**vars(args), "duration": 10.0, "max_requests": 2000})
+        asyncio.run(run_clients(base, warm))
+        rss_start = rss_kib(server.pid)
+        started = time.monotonic()
+        statuses, latencies = asyncio.run(run_clients(base, args))
+        elapsed = time.monotonic() - started
+        rss_end = rss_kib(server.pid)
+        healthy = httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    ordered = sorted(latencies)
+    expected = {"200", "400", "404", "413", "415", "422", "503", "413 (closed while sending)"}
+    unexpected = sum(n for code, n in statuses.items() if code not in expected)
+    report = {
+        "duration_s": round(elapsed, 1),
+        "concurrency": args.concurrency,
+        "requests": len(latencies),
+        "requests_per_s": round(len(latencies) / elapsed, 1),
+        "statuses": dict(sorted(statuses.items())),
+        "p50_ms": round(statistics.median(ordered) * 1e3, 1),
+        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1e3, 1),
+        "rss_start_mib": round(rss_start / 1024, 1),
+        "rss_end_mib": round(rss_end / 1024, 1),
+        "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2),
+        "unexpected": unexpected,
+        "ready_after": healthy,
+    }
+    print(json.dumps(report, indent=1))
+    if args.out is not None:
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+    ok = unexpected == 0 and report["rss_growth_pct"] < 10 and healthy
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
