@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from app.engine.abstention import AbstentionRule, abstention_flags
 from app.engine.sampler import SampleJob
 from app.engine.stats import (
     ClassificationStats,
@@ -39,6 +40,8 @@ class TaskSpec:
     noise_variance: float | None = None
     """Fixed aleatoric variance 1/tau for regression; None with a variance head."""
     variance_head: bool = False
+    abstention: AbstentionRule | None = None
+    """Classification: flag rows whose uncertainty score exceeds a calibrated threshold."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,22 @@ class Prediction:
     ci_level: float
     stats: ClassificationStats | RegressionStats
     samples: Tensor | None
+    abstain: Tensor | None = None
+    """(B,) bool where the model has an abstention rule: True = do not trust this row."""
+
+
+@dataclass(frozen=True)
+class Passes:
+    """Every pass of one request, for evaluation against targets.
+
+    ``values`` is (N, B, C) probabilities for classification, (N, B, D) means for regression;
+    ``noise_variance`` is regression's aleatoric variance (a float 1/tau, or (N, B, D) from a
+    variance head) and None for classification.
+    """
+
+    values: Tensor
+    noise_variance: float | Tensor | None
+    seed: int
 
 
 class Predictor:
@@ -79,6 +98,16 @@ class Predictor:
     def predict(self, request: PredictionRequest) -> Prediction:
         """Statistics for a single request."""
         return self.predict_many([request])[0]
+
+    def sample_passes(self, request: PredictionRequest) -> Passes:
+        """Every pass of one request, unsummarised (evaluation needs them against targets)."""
+        seed = request.resolved_seed()
+        raw = self.sampler.sample_jobs([SampleJob(request.inputs, request.n_samples, seed)])[0]
+        raw = raw.float().cpu()
+        if self.spec.task == "classification":
+            return Passes(torch.softmax(raw, dim=-1), None, seed)
+        means, noise = self._split_regression(raw)
+        return Passes(means, noise, seed)
 
     def predict_many(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
         """Statistics for several requests sampled in shared forward passes."""
@@ -109,6 +138,7 @@ class Predictor:
             ci_level=request.ci_level,
             stats=stats,
             samples=samples if request.return_samples else None,
+            abstain=abstention_flags(stats, self.spec.abstention),
         )
 
     def _split_regression(self, raw: Tensor) -> tuple[Tensor, float | Tensor]:
