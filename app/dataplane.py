@@ -12,9 +12,12 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from app.config import Settings
+from app.engine.abstention import RankingScore
+from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation, evaluate, parse_targets
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Prediction, PredictionRequest
 from app.engine.stats import ClassificationStats
@@ -74,10 +77,43 @@ class DataPlane:
             self._observe(model, request, prediction)
             return model, prediction
 
+    async def evaluate(
+        self,
+        name: str,
+        rows: Sequence[Any],
+        targets: Sequence[Any],
+        options: PredictOptions,
+        endpoint: str,
+        coverages: Sequence[float] = DEFAULT_COVERAGES,
+        ranking_score: RankingScore = "predictive_entropy",
+    ) -> tuple[ServedModel, Evaluation]:
+        """Sample labelled rows and score them against their targets (on the inference thread).
+
+        Up to ``max_rows_per_evaluation`` rows; not counted in the uncertainty histograms or
+        abstentions, which describe live traffic.
+        """
+        with self.track(name, endpoint):
+            model = self.repository.get(name)
+            limit = self.settings.max_rows_per_evaluation
+            request = self.build_request(model, rows, options, max_rows=limit)
+            spec = model.predictor.spec
+            target = parse_targets(targets, spec, model.card.labels, model.output_shape)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._executor,
+                partial(evaluate, model.predictor, request, target, coverages, ranking_score),
+            )
+            return model, result
+
     def build_request(
-        self, model: ServedModel, rows: Sequence[Any], options: PredictOptions
+        self,
+        model: ServedModel,
+        rows: Sequence[Any],
+        options: PredictOptions,
+        max_rows: int | None = None,
     ) -> PredictionRequest:
-        """Apply the model's defaults and limits to the request's options and rows."""
+        """Apply the model's defaults and limits to the request's options and rows
+        (at most ``max_rows`` rows, ``max_rows_per_request`` by default)."""
         limits = model.card.n_samples
         n_samples = options.n_samples if options.n_samples is not None else limits.default
         if n_samples < 1:
@@ -93,7 +129,8 @@ class DataPlane:
             raise InvalidInputError(
                 "ci_level", f"must be between 0 and 1 (exclusive), got {ci_level}"
             )
-        inputs = rows_to_tensor(rows, model.card.input.shape, self.settings.max_rows_per_request)
+        limit = max_rows if max_rows is not None else self.settings.max_rows_per_request
+        inputs = rows_to_tensor(rows, model.card.input.shape, limit)
         return PredictionRequest(
             inputs=inputs,
             n_samples=n_samples,
@@ -136,6 +173,8 @@ class DataPlane:
         name = model.name
         self.metrics.samples_per_request.labels(name).observe(result.n_samples)
         self.metrics.rows_per_request.labels(name).observe(int(request.inputs.shape[0]))
+        if result.abstain is not None:
+            self.metrics.abstentions.labels(name).inc(int(result.abstain.sum()))
         stats = result.stats
         if isinstance(stats, ClassificationStats):
             for value in stats.predictive_entropy.tolist():

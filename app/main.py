@@ -10,7 +10,7 @@ import torch
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import health, metrics_route, native
+from app.api import evaluation, health, metrics_route, native
 from app.api.errors import install_error_handlers
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.mcdrop = state
     install_error_handlers(app)
     app.include_router(native.router)
+    app.include_router(evaluation.router)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     return app

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from safetensors.torch import save_file
 from torch import nn
 
@@ -114,3 +115,12 @@ def small_mlp(p: float = 0.5, batchnorm: bool = False) -> nn.Module:
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
     return model.eval()
+
+
+def metric_value(text: str, name: str, labels: dict[str, str]) -> float:
+    """The value of the first sample `name` whose labels include `labels` (0 if none)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
