@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 
 from app import __version__
-from app.commands import serve
+from app.commands import evaluate, serve
 
-COMMANDS = [serve]
+COMMANDS = [serve, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -46,7 +46,8 @@ def test_classification_metrics_equal_the_engine_run(demo_client: TestClient) ->
 def test_regression_metrics(
     model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
 ) -> None:
-    client = client_for(model_factory("reg", task="regression").parent)
+    client = client_for(model_factory("reg", task="regression", card={"target": "y"}).parent)
+    assert client.get("/v1/models/reg").json()["target"] == "y"
     body = {"inputs": [[1, 2], [0, 0]], "targets": [[3, 5], [1, 1]], "seed": 0, "ci_level": 0.5}
     data = client.post("/v1/models/reg/evaluate", json=body).json()
     assert data["classification"] is None and data["n_samples"] == 20  # the card's default
