@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 
 from app import __version__
-from app.commands import evaluate, serve
+from app.commands import calibrate, evaluate, serve
 
-COMMANDS = [serve, evaluate]
+COMMANDS = [serve, evaluate, calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

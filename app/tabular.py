@@ -62,12 +62,25 @@ def labelled_rows(
 ) -> tuple[np.ndarray, list[str] | None]:
     """(inputs (B, *input_shape) float64, label cells or None) from the CSV file at `path`.
 
-    `target` names the label column (None: every column is a feature and no labels are
-    returned; if the file has a column named after it anyway, pass it to drop it).
+    `target` names the label column, which must exist; None: every column is a feature.
     """
     table = read_csv(path)
     if target is not None and target not in table.columns:
         raise TableError(f"{path}: no column '{target}' (columns: {', '.join(table.columns)})")
+    return _split(table, path, target, input_shape)
+
+
+def feature_rows(path: Path, input_shape: Sequence[int], ignore: str | None = None) -> np.ndarray:
+    """Inputs (B, *input_shape) float64 of an unlabelled CSV file; a column named `ignore`
+    (a label column), if there is one, is left out."""
+    table = read_csv(path)
+    label = ignore if ignore in table.columns else None
+    return _split(table, path, label, input_shape)[0]
+
+
+def _split(
+    table: Table, path: Path, target: str | None, input_shape: Sequence[int]
+) -> tuple[np.ndarray, list[str] | None]:
     label_at = table.columns.index(target) if target is not None else None
     features = [i for i in range(len(table.columns)) if i != label_at]
     expected = math.prod(input_shape)

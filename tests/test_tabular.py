@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tabular import TableError, labelled_rows, read_csv, write_csv
+from app.tabular import TableError, feature_rows, labelled_rows, read_csv, write_csv
 
 
 def test_round_trip_and_reshape(tmp_path: Path) -> None:
@@ -48,3 +48,11 @@ def test_missing_file_and_column(tmp_path: Path) -> None:
     write_csv(path, ["a", "b"], [[1, 2]])
     with pytest.raises(TableError, match="no column 'y'"):
         labelled_rows(path, "y", [1])
+
+
+def test_feature_rows_leave_out_a_label_column_if_present(tmp_path: Path) -> None:
+    labelled, plain = tmp_path / "l.csv", tmp_path / "p.csv"
+    write_csv(labelled, ["a", "y", "b"], [[1, 9, 2]])
+    write_csv(plain, ["a", "b"], [[1, 2]])
+    assert feature_rows(labelled, [2], ignore="y").tolist() == [[1.0, 2.0]]
+    assert feature_rows(plain, [2], ignore="y").tolist() == [[1.0, 2.0]]

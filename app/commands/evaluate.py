@@ -61,16 +61,11 @@ class RemoteError(RuntimeError):
     """The server answered with an error or could not be reached."""
 
 
-def model_folder(models_dir: Path, model: str) -> Path:
-    """The folder of `model`: a path to a model folder, or its name under `models_dir`."""
-    given = Path(model)
-    return given if (given / "model.yaml").is_file() else models_dir / model
-
-
 def _local(args: argparse.Namespace) -> EvaluateResponse:
     import torch
 
     from app.api.schemas import EvaluateResponse
+    from app.commands._shared import model_folder
     from app.engine.evaluation import evaluate, parse_targets
     from app.engine.predictor import PredictionRequest
     from app.registry.loading import load_model_folder
