@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 
 from app import __version__
-from app.commands import calibrate, evaluate, serve
+from app.commands import calibrate, evaluate, serve, train
 
-COMMANDS = [serve, evaluate, calibrate]
+COMMANDS = [serve, evaluate, calibrate, train]
 
 
 def build_parser() -> argparse.ArgumentParser:
