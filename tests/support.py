@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import sys
 import textwrap
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -124,3 +127,18 @@ def metric_value(text: str, name: str, labels: dict[str, str]) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module, without running it (its sibling scripts importable)."""
+    scripts = str(REPO_ROOT / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while being built
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(scripts)

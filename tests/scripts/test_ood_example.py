@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -16,26 +13,16 @@ from app.engine.evaluation import auroc
 from app.engine.predictor import PredictionRequest
 from app.engine.stats import ClassificationStats
 from app.registry.loading import load_model_folder
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, load_script
 
-SCRIPTS = REPO_ROOT / "scripts"
 DOC = REPO_ROOT / "docs" / "ood-example.md"
 FOLDER = REPO_ROOT / "models-extra" / "digits-0to4-mlp"
 
 
 @pytest.fixture(scope="module")
-def example() -> Iterator[ModuleType]:
-    """scripts/ood_example.py as a module (it imports its sibling train_demo_models)."""
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        spec = importlib.util.spec_from_file_location("ood_example", SCRIPTS / "ood_example.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPTS))
+def example() -> ModuleType:
+    """scripts/ood_example.py as a module."""
+    return load_script("ood_example")
 
 
 def _doc_value(label: str) -> str:
