@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,7 @@ from app.engine.dropout import find_dropout_layers
 from app.engine.evaluation import mc_test_log_likelihood, negative_log_likelihood
 from app.engine.sampler import MCSampler
 
-Task = str
+Task = Literal["classification", "regression"]
 ProgressHook = Callable[[int, float], None]
 """Called after every epoch with (epochs done, mean training loss of that epoch)."""
 
