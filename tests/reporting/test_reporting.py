@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +77,15 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(figures.PlottingUnavailableError, match=r"mcdrop\[report\]"):
         figures.roc_plot({}, "ROC")
+
+
+def test_the_server_does_not_import_matplotlib() -> None:
+    code = (
+        "import sys; from app.main import create_app; from app.cli import build_parser; "
+        "create_app(); build_parser(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('matplotlib', 'app.reporting'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
