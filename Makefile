@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install serve test lint typecheck pytest train-demo bench clean
+.PHONY: install serve test lint typecheck pytest train-demo ood-example bench clean
 
 $(BIN)/mcdrop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: lint typecheck pytest
 
 train-demo: install
 	$(BIN)/python scripts/train_demo_models.py --out models
+
+ood-example: install
+	$(BIN)/python scripts/ood_example.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 
 from app import __version__
-from app.commands import check_model, models, predict, serve
+from app.commands import calibrate, check_model, evaluate, models, predict, serve, train
 
-COMMANDS = [serve, models, predict, check_model]
+COMMANDS = [serve, models, predict, check_model, evaluate, calibrate, train]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     max_rows_per_request: int = Field(default=256, ge=1)
     """Most input rows one prediction request may carry."""
 
+    max_rows_per_evaluation: int = Field(default=10000, ge=1)
+    """Most labelled rows one ``/v1/models/{name}/evaluate`` request may carry."""
+
     max_sample_rows: int = Field(default=16384, ge=1)
     """Most rows (input rows x MC samples) pushed through the model in one forward chunk;
     bounds peak memory of a sampling run."""

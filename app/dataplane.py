@@ -6,15 +6,19 @@ nothing about HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from app.batching.batcher import ModelBatcher, OnBatch
 from app.config import Settings
+from app.engine.abstention import RankingScore
+from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation, evaluate, parse_targets
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Prediction, PredictionRequest
 from app.engine.stats import ClassificationStats
@@ -122,10 +126,44 @@ class DataPlane:
             self._observe(model, request, prediction)
             return model, prediction
 
+    async def evaluate(
+        self,
+        name: str,
+        rows: Sequence[Any],
+        targets: Sequence[Any],
+        options: PredictOptions,
+        endpoint: str,
+        coverages: Sequence[float] = DEFAULT_COVERAGES,
+        ranking_score: RankingScore = "predictive_entropy",
+    ) -> tuple[ServedModel, Evaluation]:
+        """Sample labelled rows and score them against their targets (on the inference thread).
+
+        Up to ``max_rows_per_evaluation`` rows; not counted in the uncertainty histograms or
+        abstentions, which describe live traffic.
+        """
+        with self.track(name, endpoint):
+            model = self.repository.get(name)
+            limit = self.settings.max_rows_per_evaluation
+            request = self.build_request(model, rows, options, max_rows=limit)
+            spec = model.predictor.spec
+            target = parse_targets(targets, spec, model.card.labels, model.output_shape)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._executor,
+                partial(evaluate, model.predictor, request, target, coverages, ranking_score),
+            )
+            return model, result
+
     def build_request(
-        self, model: ServedModel, rows: Sequence[Any], options: PredictOptions
+        self,
+        model: ServedModel,
+        rows: Sequence[Any],
+        options: PredictOptions,
+        max_rows: int | None = None,
     ) -> PredictionRequest:
-        """Apply the model's defaults and limits to the request's options and rows."""
+        """Apply the model's defaults and limits to the request's options and rows
+        (at most ``max_rows`` rows, ``max_rows_per_request`` by default; the rows x samples
+        cap grows in proportion for a larger ``max_rows``)."""
         n_samples, tolerance = self._sample_budget(model, options)
         ci_level = (
             options.ci_level if options.ci_level is not None else self.settings.default_ci_level
@@ -134,13 +172,16 @@ class DataPlane:
             raise InvalidInputError(
                 "ci_level", f"must be between 0 and 1 (exclusive), got {ci_level}"
             )
-        inputs = rows_to_tensor(rows, model.card.input.shape, self.settings.max_rows_per_request)
+        limit = max_rows if max_rows is not None else self.settings.max_rows_per_request
+        inputs = rows_to_tensor(rows, model.card.input.shape, limit)
+        scale = max(1, -(-limit // self.settings.max_rows_per_request))
+        sample_limit = self.settings.max_request_sample_rows * scale
         sample_rows = int(inputs.shape[0]) * n_samples
-        if sample_rows > self.settings.max_request_sample_rows:
+        if sample_rows > sample_limit:
             raise InvalidInputError(
                 "n_samples",
                 f"{inputs.shape[0]} rows x {n_samples} samples = {sample_rows} exceeds the limit "
-                f"of {self.settings.max_request_sample_rows} (max_request_sample_rows)",
+                f"of {sample_limit} (max_request_sample_rows)",
             )
         return PredictionRequest(
             inputs=inputs,
@@ -204,6 +245,8 @@ class DataPlane:
         name = model.name
         self.metrics.samples_per_request.labels(name).observe(result.n_samples)
         self.metrics.rows_per_request.labels(name).observe(int(request.inputs.shape[0]))
+        if result.abstain is not None:
+            self.metrics.abstentions.labels(name).inc(int(result.abstain.sum()))
         stats = result.stats
         if isinstance(stats, ClassificationStats):
             for value in stats.predictive_entropy.tolist():

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import health, metrics_route, native, repository, v2
+from app.api import evaluation, health, metrics_route, native, repository, v2
 from app.api.auth import ApiKeys, Role, check_access, load_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     predict_auth = [Depends(_require(keys, "predict"))]
     admin_auth = [Depends(_require(keys, "admin"))]
     app.include_router(native.router, dependencies=predict_auth)
+    app.include_router(evaluation.router, dependencies=predict_auth)
     app.include_router(v2.router, dependencies=predict_auth)
     app.include_router(repository.router, dependencies=admin_auth)
     app.include_router(health.router, dependencies=predict_auth if settings.auth_health else [])

@@ -67,6 +67,7 @@ class Metrics:
     predictive_entropy: Histogram
     mutual_information: Histogram
     regression_std: Histogram
+    abstentions: Counter
 
     def render(self) -> tuple[bytes, str]:
         """Exposition text and its content type; in multiprocess mode, summed over workers."""
@@ -175,6 +176,12 @@ def build_metrics(
             "Predictive standard deviation of each returned regression output.",
             ["model"],
             buckets=_STD_BUCKETS,
+            registry=reg,
+        ),
+        abstentions=Counter(
+            "mcdrop_abstentions",
+            "Returned rows flagged abstain: true (uncertainty above the card's threshold).",
+            ["model"],
             registry=reg,
         ),
     )

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import save_file
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
@@ -33,6 +32,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from app.architectures import build_bundled
 from app.architectures.layers import Destandardize, Standardize
+from app.registry.card import card_yaml
 
 SCRIPT = "scripts/train_demo_models.py"
 SPLIT_SEED = 0
@@ -250,22 +250,6 @@ DESCRIPTIONS = {
 INPUT_SHAPES = {"digits-mlp": [64], "digits-cnn": [1, 8, 8], "diabetes-mlp": [10]}
 
 
-class _FlowMap(dict[str, object]):
-    """A mapping written on one line in the card (architecture kwargs)."""
-
-
-class _CardDumper(yaml.SafeDumper):
-    """Block-style mappings, one-line lists and kwargs: the card layout in the docs."""
-
-
-_CardDumper.add_representer(
-    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, True)
-)
-_CardDumper.add_representer(
-    _FlowMap, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, True)
-)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -281,7 +265,7 @@ def _card(result: Result, kwargs: dict[str, object], sha256: str) -> dict[str, o
     }
     if result.task == "classification":
         card["labels"] = DIGIT_LABELS
-    card["architecture"] = {"bundled": BUNDLED_NAME[result.name], "kwargs": _FlowMap(kwargs)}
+    card["architecture"] = {"bundled": BUNDLED_NAME[result.name], "kwargs": kwargs}
     card["weights"] = {"file": "model.safetensors", "sha256": sha256}
     card["n_samples"] = dict(N_SAMPLES)
     training: dict[str, object] = {"script": SCRIPT}
@@ -305,8 +289,7 @@ def write_model(out_dir: Path, model: nn.Module, kwargs: dict[str, object], resu
     save_file(state, str(weights))
     card = _card(result, kwargs, _sha256(weights))
     weights.chmod(0o644)
-    text = yaml.dump(card, Dumper=_CardDumper, sort_keys=False, width=100)
-    (folder / "model.yaml").write_text(text)
+    (folder / "model.yaml").write_text(card_yaml(card))
 
 
 def _fmt(value: float | None, digits: int) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import socket
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -13,10 +15,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from safetensors.torch import save_file
 from torch import nn
 
@@ -169,3 +173,27 @@ def serve_in_thread(models_dir: Path = BUNDLED_MODELS, **settings: Any) -> Itera
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def metric_value(text: str, name: str, labels: dict[str, str]) -> float:
+    """The value of the first sample `name` whose labels include `labels` (0 if none)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module, without running it (its sibling scripts importable)."""
+    scripts = str(REPO_ROOT / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while being built
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(scripts)

@@ -80,6 +80,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         input_dtype=card.input.dtype,
         output_shape=model.output_shape,
         labels=card.labels,
+        target=card.target,
         default_n_samples=card.n_samples.default,
         max_n_samples=card.n_samples.max,
         dropout_layers=len(model.dropout_layers),
@@ -102,12 +103,16 @@ def prediction_rows(
         prediction.samples.transpose(0, 1).tolist() if prediction.samples is not None else None
     )
     if isinstance(stats, ClassificationStats):
-        return _classification_rows(stats, model.card.labels, samples)
+        abstain = prediction.abstain.tolist() if prediction.abstain is not None else None
+        return _classification_rows(stats, model.card.labels, samples, abstain)
     return _regression_rows(stats, samples)
 
 
 def _classification_rows(
-    stats: ClassificationStats, labels: list[str] | None, samples: list[list[list[float]]] | None
+    stats: ClassificationStats,
+    labels: list[str] | None,
+    samples: list[list[list[float]]] | None,
+    abstain: list[bool] | None = None,
 ) -> list[ClassificationRow]:
     classes = stats.predicted_class.tolist()
     mean, std = stats.mean.tolist(), stats.std.tolist()
@@ -128,6 +133,7 @@ def _classification_rows(
             expected_entropy=aleatoric[i],
             mutual_information=epistemic[i],
             variation_ratio=ratio[i],
+            abstain=abstain[i] if abstain is not None else None,
             samples=samples[i] if samples is not None else None,
         )
         for i, cls in enumerate(classes)

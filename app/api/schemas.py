@@ -6,6 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.engine.abstention import RankingScore
+from app.engine.evaluation import (
+    DEFAULT_COVERAGES,
+    ClassificationReport,
+    Evaluation,
+    RegressionReport,
+)
+
 
 class PredictRequest(BaseModel):
     """A batch of raw input rows and the Monte Carlo options."""
@@ -50,6 +58,11 @@ class ClassificationRow(BaseModel):
     expected_entropy: float
     mutual_information: float
     variation_ratio: float
+    abstain: bool | None = Field(
+        default=None,
+        description="True when the row's uncertainty exceeds the model's calibrated threshold; "
+        "absent for models without an abstention section in their card.",
+    )
     samples: list[list[float]] | None = None
 
 
@@ -107,6 +120,7 @@ class ModelInfo(BaseModel):
     input_dtype: str | None = None
     output_shape: list[int] | None = None
     labels: list[str] | None = None
+    target: str | None = None
     default_n_samples: int | None = None
     max_n_samples: int | None = None
     dropout_layers: int = 0
@@ -126,3 +140,55 @@ class ErrorBody(BaseModel):
     """The one error envelope."""
 
     error: str
+
+
+class EvaluateRequest(BaseModel):
+    """Labelled rows to score the model's predictions and uncertainty on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        min_length=1, description="Input rows, each a (nested) list of the model's input shape."
+    )
+    targets: list[Any] = Field(
+        min_length=1,
+        description="One per input row: a class label or index (classification), a number or "
+        "a list of one number per output (regression).",
+    )
+    n_samples: int | None = Field(
+        default=None, ge=1, description="MC passes; the model's default when omitted."
+    )
+    seed: int | None = Field(default=None, ge=0, lt=2**63, description="For reproducible runs.")
+    ci_level: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="Level of the regression predictive interval."
+    )
+    coverages: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default=list(DEFAULT_COVERAGES),
+        min_length=1,
+        description="Coverages at which selective accuracy and risk are reported.",
+    )
+    ranking_score: RankingScore = Field(
+        default="predictive_entropy",
+        description="Uncertainty score ordering rows for the selective metrics.",
+    )
+
+
+class EvaluateResponse(BaseModel):
+    """Every metric of one evaluation; `classification` or `regression` is set by task."""
+
+    model: str
+    version: str
+    task: Literal["classification", "regression"]
+    n_samples: int
+    seed: int
+    ci_level: float
+    rows: int
+    classification: ClassificationReport | None = None
+    regression: RegressionReport | None = None
+
+    @classmethod
+    def of(cls, model: str, version: str, task: str, evaluation: Evaluation) -> EvaluateResponse:
+        """The answer for one evaluation of one model."""
+        return cls.model_validate(
+            {"model": model, "version": version, "task": task, **vars(evaluation)}
+        )

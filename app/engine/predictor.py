@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from app.engine.abstention import AbstentionRule, abstention_flags
 from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
 from app.engine.sampler import SampleJob
 from app.engine.stats import (
@@ -40,6 +41,8 @@ class TaskSpec:
     noise_variance: float | None = None
     """Fixed aleatoric variance 1/tau for regression; None with a variance head."""
     variance_head: bool = False
+    abstention: AbstentionRule | None = None
+    """Classification: flag rows whose uncertainty score exceeds a calibrated threshold."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,22 @@ class Prediction:
     """Largest MC standard error of the returned mean (over rows and outputs)."""
     converged: bool | None = None
     """Adaptive N only: whether the tolerance was met before the cap."""
+    abstain: Tensor | None = None
+    """(B,) bool where the model has an abstention rule: True = do not trust this row."""
+
+
+@dataclass(frozen=True)
+class Passes:
+    """Every pass of one request, for evaluation against targets.
+
+    ``values`` is (N, B, C) probabilities for classification, (N, B, D) means for regression;
+    ``noise_variance`` is regression's aleatoric variance (a float 1/tau, or (N, B, D) from a
+    variance head) and None for classification.
+    """
+
+    values: Tensor
+    noise_variance: float | Tensor | None
+    seed: int
 
 
 class Predictor:
@@ -99,6 +118,14 @@ class Predictor:
     def predict(self, request: PredictionRequest) -> Prediction:
         """Statistics for a single request."""
         return self.predict_many([request])[0]
+
+    def sample_passes(self, request: PredictionRequest) -> Passes:
+        """Every pass of one request, unsummarised (evaluation needs them against targets)."""
+        seed = request.resolved_seed()
+        raw = self.sampler.sample_jobs([SampleJob(request.inputs, request.n_samples, seed)])[0]
+        raw = raw.float().cpu()
+        noise = None if self.spec.task == "classification" else self._split_regression(raw)[1]
+        return Passes(self.returned_values(raw), noise, seed)
 
     def predict_many(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
         """Statistics for several requests sampled in shared forward passes."""
@@ -172,6 +199,7 @@ class Predictor:
             samples=values if request.return_samples else None,
             mc_standard_error=error,
             converged=converged,
+            abstain=abstention_flags(stats, self.spec.abstention),
         )
 
     def _split_regression(self, raw: Tensor) -> tuple[Tensor, float | Tensor]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from app.engine.abstention import AbstentionScore
 from app.errors import ModelLoadError
 
 CARD_FILE = "model.yaml"
@@ -84,6 +87,19 @@ class RegressionSpec(_Strict):
         return self
 
 
+class AbstentionSpec(_Strict):
+    """Calibrated abstention: rows whose `score` exceeds `threshold` carry ``abstain: true``."""
+
+    score: AbstentionScore
+    threshold: float = Field(ge=0)
+    in_distribution_share: float = Field(gt=0, le=1)
+    """Share of the calibration rows (in distribution) at or below the threshold."""
+    calibrated_on: str | None = None
+    """What the threshold was picked on (a file name), for the record."""
+    n_samples: int | None = Field(default=None, ge=1)
+    """MC passes used when calibrating; scores (mutual information most) depend on N."""
+
+
 class ModelCard(_Strict):
     """Everything mcdrop needs to know to serve one model."""
 
@@ -97,6 +113,9 @@ class ModelCard(_Strict):
     weights: WeightsSpec = WeightsSpec()
     n_samples: SamplingSpec = SamplingSpec()
     regression: RegressionSpec | None = None
+    abstention: AbstentionSpec | None = None
+    target: str | None = None
+    """Label column of evaluation CSV files (``mcdrop evaluate`` uses it unless told another)."""
     training: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -114,6 +133,8 @@ class ModelCard(_Strict):
             )
         if self.task == "classification" and self.regression is not None:
             raise ValueError("'regression' section given for a classification model")
+        if self.task == "regression" and self.abstention is not None:
+            raise ValueError("'abstention' applies to classification models only")
         if self.architecture.torchscript is None and self.weights.file is None:
             raise ValueError("weights.file is required unless the architecture is TorchScript")
         return self
@@ -138,3 +159,56 @@ def read_card(folder: Path) -> ModelCard:
             for err in exc.errors()
         )
         raise ModelLoadError(f"{path}: {problems}") from exc
+
+
+class _FlowMap(dict[str, Any]):
+    """A mapping written on one line (the architecture kwargs)."""
+
+
+class _CardDumper(yaml.SafeDumper):
+    """Block-style mappings, one-line lists and kwargs: the card layout in the docs."""
+
+
+_CardDumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, True)
+)
+_CardDumper.add_representer(
+    _FlowMap, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, True)
+)
+
+
+def card_yaml(document: dict[str, Any]) -> str:
+    """YAML text of a card document: keys in the card's field order, lists and
+    ``architecture.kwargs`` on one line, everything else in block style."""
+    order = {
+        (field.alias or name): index
+        for index, (name, field) in enumerate(ModelCard.model_fields.items())
+    }
+    ordered = dict(sorted(document.items(), key=lambda item: order.get(item[0], len(order))))
+    architecture = ordered.get("architecture")
+    if isinstance(architecture, dict) and isinstance(architecture.get("kwargs"), dict):
+        ordered["architecture"] = {**architecture, "kwargs": _FlowMap(architecture["kwargs"])}
+    return yaml.dump(ordered, Dumper=_CardDumper, sort_keys=False, width=100, allow_unicode=True)
+
+
+def write_card(folder: Path, document: dict[str, Any]) -> ModelCard:
+    """Validate `document` as a card and replace ``folder/model.yaml`` with it atomically.
+
+    Raises ModelLoadError (nothing written) when the document is not a valid card.
+    """
+    try:
+        card = ModelCard.model_validate(document)
+    except ValidationError as exc:
+        raise ModelLoadError(
+            f"{folder / CARD_FILE}: refusing to write an invalid card: {exc}"
+        ) from exc
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=".model.", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(card_yaml(document))
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, folder / CARD_FILE)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return card

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from app.architectures import build_bundled
+from app.engine.abstention import AbstentionRule
 from app.engine.dropout import (
     DropoutLayer,
     find_dropout_layers,
@@ -103,6 +104,11 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
             1.0 / card.regression.tau if card.regression and card.regression.tau else None
         ),
         variance_head=bool(card.regression and card.regression.variance_head),
+        abstention=(
+            AbstentionRule(card.abstention.score, card.abstention.threshold)
+            if card.abstention is not None
+            else None
+        ),
     )
     elapsed = time.perf_counter() - started
     logger.info("loaded model '%s' v%s from %s in %.3fs", card.name, card.version, folder, elapsed)

@@ -4,15 +4,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
-
-def _sample(text: str, name: str, labels: dict[str, str]) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+from tests.support import metric_value as _sample
 
 
 def test_live_and_ready(demo_client: TestClient) -> None:

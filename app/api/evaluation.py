@@ -1,0 +1,27 @@
+"""Evaluation over HTTP: labelled rows in, calibration and accuracy metrics out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import DataPlaneDep
+from app.api.schemas import EvaluateRequest, EvaluateResponse
+from app.dataplane import PredictOptions
+
+router = APIRouter(prefix="/v1", tags=["evaluation"])
+
+
+@router.post("/models/{name}/evaluate", name="v1_evaluate")
+async def evaluate(name: str, body: EvaluateRequest, dataplane: DataPlaneDep) -> EvaluateResponse:
+    """Accuracy, calibration and selective metrics (or regression scores) on labelled rows."""
+    options = PredictOptions(n_samples=body.n_samples, seed=body.seed, ci_level=body.ci_level)
+    model, result = await dataplane.evaluate(
+        name,
+        body.inputs,
+        body.targets,
+        options,
+        endpoint="v1_evaluate",
+        coverages=body.coverages,
+        ranking_score=body.ranking_score,
+    )
+    return EvaluateResponse.of(model.name, model.version, model.card.task, result)

@@ -1,0 +1,139 @@
+"""``mcdrop calibrate``: pick a model's abstention threshold from in-distribution data.
+
+The threshold on the chosen score keeps ``--keep`` of the ``--in-data`` rows; it is written to
+the card's ``abstention`` section (the rest of the card, weights checksum included, is kept),
+so every prediction of the served model then carries ``abstain``. With ``--ood-data`` the
+command also reports how well each score separates the two sets (AUROC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from app.engine.evaluation.calibration import Calibration
+    from app.engine.stats import ClassificationStats
+    from app.registry.loading import ServedModel
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``calibrate`` sub-command."""
+    calibrate = commands.add_parser(
+        "calibrate", help="set a model's abstention threshold from in-distribution data"
+    )
+    calibrate.add_argument("model", help="model name (its folder under --models-dir) or folder")
+    calibrate.add_argument(
+        "--in-data", type=Path, required=True, help="CSV of in-distribution rows"
+    )
+    calibrate.add_argument("--ood-data", type=Path, help="CSV of out-of-distribution rows")
+    calibrate.add_argument(
+        "--score",
+        default="mutual_information",
+        choices=["mutual_information", "predictive_entropy", "variation_ratio"],
+        help="uncertainty score to threshold (default: mutual_information)",
+    )
+    calibrate.add_argument(
+        "--keep", type=float, default=0.95, help="share of in-distribution rows to keep"
+    )
+    calibrate.add_argument("--models-dir", type=Path, default=Path("models"))
+    calibrate.add_argument("--n-samples", type=int, help="MC passes (default: the model's)")
+    calibrate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    calibrate.add_argument("--target", help="label column to leave out (default: the card's)")
+    calibrate.add_argument(
+        "--dry-run", action="store_true", help="report the threshold, leave the card alone"
+    )
+    calibrate.add_argument("--json", action="store_true", help="print the result as JSON")
+    calibrate.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Calibrate, report, and write the card's abstention section."""
+    from app.errors import McdropError
+    from app.tabular import TableError
+
+    if not 0.0 < args.keep <= 1.0:
+        print("mcdrop calibrate: --keep must be in (0, 1]", file=sys.stderr)
+        return 2
+    try:
+        result, folder, n_samples = _calibrate(args)
+    except (TableError, McdropError) as exc:
+        print(f"mcdrop calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(asdict(result), indent=2) if args.json else _describe(result))
+    if not args.dry_run:
+        _write_abstention(folder, result, args.in_data.name, n_samples)
+        print(f"wrote the abstention section to {folder / 'model.yaml'}", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> tuple[Calibration, Path, int]:
+    """The calibration, the model folder and the number of MC passes used."""
+    from app.commands._shared import model_folder
+    from app.engine.evaluation.calibration import calibrate
+    from app.errors import InvalidInputError
+    from app.registry.loading import load_model_folder
+    from app.tabular import feature_rows
+
+    folder = model_folder(args.models_dir, args.model)
+    model = load_model_folder(folder)
+    if model.card.task != "classification":
+        raise InvalidInputError("model", "abstention applies to classification models only")
+    label = args.target or model.card.target
+    shape = model.card.input.shape
+    n_samples = args.n_samples or model.card.n_samples.default
+    in_stats = _stats(model, feature_rows(args.in_data, shape, label), n_samples, args.seed)
+    out_stats = None
+    if args.ood_data is not None:
+        out_rows = feature_rows(args.ood_data, shape, label)
+        out_stats = _stats(model, out_rows, n_samples, args.seed)
+    return calibrate(in_stats, args.score, args.keep, out_stats), folder, n_samples
+
+
+def _stats(
+    model: ServedModel, inputs: np.ndarray, n_samples: int, seed: int
+) -> ClassificationStats:
+    import torch
+
+    from app.engine.predictor import PredictionRequest
+    from app.engine.stats import ClassificationStats
+
+    request = PredictionRequest(torch.from_numpy(inputs), n_samples, 0.95, seed=seed)
+    stats = model.predictor.predict(request).stats
+    assert isinstance(stats, ClassificationStats)
+    return stats
+
+
+def _describe(result: Calibration) -> str:
+    lines = [
+        f"threshold on {result.score}: {result.threshold:.6g} keeps "
+        f"{result.in_kept:.1%} of {result.in_rows} in-distribution rows (target {result.keep:.1%})"
+    ]
+    if result.auroc is not None and result.out_flagged is not None:
+        lines.append(f"it flags {result.out_flagged:.1%} of {result.out_rows} OOD rows")
+        lines.append("AUROC in-distribution vs OOD (1 = perfect, 0.5 = chance):")
+        width = max(map(len, result.auroc))
+        lines += [f"  {name:<{width}}  {value:.4f}" for name, value in result.auroc.items()]
+    return "\n".join(lines)
+
+
+def _write_abstention(folder: Path, result: Calibration, data: str, n_samples: int) -> None:
+    import yaml
+
+    from app.registry.card import CARD_FILE, write_card
+
+    document = yaml.safe_load((folder / CARD_FILE).read_text())
+    document["abstention"] = {
+        "score": result.score,
+        "threshold": result.threshold,
+        "in_distribution_share": result.keep,
+        "calibrated_on": data,
+        "n_samples": n_samples,
+    }
+    write_card(folder, document)

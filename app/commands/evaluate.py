@@ -1,0 +1,174 @@
+"""``mcdrop evaluate``: score a model's predictions and uncertainty on a labelled CSV file.
+
+Locally (the model folder under ``--models-dir``) or against a running server (``--url``);
+both print the same metrics and, with ``--out``, write the pictures and an HTML report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+    from app.api.schemas import EvaluateResponse
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``evaluate`` sub-command."""
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy, calibration and selective metrics on a labelled CSV file"
+    )
+    evaluate.add_argument("model", help="model name (its folder under --models-dir, or on --url)")
+    evaluate.add_argument("--data", type=Path, required=True, help="CSV file with a header row")
+    evaluate.add_argument("--target", help="label column (default: the card's 'target')")
+    evaluate.add_argument("--url", help="evaluate on a running server, e.g. http://127.0.0.1:8080")
+    evaluate.add_argument("--models-dir", type=Path, default=Path("models"))
+    evaluate.add_argument("--n-samples", type=int, help="MC passes (default: the model's)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    evaluate.add_argument("--ci-level", type=float, default=0.95, help="regression PI level")
+    evaluate.add_argument(
+        "--ranking-score",
+        default="predictive_entropy",
+        choices=["predictive_entropy", "mutual_information", "variation_ratio", "confidence"],
+        help="uncertainty that orders rows for the selective metrics",
+    )
+    evaluate.add_argument("--out", type=Path, help="write PNG pictures and report.html here")
+    evaluate.add_argument("--json", action="store_true", help="print the full JSON report")
+    evaluate.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the metrics, write the report files when asked."""
+    from app.errors import McdropError
+    from app.reporting.figures import PlottingUnavailableError
+    from app.tabular import TableError
+
+    try:
+        response = _remote(args) if args.url else _local(args)
+        _show(response, args)
+    except (TableError, McdropError, RemoteError, PlottingUnavailableError) as exc:
+        print(f"mcdrop evaluate: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+class RemoteError(RuntimeError):
+    """The server answered with an error or could not be reached."""
+
+
+def _local(args: argparse.Namespace) -> EvaluateResponse:
+    import torch
+
+    from app.api.schemas import EvaluateResponse
+    from app.commands._shared import model_folder
+    from app.engine.evaluation import evaluate, parse_targets
+    from app.engine.predictor import PredictionRequest
+    from app.registry.loading import load_model_folder
+    from app.tabular import TableError, labelled_rows
+
+    model = load_model_folder(model_folder(args.models_dir, args.model))
+    target = args.target or model.card.target
+    if target is None:
+        raise TableError("name the label column with --target (the model card has no 'target')")
+    inputs, labels = labelled_rows(args.data, target, model.card.input.shape)
+    assert labels is not None
+    spec = model.predictor.spec
+    targets = parse_targets(_typed(labels, spec.task), spec, model.card.labels, model.output_shape)
+    request = PredictionRequest(
+        inputs=torch.from_numpy(inputs),
+        n_samples=args.n_samples or model.card.n_samples.default,
+        ci_level=args.ci_level,
+        seed=args.seed,
+    )
+    result = evaluate(model.predictor, request, targets, ranking_score=args.ranking_score)
+    return EvaluateResponse.of(model.name, model.version, model.card.task, result)
+
+
+def _typed(labels: list[str], task: str) -> list[Any]:
+    """Label cells as the API takes them: text for classes, numbers for regression."""
+    if task == "classification":
+        return list(labels)
+    from app.tabular import TableError
+
+    try:
+        return [float(label) for label in labels]
+    except ValueError as exc:
+        raise TableError(f"regression targets must be numbers: {exc}") from None
+
+
+def http_client(url: str) -> AbstractContextManager[httpx.Client]:
+    """An HTTP client for the server at `url` (tests replace this to talk to an in-process app)."""
+    import httpx
+
+    return httpx.Client(base_url=url.rstrip("/"), timeout=600.0)
+
+
+def _answer(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        raise RemoteError(f"{response.request.url}: {response.status_code} {message}")
+    return response.json()
+
+
+def _remote(args: argparse.Namespace) -> EvaluateResponse:
+    import httpx
+
+    from app.api.schemas import EvaluateResponse
+    from app.tabular import TableError, labelled_rows
+
+    try:
+        with http_client(args.url) as client:
+            info = _answer(client.get(f"/v1/models/{args.model}"))
+            target = args.target or info.get("target")
+            if target is None:
+                raise TableError("name the label column with --target (the card has no 'target')")
+            inputs, labels = labelled_rows(args.data, target, info["input_shape"])
+            assert labels is not None
+            body = {
+                "inputs": inputs.tolist(),
+                "targets": _typed(labels, info["task"]),
+                "n_samples": args.n_samples,
+                "seed": args.seed,
+                "ci_level": args.ci_level,
+                "ranking_score": args.ranking_score,
+            }
+            answer = _answer(client.post(f"/v1/models/{args.model}/evaluate", json=body))
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"{args.url}: {exc}") from exc
+    return EvaluateResponse.model_validate(answer)
+
+
+def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
+    from app.reporting.summary import metric_rows, text_table
+
+    report = response.classification or response.regression
+    assert report is not None
+    if args.json:
+        print(response.model_dump_json(indent=2))
+    else:
+        print(
+            f"{response.model} v{response.version}: {response.rows} rows, N = {response.n_samples}"
+        )
+        print(text_table(metric_rows(report)))
+    if args.out is not None:
+        from app.reporting import write_evaluation_report
+
+        about = [
+            ("model", f"{response.model} v{response.version} ({response.task})"),
+            ("data", str(args.data)),
+            ("rows", str(response.rows)),
+            ("MC passes N", str(response.n_samples)),
+            ("seed", str(response.seed)),
+        ]
+        title = f"mcdrop evaluation: {response.model}"
+        write_evaluation_report(args.out, title, about, report)
+        (args.out / "metrics.json").write_text(response.model_dump_json(indent=2) + "\n")
+        print(f"wrote the pictures, report.html and metrics.json to {args.out}", file=sys.stderr)

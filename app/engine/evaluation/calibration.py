@@ -1,0 +1,59 @@
+"""Calibrating an abstention threshold on in-distribution rows, and checking it on OOD rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from app.engine.abstention import RANKING_SCORES, AbstentionScore, uncertainty_score
+from app.engine.evaluation.ood import auroc, kept_share, threshold_for_share
+from app.engine.stats import ClassificationStats
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The threshold picked on `score` and how it separates in- from out-of-distribution."""
+
+    score: AbstentionScore
+    threshold: float
+    keep: float
+    """Target share of in-distribution rows at or below the threshold."""
+    in_rows: int
+    in_kept: float
+    """Share of the in-distribution rows actually kept (>= keep; more with ties)."""
+    out_rows: int | None = None
+    out_flagged: float | None = None
+    """Share of the OOD rows above the threshold (they would abstain)."""
+    auroc: dict[str, float] | None = None
+    """AUROC of each score (higher = more likely OOD) for telling the two sets apart."""
+
+
+def calibrate(
+    in_stats: ClassificationStats,
+    score: AbstentionScore,
+    keep: float,
+    out_stats: ClassificationStats | None = None,
+) -> Calibration:
+    """Pick the threshold on `score` keeping `keep` of the in-distribution rows
+    (`threshold_for_share`); with OOD rows, also the flagged share and every score's AUROC."""
+    in_scores = uncertainty_score(in_stats, score)
+    threshold = threshold_for_share(in_scores, keep)
+    result = Calibration(
+        score=score,
+        threshold=float(threshold),
+        keep=keep,
+        in_rows=int(in_scores.shape[0]),
+        in_kept=float(kept_share(in_scores, threshold)),
+    )
+    if out_stats is None:
+        return result
+    out_scores = uncertainty_score(out_stats, score)
+    areas: dict[str, float] = {
+        name: float(auroc(uncertainty_score(in_stats, name), uncertainty_score(out_stats, name)))
+        for name in RANKING_SCORES
+    }
+    return replace(
+        result,
+        out_rows=int(out_scores.shape[0]),
+        out_flagged=1.0 - float(kept_share(out_scores, threshold)),
+        auroc=areas,
+    )

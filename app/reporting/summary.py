@@ -1,0 +1,51 @@
+"""An evaluation report as (metric, value) rows, for the terminal and the HTML report."""
+
+from __future__ import annotations
+
+from app.engine.evaluation import ClassificationReport, RegressionReport
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
+
+
+def classification_rows(report: ClassificationReport) -> list[tuple[str, str]]:
+    """Accuracy, proper scores, calibration and selective metrics of a classification report."""
+    rows = [
+        ("accuracy", _number(report.accuracy)),
+        ("NLL (nats)", _number(report.nll)),
+        ("Brier score", _number(report.brier)),
+        ("ECE (15 bins)", _number(report.ece)),
+        (f"AURC ({report.ranking_score})", _number(report.aurc)),
+    ]
+    rows += [
+        (f"selective accuracy at {point.coverage:.0%} coverage", _number(point.accuracy))
+        for point in report.selective
+    ]
+    rows += [
+        (f"AURC ranked by {name}", _number(value)) for name, value in report.aurc_by_score.items()
+    ]
+    return rows
+
+
+def regression_rows(report: RegressionReport) -> list[tuple[str, str]]:
+    """RMSE, MC log-likelihood, interval coverage and CRPS of a regression report."""
+    return [
+        ("RMSE", _number(report.rmse)),
+        ("MC test log-likelihood (per row)", _number(report.log_likelihood)),
+        (f"{report.pi_level:.0%} predictive interval coverage", _number(report.pi_coverage)),
+        ("CRPS", _number(report.crps)),
+    ]
+
+
+def metric_rows(report: ClassificationReport | RegressionReport) -> list[tuple[str, str]]:
+    """The rows of either kind of report."""
+    if isinstance(report, ClassificationReport):
+        return classification_rows(report)
+    return regression_rows(report)
+
+
+def text_table(rows: list[tuple[str, str]]) -> str:
+    """Two aligned columns."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,94 @@
+"""Writing a trained dropout MLP as a model folder that ``mcdrop serve`` loads as it is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from app.registry.card import write_card
+from app.registry.loading import ServedModel, load_model_folder, sha256_of
+from app.training.mlp import Task, TrainConfig, target_precision
+from app.training.search import Trained
+
+WEIGHTS_FILE = "model.safetensors"
+N_SAMPLES = {"default": 100, "max": 2000}
+
+
+def model_name(folder: Path) -> str:
+    """A valid card name from the folder name (other characters become '-')."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", folder.name).lstrip("-_.")
+    return name or "model"
+
+
+def _training_section(
+    trained: Trained, task: Task, config: TrainConfig, data: str, features: Sequence[str]
+) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "command": "mcdrop train",
+        "data": data,
+        "rows": trained.rows,
+        "features": list(features),
+        "dropout": trained.hyper.dropout,
+        "length_scale": trained.hyper.length_scale,
+        "weight_decay": float(f"{trained.weight_decay:.6g}"),
+        "loss": "mean(E) + weight_decay * sum ||W||^2 (see app/training/mlp.py)",
+        "final_training_loss": round(trained.final_loss, 6),
+        **{key: value for key, value in asdict(config).items() if key != "hidden"},
+    }
+    if task == "regression":
+        section["tau_standardised"] = trained.hyper.tau
+    if trained.validation:
+        section["grid_search"] = [
+            {**asdict(hyper), "validation_log_likelihood": round(score, 6)}
+            for hyper, score in trained.validation
+        ]
+    return section
+
+
+def write_model_folder(
+    out: Path,
+    trained: Trained,
+    task: Task,
+    *,
+    labels: Sequence[str] | None,
+    features: Sequence[str],
+    target: str,
+    data: str,
+    config: TrainConfig,
+) -> ServedModel:
+    """Write weights and card into `out`, then load the folder exactly as the server would."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = trained.model
+    weights = out / WEIGHTS_FILE
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
+    weights.chmod(0o644)
+    kwargs: dict[str, Any] = {
+        "in_features": len(features),
+        "hidden": list(config.hidden),
+        "out_features": model.out_features,
+        "p": trained.hyper.dropout,
+    }
+    card: dict[str, Any] = {
+        "name": model_name(out),
+        "version": "1",
+        "task": task,
+        "description": f"Dropout MLP trained by `mcdrop train` on {data} ({trained.rows} rows).",
+        "input": {"shape": [len(features)], "dtype": "float32"},
+    }
+    if labels is not None:
+        card["labels"] = list(labels)
+    else:
+        kwargs["output_standardize"] = True
+        card["regression"] = {"tau": float(f"{target_precision(model, trained.hyper.tau):.6g}")}
+    card["architecture"] = {"bundled": "dropout_mlp", "kwargs": kwargs}
+    card["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)}
+    card["n_samples"] = dict(N_SAMPLES)
+    card["target"] = target
+    card["training"] = _training_section(trained, task, config, data, features)
+    write_card(out, card)
+    return load_model_folder(out)

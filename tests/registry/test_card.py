@@ -1,0 +1,72 @@
+"""The card's abstention and target fields, and writing cards back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.errors import ModelLoadError
+from app.registry.card import CARD_FILE, card_yaml, read_card, write_card
+from tests.support import BUNDLED_MODELS
+
+Factory = Callable[..., Path]
+RULE = {
+    "score": "predictive_entropy",
+    "threshold": 0.4,
+    "in_distribution_share": 0.95,
+    "calibrated_on": "val.csv",
+    "n_samples": 100,
+}
+
+
+def test_abstention_and_target_are_read(model_factory: Factory) -> None:
+    card = read_card(model_factory(card={"abstention": RULE, "target": "digit"}))
+    assert card.abstention is not None and card.abstention.threshold == 0.4
+    assert card.abstention.score == "predictive_entropy" and card.target == "digit"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"score": "confidence"}, "score"),
+        ({"threshold": -1.0}, "threshold"),
+        ({"in_distribution_share": 1.5}, "in_distribution_share"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_bad_abstention_sections_are_refused(
+    model_factory: Factory, change: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        read_card(model_factory(card={"abstention": {**RULE, **change}}))
+
+
+def test_abstention_is_for_classification_only(model_factory: Factory) -> None:
+    with pytest.raises(ModelLoadError, match="classification models only"):
+        read_card(model_factory(task="regression", card={"abstention": RULE}))
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn", "diabetes-mlp"])
+def test_card_yaml_reproduces_the_bundled_cards(name: str) -> None:
+    text = (BUNDLED_MODELS / name / CARD_FILE).read_text()
+    assert card_yaml(yaml.safe_load(text)) == text
+
+
+def test_card_yaml_puts_keys_in_field_order() -> None:
+    document = {"training": {}, "abstention": RULE, "name": "m", "task": "classification"}
+    assert list(yaml.safe_load(card_yaml(document))) == ["name", "task", "abstention", "training"]
+
+
+def test_write_card_replaces_the_file_and_refuses_invalid_cards(model_factory: Factory) -> None:
+    folder = model_factory()
+    document = yaml.safe_load((folder / CARD_FILE).read_text())
+    card = write_card(folder, {**document, "abstention": RULE})
+    assert read_card(folder) == card and card.abstention is not None
+    before = (folder / CARD_FILE).read_text()
+    with pytest.raises(ModelLoadError, match="invalid card"):
+        write_card(folder, {**document, "task": "ranking"})
+    assert (folder / CARD_FILE).read_text() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "model.yaml", "net.py"]
