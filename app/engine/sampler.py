@@ -198,15 +198,21 @@ class MCSampler:
         if p <= 0.0:
             return x
         out = torch.empty_like(x)
-        shape = mask_shape(layer.mask_kind, x.shape[1:])
+        features = x.shape[1:]
+        shape = mask_shape(layer.mask_kind, features)
         offset = 0
         for piece in context.pieces:
             n, rows = piece.t1 - piece.t0, piece.rows
-            keep = context.masks[piece.job].keep_mask(layer.index, piece.t0, piece.t1, shape, p)
+            masks = context.masks[piece.job]
             active = slice(offset, offset + piece.folded_rows)
-            per_sample = x[active].view(n, rows, *x.shape[1:])
-            masked = apply_mask(per_sample, keep.unsqueeze(1), p, layer.alpha)
-            out[active].view(n, rows, *x.shape[1:]).copy_(masked)
+            per_sample = x[active].view(n, rows, *features)
+            target = out[active].view(n, rows, *features)
+            if layer.alpha:
+                keep = masks.keep_mask(layer.index, piece.t0, piece.t1, shape, p)
+                target.copy_(apply_mask(per_sample, keep.unsqueeze(1), p, alpha=True))
+            else:
+                scaled = masks.scaled_mask(layer.index, piece.t0, piece.t1, shape, p, x.dtype)
+                torch.mul(per_sample, scaled.unsqueeze(1), out=target)
             out[offset + piece.folded_rows : offset + piece.padded_rows].zero_()
             offset += piece.padded_rows
         return out

@@ -38,10 +38,10 @@ def test_block_size_shrinks_for_large_masks() -> None:
     assert block_samples((10**6,)) == 16
 
 
-def test_drop_threshold_is_exact_to_2_pow_minus_31() -> None:
-    assert drop_threshold(0.5) == 2**30
+def test_drop_threshold_is_exact_to_2_pow_minus_17() -> None:
+    assert drop_threshold(0.5) == 2**15
     assert drop_threshold(0.0) == 0
-    assert abs(drop_threshold(0.3) / 2**31 - 0.3) < 2**-31
+    assert abs(drop_threshold(0.3) / 2**16 - 0.3) <= 2**-17
 
 
 def test_large_masks_are_chunk_invariant_too() -> None:
