@@ -119,10 +119,11 @@ class DataPlane:
         """Validate, sample and summarise one request; metrics record its outcome."""
         with self.track(name, endpoint):
             model = self.repository.get(name, version)
-            request = self.build_request(model, rows, options)
-            prediction = await self.batcher(model).submit(
-                request, timeout_s=self.settings.request_timeout_s
-            )
+            batcher = self.batcher(model)
+            with batcher.expecting():
+                request = self.build_request(model, rows, options)
+                ticket = batcher.enqueue(request)
+            prediction = await batcher.result(ticket, timeout_s=self.settings.request_timeout_s)
             self._observe(model, request, prediction)
             return model, prediction
 

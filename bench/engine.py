@@ -45,13 +45,14 @@ def naive_loop(module: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
             layer.module.eval()
 
 
-def bench_model(model: ServedModel, repeats: int) -> list[dict[str, Any]]:
-    module = model.module
+def bench_model(model: ServedModel, plain: nn.Module, repeats: int) -> list[dict[str, Any]]:
+    """``plain`` is the same model without mcdrop's hooks: the baseline forward and the loop."""
+    module = plain
     prefix = model.predictor.sampler
     assert isinstance(prefix, MCSampler)
     folded = MCSampler.__new__(MCSampler)
     folded.__dict__.update(prefix.__dict__)
-    folded.split = whole_model_split(module)
+    folded.split = whole_model_split(model.module)
     rows = []
     for batch in BATCHES:
         x = example_inputs(model.card.input.shape, batch)
@@ -115,7 +116,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}")
     rows = []
     for name in args.models:
-        rows += bench_model(load_model_folder(MODELS / name), args.repeats)
+        plain = load_model_folder(MODELS / name)
+        plain.predictor.sampler.close()
+        rows += bench_model(load_model_folder(MODELS / name), plain.module, args.repeats)
     header = ["model", "batch", "N", "forward (ms)", "loop", "folded", "prefix", "loop / prefix"]
     table = markdown_table(header, [
         [r["model"], r["batch"], r["n"], r["forward_ms"], f"{r['loop_x']:.1f}x",

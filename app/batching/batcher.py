@@ -1,10 +1,13 @@
 """One micro-batcher per model.
 
 Each request gets a future and waits in a bounded queue. A loop on the event loop takes the
-first waiting request, gathers more for up to ``max_wait`` seconds while the fused run stays
-under ``max_batch_rows`` folded rows (input rows x first-round samples), and runs the batch on
-the shared inference thread. When a run raises, every request of that run gets the error; the
-other runs are unaffected. Requests whose deadline passed before their run started are dropped.
+first waiting request, takes every other queued one while the fused run stays under
+``max_batch_rows`` folded rows (input rows x first-round samples), and runs the batch on the
+shared inference thread. It waits (up to ``max_wait``) for more only while requests for this
+model are known to be on their way (``expecting``: admitted by the data plane, still being
+validated): a lone request never waits, concurrent ones are fused. When a run raises, every
+request of that run gets the error; the other runs are unaffected. Requests whose deadline
+passed before their run started are dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -30,6 +33,10 @@ class _Pending:
     future: asyncio.Future[Prediction]
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False
+
+
+Ticket = _Pending
+"""A queued request's handle, from ``enqueue``, for ``result``."""
 
 
 class ModelBatcher:
@@ -61,6 +68,16 @@ class ModelBatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._running = False
+        self._expected = 0
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Mark a request as on its way to ``submit`` (the batcher may wait for it)."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
 
     @property
     def waiting(self) -> int:
@@ -70,11 +87,12 @@ class ModelBatcher:
     async def submit(
         self, request: PredictionRequest, timeout_s: float | None = None
     ) -> Prediction:
-        """Queue ``request`` and wait for its prediction.
+        """Queue ``request`` and wait for its prediction (``enqueue`` then ``result``)."""
+        return await self.result(self.enqueue(request), timeout_s)
 
-        Raises OverloadedError when ``max_queue`` requests already wait, DeadlineExceededError
-        after ``timeout_s``, ShuttingDownError once ``stop`` was called.
-        """
+    def enqueue(self, request: PredictionRequest) -> Ticket:
+        """Queue ``request`` now; raises OverloadedError when ``max_queue`` requests already
+        wait, ShuttingDownError once ``stop`` was called."""
         if self._stopping:
             raise ShuttingDownError()
         if self.waiting >= self.max_queue:
@@ -82,13 +100,18 @@ class ModelBatcher:
         self._ensure_running()
         pending = _Pending(request, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(pending)
+        return pending
+
+    async def result(self, ticket: Ticket, timeout_s: float | None = None) -> Prediction:
+        """Wait for a queued request's prediction; DeadlineExceededError after ``timeout_s``
+        (the request is then dropped if its run has not started)."""
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
+            return await asyncio.wait_for(asyncio.shield(ticket.future), timeout_s)
         except TimeoutError:
-            pending.abandoned = True
+            ticket.abandoned = True
             raise DeadlineExceededError(timeout_s or 0.0) from None
         except asyncio.CancelledError:
-            pending.abandoned = True
+            ticket.abandoned = True
             raise
 
     async def stop(self) -> None:
@@ -134,7 +157,7 @@ class ModelBatcher:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._expected == 0:
                 return None
         try:
             return await asyncio.wait_for(self._queue.get(), remaining)

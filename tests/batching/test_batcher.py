@@ -176,3 +176,28 @@ def test_seeded_request_is_bit_identical_alone_or_fused(name: str) -> None:
     assert torch.equal(together.stats.mean, alone.stats.mean)
     assert torch.equal(together.stats.std, alone.stats.std)
     assert together.mc_standard_error == alone.mc_standard_error
+
+
+def test_a_lone_request_does_not_wait_but_an_expected_one_is_waited_for() -> None:
+    run = _Recorder()
+
+    async def scenario() -> tuple[float, list[list[int]]]:
+        batcher, _ = _batcher(run, max_wait_s=0.5)
+        started = time.perf_counter()
+        await batcher.submit(_request(seed=1))
+        alone = time.perf_counter() - started
+
+        async def late_arrival() -> Prediction:
+            with batcher.expecting():
+                await asyncio.sleep(0.05)  # still being validated
+                ticket = batcher.enqueue(_request(seed=3))
+            return await batcher.result(ticket)
+
+        late = asyncio.ensure_future(late_arrival())
+        await asyncio.sleep(0)
+        await asyncio.gather(batcher.submit(_request(seed=2)), late)
+        return alone, run.batches
+
+    alone, batches = asyncio.run(scenario())
+    assert alone < 0.25  # far below max_wait: nothing else was on its way
+    assert batches == [[1], [2, 3]]  # the expected request was waited for and fused
