@@ -5,10 +5,12 @@ Side by side in one run, for digits-cnn and digits-mlp at concurrency 1, 8 and 3
   naive    bench/naive_server.py (per-request Python loop, no batching), over HTTP
   engine   mcdrop's engine in-process, no HTTP: `predict_many` on fused batches of the same size
            as the concurrency (the raw engine's throughput at that fused batch)
-Each HTTP measurement runs a fixed number of requests per client after a warm-up; the servers
-run in their own processes on 127.0.0.1 only.
+The load generator is `wrk` (Debian package `wrk`, C, one thread) when it is installed, for
+--seconds per point after a warm-up; otherwise an httpx asyncio client sending --requests per
+client (its own CPU cost then competes with the server for the 2 cores). The servers run in
+their own processes on 127.0.0.1 only.
 
-    python -m bench.service [--models digits-cnn digits-mlp] [--requests 60] [--out docs]
+    python -m bench.service [--models digits-cnn digits-mlp] [--seconds 8] [--out docs]
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +73,48 @@ def server(command: list[str], port: int) -> Iterator[str]:
         process.wait(timeout=30)
 
 
+def wrk_load(url: str, body: dict[str, Any], concurrency: int, seconds: float) -> dict[str, float]:
+    """``wrk`` with ``concurrency`` connections for ``seconds``: requests/s, p50 and p99."""
+    with tempfile.TemporaryDirectory() as folder:
+        body_file = Path(folder) / "body.json"
+        body_file.write_text(json.dumps(body))
+        script = Path(folder) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*a")\nf:close()\n'
+        )
+        options = [
+            "-t1",
+            f"-c{concurrency}",
+            "--timeout",
+            "60s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
+        subprocess.run(["wrk", "-d2s", *options], capture_output=True, check=True)
+        out = subprocess.run(
+            ["wrk", f"-d{seconds:g}s", *options], capture_output=True, text=True, check=True
+        ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw error answers:\n{out}")
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rps is not None, out
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": _wrk_ms(out, "50%"),
+        "p99_ms": _wrk_ms(out, "99%"),
+    }
+
+
+def _wrk_ms(out: str, label: str) -> float:
+    match = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+    assert match is not None, out
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
 async def load(
     url: str, body: dict[str, Any], concurrency: int, per_client: int
 ) -> dict[str, float]:
@@ -113,7 +160,7 @@ def engine_throughput(name: str, concurrency: int, seconds: float = 2.0) -> dict
             "p99_ms": sorted(latencies)[int(0.99 * (len(latencies) - 1))] * 1e3}  # fmt: skip
 
 
-def bench_model(name: str, per_client: int) -> list[dict[str, Any]]:
+def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     model = load_model_folder(MODELS / name)
     row = example_inputs(model.card.input.shape, 1)[0].tolist()
     body = {"inputs": [row], "n_samples": N_SAMPLES}
@@ -127,8 +174,11 @@ def bench_model(name: str, per_client: int) -> list[dict[str, Any]]:
         with server([*command, "--port", str(port)], port) as base:
             url = f"{base}/v1/models/{name}/predict"
             for concurrency in CONCURRENCY:
-                count = per_client if kind == "mcdrop" else max(3, per_client // 4)
-                result = asyncio.run(load(url, body, concurrency, count))
+                if args.client == "wrk":
+                    result = wrk_load(url, body, concurrency, args.seconds)
+                else:
+                    count = args.requests if kind == "mcdrop" else max(3, args.requests // 4)
+                    result = asyncio.run(load(url, body, concurrency, count))
                 rows.append({"model": name, "server": kind, "concurrency": concurrency} | result)
                 print(rows[-1], flush=True)
     for concurrency in CONCURRENCY:
@@ -164,13 +214,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=["digits-cnn", "digits-mlp"])
-    parser.add_argument("--requests", type=int, default=60, help="requests per client (mcdrop)")
+    parser.add_argument("--requests", type=int, default=60, help="httpx: requests per client")
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk: seconds per point")
+    parser.add_argument(
+        "--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores")
+    print(f"torch {torch.__version__}, {os.cpu_count()} cores, load generator: {args.client}")
     rows = []
     for name in args.models:
-        rows += bench_model(name, args.requests)
+        rows += bench_model(name, args)
     table_rows = []
     for r in rows:
         naive = next(x for x in rows if x["model"] == r["model"] and x["server"] == "naive"
