@@ -95,8 +95,8 @@ def _fx_split(model: nn.Module, dropout_names: set[str], probe: Tensor) -> Model
     crossing = [n for n in prefix_nodes if any(user in suffix_side for user in n.users)]
     if sum(1 for n in nodes if n.op == "placeholder") != 1:
         raise SplitError("the model's forward takes more than one input")
-    prefix_module = _prefix_module(traced, nodes, prefix_nodes, batched, crossing)
-    suffix_module = _suffix_module(traced, nodes, suffix_side, batched, crossing)
+    prefix_module = _subgraph(traced, nodes, set(prefix_nodes), batched, [], crossing)
+    suffix_module = _subgraph(traced, nodes, suffix_side, batched, crossing, None)
     _check_split(model, prefix_module, suffix_module, probe)
     fraction = _parameter_share(traced, prefix_nodes)
     names = ", ".join(str(n.target) for n in nodes if n in stochastic and n.op == "call_module")
@@ -141,38 +141,27 @@ def _downstream_of(nodes: Sequence[fx.Node], seed: Callable[[fx.Node], bool]) ->
     return found
 
 
-def _prefix_module(
+def _subgraph(
     traced: fx.GraphModule,
     nodes: list[fx.Node],
-    prefix_nodes: list[fx.Node],
+    members: set[fx.Node],
     batched: set[fx.Node],
-    crossing: list[fx.Node],
+    inputs: list[fx.Node],
+    outputs: list[fx.Node] | None,
 ) -> fx.GraphModule:
-    keep = set(prefix_nodes) | _constant_inputs(nodes, set(prefix_nodes), batched)
+    """A module computing ``members`` (plus the constants they read) from ``inputs``, which
+    become its placeholders, and returning ``outputs`` (None: the members hold the graph's own
+    output node)."""
+    keep = members | _constant_inputs(nodes, members, batched)
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
-    for node in nodes:
-        if node in keep:
-            env[node] = graph.node_copy(node, lambda n: env[n])
-    graph.output(tuple(env[n] for n in crossing))
-    return fx.GraphModule(traced, graph)
-
-
-def _suffix_module(
-    traced: fx.GraphModule,
-    nodes: list[fx.Node],
-    stochastic: set[fx.Node],
-    batched: set[fx.Node],
-    crossing: list[fx.Node],
-) -> fx.GraphModule:
-    keep = stochastic | _constant_inputs(nodes, stochastic, batched)
-    graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    for index, node in enumerate(crossing):
+    for index, node in enumerate(inputs):
         env[node] = graph.placeholder(f"crossing_{index}")
     for node in nodes:
         if node in keep and node not in env:
             env[node] = graph.node_copy(node, lambda n: env[n])
+    if outputs is not None:
+        graph.output(tuple(env[n] for n in outputs))
     return fx.GraphModule(traced, graph)
 
 
