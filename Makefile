@@ -27,7 +27,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy app tests scripts
+	$(BIN)/mypy app tests scripts bench
 
 pytest: install
 	$(BIN)/python -m pytest

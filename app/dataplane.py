@@ -69,12 +69,12 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcdrop-infer")
-        self._batchers: dict[str, ModelBatcher] = {}
+        self._batchers: dict[str, tuple[ServedModel, ModelBatcher]] = {}
 
     def batcher(self, model: ServedModel) -> ModelBatcher:
-        """The model's batcher, created on first use."""
-        found = self._batchers.get(model.name)
-        if found is None or found.run_batch_owner is not model:
+        """The model's batcher, created on first use (and anew for a reloaded model)."""
+        served, found = self._batchers.get(model.name, (None, None))
+        if found is None or served is not model:
             found = ModelBatcher(
                 model.name,
                 model.predictor.predict_many,
@@ -83,20 +83,19 @@ class DataPlane:
                 max_wait_s=self.settings.max_wait_ms / 1000.0,
                 max_queue=self.settings.max_queue,
                 on_batch=self._batch_observer(model.name),
-                owner=model,
             )
-            self._batchers[model.name] = found
+            self._batchers[model.name] = (model, found)
         return found
 
     async def forget(self, name: str) -> None:
         """Stop the batcher of ``name`` after its queued work (the model is being replaced)."""
-        batcher = self._batchers.pop(name, None)
-        if batcher is not None:
-            await batcher.stop()
+        pair = self._batchers.pop(name, None)
+        if pair is not None:
+            await pair[1].stop()
 
     async def close(self) -> None:
         """Refuse new work, let queued and running samples finish, stop the inference thread."""
-        for batcher in list(self._batchers.values()):
+        for _, batcher in list(self._batchers.values()):
             await batcher.stop()
         self._executor.shutdown(wait=True)
 
@@ -214,18 +213,18 @@ class DataPlane:
 
     def count_rejected(self, model: str, endpoint: str) -> None:
         """Count a request refused before it reached the data plane (schema validation)."""
-        model = model if model in self.repository else "_unknown"
-        self.metrics.requests.labels(model, endpoint, "client_error").inc()
+        self.metrics.requests.labels(self._label(model), endpoint, "client_error").inc()
+
+    def _label(self, model: str) -> str:
+        """The metric label of a model name: names not in the repository are counted as
+        ``_unknown`` so that clients cannot grow the label set without bound."""
+        return model if model in self.repository else "_unknown"
 
     @contextmanager
     def track(self, model: str, endpoint: str) -> Iterator[None]:
-        """Count the request, time it and track it as in flight.
-
-        Names not in the repository are counted as ``_unknown`` so that clients cannot grow the
-        label set without bound.
-        """
+        """Count the request, time it and track it as in flight (under ``_label(model)``)."""
         started = time.perf_counter()
-        model = model if model in self.repository else "_unknown"
+        model = self._label(model)
         inflight = self.metrics.inflight_requests.labels(model=model)
         inflight.inc()
         error: BaseException | None = None

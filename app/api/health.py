@@ -6,7 +6,6 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RepositoryDep, StateDep
-from app.errors import ModelNotFoundError
 
 router = APIRouter(tags=["health"])
 
@@ -34,8 +33,6 @@ async def ready(state: StateDep) -> JSONResponse:
 @router.get("/v2/models/{name}/ready", response_model=None)
 async def model_ready(name: str, repository: RepositoryDep) -> JSONResponse:
     """200 when the model is loaded; 503 with the load error; 404 for an unknown model."""
-    if name not in repository:
-        raise ModelNotFoundError(name)
     entry = repository.entry(name)
     if entry.ready:
         return JSONResponse({"name": name, "ready": True})

@@ -161,7 +161,7 @@ def _regression_rows(
     return [
         RegressionRow(
             **{name: values[i] for name, values in columns.items()},
-            samples=[list(map(float, s)) for s in samples[i]] if samples is not None else None,
+            samples=samples[i] if samples is not None else None,
         )
         for i in range(rows)
     ]

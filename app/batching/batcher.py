@@ -52,11 +52,8 @@ class ModelBatcher:
         max_wait_s: float,
         max_queue: int,
         on_batch: OnBatch | None = None,
-        owner: object = None,
     ) -> None:
         self.name = name
-        self.run_batch_owner = owner
-        """What ``run_batch`` belongs to (a reloaded model gets a new batcher)."""
         self._run_batch = run_batch
         self._executor = executor
         self.max_batch_rows = max_batch_rows

@@ -99,11 +99,11 @@ def _fx_split(model: nn.Module, dropout_names: set[str], probe: Tensor) -> Model
     suffix_module = _subgraph(traced, nodes, suffix_side, batched, crossing, None)
     _check_split(model, prefix_module, suffix_module, probe)
     fraction = _parameter_share(traced, prefix_nodes)
-    names = ", ".join(str(n.target) for n in nodes if n in stochastic and n.op == "call_module")
+    first = next(str(n.target) for n in nodes if n in stochastic and n.op == "call_module")
     reason = (
         f"torch.fx split: {len(prefix_nodes)} ops run once per row, "
         f"{sum(1 for n in nodes if n in stochastic) - 1} ops per sample "
-        f"(from the first dropout: {names.split(', ')[0]}); {len(crossing)} value(s) cross"
+        f"(from the first dropout: {first}); {len(crossing)} value(s) cross"
     )
 
     def prefix(x: Tensor) -> tuple[Tensor, ...]:

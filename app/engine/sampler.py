@@ -102,7 +102,38 @@ def _samples_that_fit(free_rows: int, rows: int, remaining: int, empty: bool) ->
     return aligned if aligned or not empty else fit
 
 
-class MCSampler:
+class BaseSampler:
+    """What every sampler holds: the model in eval mode, its dropout layers, the row limit of
+    one forward call, device and dtype. Subclasses implement ``sample_jobs`` and ``close``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dropout_layers: Sequence[DropoutLayer],
+        *,
+        max_rows: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.model = model.eval()
+        self.dropout_layers = list(dropout_layers)
+        self.max_rows = max_rows
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    def sample(self, inputs: Tensor, n_samples: int, seed: int) -> Tensor:
+        """MC outputs (N, B, *output_shape) for inputs (B, *input_shape)."""
+        return self.sample_jobs([SampleJob(inputs, n_samples, seed)])[0]
+
+    def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
+        """MC outputs (N_j, B_j, *output_shape) for every job."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Undo whatever the sampler changed on the model."""
+
+
+class MCSampler(BaseSampler):
     """Runs MC dropout passes for a model kept in eval mode.
 
     Dropout modules get forward hooks that apply seeded masks while a run is active (and do
@@ -119,11 +150,7 @@ class MCSampler:
         dtype: torch.dtype = torch.float32,
         split: ModelSplit | None = None,
     ) -> None:
-        self.model = model.eval()
-        self.dropout_layers = list(dropout_layers)
-        self.max_rows = max_rows
-        self.device = torch.device(device)
-        self.dtype = dtype
+        super().__init__(model, dropout_layers, max_rows=max_rows, device=device, dtype=dtype)
         self.split = split if split is not None else whole_model_split(model)
         self._local = threading.local()
         self._handles: list[RemovableHandle] = [
@@ -136,10 +163,6 @@ class MCSampler:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-
-    def sample(self, inputs: Tensor, n_samples: int, seed: int) -> Tensor:
-        """MC outputs (N, B, *output_shape) for inputs (B, *input_shape)."""
-        return self.sample_jobs([SampleJob(inputs, n_samples, seed)])[0]
 
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
         """MC outputs (N_j, B_j, *output_shape) for every job, sharing forward passes."""

@@ -12,39 +12,17 @@ import threading
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from app.engine.dropout import DropoutLayer
 from app.engine.masks import MASK_BLOCK, stream_seed
-from app.engine.sampler import SampleJob
+from app.engine.sampler import BaseSampler, SampleJob
 
 _GLOBAL_RNG_LOCK = threading.Lock()
 
 
-class ScriptedSampler:
-    """MC sampler for a ``torch.jit.ScriptModule`` (same interface as ``MCSampler``)."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        dropout_layers: Sequence[DropoutLayer],
-        *,
-        max_rows: int,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.model = model.eval()
-        self.dropout_layers = list(dropout_layers)
-        self.max_rows = max_rows
-        self.device = torch.device(device)
-        self.dtype = dtype
-
-    def close(self) -> None:
-        """Nothing to undo: dropout is only switched on inside a run."""
-
-    def sample(self, inputs: Tensor, n_samples: int, seed: int) -> Tensor:
-        """MC outputs (N, B, *output_shape) for inputs (B, *input_shape)."""
-        return self.sample_jobs([SampleJob(inputs, n_samples, seed)])[0]
+class ScriptedSampler(BaseSampler):
+    """MC sampler for a ``torch.jit.ScriptModule``; dropout is only switched on inside a run,
+    so ``close`` has nothing to undo."""
 
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
         """MC outputs (N_j, B_j, *output_shape) for every job, one job at a time."""

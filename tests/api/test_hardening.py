@@ -176,8 +176,12 @@ def test_flood_with_a_tiny_queue_gets_only_200_or_503(
     client = client_for(max_queue=2, max_batch_rows=200)
     body = {"inputs": ROW * 20, "n_samples": 100}
     with ThreadPoolExecutor(max_workers=16) as pool:
-        codes = list(pool.map(lambda _: client.post(PREDICT, json=body).status_code, range(64)))
+        responses = list(pool.map(lambda _: client.post(PREDICT, json=body), range(64)))
+    codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 503}, codes
     assert codes.count(503) > 0 and codes.count(200) > 0
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert "overloaded" in refused.json()["error"]
     assert client.get("/v2/health/ready").status_code == 200
     assert client.post(PREDICT, json={"inputs": ROW}).status_code == 200
