@@ -11,15 +11,19 @@ each pass is one sampled network).
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import Tensor
 
 MASK_BLOCK = 128
-"""Most samples drawn per block; layers with large masks use smaller blocks."""
+"""Most samples per block; layers with large masks use smaller blocks."""
+DRAW_STEP = 16
+"""Masks of a block are drawn for the samples a run needs, rounded up to this step."""
 _BLOCK_ELEMENTS = 1 << 16
 _MASK64 = (1 << 64) - 1
 _UNIT_RANGE = 1 << 16
+_WORD_MIN, _WORD_MAX = -(2**63), 2**63 - 1
 
 
 def _splitmix64(value: int) -> int:
@@ -66,42 +70,91 @@ class MaskSource:
     ) -> Tensor:
         size = block_samples(shape)
         first, last = t0 // size, (t1 - 1) // size
-        blocks = [self._block(layer, k, size, shape, p, dtype) for k in range(first, last + 1)]
-        stacked = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        offset = first * size
-        return stacked[t0 - offset : t1 - offset]
+        if first == last:
+            block = self._block(layer, first, t1 - first * size, shape, p, dtype)
+            return block[t0 - first * size : t1 - first * size]
+        blocks = [
+            self._block(layer, k, min(size, t1 - k * size), shape, p, dtype)
+            for k in range(first, last + 1)
+        ]
+        return torch.cat(blocks)[t0 - first * size : t1 - first * size]
 
     def _block(
         self,
         layer: int,
         block: int,
-        size: int,
+        needed: int,
         shape: tuple[int, ...],
         p: float,
         dtype: torch.dtype | None,
     ) -> Tensor:
+        """Masks of at least the first ``needed`` samples of a block (drawn in steps of
+        ``DRAW_STEP`` samples; a longer draw repeats the shorter one's masks, as the generator
+        fills the block's units in order)."""
         key = (layer, block, dtype)
         cached = self._blocks.get(key)
-        if cached is not None and tuple(cached.shape[1:]) == shape:
+        if cached is not None and cached.shape[0] >= needed and tuple(cached.shape[1:]) == shape:
             return cached
-        if dtype is None:
-            mask = self._draw(layer, block, size, shape, p)
-        else:
-            keep = self._block(layer, block, size, shape, p, None)
-            mask = torch.where(keep, 1.0 / (1.0 - p), 0.0).to(dtype)
+        drawn = min(-(-needed // DRAW_STEP) * DRAW_STEP, block_samples(shape))
+        units = self._draw(layer, block, drawn, shape)
+        mask = keep_from_units(units, p) if dtype is None else scaled_from_units(units, p, dtype)
         self._blocks[key] = mask
         return mask
 
-    def _draw(self, layer: int, block: int, size: int, shape: tuple[int, ...], p: float) -> Tensor:
-        """One block of keep-masks: 16 random bits per unit, taken four at a time from 64-bit
-        words (far cheaper than one torch.rand float per unit)."""
-        elements = size * math.prod(shape)
-        generator = torch.Generator(device=self.device)
+    def _draw(self, layer: int, block: int, samples: int, shape: tuple[int, ...]) -> Tensor:
+        """Random units (samples, *shape) int16, uniform over [-2^15, 2^15), for the first
+        ``samples`` samples of a block: 16 random bits per unit, taken four at a time from
+        64-bit words (far cheaper than one torch.rand float per unit)."""
+        generator = _generator(self.device)
         generator.manual_seed(stream_seed(self.seed, layer, block))
+        if shape and shape[-1] % 4 == 0:  # the common case: no slicing or reshaping needed
+            words = torch.empty(
+                (samples, *shape[:-1], shape[-1] // 4), dtype=torch.int64, device=self.device
+            )
+            return words.random_(_WORD_MIN, _WORD_MAX, generator=generator).view(torch.int16)
+        elements = samples * math.prod(shape)
         words = torch.empty((elements + 3) // 4, dtype=torch.int64, device=self.device)
-        words.random_(-(2**63), 2**63 - 1, generator=generator)
-        units = words.view(torch.int16)[:elements]
-        return (units >= drop_threshold(p) - 2**15).view(size, *shape)
+        words.random_(_WORD_MIN, _WORD_MAX, generator=generator)
+        return words.view(torch.int16)[:elements].view(samples, *shape)
+
+
+_GENERATORS = threading.local()
+
+
+def _generator(device: torch.device) -> torch.Generator:
+    """This thread's generator for ``device`` (re-seeded before every draw)."""
+    generators: dict[torch.device, torch.Generator] = _GENERATORS.__dict__.setdefault(
+        "by_device", {}
+    )
+    generator = generators.get(device)
+    if generator is None:
+        generator = generators[device] = torch.Generator(device=device)
+    return generator
+
+
+def keep_from_units(units: Tensor, p: float) -> Tensor:
+    """Bool keep-mask: a unit at or above the drop threshold keeps its activation."""
+    lo = drop_threshold(p) - 2**15
+    if lo >= 2**15:  # p within 2^-17 of 1: the threshold does not fit in int16, drop all
+        return torch.zeros(units.shape, dtype=torch.bool, device=units.device)
+    return units >= lo
+
+
+def scaled_from_units(units: Tensor, p: float, dtype: torch.dtype) -> Tensor:
+    """``keep_from_units(units, p)`` as ``dtype`` times 1 / (1 - p), the same 0/1 pattern.
+
+    Built with integer clamp and subtraction (vectorised on the CPU) rather than a comparison
+    and a select (which are not, and cost twice as much): clamping to [lo - 1, lo] maps dropped
+    units to lo - 1 and kept ones to lo, so subtracting lo - 1 gives exactly 0 or 1.
+    """
+    lo = drop_threshold(p) - 2**15
+    if lo <= -(2**15):
+        return torch.full(units.shape, 1.0 / (1.0 - p), dtype=dtype, device=units.device)
+    if lo >= 2**15:
+        return torch.zeros(units.shape, dtype=dtype, device=units.device)
+    keep = units.clamp(lo - 1, lo).sub_(lo - 1)
+    mask = keep.mul(1.0 / (1.0 - p))  # int16 times a Python float: the default float dtype
+    return mask if mask.dtype == dtype else mask.to(dtype)
 
 
 def block_samples(shape: tuple[int, ...]) -> int:

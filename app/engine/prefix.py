@@ -8,6 +8,9 @@ suffix reads (the activation entering the first dropout, and any skip connection
 split) are returned by the prefix and repeated N times by the sampler. Constant nodes (weights,
 shapes computed from parameters) are re-created in the suffix rather than passed across.
 
+Both halves are compiled to plain functions (:mod:`app.engine.compiled`) and the suffix calls
+the sampler's mask applier at each dropout instead of the module, so no hook runs per pass.
+
 A model that cannot be traced, or whose crossing values are not per-row tensors, falls back to
 :func:`whole_model_split` with the reason logged and shown in the model's metadata.
 """
@@ -23,6 +26,9 @@ import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from app.engine.compiled import DropoutApplier, compile_graph
+from app.engine.dropout import DropoutLayer
+
 logger = logging.getLogger(__name__)
 
 Prefix = Callable[[Tensor], tuple[Tensor, ...]]
@@ -31,7 +37,8 @@ Suffix = Callable[..., Tensor]
 
 @dataclass(frozen=True)
 class ModelSplit:
-    """prefix(x) -> values crossing the split, each (B, ...); suffix(*values) -> output."""
+    """prefix(x) -> values crossing the split, each (B, ...);
+    suffix(dropout, *values) -> output."""
 
     prefix: Prefix
     suffix: Suffix
@@ -39,15 +46,28 @@ class ModelSplit:
     """Share of the model's parameters used by prefix operations (0 = no prefix)."""
     reason: str
     """How the split was made, or why there is none (shown in metadata and logs)."""
+    applies_dropout: bool = False
+    """True: the suffix calls ``dropout.apply`` itself. False: it runs the model's dropout
+    modules, and the sampler must hook them."""
+    dropout_inputs: frozenset[int] = frozenset()
+    """Positions of crossing values that only dropouts read: the sampler may pass them unfolded
+    (as :class:`Unfolded`) and let the dropout repeat them while masking."""
+
+
+@dataclass(frozen=True)
+class Unfolded:
+    """Stands for crossing value ``index`` of every job, not yet repeated over samples."""
+
+    index: int
 
 
 def whole_model_split(model: nn.Module, reason: str = "no prefix split") -> ModelSplit:
-    """No prefix: every pass runs the whole model."""
+    """No prefix: every pass runs the whole model (its dropout modules need the sampler's hooks)."""
 
     def prefix(x: Tensor) -> tuple[Tensor, ...]:
         return (x,)
 
-    def suffix(*values: Tensor) -> Tensor:
+    def suffix(dropout: DropoutApplier, *values: Tensor) -> Tensor:
         output: Tensor = model(*values)
         return output
 
@@ -58,14 +78,14 @@ class SplitError(Exception):
     """The model cannot be split; the message says why."""
 
 
-def fx_split(model: nn.Module, dropout_names: Iterable[str], probe: Tensor) -> ModelSplit:
+def fx_split(model: nn.Module, dropout_layers: Iterable[DropoutLayer], probe: Tensor) -> ModelSplit:
     """Trace ``model`` and split it before its dropouts, or fall back to no split.
 
     ``probe`` is an example input (B >= 2, ...) used to check that the split model computes the
     same output as the model and that every crossing value is a per-row tensor.
     """
     try:
-        return _fx_split(model, set(dropout_names), probe)
+        return _fx_split(model, {layer.name: layer.index for layer in dropout_layers}, probe)
     except SplitError as exc:
         reason = f"no prefix split: {exc}"
     except Exception as exc:  # tracing raises many kinds of errors on dynamic models
@@ -76,7 +96,7 @@ def fx_split(model: nn.Module, dropout_names: Iterable[str], probe: Tensor) -> M
     return whole_model_split(model, reason)
 
 
-def _fx_split(model: nn.Module, dropout_names: set[str], probe: Tensor) -> ModelSplit:
+def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) -> ModelSplit:
     traced = fx.symbolic_trace(model)
     nodes = list(traced.graph.nodes)
     stochastic = _downstream_of(
@@ -95,9 +115,10 @@ def _fx_split(model: nn.Module, dropout_names: set[str], probe: Tensor) -> Model
     crossing = [n for n in prefix_nodes if any(user in suffix_side for user in n.users)]
     if sum(1 for n in nodes if n.op == "placeholder") != 1:
         raise SplitError("the model's forward takes more than one input")
-    prefix_module = _subgraph(traced, nodes, set(prefix_nodes), batched, [], crossing)
-    suffix_module = _subgraph(traced, nodes, suffix_side, batched, crossing, None)
-    _check_split(model, prefix_module, suffix_module, probe)
+    prefix = compile_graph(_subgraph(traced, nodes, set(prefix_nodes), batched, [], crossing))
+    suffix_graph = _subgraph(traced, nodes, suffix_side, batched, crossing, None)
+    suffix = compile_graph(suffix_graph, dropout_names)
+    _check_split(model, prefix, suffix, probe)
     fraction = _parameter_share(traced, prefix_nodes)
     first = next(str(n.target) for n in nodes if n in stochastic and n.op == "call_module")
     reason = (
@@ -105,16 +126,16 @@ def _fx_split(model: nn.Module, dropout_names: set[str], probe: Tensor) -> Model
         f"{sum(1 for n in nodes if n in stochastic) - 1} ops per sample "
         f"(from the first dropout: {first}); {len(crossing)} value(s) cross"
     )
-
-    def prefix(x: Tensor) -> tuple[Tensor, ...]:
-        values: tuple[Tensor, ...] = prefix_module(x)
-        return values
-
-    def suffix(*values: Tensor) -> Tensor:
-        out: Tensor = suffix_module(*values)
-        return out
-
-    return ModelSplit(prefix, suffix, fraction, reason)
+    dropout_inputs = frozenset(
+        index
+        for index, node in enumerate(crossing)
+        if all(
+            user.op == "call_module" and str(user.target) in dropout_names
+            for user in node.users
+            if user in suffix_side
+        )
+    )
+    return ModelSplit(prefix, suffix, fraction, reason, True, dropout_inputs)
 
 
 def _pull_non_tensors(
@@ -176,9 +197,15 @@ def _constant_inputs(
     return needed
 
 
-def _check_split(
-    model: nn.Module, prefix: fx.GraphModule, suffix: fx.GraphModule, probe: Tensor
-) -> None:
+class _NoDropout:
+    """The applier of eval mode: dropout is the identity."""
+
+    @staticmethod
+    def apply(index: int, x: Tensor) -> Tensor:
+        return x
+
+
+def _check_split(model: nn.Module, prefix: Prefix, suffix: Suffix, probe: Tensor) -> None:
     with torch.inference_mode():
         for rows in (2, 3):
             x = probe.repeat(rows, *[1] * (probe.dim() - 1))[:rows]
@@ -187,7 +214,7 @@ def _check_split(
                 if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != rows:
                     raise SplitError("a value crossing the split is not a per-row tensor")
             expected = model(x)
-            actual = suffix(*values)
+            actual = suffix(_NoDropout(), *values)
             if not isinstance(actual, Tensor) or not torch.allclose(actual, expected, atol=1e-5):
                 raise SplitError("the split model does not reproduce the model's output")
 

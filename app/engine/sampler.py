@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from app.engine.dropout import DropoutLayer, apply_mask, mask_shape
 from app.engine.masks import MaskSource
-from app.engine.prefix import ModelSplit, whole_model_split
+from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
 
 ROW_ALIGN = 16
 
@@ -49,19 +50,21 @@ class _Piece:
     t1: int
     rows: int
 
-    @property
+    @cached_property
     def folded_rows(self) -> int:
         return (self.t1 - self.t0) * self.rows
 
-    @property
+    @cached_property
     def padded_rows(self) -> int:
         return -(-self.folded_rows // ROW_ALIGN) * ROW_ALIGN
 
-
-@dataclass(frozen=True)
-class _RunContext:
-    pieces: list[_Piece]
-    masks: list[MaskSource]
+    @cached_property
+    def covered_samples(self) -> int:
+        """Samples whose rows fill the piece's block: when ``rows`` divides the padded size the
+        padding holds further samples (computed and dropped, no zero rows to write), otherwise
+        only t1 - t0 and the padding rows are zeros."""
+        padded = self.padded_rows
+        return padded // self.rows if padded % self.rows == 0 else self.t1 - self.t0
 
 
 def plan_chunks(jobs: Sequence[SampleJob], max_rows: int) -> list[list[_Piece]]:
@@ -71,6 +74,11 @@ def plan_chunks(jobs: Sequence[SampleJob], max_rows: int) -> list[list[_Piece]]:
     job's first sample) unless fewer fit; a chunk holds at least one sample, so a job wider than
     ``max_rows`` still runs.
     """
+    if len(jobs) == 1:  # the common case of a lone request that fits one forward call
+        job = jobs[0]
+        alone = _Piece(0, job.first_sample, job.first_sample + job.n_samples, len(job.inputs))
+        if alone.padded_rows <= max_rows:
+            return [[alone]]
     chunks: list[list[_Piece]] = []
     current: list[_Piece] = []
     used = 0
@@ -99,7 +107,7 @@ def _samples_that_fit(free_rows: int, rows: int, remaining: int, empty: bool) ->
         return remaining
     fit = max(free_rows, 0) // rows
     aligned = fit // ROW_ALIGN * ROW_ALIGN
-    return aligned if aligned or not empty else fit
+    return min(remaining, aligned if aligned or not empty else fit)
 
 
 class BaseSampler:
@@ -136,8 +144,9 @@ class BaseSampler:
 class MCSampler(BaseSampler):
     """Runs MC dropout passes for a model kept in eval mode.
 
-    Dropout modules get forward hooks that apply seeded masks while a run is active (and do
-    nothing otherwise), so BatchNorm and every other layer keep their eval behaviour.
+    With an fx split the compiled suffix calls the run's mask applier at each dropout; without
+    one, dropout modules get forward hooks that call it while a run is active (and do nothing
+    otherwise). Either way BatchNorm and every other layer keep their eval behaviour.
     """
 
     def __init__(
@@ -153,10 +162,12 @@ class MCSampler(BaseSampler):
         super().__init__(model, dropout_layers, max_rows=max_rows, device=device, dtype=dtype)
         self.split = split if split is not None else whole_model_split(model)
         self._local = threading.local()
-        self._handles: list[RemovableHandle] = [
-            layer.module.register_forward_hook(self._make_hook(layer))
-            for layer in self.dropout_layers
-        ]
+        self._handles: list[RemovableHandle] = []
+        if not self.split.applies_dropout:
+            self._handles = [
+                layer.module.register_forward_hook(self._make_hook(layer))
+                for layer in self.dropout_layers
+            ]
 
     def close(self) -> None:
         """Remove the dropout hooks (the model then behaves as a plain eval model)."""
@@ -171,71 +182,166 @@ class MCSampler(BaseSampler):
             outputs: list[list[Tensor]] = [[] for _ in jobs]
             masks = [MaskSource(job.seed, self.device) for job in jobs]
             for pieces in plan_chunks(jobs, self.max_rows):
-                folded = self._fold(pieces, prefix_outputs)
-                self._local.context = _RunContext(pieces, masks)
+                folded = _fold(pieces, prefix_outputs, self.split.dropout_inputs)
+                dropout = ChunkDropout(self.dropout_layers, pieces, masks, prefix_outputs)
+                self._local.context = dropout
                 try:
-                    result = self.split.suffix(*folded)
+                    result = self.split.suffix(dropout, *folded)
                 finally:
                     self._local.context = None
-                parts = torch.split(result, [p.padded_rows for p in pieces])
-                for piece, part in zip(pieces, parts, strict=True):
-                    per_sample = part[: piece.folded_rows]
-                    n = piece.t1 - piece.t0
-                    outputs[piece.job].append(per_sample.view(n, piece.rows, *part.shape[1:]))
+                for piece, part in zip(pieces, _piece_outputs(result, pieces), strict=True):
+                    outputs[piece.job].append(part)
             return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
 
     def _to_device(self, inputs: Tensor) -> Tensor:
         return inputs.to(self.device, self.dtype)
 
-    @staticmethod
-    def _fold(pieces: list[_Piece], prefix_outputs: list[tuple[Tensor, ...]]) -> list[Tensor]:
-        """Repeat each piece's prefix outputs (t1 - t0) times, sample-major, padded with zeros."""
-        total = sum(piece.padded_rows for piece in pieces)
-        folded = []
-        for v, first in enumerate(prefix_outputs[pieces[0].job]):
-            buffer = first.new_empty((total, *first.shape[1:]))
-            offset = 0
-            for piece in pieces:
-                value = prefix_outputs[piece.job][v]
-                n = piece.t1 - piece.t0
-                block = buffer[offset : offset + piece.folded_rows]
-                block.view(n, *value.shape).copy_(value.expand(n, *value.shape))
-                buffer[offset + piece.folded_rows : offset + piece.padded_rows].zero_()
-                offset += piece.padded_rows
-            folded.append(buffer)
-        return folded
-
     def _make_hook(self, layer: DropoutLayer):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
-            context: _RunContext | None = getattr(self._local, "context", None)
+            context: ChunkDropout | None = getattr(self._local, "context", None)
             if context is None:
                 return None
-            return self._apply_dropout(layer, args[0], context)
+            return context.apply(layer.index, args[0])
 
         return hook
 
-    @staticmethod
-    def _apply_dropout(layer: DropoutLayer, x: Tensor, context: _RunContext) -> Tensor:
-        """Each piece's rows times its job's masks; padding rows come out as zeros."""
+
+def _fold(
+    pieces: list[_Piece],
+    prefix_outputs: list[tuple[Tensor, ...]],
+    unfolded: frozenset[int] = frozenset(),
+) -> list[Tensor | Unfolded]:
+    """Repeat each piece's prefix outputs over its covered samples, sample-major; padding rows
+    that no sample covers are zeros. Values at the ``unfolded`` positions stay markers."""
+    return [
+        Unfolded(v) if v in unfolded else _fold_value(pieces, prefix_outputs, v)
+        for v in range(len(prefix_outputs[pieces[0].job]))
+    ]
+
+
+def _fold_value(pieces: list[_Piece], prefix_outputs: list[tuple[Tensor, ...]], v: int) -> Tensor:
+    if len(pieces) == 1 and pieces[0].padded_rows == pieces[0].covered_samples * pieces[0].rows:
+        piece = pieces[0]
+        value = prefix_outputs[piece.job][v]
+        n = piece.covered_samples
+        return (
+            value.expand(n, *value.shape).reshape(piece.padded_rows, *value.shape[1:]).contiguous()
+        )
+    first = prefix_outputs[pieces[0].job][v]
+    buffer = first.new_empty((sum(piece.padded_rows for piece in pieces), *first.shape[1:]))
+    offset = 0
+    for piece in pieces:
+        value = prefix_outputs[piece.job][v]
+        n = piece.covered_samples
+        covered = n * piece.rows
+        buffer[offset : offset + covered].view(n, *value.shape).copy_(value.expand(n, *value.shape))
+        if covered < piece.padded_rows:
+            buffer[offset + covered : offset + piece.padded_rows].zero_()
+        offset += piece.padded_rows
+    return buffer
+
+
+def _piece_outputs(result: Tensor, pieces: list[_Piece]) -> list[Tensor]:
+    """Each piece's outputs (t1 - t0, rows, *output_shape), padding dropped."""
+    if len(pieces) == 1:
+        piece = pieces[0]
+        return [
+            result[: piece.folded_rows].view(piece.t1 - piece.t0, piece.rows, *result.shape[1:])
+        ]
+    parts = torch.split(result, [piece.padded_rows for piece in pieces])
+    return [
+        part[: piece.folded_rows].view(piece.t1 - piece.t0, piece.rows, *part.shape[1:])
+        for piece, part in zip(pieces, parts, strict=True)
+    ]
+
+
+class ChunkDropout:
+    """Applies one forward chunk's seeded masks: each piece's rows times its job's masks."""
+
+    def __init__(
+        self,
+        layers: Sequence[DropoutLayer],
+        pieces: list[_Piece],
+        masks: list[MaskSource],
+        prefix_outputs: list[tuple[Tensor, ...]],
+    ) -> None:
+        self.layers = layers
+        self.pieces = pieces
+        self.masks = masks
+        self.prefix_outputs = prefix_outputs
+
+    def apply(self, index: int, x: Tensor | Unfolded) -> Tensor:
+        """Dropout layer ``index`` on the chunk's activations x (rows, *features), or on a
+        crossing value not yet folded, which is repeated over samples by the masking itself."""
+        layer = self.layers[index]
         p = layer.p
+        if isinstance(x, Unfolded):
+            if p > 0.0 and not layer.alpha:
+                return self._fold_and_mask(layer, x.index)
+            x = _fold_value(self.pieces, self.prefix_outputs, x.index)
         if p <= 0.0:
             return x
-        out = torch.empty_like(x)
         features = x.shape[1:]
         shape = mask_shape(layer.mask_kind, features)
+        if len(self.pieces) == 1 and not layer.alpha:
+            piece = self.pieces[0]
+            n = piece.covered_samples
+            if n * piece.rows == x.shape[0]:
+                mask = self._mask(piece, layer, n, shape, x.dtype)
+                if piece.rows == 1:
+                    return torch.mul(x, mask)
+                return (x.view(n, piece.rows, *features) * mask.unsqueeze(1)).view(x.shape)
+        out = torch.empty_like(x)
         offset = 0
-        for piece in context.pieces:
-            n, rows = piece.t1 - piece.t0, piece.rows
-            masks = context.masks[piece.job]
-            active = slice(offset, offset + piece.folded_rows)
-            per_sample = x[active].view(n, rows, *features)
-            target = out[active].view(n, rows, *features)
+        for piece in self.pieces:
+            n, rows = piece.covered_samples, piece.rows
+            covered = slice(offset, offset + n * rows)
+            per_sample = x[covered].view(n, rows, *features)
+            target = out[covered].view(n, rows, *features)
             if layer.alpha:
-                keep = masks.keep_mask(layer.index, piece.t0, piece.t1, shape, p)
+                keep = self.masks[piece.job].keep_mask(index, piece.t0, piece.t0 + n, shape, p)
                 target.copy_(apply_mask(per_sample, keep.unsqueeze(1), p, alpha=True))
             else:
-                scaled = masks.scaled_mask(layer.index, piece.t0, piece.t1, shape, p, x.dtype)
-                torch.mul(per_sample, scaled.unsqueeze(1), out=target)
-            out[offset + piece.folded_rows : offset + piece.padded_rows].zero_()
+                torch.mul(per_sample, self._mask(piece, layer, n, shape, x.dtype).unsqueeze(1),
+                          out=target)  # fmt: skip
+            if n * rows < piece.padded_rows:
+                out[offset + n * rows : offset + piece.padded_rows].zero_()
             offset += piece.padded_rows
         return out
+
+    def _fold_and_mask(self, layer: DropoutLayer, value_index: int) -> Tensor:
+        """Masked rows of an unfolded crossing value: value (B, *F) times each sample's mask,
+        broadcast over rows, which repeats and masks in one operation (same values as folding
+        first and masking after)."""
+        values = [outputs[value_index] for outputs in self.prefix_outputs]
+        features = values[self.pieces[0].job].shape[1:]
+        shape = mask_shape(layer.mask_kind, features)
+        if len(self.pieces) == 1:
+            piece = self.pieces[0]
+            value = values[piece.job]
+            n = piece.covered_samples
+            if n * piece.rows == piece.padded_rows:
+                mask = self._mask(piece, layer, n, shape, value.dtype)
+                if piece.rows == 1:
+                    return torch.mul(value, mask)
+                return torch.mul(value, mask.unsqueeze(1)).view(piece.padded_rows, *features)
+        first = values[self.pieces[0].job]
+        out = first.new_empty((sum(piece.padded_rows for piece in self.pieces), *features))
+        offset = 0
+        for piece in self.pieces:
+            n, rows = piece.covered_samples, piece.rows
+            target = out[offset : offset + n * rows].view(n, rows, *features)
+            mask = self._mask(piece, layer, n, shape, first.dtype)
+            torch.mul(values[piece.job], mask.unsqueeze(1), out=target)
+            if n * rows < piece.padded_rows:
+                out[offset + n * rows : offset + piece.padded_rows].zero_()
+            offset += piece.padded_rows
+        return out
+
+    def _mask(
+        self, piece: _Piece, layer: DropoutLayer, n: int, shape: tuple[int, ...], dtype: torch.dtype
+    ) -> Tensor:
+        """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job."""
+        return self.masks[piece.job].scaled_mask(
+            layer.index, piece.t0, piece.t0 + n, shape, layer.p, dtype
+        )

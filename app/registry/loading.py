@@ -87,7 +87,7 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         )
     else:
         probe = _probe_input(card, options, rows=3)
-        split = fx_split(module, [layer.name for layer in layers], probe)
+        split = fx_split(module, layers, probe)
         sampler = MCSampler(
             module,
             layers,

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
-from app.engine.masks import MASK_BLOCK, MaskSource, block_samples, drop_threshold, stream_seed
+from app.engine.masks import (
+    MASK_BLOCK,
+    MaskSource,
+    block_samples,
+    drop_threshold,
+    keep_from_units,
+    scaled_from_units,
+    stream_seed,
+)
 
 
 def test_stream_seed_is_deterministic_and_key_sensitive() -> None:
@@ -50,3 +59,27 @@ def test_large_masks_are_chunk_invariant_too() -> None:
     source = MaskSource(3, torch.device("cpu"))
     parts = [source.keep_mask(2, a, b, shape, 0.1) for a, b in [(0, 5), (5, 33), (33, 40)]]
     assert torch.equal(torch.cat(parts), whole)
+
+
+def test_a_short_draw_is_the_start_of_a_longer_one() -> None:
+    short = MaskSource(5, torch.device("cpu"))
+    first = short.scaled_mask(0, 0, 10, (64,), 0.3, torch.float32)  # draws 16 samples
+    more = short.scaled_mask(0, 0, 100, (64,), 0.3, torch.float32)  # redraws 112
+    fresh = MaskSource(5, torch.device("cpu")).scaled_mask(0, 0, 128, (64,), 0.3, torch.float32)
+    assert torch.equal(first, fresh[:10]) and torch.equal(more, fresh[:100])
+    odd = MaskSource(5, torch.device("cpu")).keep_mask(1, 0, 3, (3, 1, 1), 0.5)  # 3 units/sample
+    assert torch.equal(
+        odd, MaskSource(5, torch.device("cpu")).keep_mask(1, 0, 128, (3, 1, 1), 0.5)[:3]
+    )
+
+
+@pytest.mark.parametrize("p", [0.0, 2**-18, 0.1, 0.3, 0.5, 0.9, 1 - 2**-18, 1.0])
+def test_scaled_mask_is_the_keep_mask_times_the_inverse_keep_rate(p: float) -> None:
+    units = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)  # every unit value
+    keep = keep_from_units(units, p)
+    scaled = scaled_from_units(units, p, torch.float32)
+    expected = torch.where(keep, 1.0 / (1.0 - p), 0.0) if p < 1.0 else torch.zeros(2**16)
+    assert torch.equal(scaled, expected)
+    assert abs((1 - keep.float().mean().item()) - p) <= 2**-17
+    half = scaled_from_units(units, p, torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and torch.equal(half, expected.to(torch.bfloat16))

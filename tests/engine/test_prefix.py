@@ -53,6 +53,14 @@ class _Dynamic(nn.Module):
         return out
 
 
+class _Identity:
+    """Eval-mode dropout for calling a split's suffix directly."""
+
+    @staticmethod
+    def apply(index: int, x: Tensor) -> Tensor:
+        return x
+
+
 def _seeded(module: nn.Module) -> nn.Module:
     torch.manual_seed(0)
     for parameter in module.parameters():
@@ -62,7 +70,7 @@ def _seeded(module: nn.Module) -> nn.Module:
 
 def _split_and_plain(model: nn.Module, x: Tensor, n: int, seed: int) -> tuple[Tensor, Tensor]:
     layers = find_dropout_layers(model)
-    split = fx_split(model, [layer.name for layer in layers], x)
+    split = fx_split(model, layers, x)
     assert split.prefix_fraction > 0, split.reason
     with_prefix = MCSampler(model, layers, max_rows=4096, split=split)
     a = with_prefix.sample(x, n, seed)
@@ -76,12 +84,12 @@ def _split_and_plain(model: nn.Module, x: Tensor, n: int, seed: int) -> tuple[Te
 def test_residual_model_splits_and_matches_plain_folding() -> None:
     model = _seeded(_Residual())
     x = torch.randn(5, 4)
-    split = fx_split(model, ["drop"], x)
+    split = fx_split(model, find_dropout_layers(model), x)
     # body(x) feeds the dropout; skip(body(x)) and x[:, :3] are added after it
     assert "3 value(s) cross" in split.reason
     assert 0.3 < split.prefix_fraction < 1.0
     with torch.inference_mode():
-        torch.testing.assert_close(split.suffix(*split.prefix(x)), model(x))
+        torch.testing.assert_close(split.suffix(_Identity(), *split.prefix(x)), model(x))
     with_prefix, plain = _split_and_plain(model, x, 64, seed=3)
     assert (with_prefix.var(0) > 0).all()
     # the prefix runs on B rows instead of N*B, so BLAS may round differently
@@ -98,7 +106,7 @@ def test_batch_size_used_after_the_dropout_is_recomputed_in_the_suffix() -> None
 
 def test_untraceable_model_falls_back_with_the_reason() -> None:
     model = _seeded(_Dynamic())
-    split = fx_split(model, ["drop"], torch.randn(2, 2))
+    split = fx_split(model, find_dropout_layers(model), torch.randn(2, 2))
     assert split.prefix_fraction == 0.0
     assert split.reason.startswith("no prefix split: torch.fx could not trace the model")
     assert split.prefix(torch.ones(2, 2))[0].shape == (2, 2)
@@ -106,7 +114,7 @@ def test_untraceable_model_falls_back_with_the_reason() -> None:
 
 def test_dropout_first_gives_an_empty_prefix() -> None:
     model = _seeded(nn.Sequential(nn.Dropout(0.5), nn.Linear(3, 2)))
-    split = fx_split(model, ["0"], torch.randn(2, 3))
+    split = fx_split(model, find_dropout_layers(model), torch.randn(2, 3))
     assert split.prefix_fraction == 0.0
     x = torch.randn(2, 3)
     (value,) = split.prefix(x)
