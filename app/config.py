@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     """Request and server logs as one JSON object per line, or as plain text."""
 
+    opentelemetry: bool = False
+    """FastAPI's OpenTelemetry bridge: request spans and metrics to the OpenTelemetry providers
+    the process configures. Off by default (mcdrop exports Prometheus metrics itself, and the
+    bridge costs every request a provider check even when no provider is configured)."""
+
     shutdown_delay_s: float = Field(default=0.0, ge=0.0)
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
 from app.api import evaluation, health, metrics_route, native, repository, v2
@@ -59,12 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Monte Carlo Dropout uncertainty for PyTorch models.",
         lifespan=lifespan,
+        telemetry=_telemetry(settings.opentelemetry),
     )
     app.state.mcdrop = state
     install_error_handlers(app)
     keys = load_api_keys(settings)
-    predict_auth = [Depends(_require(keys, "predict"))]
-    admin_auth = [Depends(_require(keys, "admin"))]
+    # Without keys there is nothing to check: no dependency at all (each one costs a request).
+    predict_auth = [Depends(_require(keys, "predict"))] if keys.enabled else []
+    admin_auth = [Depends(_require(keys, "admin"))] if keys.enabled else []
     app.include_router(native.router, dependencies=predict_auth)
     app.include_router(evaluation.router, dependencies=predict_auth)
     app.include_router(v2.router, dependencies=predict_auth)
@@ -87,6 +90,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: settings from the environment and config file."""
     return create_app(load_settings())
+
+
+def _telemetry(enabled: bool) -> TelemetryConfig:
+    return {"tracing": enabled, "metrics": enabled, "logs": enabled}
 
 
 def _require(keys: ApiKeys, role: Role) -> Callable[[Request], Coroutine[Any, Any, None]]:

@@ -1,7 +1,9 @@
 """Service benchmark: requests/s and latency under concurrent load, N = 100.
 
 Side by side in one run, for digits-cnn and digits-mlp at concurrency 1, 8 and 32:
-  mcdrop   `mcdrop serve` (micro-batching, folding, prefix), over HTTP on loopback
+  mcdrop   `mcdrop serve` (micro-batching, folding, prefix), one process, over HTTP on loopback
+  mcdrop-wK  the same with `--workers K` processes (--workers, default 2: one per core here),
+           each with its own models and batcher
   naive    bench/naive_server.py (per-request Python loop, no batching), over HTTP
   engine   mcdrop's engine in-process, no HTTP: `predict_many` on fused batches of the same size
            as the concurrency (the raw engine's throughput at that fused batch)
@@ -10,7 +12,8 @@ The load generator is `wrk` (Debian package `wrk`, C, one thread) when it is ins
 client (its own CPU cost then competes with the server for the 2 cores). The servers run in
 their own processes on 127.0.0.1 only.
 
-    python -m bench.service [--models digits-cnn digits-mlp] [--seconds 8] [--out docs]
+    python -m bench.service [--models digits-cnn digits-mlp] [--seconds 8] [--workers 2]
+                            [--out docs]
 """
 
 from __future__ import annotations
@@ -165,10 +168,11 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     row = example_inputs(model.card.input.shape, 1)[0].tolist()
     body = {"inputs": [row], "n_samples": N_SAMPLES}
     rows: list[dict[str, Any]] = []
-    targets = {
-        "mcdrop": [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(MODELS)],
-        "naive": [sys.executable, "-m", "bench.naive_server", "--model", name],
-    }
+    mcdrop = [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(MODELS)]
+    targets = {"mcdrop": mcdrop}
+    if args.workers > 1:
+        targets[f"mcdrop-w{args.workers}"] = [*mcdrop, "--workers", str(args.workers)]
+    targets["naive"] = [sys.executable, "-m", "bench.naive_server", "--model", name]
     for kind, command in targets.items():
         port = _free_port()
         with server([*command, "--port", str(port)], port) as base:
@@ -177,7 +181,7 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 if args.client == "wrk":
                     result = wrk_load(url, body, concurrency, args.seconds)
                 else:
-                    count = args.requests if kind == "mcdrop" else max(3, args.requests // 4)
+                    count = args.requests if kind != "naive" else max(3, args.requests // 4)
                     result = asyncio.run(load(url, body, concurrency, count))
                 rows.append({"model": name, "server": kind, "concurrency": concurrency} | result)
                 print(rows[-1], flush=True)
@@ -196,7 +200,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     names = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    colors = {"engine": "tab:green", "mcdrop": "tab:blue", "naive": "tab:red"}
+    palette = iter(["tab:blue", "tab:purple", "tab:orange"])
+    kinds = sorted({r["server"] for r in rows} - {"engine", "naive"})
+    colors = {"engine": "tab:green", **{kind: next(palette) for kind in kinds}, "naive": "tab:red"}
     for ax, name in zip(axes[0], names, strict=True):
         for kind, color in colors.items():
             mine = [r for r in rows if r["model"] == name and r["server"] == kind]
@@ -218,6 +224,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="wrk: seconds per point")
     parser.add_argument(
         "--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="also run mcdrop with this many worker processes"
     )
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args()

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import load_settings
+from tests.support import BUNDLED_MODELS
 
 
 def test_precedence_overrides_then_env_then_file_then_defaults(
@@ -42,3 +43,12 @@ def test_bad_values_and_unknown_keys_are_refused(tmp_path: Path) -> None:
         load_settings(config)
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_fastapi_opentelemetry_bridge_follows_the_setting() -> None:
+    from app.main import create_app
+
+    off = create_app(load_settings(models_dir=BUNDLED_MODELS))
+    on = create_app(load_settings(models_dir=BUNDLED_MODELS, opentelemetry=True))
+    assert not off._native_telemetry.enabled()  # no per-request provider check
+    assert on._telemetry["tracing"] and on._telemetry["metrics"] and on._telemetry["logs"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -97,7 +97,7 @@ def _request_id(scope: Scope) -> str:
             candidate: str = value.decode("latin-1")
             if _CLIENT_ID.match(candidate):
                 return candidate
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as a uuid4 (whose constructor costs 5x)
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from fastapi import APIRouter
+from fastapi.responses import Response
 
 from app.api.deps import DataPlaneDep, RepositoryDep
 from app.api.schemas import (
@@ -37,8 +38,13 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     return model_info(repository.entry(name))
 
 
-@router.post("/models/{name}/predict", response_model_exclude_none=True, name="v1_predict")
-async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> PredictResponse:
+@router.post(
+    "/models/{name}/predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    name="v1_predict",
+)
+async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
     options = PredictOptions(
         n_samples=body.n_samples,
@@ -49,7 +55,7 @@ async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> P
         max_n_samples=body.max_n_samples,
     )
     model, prediction = await dataplane.predict(name, body.inputs, options, endpoint="v1_predict")
-    return PredictResponse(
+    response = PredictResponse(
         model=model.name,
         version=model.version,
         task=model.card.task,
@@ -62,6 +68,8 @@ async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> P
         converged=prediction.converged,
         predictions=prediction_rows(model, prediction),
     )
+    # Serialised here, once: returning the model would make FastAPI validate it all over again.
+    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:

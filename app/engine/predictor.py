@@ -6,7 +6,8 @@ models output (N, B, D) means, or (N, B, 2D) mean then log-variance with a varia
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -31,6 +32,20 @@ class Sampler(Protocol):
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]: ...
 
     def close(self) -> None: ...
+
+
+_SEEDS: tuple[int, random.Random] = (os.getpid(), random.Random())
+
+
+def fresh_seed() -> int:
+    """A random 63-bit seed for a request that gave none. A per-process generator seeded from
+    the OS (re-seeded in a forked worker), not one ``os.urandom`` system call per request:
+    seeds pick mask streams, they guard nothing."""
+    global _SEEDS
+    pid, generator = _SEEDS
+    if pid != os.getpid():
+        _SEEDS = pid, generator = os.getpid(), random.Random()
+    return generator.getrandbits(63)
 
 
 @dataclass(frozen=True)
@@ -59,7 +74,7 @@ class PredictionRequest:
     ``n_samples`` as the cap. None: exactly ``n_samples`` passes."""
 
     def resolved_seed(self) -> int:
-        return self.seed if self.seed is not None else secrets.randbits(63)
+        return self.seed if self.seed is not None else fresh_seed()
 
     @property
     def first_round(self) -> int:
