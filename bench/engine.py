@@ -50,9 +50,18 @@ def bench_model(model: ServedModel, plain: nn.Module, repeats: int) -> list[dict
     module = plain
     prefix = model.predictor.sampler
     assert isinstance(prefix, MCSampler)
-    folded = MCSampler.__new__(MCSampler)
-    folded.__dict__.update(prefix.__dict__)
-    folded.split = whole_model_split(model.module)
+    folded = MCSampler(  # hooks on the whole model's dropout modules, no split
+        model.module,
+        model.dropout_layers,
+        max_rows=prefix.max_rows,
+        split=whole_model_split(model.module),
+    )
+    check = example_inputs(model.card.input.shape, 2)
+    for sampler in (folded, prefix):  # both really sample (and agree to float rounding)
+        assert bool(sampler.sample(check, 8, seed=0).var(dim=0).gt(0).any()), model.name
+    expected = folded.sample(check, 8, 0)
+    scale = float(expected.abs().max())  # regression outputs are in target units
+    torch.testing.assert_close(prefix.sample(check, 8, 0), expected, rtol=1e-5, atol=1e-6 * scale)
     rows = []
     for batch in BATCHES:
         x = example_inputs(model.card.input.shape, batch)
