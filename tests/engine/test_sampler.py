@@ -81,9 +81,10 @@ def test_output_shape_and_variance_with_dropout() -> None:
     assert (out.var(dim=0) > 0).all()
 
 
-def test_variance_is_zero_when_p_is_forced_to_zero() -> None:
+@SPLIT
+def test_variance_is_zero_when_p_is_forced_to_zero(split: bool) -> None:
     model = small_mlp()
-    sampler = _sampler(model)
+    sampler = _sampler(model, split=split)
     for layer in sampler.dropout_layers:
         layer.module.p = 0.0  # type: ignore[assignment]
     x = torch.randn(4, 3)
@@ -180,6 +181,19 @@ def test_channel_dropout_after_a_prefix_masks_whole_channels_per_sample() -> Non
     alone = sampler.sample(x[:1], 24, seed=1)
     fused = sampler.sample_jobs([SampleJob(x[1:], 5, 0), SampleJob(x[:1], 24, 1)])[1]
     assert torch.equal(alone, fused)
+
+
+@pytest.mark.parametrize("dropout", [nn.AlphaDropout(0.3), nn.FeatureAlphaDropout(0.3)])
+def test_alpha_dropout_after_a_prefix_samples_like_the_hooked_model(dropout: nn.Module) -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 8), nn.SELU(), dropout, nn.Linear(8, 2)).eval()
+    x = torch.randn(3, 3)
+    split = _sampler(model, split=True)
+    sampled = split.sample(x, 40, seed=4)
+    torch.testing.assert_close(sampled, _sampler(model).sample(x, 40, seed=4))
+    assert (sampled.var(0) > 0).all()
+    fused = split.sample_jobs([SampleJob(x[:1], 7, 0), SampleJob(x, 40, 4)])[1]
+    assert torch.equal(fused, sampled)
 
 
 def test_channel_dropout_zeroes_whole_channels() -> None:
