@@ -70,14 +70,12 @@ class MaskSource:
     ) -> Tensor:
         size = block_samples(shape)
         first, last = t0 // size, (t1 - 1) // size
-        if first == last:
-            block = self._block(layer, first, t1 - first * size, shape, p, dtype)
-            return block[t0 - first * size : t1 - first * size]
         blocks = [
             self._block(layer, k, min(size, t1 - k * size), shape, p, dtype)
             for k in range(first, last + 1)
         ]
-        return torch.cat(blocks)[t0 - first * size : t1 - first * size]
+        stacked = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        return stacked[t0 - first * size : t1 - first * size]
 
     def _block(
         self,

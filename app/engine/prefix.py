@@ -135,7 +135,9 @@ def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) ->
             if user in suffix_side
         )
     )
-    return ModelSplit(prefix, suffix, fraction, reason, True, dropout_inputs)
+    return ModelSplit(
+        prefix, suffix, fraction, reason, applies_dropout=True, dropout_inputs=dropout_inputs
+    )
 
 
 def _pull_non_tensors(

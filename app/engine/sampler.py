@@ -16,7 +16,7 @@ samples: a seeded job gets bit-identical outputs alone, fused with others, or ch
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -76,7 +76,8 @@ def plan_chunks(jobs: Sequence[SampleJob], max_rows: int) -> list[list[_Piece]]:
     """
     if len(jobs) == 1:  # the common case of a lone request that fits one forward call
         job = jobs[0]
-        alone = _Piece(0, job.first_sample, job.first_sample + job.n_samples, len(job.inputs))
+        rows = int(job.inputs.shape[0])
+        alone = _Piece(0, job.first_sample, job.first_sample + job.n_samples, rows)
         if alone.padded_rows <= max_rows:
             return [[alone]]
     chunks: list[list[_Piece]] = []
@@ -220,25 +221,37 @@ def _fold(
 
 
 def _fold_value(pieces: list[_Piece], prefix_outputs: list[tuple[Tensor, ...]], v: int) -> Tensor:
-    if len(pieces) == 1 and pieces[0].padded_rows == pieces[0].covered_samples * pieces[0].rows:
-        piece = pieces[0]
+    piece = pieces[0]
+    if len(pieces) == 1 and piece.padded_rows == piece.covered_samples * piece.rows:
         value = prefix_outputs[piece.job][v]
         n = piece.covered_samples
         return (
             value.expand(n, *value.shape).reshape(piece.padded_rows, *value.shape[1:]).contiguous()
         )
-    first = prefix_outputs[pieces[0].job][v]
-    buffer = first.new_empty((sum(piece.padded_rows for piece in pieces), *first.shape[1:]))
+
+    def repeat(piece: _Piece, offset: int, target: Tensor) -> None:
+        target.copy_(prefix_outputs[piece.job][v].expand_as(target))
+
+    return _write_pieces(pieces, prefix_outputs[piece.job][v], repeat)
+
+
+PieceWriter = Callable[[_Piece, int, Tensor], None]
+"""Fills one piece's rows: (piece, its first row in the chunk, target (samples, rows, *F))."""
+
+
+def _write_pieces(pieces: list[_Piece], like: Tensor, write: PieceWriter) -> Tensor:
+    """A chunk's rows (sum of padded rows, *like's features): ``write`` fills each piece's
+    covered samples, padding rows no sample covers are zeros."""
+    features = like.shape[1:]
+    out = like.new_empty((sum(piece.padded_rows for piece in pieces), *features))
     offset = 0
     for piece in pieces:
-        value = prefix_outputs[piece.job][v]
-        n = piece.covered_samples
-        covered = n * piece.rows
-        buffer[offset : offset + covered].view(n, *value.shape).copy_(value.expand(n, *value.shape))
+        covered = piece.covered_samples * piece.rows
+        write(piece, offset, out[offset : offset + covered].view(-1, piece.rows, *features))
         if covered < piece.padded_rows:
-            buffer[offset + covered : offset + piece.padded_rows].zero_()
+            out[offset + covered : offset + piece.padded_rows].zero_()
         offset += piece.padded_rows
-    return buffer
+    return out
 
 
 def _piece_outputs(result: Tensor, pieces: list[_Piece]) -> list[Tensor]:
@@ -272,71 +285,49 @@ class ChunkDropout:
 
     def apply(self, index: int, x: Tensor | Unfolded) -> Tensor:
         """Dropout layer ``index`` on the chunk's activations x (rows, *features), or on a
-        crossing value not yet folded, which is repeated over samples by the masking itself."""
+        crossing value not yet folded, which is repeated over samples by the masking itself
+        (value (B, *F) times each sample's mask, broadcast over rows: the same values as
+        folding first and masking after)."""
         layer = self.layers[index]
-        p = layer.p
-        if isinstance(x, Unfolded):
-            if p > 0.0 and not layer.alpha:
-                return self._fold_and_mask(layer, x.index)
-            x = _fold_value(self.pieces, self.prefix_outputs, x.index)
-        if p <= 0.0:
-            return x
-        features = x.shape[1:]
-        shape = mask_shape(layer.mask_kind, features)
-        if len(self.pieces) == 1 and not layer.alpha:
-            piece = self.pieces[0]
-            n = piece.covered_samples
-            if n * piece.rows == x.shape[0]:
-                mask = self._mask(piece, layer, n, shape, x.dtype)
-                if piece.rows == 1:
-                    return torch.mul(x, mask)
-                return (x.view(n, piece.rows, *features) * mask.unsqueeze(1)).view(x.shape)
-        out = torch.empty_like(x)
-        offset = 0
-        for piece in self.pieces:
-            n, rows = piece.covered_samples, piece.rows
-            covered = slice(offset, offset + n * rows)
-            per_sample = x[covered].view(n, rows, *features)
-            target = out[covered].view(n, rows, *features)
-            if layer.alpha:
-                keep = self.masks[piece.job].keep_mask(index, piece.t0, piece.t0 + n, shape, p)
-                target.copy_(apply_mask(per_sample, keep.unsqueeze(1), p, alpha=True))
-            else:
-                torch.mul(per_sample, self._mask(piece, layer, n, shape, x.dtype).unsqueeze(1),
-                          out=target)  # fmt: skip
-            if n * rows < piece.padded_rows:
-                out[offset + n * rows : offset + piece.padded_rows].zero_()
-            offset += piece.padded_rows
-        return out
+        if layer.p <= 0.0 or layer.alpha:
+            if isinstance(x, Unfolded):
+                x = _fold_value(self.pieces, self.prefix_outputs, x.index)
+            return x if layer.p <= 0.0 else self._alpha(layer, x)
+        first = self.pieces[0]
+        like = self.prefix_outputs[first.job][x.index] if isinstance(x, Unfolded) else x
+        shape = mask_shape(layer.mask_kind, like.shape[1:])
 
-    def _fold_and_mask(self, layer: DropoutLayer, value_index: int) -> Tensor:
-        """Masked rows of an unfolded crossing value: value (B, *F) times each sample's mask,
-        broadcast over rows, which repeats and masks in one operation (same values as folding
-        first and masking after)."""
-        values = [outputs[value_index] for outputs in self.prefix_outputs]
-        features = values[self.pieces[0].job].shape[1:]
-        shape = mask_shape(layer.mask_kind, features)
-        if len(self.pieces) == 1:
-            piece = self.pieces[0]
-            value = values[piece.job]
+        def rows_of(piece: _Piece, offset: int) -> Tensor:
+            """The piece's input: (samples, rows, *F) of x, or the unfolded value (rows, *F)."""
+            if isinstance(x, Unfolded):
+                return self.prefix_outputs[piece.job][x.index]
+            covered = x[offset : offset + piece.covered_samples * piece.rows]
+            return covered.view(-1, piece.rows, *like.shape[1:])
+
+        def scaled(piece: _Piece) -> Tensor:
+            """Scaled masks (samples, 1, *shape), broadcast over the piece's rows."""
+            return self._mask(piece, layer, piece.covered_samples, shape, like.dtype).unsqueeze(1)
+
+        if len(self.pieces) == 1 and first.covered_samples * first.rows == first.padded_rows:
+            return torch.mul(rows_of(first, 0), scaled(first)).view(-1, *like.shape[1:])
+
+        def mask(piece: _Piece, offset: int, target: Tensor) -> None:
+            torch.mul(rows_of(piece, offset), scaled(piece), out=target)
+
+        return _write_pieces(self.pieces, like, mask)
+
+    def _alpha(self, layer: DropoutLayer, x: Tensor) -> Tensor:
+        """Alpha dropout on folded activations (keeps SELU's self-normalisation)."""
+        shape = mask_shape(layer.mask_kind, x.shape[1:])
+
+        def mask(piece: _Piece, offset: int, target: Tensor) -> None:
             n = piece.covered_samples
-            if n * piece.rows == piece.padded_rows:
-                mask = self._mask(piece, layer, n, shape, value.dtype)
-                if piece.rows == 1:
-                    return torch.mul(value, mask)
-                return torch.mul(value, mask.unsqueeze(1)).view(piece.padded_rows, *features)
-        first = values[self.pieces[0].job]
-        out = first.new_empty((sum(piece.padded_rows for piece in self.pieces), *features))
-        offset = 0
-        for piece in self.pieces:
-            n, rows = piece.covered_samples, piece.rows
-            target = out[offset : offset + n * rows].view(n, rows, *features)
-            mask = self._mask(piece, layer, n, shape, first.dtype)
-            torch.mul(values[piece.job], mask.unsqueeze(1), out=target)
-            if n * rows < piece.padded_rows:
-                out[offset + n * rows : offset + piece.padded_rows].zero_()
-            offset += piece.padded_rows
-        return out
+            source = self.masks[piece.job]
+            keep = source.keep_mask(layer.index, piece.t0, piece.t0 + n, shape, layer.p)
+            per_sample = x[offset : offset + n * piece.rows].view_as(target)
+            target.copy_(apply_mask(per_sample, keep.unsqueeze(1), layer.p, alpha=True))
+
+        return _write_pieces(self.pieces, x, mask)
 
     def _mask(
         self, piece: _Piece, layer: DropoutLayer, n: int, shape: tuple[int, ...], dtype: torch.dtype
