@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.encoding import answer_values, serialise
 from app.api.schemas import (
     ClassificationRow,
     DropoutInfo,
@@ -48,21 +49,28 @@ async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> R
     model, prediction = await dataplane.predict(
         name, body.inputs, body.options(body.return_samples), endpoint="v1_predict"
     )
-    response = PredictResponse(
-        model=model.name,
-        version=model.version,
-        task=model.card.task,
-        n_samples=prediction.n_samples,
-        seed=prediction.seed,
-        ci_level=prediction.ci_level,
-        mc_standard_error=(
-            prediction.mc_standard_error if math.isfinite(prediction.mc_standard_error) else None
-        ),
-        converged=prediction.converged,
-        predictions=prediction_rows(model, prediction),
-    )
-    # Serialised here, once: returning the model would make FastAPI validate it all over again.
-    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
+
+    def encode() -> str:
+        response = PredictResponse(
+            model=model.name,
+            version=model.version,
+            task=model.card.task,
+            n_samples=prediction.n_samples,
+            seed=prediction.seed,
+            ci_level=prediction.ci_level,
+            mc_standard_error=(
+                prediction.mc_standard_error
+                if math.isfinite(prediction.mc_standard_error)
+                else None
+            ),
+            converged=prediction.converged,
+            predictions=prediction_rows(model, prediction),
+        )
+        # Serialised here, once: returning the model would make FastAPI validate it again.
+        return response.model_dump_json(exclude_none=True)
+
+    content = await serialise(encode, answer_values(prediction))
+    return Response(content, media_type="application/json")
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from app import __version__
 from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.encoding import answer_values, serialise
 from app.api.v2_schemas import (
     InferenceResponse,
     ModelMetadata,
@@ -112,19 +113,23 @@ async def _infer(
         )
     except InvalidInputError as exc:
         raise InvalidTensorError(exc.message) from exc
-    outputs, binary = encode_outputs(prediction, decoded.outputs)
-    answer = InferenceResponse(
-        model_name=model.name,
-        model_version=model.version,
-        id=decoded.id,
-        parameters={
-            "n_samples": prediction.n_samples,
-            "seed": prediction.seed,
-            "ci_level": prediction.ci_level,
-        },
-        outputs=outputs,
-    )
-    header = answer.model_dump_json(exclude_none=True).encode()
+
+    def encode() -> tuple[bytes, bytes]:
+        outputs, binary = encode_outputs(prediction, decoded.outputs)
+        answer = InferenceResponse(
+            model_name=model.name,
+            model_version=model.version,
+            id=decoded.id,
+            parameters={
+                "n_samples": prediction.n_samples,
+                "seed": prediction.seed,
+                "ci_level": prediction.ci_level,
+            },
+            outputs=outputs,
+        )
+        return answer.model_dump_json(exclude_none=True).encode(), binary
+
+    header, binary = await serialise(encode, answer_values(prediction))
     if not binary:
         return Response(header, media_type=JSONResponse.media_type)
     return Response(

@@ -8,6 +8,7 @@ the repository knows them, so clients cannot grow the label set.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,9 +25,12 @@ UNKNOWN_MODEL = "_unknown"
 
 
 def outcome_of(error: BaseException | None) -> str:
-    """Metric label for how a request ended."""
+    """Metric label for how a request ended (``cancelled``: its task was cancelled, as when
+    the client disconnected)."""
     if error is None:
         return "success"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
     status = error.status_code if isinstance(error, McdropError) else 500
     return "client_error" if 400 <= status < 500 else "server_error"
 

@@ -115,8 +115,9 @@ class ModelBatcher:
         (the request is then dropped if its run has not started)."""
         try:
             return await asyncio.wait_for(asyncio.shield(ticket.future), timeout_s)
-        # asyncio.TimeoutError is TimeoutError's alias from Python 3.11 (the oldest supported).
-        except asyncio.TimeoutError:
+        # wait_for raises TimeoutError from Python 3.11 on (the oldest supported; on 3.10 it
+        # raised asyncio.TimeoutError, which this would not catch).
+        except TimeoutError:
             ticket.abandoned = True
             raise DeadlineExceededError(timeout_s or 0.0) from None
         except asyncio.CancelledError:
@@ -186,7 +187,7 @@ class ModelBatcher:
                 return None
         try:
             return await asyncio.wait_for(self._queue.get(), remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
     async def _run(self, batch: list[_Pending]) -> None:

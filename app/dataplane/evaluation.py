@@ -1,9 +1,9 @@
 """An evaluation as steps on the inference thread: sample the rows in chunks, then score.
 
-Each step is short (at most ``max_batch_rows`` folded rows), so predictions interleave with a
-long evaluation and a cancelled or late one stops at the next step. A chunk of rows sampled with
-the request's seed gives the same bits as the whole request (masks depend on the seed and the
-pass, not on the rows beside), so chunking changes nothing in the answer.
+Each step is short (a block of passes of about ``max_batch_rows`` folded rows, at least
+``ROW_ALIGN`` passes), so predictions interleave with a long evaluation and a cancelled or late
+one stops at the next step. Masks depend on the seed and the pass index, and blocks of a multiple
+of ``ROW_ALIGN`` passes keep BLAS's bits, so the steps give exactly the answer of one run.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from app.engine.abstention import RankingScore
 from app.engine.adaptive import mc_standard_error, next_sample_count
 from app.engine.evaluation.runner import Evaluation, parse_targets, score
 from app.engine.predictor import PredictionRequest, Predictor
+from app.engine.sampler import ROW_ALIGN
 from app.registry.loading import ServedModel
 
 T = TypeVar("T")
@@ -75,14 +76,16 @@ class EvaluationJob:
     async def _sample(
         self, step: StepRunner, seed: int, first: int, count: int, max_folded_rows: int
     ) -> Tensor:
-        """Raw passes first..first+count-1 of every row, (count, B, ...), in row chunks."""
+        """Raw passes first..first+count-1 of every row, (count, B, ...), a block of passes
+        per step: blocks of a multiple of ``ROW_ALIGN`` passes keep the bits of one run."""
         inputs = self.request.inputs
-        chunk = max(1, max_folded_rows // count)
+        block = max(1, max_folded_rows // int(inputs.shape[0])) // ROW_ALIGN * ROW_ALIGN
+        block = max(block, ROW_ALIGN)
         parts = [
-            await step(self.predictor.sample_raw, inputs[i : i + chunk], count, seed, first)
-            for i in range(0, int(inputs.shape[0]), chunk)
+            await step(self.predictor.sample_raw, inputs, min(block, first + count - t), seed, t)
+            for t in range(first, first + count, block)
         ]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _standard_error(self, raw: Tensor) -> float:
         return mc_standard_error(self.predictor.returned_values(raw))

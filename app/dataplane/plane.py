@@ -50,6 +50,7 @@ class DataPlane:
         self._jobs: Counter[str] = Counter()
         self._draining = False
         self._abandoned = False
+        self._steps: set[asyncio.Future[Any]] = set()
 
     # ---- routes -------------------------------------------------------------------------
 
@@ -167,6 +168,8 @@ class DataPlane:
             await asyncio.sleep(0.01)
         self._abandoned = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+        for waiting in list(self._steps):
+            waiting.cancel()
 
     @property
     def abandoned(self) -> bool:
@@ -193,7 +196,15 @@ class Step:
         if remaining <= 0:
             raise DeadlineExceededError(timeout)
         future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._plane._steps.add(future)
         try:
             return await asyncio.wait_for(future, remaining)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise DeadlineExceededError(timeout) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._plane.abandoned and task is not None and not task.cancelling():
+                raise ShuttingDownError() from None
+            raise
+        finally:
+            self._plane._steps.discard(future)

@@ -25,6 +25,10 @@ from app.registry.loading import ServedModel
 Rows = Sequence[Any] | np.ndarray
 """Input rows: nested lists of numbers (JSON) or one array (v2 tensors), batch first."""
 
+MIN_TOLERANCE = 1e-12
+"""Smallest adaptive tolerance: far below what float32 passes can resolve, so a smaller one
+could only mean "sample to the cap" (ask for a fixed N instead)."""
+
 
 @dataclass(frozen=True)
 class PredictOptions:
@@ -122,8 +126,10 @@ class RequestPolicy:
         limits = model.card.n_samples
         if options.n_samples == "auto":
             tolerance = options.tolerance or self.settings.default_tolerance
-            if tolerance <= 0:
-                raise InvalidInputError("tolerance", f"must be positive, got {tolerance}")
+            if not tolerance >= MIN_TOLERANCE:
+                raise InvalidInputError(
+                    "tolerance", f"must be at least {MIN_TOLERANCE:g}, got {tolerance!r}"
+                )
             cap = options.max_n_samples if options.max_n_samples is not None else limits.max
             _check_samples("max_n_samples", cap, limits.max)
             return cap, tolerance

@@ -65,7 +65,7 @@ def _class_index(value: Any, labels: Sequence[str] | None, classes: int, row: in
     if index is None or not 0 <= index < classes:
         known = f"one of {list(labels)} or " if labels is not None else ""
         raise InvalidInputError(
-            f"targets[{row}]", f"{value!r} is not a class: expected {known}0..{classes - 1}"
+            f"targets[{row}]", f"{_shown(value)} is not a class: expected {known}0..{classes - 1}"
         )
     return index
 
@@ -89,7 +89,7 @@ def _regression_target(value: Any, width: int, row: int) -> list[float]:
     values = value if isinstance(value, list) else [value]
     numbers = [_finite_float(v) for v in values]
     if any(v is None for v in numbers):
-        raise InvalidInputError(f"targets[{row}]", f"must be finite numbers, got {value!r}")
+        raise InvalidInputError(f"targets[{row}]", f"must be finite numbers, got {_shown(value)}")
     if len(numbers) != width:
         raise InvalidInputError(
             f"targets[{row}]", f"has {len(numbers)} values, the model has {width} outputs"
@@ -149,3 +149,9 @@ def score(
         classification=classification,
         regression=regression,
     )
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: at most 40 characters of its repr."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
