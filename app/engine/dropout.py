@@ -1,9 +1,12 @@
 """Finding the dropout layers of a model and applying seeded MC dropout masks to them.
 
 The model always stays in ``eval()`` (BatchNorm keeps its running statistics). During a sampling
-run a forward hook on every dropout module replaces its eval-mode identity output with a masked
-output; the masks come from :mod:`app.engine.masks`, so they depend on the request's seed and the
-sample index only, never on the chunking or on other rows in the batch.
+run :class:`app.engine.sampler.MCSampler` applies seeded masks at each dropout site: the compiled
+fx suffix calls the run's mask applier in place of the dropout module, and only a model that
+cannot be split gets forward hooks that replace the module's eval-mode identity output. The masks
+come from :mod:`app.engine.masks`, so they depend on the request's seed and the sample index
+only, never on the chunking or on other rows in the batch. TorchScript models cannot take
+either; :class:`app.engine.scripted.ScriptedSampler` switches their dropout modules on instead.
 """
 
 from __future__ import annotations
