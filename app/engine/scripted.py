@@ -62,7 +62,7 @@ class ScriptedSampler(Sampler):
     def _cell(self, x: Tensor, seed: int, cell: int, size: int) -> Tensor:
         """Passes cell * size .. (cell + 1) * size - 1: (size, B, *output_shape)."""
         torch.manual_seed(stream_seed(seed, cell))
-        out = self.model(x.repeat((size,) + (1,) * (x.dim() - 1)))
+        out: Tensor = self.model(x.repeat((size,) + (1,) * (x.dim() - 1)))
         return out.view(size, x.shape[0], *out.shape[1:])
 
     def _set_dropout(self, active: bool) -> None:
