@@ -86,15 +86,14 @@ def mixture_quantile(
         raise ValueError(f"means must be (N, B, D) with N >= 1, got {tuple(means.shape)}")
     mu = means.to(torch.float64)
     sigma = variances.to(torch.float64).clamp_min(0.0).sqrt()
-    smooth: Tensor | None = sigma > 0
+    positive = sigma > 0
     lo = (mu - _BRACKET_SIGMAS * sigma).amin(dim=0)
     hi = (mu + _BRACKET_SIGMAS * sigma).amax(dim=0)
     noise = (sigma * sigma).expand_as(mu).mean(dim=0) if sigma.dim() else sigma * sigma
     spread = (mu.var(dim=0, correction=0) + noise).sqrt()
     x = torch.minimum(torch.maximum(mu.mean(dim=0) + spread * _ndtri(q), lo), hi)
-    all_smooth = bool(smooth.all())
-    if all_smooth:
-        smooth = None
+    all_smooth = bool(positive.all())
+    smooth = None if all_smooth else positive
     for _ in range(max_iter):
         cdf, density = _mixture_cdf_and_pdf(x, mu, sigma, smooth)
         below = cdf < q
