@@ -13,13 +13,12 @@ import math
 import torch
 from torch import Tensor
 
+from app.engine.stats.binning import BINS_PER_STD, grid_sizes, linear_bins
 from app.engine.stats.regression import mc_log_likelihood
 
 _CRPS_BLOCK_ELEMENTS = 1 << 22
 _EXACT_PASSES = 256
 """Up to this many passes the exact O(N²) pair sum of the CRPS is cheap enough."""
-_BINS_PER_STD = 32
-"""Grid steps per noise standard deviation when the pair sum is binned."""
 _MAX_BINS = 1 << 15
 """Widest binned grid; passes spread wider than this many steps take the exact sum."""
 
@@ -79,13 +78,13 @@ def mixture_mean_abs_difference(mu: Tensor, var: Tensor) -> Tensor:
     Exactly (1/N²) Σ_t Σ_s A(ŷ_t - ŷ_s, σ_t² + σ_s²), an O(N²) sum, which is what runs for
     small N and for per-pass variances (a variance head). With one noise variance σ² for every
     pass (1/tau) and N > ``_EXACT_PASSES``: σ = 0 is exact in O(N log N) (sorted passes);
-    otherwise the passes are linearly binned on a grid of step h = σ / ``_BINS_PER_STD`` and the
-    pair sum becomes an FFT autocorrelation of the bin weights against the kernel
-    A(·, 2σ²) (O(N + G log G) for G bins). Binning interpolates the kernel bilinearly, whose
-    second derivative is at most 1 / (√π σ), so the absolute error is at most
-    h² / (4 √π σ) = 0.141 σ / 32² = 1.4e-4 σ (7e-5 σ on the CRPS, under 3e-4 of the smallest
-    CRPS a mixture with noise σ has, 0.234 σ for a single Gaussian at its mean). Elements whose
-    passes span more than ``_MAX_BINS`` steps take the exact sum.
+    otherwise the passes are linearly binned (`app.engine.stats.binning`, step h = σ / 64) and
+    the pair sum becomes an FFT autocorrelation of the bin weights against the kernel A(·, 2σ²),
+    O(N + G log G) for G grid points. Binning interpolates the kernel, whose second derivative
+    is at most 1 / (√π σ), so the absolute error is at most h² / (4 √π σ) = 3.4e-5 σ (1.7e-5 σ
+    on the CRPS, under 1e-4 of the smallest CRPS a mixture with noise σ has, 0.234 σ: a single
+    Gaussian at its mean). Elements whose passes span more than ``_MAX_BINS`` grid steps take
+    the exact sum.
     """
     n = mu.shape[0]
     if var.dim() > 0 and bool((var == var.flatten()[0]).all()):
@@ -96,17 +95,14 @@ def mixture_mean_abs_difference(mu: Tensor, var: Tensor) -> Tensor:
     std = math.sqrt(max(float(var), 0.0))
     if std == 0.0:
         return _sorted_mean_abs_difference(columns).view(mu.shape[1:])
-    lo = columns.amin(dim=0)
-    bins = ((columns.amax(dim=0) - lo) * (_BINS_PER_STD / std)).floor().long() + 2
+    bins = grid_sizes(columns, std / BINS_PER_STD)
     wide = bins > _MAX_BINS
     out = torch.empty(columns.shape[1], dtype=torch.float64)
     if bool(wide.any()):
         out[wide] = _exact_mean_abs_difference(columns[:, wide], var)
     narrow = ~wide
     if bool(narrow.any()):
-        out[narrow] = _binned_mean_abs_difference(
-            columns[:, narrow], lo[narrow], std, int(bins[narrow].max())
-        )
+        out[narrow] = _binned_mean_abs_difference(columns[:, narrow], std, int(bins[narrow].max()))
     return out.view(mu.shape[1:])
 
 
@@ -132,14 +128,14 @@ def _sorted_mean_abs_difference(columns: Tensor) -> Tensor:
     return 2.0 * (weights @ ordered) / (n * n)
 
 
-def _binned_mean_abs_difference(columns: Tensor, lo: Tensor, std: float, bins: int) -> Tensor:
+def _binned_mean_abs_difference(columns: Tensor, std: float, bins: int) -> Tensor:
     """(1/N²) Σ_t Σ_s A(x_t - x_s, 2σ²) per column from linearly binned passes. (N, M) -> (M,).
 
-    Each pass splits its unit weight between the two grid points around it; the pair sum is
-    Σ_k A(k h, 2σ²) R(k) over grid offsets k, with R the weights' autocorrelation (by FFT).
+    With the passes binned (`app.engine.stats.binning`) the pair sum is Σ_k A(k h, 2σ²) R(k)
+    over grid offsets k, with R the bin weights' autocorrelation (by FFT).
     """
     n, m = columns.shape
-    step = std / _BINS_PER_STD
+    step = std / BINS_PER_STD
     kernel = gaussian_expected_abs(
         torch.arange(bins, dtype=torch.float64) * step, torch.tensor(2.0 * std * std)
     )
@@ -148,14 +144,8 @@ def _binned_mean_abs_difference(columns: Tensor, lo: Tensor, std: float, bins: i
     out = torch.empty(m, dtype=torch.float64)
     per_block = max(1, _CRPS_BLOCK_ELEMENTS // size)
     for start in range(0, m, per_block):
-        block = slice(start, start + per_block)
-        position = ((columns[:, block] - lo[block]) / step).T
-        index = position.floor().clamp(0, bins - 2)
-        upper = position - index
-        weights = torch.zeros((position.shape[0], bins), dtype=torch.float64)
-        weights.scatter_add_(1, index.long(), 1.0 - upper)
-        weights.scatter_add_(1, index.long() + 1, upper)
+        weights = linear_bins(columns[:, start : start + per_block], step, bins).weights
         spectrum = torch.fft.rfft(weights, n=size)
         auto = torch.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=size)[:, :bins]
-        out[block] = auto @ kernel
+        out[start : start + per_block] = auto @ kernel
     return out / (n * n)
