@@ -41,7 +41,9 @@ def write_rows(path: Path, rows: int) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([f"x{i}" for i in range(6)] + ["y"])
-        writer.writerows([*map(float, features), float(t)] for features, t in zip(x, y))
+        writer.writerows(
+            [*map(float, features), float(t)] for features, t in zip(x, y, strict=True)
+        )
 
 
 def seconds(run: Callable[[], object]) -> float:
