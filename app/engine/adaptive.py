@@ -6,6 +6,8 @@ import math
 
 from torch import Tensor
 
+from app.engine.sampling import ROW_ALIGN
+
 ADAPTIVE_FIRST_SAMPLES = 32
 """Samples drawn before the first standard-error estimate (a multiple of the row alignment)."""
 _GROWTH_MARGIN = 1.2
@@ -29,7 +31,7 @@ def next_sample_count(n: int, standard_error: float, tolerance: float, cap: int)
 
     Done when the standard error is within ``tolerance`` or ``n`` reached ``cap``. Otherwise the
     SE ~ 1/sqrt(N) law predicts the N needed, ``n * (se / tol)^2``; ask for 20% more, at least
-    doubling, rounded up to a multiple of 16 samples (row alignment), and never beyond ``cap``.
+    doubling, rounded up to a multiple of ``ROW_ALIGN`` samples, and never beyond ``cap``.
     """
     if standard_error <= tolerance or n >= cap:
         return n
@@ -39,5 +41,5 @@ def next_sample_count(n: int, standard_error: float, tolerance: float, cap: int)
         return cap
     predicted = n * ratio * ratio * _GROWTH_MARGIN
     wanted = max(predicted, 2 * n)
-    aligned = math.ceil(wanted / 16 - 1e-9) * 16
+    aligned = math.ceil(wanted / ROW_ALIGN - 1e-9) * ROW_ALIGN
     return min(cap, aligned)

@@ -1,9 +1,12 @@
 """Finding the dropout layers of a model and applying seeded MC dropout masks to them.
 
 The model always stays in ``eval()`` (BatchNorm keeps its running statistics). During a sampling
-run a forward hook on every dropout module replaces its eval-mode identity output with a masked
-output; the masks come from :mod:`app.engine.masks`, so they depend on the request's seed and the
-sample index only, never on the chunking or on other rows in the batch.
+run :class:`app.engine.sampler.MCSampler` applies seeded masks at each dropout site: the compiled
+fx suffix calls the run's mask applier in place of the dropout module, and only a model that
+cannot be split gets forward hooks that replace the module's eval-mode identity output. The masks
+come from :mod:`app.engine.masks`, so they depend on the request's seed and the sample index
+only, never on the chunking or on other rows in the batch. TorchScript models cannot take
+either; :class:`app.engine.scripted.ScriptedSampler` switches their dropout modules on instead.
 """
 
 from __future__ import annotations
@@ -95,11 +98,19 @@ def _nearest_torch_dropout(module: nn.Module) -> str:
 
 
 def require_active_dropout(layers: list[DropoutLayer], model_name: str) -> None:
-    """Refuse a model that cannot produce MC samples: no dropout module, or every p == 0."""
+    """Refuse a model that cannot produce MC samples: no dropout module, dropout frozen by
+    ``torch.jit.trace``, or every p == 0."""
     if not layers:
         raise ModelLoadError(
             f"model '{model_name}' has no dropout module (torch.nn.Dropout, Dropout1d/2d/3d, "
             "AlphaDropout, FeatureAlphaDropout): MC dropout needs at least one to sample"
+        )
+    traced = [layer.name for layer in layers if is_traced_dropout(layer.module)]
+    if traced:
+        raise ModelLoadError(
+            f"model '{model_name}' was traced with torch.jit.trace: dropout is fixed in the "
+            f"graph ({', '.join(traced)} ignore the training switch); export with "
+            "torch.jit.script"
         )
     if all(layer.p <= 0.0 for layer in layers):
         names = ", ".join(layer.name for layer in layers)
@@ -107,6 +118,19 @@ def require_active_dropout(layers: list[DropoutLayer], model_name: str) -> None:
             f"model '{model_name}' has dropout modules ({names}) but every one has p = 0, "
             "so all MC samples would be identical"
         )
+
+
+def is_traced_dropout(module: nn.Module) -> bool:
+    """True for a TorchScript dropout submodule recorded by ``torch.jit.trace``: its code calls
+    dropout with the training flag baked in as a constant instead of reading ``self.training``
+    (so switching it on or off changes nothing)."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        return False
+    try:
+        code = str(module.code)
+    except RuntimeError:  # no forward method to show
+        return False
+    return "dropout" in code and "training" not in code
 
 
 def warn_functional_dropout(model: nn.Module, model_name: str) -> list[str]:

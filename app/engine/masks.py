@@ -16,9 +16,11 @@ import threading
 import torch
 from torch import Tensor
 
+from app.engine.sampling import ROW_ALIGN
+
 MASK_BLOCK = 128
 """Most samples per block; layers with large masks use smaller blocks."""
-DRAW_STEP = 16
+DRAW_STEP = ROW_ALIGN
 """Masks of a block are drawn for the samples a run needs, rounded up to this step."""
 _BLOCK_ELEMENTS = 1 << 16
 _MASK64 = (1 << 64) - 1
@@ -157,10 +159,11 @@ def scaled_from_units(units: Tensor, p: float, dtype: torch.dtype) -> Tensor:
 
 def block_samples(shape: tuple[int, ...]) -> int:
     """Samples per mask block for masks of ``shape``: MASK_BLOCK, halved while a block would
-    exceed 65,536 elements, never below 16 (so small-N requests do not draw huge blocks)."""
+    exceed 65,536 elements, never below ``DRAW_STEP`` (so small-N requests do not draw huge
+    blocks)."""
     elements = max(1, math.prod(shape))
     size = MASK_BLOCK
-    while size > 16 and size * elements > _BLOCK_ELEMENTS:
+    while size > DRAW_STEP and size * elements > _BLOCK_ELEMENTS:
         size //= 2
     return size
 

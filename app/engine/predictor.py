@@ -12,14 +12,14 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from app.engine.abstention import AbstentionRule, abstention_flags
 from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
-from app.engine.sampler import SampleJob
+from app.engine.sampling import SampleJob, Sampler
 from app.engine.stats import (
     ClassificationStats,
     RegressionStats,
@@ -27,15 +27,6 @@ from app.engine.stats import (
     regression_stats,
 )
 from app.errors import InvalidInputError
-
-
-class Sampler(Protocol):
-    """What the predictor needs from a sampler (MCSampler, ScriptedSampler)."""
-
-    def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]: ...
-
-    def close(self) -> None: ...
-
 
 _SEEDS: tuple[int, random.Random] = (os.getpid(), random.Random())
 

@@ -27,18 +27,9 @@ from torch.utils.hooks import RemovableHandle
 from app.engine.dropout import DropoutLayer, apply_mask, mask_shape
 from app.engine.masks import MaskSource
 from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
+from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
 
-ROW_ALIGN = 16
-
-
-@dataclass(frozen=True)
-class SampleJob:
-    """One request's share of a run: inputs (B, *input_shape), samples first..first+N-1, seed."""
-
-    inputs: Tensor
-    n_samples: int
-    seed: int
-    first_sample: int = 0
+__all__ = ["ROW_ALIGN", "MCSampler", "SampleJob", "plan_chunks"]
 
 
 @dataclass(frozen=True)
@@ -111,38 +102,7 @@ def _samples_that_fit(free_rows: int, rows: int, remaining: int, empty: bool) ->
     return min(remaining, aligned if aligned or not empty else fit)
 
 
-class BaseSampler:
-    """What every sampler holds: the model in eval mode, its dropout layers, the row limit of
-    one forward call, device and dtype. Subclasses implement ``sample_jobs`` and ``close``."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        dropout_layers: Sequence[DropoutLayer],
-        *,
-        max_rows: int,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self.model = model.eval()
-        self.dropout_layers = list(dropout_layers)
-        self.max_rows = max_rows
-        self.device = torch.device(device)
-        self.dtype = dtype
-
-    def sample(self, inputs: Tensor, n_samples: int, seed: int) -> Tensor:
-        """MC outputs (N, B, *output_shape) for inputs (B, *input_shape)."""
-        return self.sample_jobs([SampleJob(inputs, n_samples, seed)])[0]
-
-    def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
-        """MC outputs (N_j, B_j, *output_shape) for every job."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Undo whatever the sampler changed on the model."""
-
-
-class MCSampler(BaseSampler):
+class MCSampler(Sampler):
     """Runs MC dropout passes for a model kept in eval mode.
 
     With an fx split the compiled suffix calls the run's mask applier at each dropout; without

@@ -1,9 +1,16 @@
 """Sampling TorchScript models, which cannot take Python forward hooks.
 
-Their dropout submodules are switched to training mode for the run (nothing else is), and the
-global RNG is seeded per block of ``MASK_BLOCK`` samples, so a request's numbers depend only on
-its seed, N, its rows and ``max_rows``. Unlike :class:`app.engine.sampler.MCSampler`, masks are
-drawn per row, so they are not independent of the other rows of the request.
+Their dropout submodules are switched to training mode for the run (nothing else is) and draw
+from the global RNG, whose use inside one forward call depends on the call's size (on CPUs
+where torch's Bernoulli kernel is serial, a second dropout layer's draws start after the first
+layer's). So passes are computed in fixed cells: cell ``k`` holds passes
+``k * S .. (k + 1) * S - 1`` for ``S = cell_samples(rows)``, runs as one forward call seeded
+with ``(seed, k)``, and is always computed whole, even when a job needs only part of it. A
+pass is then a pure function of (seed, pass index, rows, ``max_rows``), as the sampler
+contract asks (adaptive rounds continue a run exactly); the price is at most ``CELL_ROWS``
+folded rows computed and dropped at each end of a job. Unlike
+:class:`app.engine.sampler.MCSampler`, masks are drawn per row, so they are not independent of
+the other rows of the request.
 """
 
 from __future__ import annotations
@@ -14,13 +21,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from app.engine.masks import MASK_BLOCK, stream_seed
-from app.engine.sampler import BaseSampler, SampleJob
+from app.engine.masks import stream_seed
+from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
+
+CELL_ROWS = 1024
+"""Folded rows of one cell (one seeded forward call), unless ``max_rows`` is smaller or one
+pass of a job is wider: few calls for long runs, little waste for short ones."""
 
 _GLOBAL_RNG_LOCK = threading.Lock()
 
 
-class ScriptedSampler(BaseSampler):
+class ScriptedSampler(Sampler):
     """MC sampler for a ``torch.jit.ScriptModule``; dropout is only switched on inside a run,
     so ``close`` has nothing to undo."""
 
@@ -33,20 +44,26 @@ class ScriptedSampler(BaseSampler):
             finally:
                 self._set_dropout(False)
 
+    def cell_samples(self, rows: int) -> int:
+        """Passes per cell for a job of ``rows`` rows: as many as fit in ``CELL_ROWS`` (or
+        ``max_rows`` if smaller) rounded down to a multiple of ``ROW_ALIGN``; at least 1."""
+        fit = min(CELL_ROWS, self.max_rows) // rows
+        return fit // ROW_ALIGN * ROW_ALIGN if fit >= ROW_ALIGN else max(1, fit)
+
     def _sample_job(self, job: SampleJob) -> Tensor:
         x = job.inputs.to(self.device, self.dtype)
-        rows = int(x.shape[0])
-        per_chunk = max(1, self.max_rows // rows)
-        parts = []
-        for block_start in range(0, job.n_samples, MASK_BLOCK):
-            torch.manual_seed(stream_seed(job.seed, block_start // MASK_BLOCK))
-            block_end = min(block_start + MASK_BLOCK, job.n_samples)
-            for t0 in range(block_start, block_end, per_chunk):
-                n = min(per_chunk, block_end - t0)
-                folded = x.repeat((n,) + (1,) * (x.dim() - 1))
-                out = self.model(folded)
-                parts.append(out.view(n, rows, *out.shape[1:]))
-        return torch.cat(parts)
+        size = self.cell_samples(int(x.shape[0]))
+        first, last = job.first_sample // size, (job.end_sample - 1) // size
+        cells = [self._cell(x, job.seed, k, size) for k in range(first, last + 1)]
+        out = cells[0] if len(cells) == 1 else torch.cat(cells)
+        start = job.first_sample - first * size
+        return out[start : start + job.n_samples]
+
+    def _cell(self, x: Tensor, seed: int, cell: int, size: int) -> Tensor:
+        """Passes cell * size .. (cell + 1) * size - 1: (size, B, *output_shape)."""
+        torch.manual_seed(stream_seed(seed, cell))
+        out: Tensor = self.model(x.repeat((size,) + (1,) * (x.dim() - 1)))
+        return out.view(size, x.shape[0], *out.shape[1:])
 
     def _set_dropout(self, active: bool) -> None:
         for layer in self.dropout_layers:

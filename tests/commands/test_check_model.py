@@ -91,3 +91,19 @@ def test_missing_checksum_is_only_a_warning(
     code, out = _check(folder, capsys)
     assert code == 0
     assert "warning: weights.sha256 missing" in out
+
+
+def test_traced_torchscript_is_reported_as_traced(
+    model_factory: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = model_factory("traced")
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2))
+    traced = torch.jit.trace(model.eval(), torch.randn(3, 2))  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(folder / "model.ts"))
+    card = yaml.safe_load((folder / "model.yaml").read_text())
+    card |= {"architecture": {"torchscript": "model.ts"}, "weights": {}}
+    (folder / "model.yaml").write_text(yaml.safe_dump(card))
+    code, out = _check(folder, capsys)
+    assert code == 1
+    assert "traced with torch.jit.trace: dropout is fixed in the graph" in out
+    assert "export with torch.jit.script" in out and "p = 0" not in out

@@ -11,6 +11,7 @@ from app.engine.dropout import (
     MaskKind,
     apply_mask,
     find_dropout_layers,
+    is_traced_dropout,
     mask_shape,
     require_active_dropout,
     warn_functional_dropout,
@@ -99,3 +100,19 @@ def test_alpha_mask_matches_torch_formula_and_keeps_moments() -> None:
     keep = (torch.rand_like(z) >= p).float()
     dropped = apply_mask(z, keep, p, alpha=True)
     assert abs(dropped.mean().item()) < 0.01 and abs(dropped.std().item() - 1.0) < 0.01
+
+
+def _traced_and_scripted() -> tuple[nn.Module, nn.Module]:
+    model = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.5), nn.Linear(8, 2)).eval()
+    example = torch.randn(3, 2)
+    return torch.jit.trace(model, example), torch.jit.script(model)  # type: ignore[no-untyped-call]
+
+
+def test_traced_dropout_is_refused_with_the_reason() -> None:
+    traced, scripted = _traced_and_scripted()
+    traced_layers, scripted_layers = find_dropout_layers(traced), find_dropout_layers(scripted)
+    assert [is_traced_dropout(layer.module) for layer in traced_layers] == [True]
+    assert [is_traced_dropout(layer.module) for layer in scripted_layers] == [False]
+    with pytest.raises(ModelLoadError, match=r"traced with torch\.jit\.trace: dropout is fixed"):
+        require_active_dropout(traced_layers, "traced")
+    require_active_dropout(scripted_layers, "scripted")

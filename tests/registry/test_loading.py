@@ -83,6 +83,19 @@ def test_torchscript_archive(model_factory: Factory, tmp_path: Path) -> None:
     assert torch.equal(first.stats.mean, again.stats.mean)
 
 
+def test_traced_torchscript_is_refused_with_the_reason(model_factory: Factory) -> None:
+    folder = model_factory()
+    loaded = load_model_folder(folder)
+    loaded.predictor.sampler.close()
+    traced = torch.jit.trace(loaded.module, torch.randn(3, 2))  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(folder / "model.ts"))
+    _edit_card(folder, architecture={"torchscript": "model.ts"}, weights={})
+    with pytest.raises(ModelLoadError) as error:
+        load_model_folder(folder)
+    assert "traced with torch.jit.trace: dropout is fixed in the graph" in error.value.message
+    assert "export with torch.jit.script" in error.value.message and "p = 0" not in str(error)
+
+
 def test_checksum_mismatch_is_refused(model_factory: Factory) -> None:
     folder = model_factory()
     _edit_card(folder, weights={"file": "model.safetensors", "sha256": "0" * 64})

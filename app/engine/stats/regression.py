@@ -7,14 +7,19 @@ float σ² = 1/τ shared by every pass and output, or a tensor (N, B, D) of per-
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from app.engine.stats.binning import BINS_PER_STD, grid_sizes, linear_bins
 from app.engine.stats.intervals import percentile_interval, sample_quantile
 
 _BRACKET_SIGMAS = 10.0
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+_EXACT_PASSES = 256
+"""Up to this many passes mixture quantiles use every pass (binning would save little)."""
 
 
 def predictive_mean(preds: Tensor) -> Tensor:
@@ -49,44 +54,129 @@ def aleatoric_variance(noise_var: float | Tensor, like: Tensor) -> Tensor:
     return per_pass.mean(dim=0)
 
 
-def _mixture_cdf(x: Tensor, means: Tensor, stds: Tensor) -> Tensor:
-    """(1/N) Σ_t Φ((x - μ_t) / σ_t) for x: (B, D); a σ_t = 0 component is a step at μ_t."""
-    degenerate = stds == 0
-    z = (x - means) / torch.where(degenerate, torch.ones_like(stds), stds)
-    component = torch.where(degenerate, (x >= means).to(x.dtype), torch.special.ndtr(z))
-    return component.mean(dim=0)
+def _mixture_cdf_and_pdf(
+    x: Tensor, centers: Tensor, weights: Tensor | None, stds: Tensor, smooth: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """F(x) = Σ_k w_k Φ((x - μ_k) / σ_k) and the density of its smooth part at x: (B, ...).
+
+    centers (K, B, ...), weights like centers summing to 1 over K (None: 1/K each), stds
+    broadcast to centers. ``smooth`` marks components with σ_k > 0 (None: all are); a σ_k = 0
+    component is a step at μ_k, with no density."""
+    if smooth is None:
+        z = (x - centers) / stds
+        density = torch.exp(-0.5 * z * z) / stds
+        return _average(torch.special.ndtr(z), weights), _average(density, weights) / _SQRT_2PI
+    z = (x - centers) / torch.where(smooth, stds, torch.ones_like(stds))
+    cdf = torch.where(smooth, torch.special.ndtr(z), (x >= centers).to(x.dtype))
+    density = torch.where(smooth, torch.exp(-0.5 * z * z) / stds, torch.zeros_like(z))
+    return _average(cdf, weights), _average(density, weights) / _SQRT_2PI
+
+
+def _average(values: Tensor, weights: Tensor | None) -> Tensor:
+    return values.mean(dim=0) if weights is None else (values * weights).sum(dim=0)
 
 
 def mixture_quantile(
     means: Tensor, variances: Tensor, q: float, tol: float = 1e-6, max_iter: int = 100
 ) -> Tensor:
-    """q-quantile of the equal-weight mixture (1/N) Σ_t N(μ_t, σ_t²), per element.
+    """q-quantile of the equal-weight mixture (1/N) Σ_t N(μ_t, σ_t²), per element: one
+    `mixture_quantiles`. (N, B, D) -> (B, D)."""
+    return mixture_quantiles(means, variances, (q,), tol, max_iter)[0]
+
+
+def mixture_quantiles(
+    means: Tensor,
+    variances: Tensor,
+    qs: Sequence[float],
+    tol: float = 1e-6,
+    max_iter: int = 100,
+) -> list[Tensor]:
+    """q-quantiles of the equal-weight mixture (1/N) Σ_t N(μ_t, σ_t²), per element, for each q.
 
     means, variances: (N, B, D) (variances broadcastable) -> (B, D) in the dtype of means.
-    Solves F(x) = q by vectorised bisection in float64 on F(x) = (1/N) Σ_t Φ((x - μ_t) / σ_t),
-    from [min_t(μ_t - 10σ_t), max_t(μ_t + 10σ_t)] until the bracket is narrower than `tol`
-    (absolute) or after `max_iter` halvings. Where every σ_t is 0 the result is the linear
-    quantile of the means, as in `percentile_interval`.
+    Solves F(x) = q in float64, F(x) = (1/N) Σ_t Φ((x - μ_t) / σ_t), by Newton steps kept
+    inside a bisection bracket (from [min_t(μ_t - 10σ_t), max_t(μ_t + 10σ_t)], starting at the
+    moment-matched Gaussian's quantile; a step leaving the bracket is replaced by bisection),
+    until every Newton step or bracket is within `tol` (absolute) or after `max_iter` steps.
+    Where every σ_t is 0 the result is the linear quantile of the means, as in
+    `percentile_interval`.
+
+    With one σ > 0 for every pass and N > 256 passes whose grid is smaller than N / 4, the
+    passes are first linearly binned (`app.engine.stats.binning`, step h = σ / 64): F of the
+    binned mixture is within 0.0302 (h / σ)² = 7.4e-6 of the exact F, so the quantile is
+    within 7.4e-6 / f(x_q) (f the mixture density) of the exact one, at O(G) per step.
     """
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"mixture quantile q must be in (0, 1), got {q!r}")
+    for q in qs:
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"mixture quantile q must be in (0, 1), got {q!r}")
     if means.dim() < 1 or means.shape[0] < 1:
         raise ValueError(f"means must be (N, B, D) with N >= 1, got {tuple(means.shape)}")
     mu = means.to(torch.float64)
-    sigma = variances.to(torch.float64).clamp_min(0.0).sqrt().expand_as(mu)
-    lo = (mu - _BRACKET_SIGMAS * sigma).amin(dim=0)
-    hi = (mu + _BRACKET_SIGMAS * sigma).amax(dim=0)
+    sigma = variances.to(torch.float64).clamp_min(0.0).sqrt()
+    if sigma.dim() == 0 and float(sigma) > 0.0 and mu.shape[0] > _EXACT_PASSES:
+        binned = _binned_quantiles(mu, sigma, qs, tol, max_iter)
+        if binned is not None:
+            return [x.to(means.dtype) for x in binned]
+    positive = sigma > 0
+    all_smooth = bool(positive.all())
+    roots = []
+    for q in qs:
+        x = _solve(mu, None, sigma, None if all_smooth else positive, q, tol, max_iter)
+        if not all_smooth:
+            all_degenerate = ~positive.expand_as(mu).any(dim=0)
+            x = torch.where(all_degenerate, sample_quantile(mu, q), x)
+        roots.append(x.to(means.dtype))
+    return roots
+
+
+def _binned_quantiles(
+    mu: Tensor, sigma: Tensor, qs: Sequence[float], tol: float, max_iter: int
+) -> list[Tensor] | None:
+    """The quantiles of the binned mixture (None where binning would not shrink it 4x)."""
+    n = mu.shape[0]
+    columns = mu.reshape(n, -1)
+    step = float(sigma) / BINS_PER_STD
+    size = int(grid_sizes(columns, step).max())
+    if 4 * size > n:
+        return None
+    bins = linear_bins(columns, step, size)
+    centers, weights = bins.centers().T, (bins.weights / n).T
+    return [_solve(centers, weights, sigma, None, q, tol, max_iter).view(mu.shape[1:]) for q in qs]
+
+
+def _solve(
+    centers: Tensor,
+    weights: Tensor | None,
+    sigma: Tensor,
+    smooth: Tensor | None,
+    q: float,
+    tol: float,
+    max_iter: int,
+) -> Tensor:
+    """Safeguarded Newton for F(x) = q over the mixture of ``_mixture_cdf_and_pdf``."""
+    lo = (centers - _BRACKET_SIGMAS * sigma).amin(dim=0)
+    hi = (centers + _BRACKET_SIGMAS * sigma).amax(dim=0)
+    mean = _average(centers, weights)
+    noise = _average((sigma * sigma).expand_as(centers), weights)
+    spread = (_average((centers - mean) ** 2, weights) + noise).sqrt()
+    x = torch.minimum(torch.maximum(mean + spread * _ndtri(q), lo), hi)
     for _ in range(max_iter):
-        if bool(torch.all(hi - lo <= tol)):
+        cdf, density = _mixture_cdf_and_pdf(x, centers, weights, sigma, smooth)
+        below = cdf < q
+        lo = torch.where(below, x, lo)
+        hi = torch.where(below, hi, x)
+        step = (cdf - q) / density
+        newton = x - step
+        accept = (newton >= lo) & (newton <= hi)  # False for a NaN or infinite step too
+        x = torch.where(accept, newton, 0.5 * (lo + hi))
+        if bool(((accept & (step.abs() <= tol)) | (hi - lo <= tol)).all()):
             break
-        mid = 0.5 * (lo + hi)
-        below = _mixture_cdf(mid, mu, sigma) < q
-        lo = torch.where(below, mid, lo)
-        hi = torch.where(below, hi, mid)
-    root = 0.5 * (lo + hi)
-    all_degenerate = (sigma == 0).all(dim=0)
-    root = torch.where(all_degenerate, sample_quantile(mu, q), root)
-    return root.to(means.dtype)
+    return x
+
+
+def _ndtri(q: float) -> float:
+    """Standard normal quantile Φ⁻¹(q) for 0 < q < 1."""
+    return float(torch.special.ndtri(torch.tensor(q, dtype=torch.float64)))
 
 
 def predictive_interval(
@@ -100,8 +190,7 @@ def predictive_interval(
     if not 0.0 < level < 1.0:
         raise ValueError(f"interval level must be in (0, 1), got {level!r}")
     variances = _per_pass_variance(noise_var, preds)
-    lower = mixture_quantile(preds, variances, (1.0 - level) / 2.0)
-    upper = mixture_quantile(preds, variances, (1.0 + level) / 2.0)
+    lower, upper = mixture_quantiles(preds, variances, ((1.0 - level) / 2.0, (1.0 + level) / 2.0))
     return lower, upper
 
 

@@ -124,3 +124,48 @@ def test_mixture_crps_blocks_give_the_same_answer(monkeypatch: pytest.MonkeyPatc
     whole = mixture_crps(means, 0.3, targets)
     monkeypatch.setattr(regression, "_CRPS_BLOCK_ELEMENTS", 8)
     torch.testing.assert_close(mixture_crps(means, 0.3, targets), whole)
+
+
+def _exact_crps(means: torch.Tensor, var: float, target: torch.Tensor) -> torch.Tensor:
+    """The O(N²) formula, straight: (1/N) Σ_t A(y - ŷ_t, σ²) - (1/2N²) Σ_t Σ_s A(ŷ_t - ŷ_s, 2σ²)."""
+    n = means.shape[0]
+    v = torch.tensor(var, dtype=torch.float64)
+    first = gaussian_expected_abs(target - means, v).mean(dim=0)
+    pairs = gaussian_expected_abs(means[:, None] - means[None], 2 * v).sum(dim=(0, 1))
+    return first - pairs / (2 * n * n)
+
+
+@pytest.mark.parametrize("spread", [0.02, 0.5, 2.0, 20.0])
+def test_binned_crps_is_within_its_stated_error_of_the_exact_sum(spread: float) -> None:
+    generator = torch.Generator().manual_seed(int(spread * 50))
+    means = torch.randn(600, 3, 2, generator=generator, dtype=torch.float64) * spread
+    means[:60] -= 5.0 * spread  # a second mode
+    target = torch.randn(3, 2, generator=generator, dtype=torch.float64) * spread
+    exact = _exact_crps(means, 0.36, target)
+    fast = mixture_crps(means, 0.36, target)
+    assert ((fast - exact).abs() <= 1.7e-5 * 0.6 + 1e-12).all()  # stated: 1.7e-5 σ
+    assert ((fast - exact).abs() / exact <= 1e-3).all()
+
+
+def test_crps_without_noise_is_exact_from_sorted_passes() -> None:
+    means = torch.randn(700, 4, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    target = torch.zeros(4, 1, dtype=torch.float64)
+    torch.testing.assert_close(
+        mixture_crps(means, 0.0, target), _exact_crps(means, 0.0, target), rtol=1e-12, atol=1e-12
+    )
+
+
+def test_crps_of_passes_too_wide_to_bin_takes_the_exact_sum() -> None:
+    means = torch.zeros(300, 1, 1, dtype=torch.float64)
+    means[0] = 1e4  # 1e4 / (0.1 / 64) grid steps: wider than the largest grid
+    target = torch.zeros(1, 1, dtype=torch.float64)
+    torch.testing.assert_close(
+        mixture_crps(means, 0.01, target), _exact_crps(means, 0.01, target), rtol=1e-12, atol=0
+    )
+
+
+def test_crps_with_per_pass_variances_of_one_value_uses_the_binned_sum() -> None:
+    means = torch.randn(500, 2, 1, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    target = torch.ones(2, 1, dtype=torch.float64)
+    as_tensor = mixture_crps(means, torch.full_like(means, 0.5), target)
+    torch.testing.assert_close(as_tensor, mixture_crps(means, 0.5, target), rtol=0, atol=0)

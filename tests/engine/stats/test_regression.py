@@ -17,6 +17,7 @@ from app.engine.stats.regression import (
     epistemic_variance,
     mc_log_likelihood,
     mixture_quantile,
+    mixture_quantiles,
     predictive_interval,
     predictive_mean,
     regression_stats,
@@ -228,3 +229,25 @@ def test_regression_stats_combines_the_parts() -> None:
 def test_regression_stats_rejects_wrong_shapes(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match=r"\(N, B, D\)"):
         regression_stats(torch.zeros(shape), 0.1, ci_level=0.9)
+
+
+@pytest.mark.parametrize("spread", [0.05, 1.0])
+@pytest.mark.parametrize("q", [0.005, 0.5, 0.975])
+def test_binned_mixture_quantile_is_within_its_stated_error(spread: float, q: float) -> None:
+    # Many passes and one noise variance take the binned path; a per-pass variance tensor of
+    # the same value takes the exact one. Stated: |ΔF| <= 7.4e-6, so |Δx| <= 7.4e-6 / f(x_q).
+    generator = torch.Generator().manual_seed(int(spread * 100))
+    means = torch.randn(5000, 2, 2, generator=generator, dtype=torch.float64) * spread
+    means[:500] += 4.0 * spread  # a second mode
+    binned = mixture_quantile(means, torch.tensor(0.64, dtype=torch.float64), q, tol=1e-10)
+    exact = mixture_quantile(means, torch.full_like(means, 0.64), q, tol=1e-10)
+    density = torch.exp(-0.5 * ((exact - means) / 0.8) ** 2).mean(dim=0) / (0.8 * 2.5066282746)
+    assert ((binned - exact).abs() <= 7.4e-6 / density + 1e-9).all()
+    assert not torch.equal(binned, exact)  # the binned path did run
+
+
+def test_mixture_quantiles_give_each_quantile() -> None:
+    means = _random_preds((400, 3, 1), seed=4)
+    lower, upper = mixture_quantiles(means, torch.tensor(0.5), (0.1, 0.9))
+    torch.testing.assert_close(lower, mixture_quantile(means, torch.tensor(0.5), 0.1))
+    torch.testing.assert_close(upper, mixture_quantile(means, torch.tensor(0.5), 0.9))
