@@ -107,3 +107,15 @@ class ForbiddenError(McdropError):
 
     def __init__(self, role: str) -> None:
         super().__init__(f"this API key may not use this route (needs the '{role}' role)")
+
+
+class ModelControlOffError(McdropError):
+    """The repository's load and unload routes are off (``model_control: none``)."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "model control is off (model_control: none): loading and unloading models "
+            "needs model_control: explicit"
+        )

@@ -19,7 +19,6 @@ from app.errors import McdropError
 from app.registry.card import read_card
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 
-
 PYTHON_CODE_NOTE = (
     "Python code that runs with the server's rights whenever the model loads: "
     "load only folders you trust"
