@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     routes (403); ``explicit`` allows them to admin keys (to anyone when no key is set, which
     is logged as a warning at start: loading a folder runs its Python code)."""
 
-    require_api_keys: bool = False
+    require_auth: bool = False
     """Refuse to start without an API key (the container images and manifests set it)."""
 
     header_timeout_s: float = Field(default=10.0, gt=0.0)
@@ -169,9 +169,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _keys_when_required(self) -> Settings:
-        if self.require_api_keys and not self.api_keys and self.api_key_file is None:
+        if self.require_auth and not self.api_keys and self.api_key_file is None:
             raise ValueError(
-                "require_api_keys is on but no key is set: give MCDROP_API_KEYS or "
+                "require_auth is on but no key is set: give MCDROP_API_KEYS or "
                 "MCDROP_API_KEY_FILE (entries KEY or KEY:admin)"
             )
         return self

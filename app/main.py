@@ -109,8 +109,8 @@ def create_app_from_env() -> FastAPI:
 
 def _check_access_settings(settings: Settings, keys: ApiKeys) -> None:
     """Refuse to start without keys when they are required; warn when anyone may load code."""
-    if settings.require_api_keys and not keys.enabled:
-        raise ValueError(f"require_api_keys is on but {settings.api_key_file} holds no key")
+    if settings.require_auth and not keys.enabled:
+        raise ValueError(f"require_auth is on but {settings.api_key_file} holds no key")
     if settings.model_control == "explicit" and not keys.has_admin:
         logger.warning(
             "model_control is explicit and no admin API key is set: anyone who can reach the "
