@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support import TINY_NET_SOURCE, tiny_state, write_model
 
@@ -120,3 +123,28 @@ def test_the_schema_follows_auth_health(client_for: Callable[..., TestClient]) -
     assert closed.get("/docs").status_code == 404
     schema = closed.get("/openapi.json", headers={"x-api-key": "k"})
     assert schema.status_code == 200 and "/v2/health/live" in schema.json()["paths"]
+
+
+def test_fuzzed_names_never_reach_outside_models_dir(
+    tmp_path: Path, client_for: Callable[..., TestClient]
+) -> None:
+    """Any text as a name, percent-encoded: a 4xx (or a load of a real folder), never a 5xx,
+    never the parent's code."""
+    models = tmp_path / "root" / "models"
+    marker = _plant(tmp_path / "root")
+    write_model(models, "good")
+    client = client_for(models, model_control="explicit")
+    alphabet = st.sampled_from(["", ".", "..", "/", "%", "2e", "\\", "a", "-", "_", "~", "\x00"])
+    texts = st.one_of(st.text(max_size=40), st.lists(alphabet, max_size=12).map("".join))
+
+    @given(name=texts)
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True)
+    def probe(name: str) -> None:
+        encoded = quote(name, safe="") or "%20"
+        for target in (encoded, encoded.replace(".", "%2e"), quote(name, safe="/.") or "%20"):
+            response = client.post(f"/v2/repository/models/{target}/load")
+            assert response.status_code < 500, (target, response.text)
+            assert response.status_code != 200 or response.json()["name"] == "good"
+        assert not marker.exists()
+
+    probe()
