@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
 # mcdrop on CPU: torch comes from the CPU wheel index (a CUDA build would add gigabytes).
+# It listens on 0.0.0.0 and refuses to start without an API key: pass MCDROP_API_KEYS
+# (KEY or KEY:admin, comma-separated) or MCDROP_API_KEY_FILE (a mounted secret).
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -18,7 +20,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     MCDROP_HOST=0.0.0.0 \
     MCDROP_PORT=8080 \
     MCDROP_MODELS_DIR=/srv/mcdrop/models \
-    MCDROP_CONFIG=/srv/mcdrop/config/default.yaml
+    MCDROP_CONFIG=/srv/mcdrop/config/default.yaml \
+    MCDROP_REQUIRE_AUTH=true
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin mcdrop
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /srv/mcdrop

@@ -7,22 +7,34 @@
         print(result.predictions[0].mean)
 
 Every failure raises :class:`McdropClientError` with the HTTP status (None when the server could
-not be reached) and the server's message.
+not be reached) and the server's message. It is the one HTTP client of the ``mcdrop`` commands.
+
+Listing models needs no torch: the prediction and evaluation schemas (whose modules import the
+engine) are imported on first use, so ``mcdrop models`` starts fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 # The results are the server's own response schemas, so client and server cannot drift apart.
-from app.api.schemas import ClassificationRow, ModelInfo, ModelList, PredictResponse, RegressionRow
+from app.api.model_schemas import ModelInfo, ModelList
+
+if TYPE_CHECKING:
+    from app.api.schemas import (
+        ClassificationRow,
+        EvaluateResponse,
+        PredictResponse,
+        RegressionRow,
+    )
 
 __all__ = [
     "ClassificationRow",
+    "EvaluateResponse",
     "McdropClient",
     "McdropClientError",
     "ModelInfo",
@@ -31,6 +43,16 @@ __all__ = [
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+_LAZY_SCHEMAS = {"ClassificationRow", "EvaluateResponse", "PredictResponse", "RegressionRow"}
+
+
+def __getattr__(name: str) -> Any:
+    """The prediction schemas, imported on first use (they bring torch with them)."""
+    if name in _LAZY_SCHEMAS:
+        from app.api import schemas
+
+        return getattr(schemas, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class McdropClientError(Exception):
@@ -46,10 +68,19 @@ class McdropClient:
     """Talks to one mcdrop server. Use it as a context manager, or call :meth:`close`."""
 
     def __init__(
-        self, url: str = DEFAULT_URL, timeout: float = 60.0, http: httpx.Client | None = None
+        self,
+        url: str = DEFAULT_URL,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self._http = http if http is not None else httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else None
+        if http is None:
+            http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+        elif headers is not None:
+            http.headers.update(headers)
+        self._http = http
 
     def __enter__(self) -> McdropClient:
         return self
@@ -92,11 +123,26 @@ class McdropClient:
     ) -> PredictResponse:
         """Mean prediction and uncertainty for each input row (nested lists of numbers);
         ``predictions`` holds a ClassificationRow or RegressionRow per row."""
+        from app.api.schemas import PredictResponse
+
         payload: dict[str, Any] = {"inputs": list(inputs)}
         options = {"n_samples": n_samples, "seed": seed, "ci_level": ci_level}
         payload.update({key: value for key, value in options.items() if value is not None})
         body = self._request("POST", f"/v1/models/{model}/predict", json=payload)
         return PredictResponse.model_validate(body)
+
+    def evaluate(
+        self, model: str, inputs: Sequence[Any], targets: Sequence[Any], **options: Any
+    ) -> EvaluateResponse:
+        """Metrics of the model's predictions and uncertainty on labelled rows; ``options`` are
+        the other fields of the evaluate request (``n_samples``, ``seed``, ``ci_level``,
+        ``ranking_score``, ...), left out when None."""
+        from app.api.schemas import EvaluateResponse
+
+        payload: dict[str, Any] = {"inputs": list(inputs), "targets": list(targets)}
+        payload.update({key: value for key, value in options.items() if value is not None})
+        body = self._request("POST", f"/v1/models/{model}/evaluate", json=payload)
+        return EvaluateResponse.model_validate(body)
 
     def _request(self, method: str, path: str, json: Any = None) -> Any:
         try:
@@ -104,7 +150,10 @@ class McdropClient:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         if response.is_success:
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:
+                raise McdropClientError(response.status_code, "the answer is not JSON") from None
         try:
             message = str(response.json()["error"])
         except (ValueError, KeyError, TypeError):

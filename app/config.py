@@ -7,12 +7,14 @@ names another), then the defaults below. Nothing is read at import time.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +24,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = Path("config/default.yaml")
+_KEY_ENTRY = re.compile(r"[^:\s]+(:admin)?")
 _config_file: ContextVar[Path | None] = ContextVar("mcdrop_config_file", default=None)
 
 
@@ -126,14 +129,56 @@ class Settings(BaseSettings):
     """Most values (rows x MC samples x model outputs) one evaluation request may hold: every
     pass of every row is kept to score it, so this bounds an evaluation's memory (see the
     README's worst-case memory). Larger requests are refused up front with 422."""
+    model_control: Literal["none", "explicit"] = "none"
+    """Like Triton's model-control mode: ``none`` refuses the repository's load and unload
+    routes (403); ``explicit`` allows them to admin keys (to anyone when no key is set, which
+    is logged as a warning at start: loading a folder runs its Python code)."""
+
+    require_auth: bool = False
+    """Refuse to start without an API key (the container images and manifests set it)."""
+
+    header_timeout_s: float = Field(default=10.0, gt=0.0)
+    """A connection whose request line and headers have not all arrived this long after it
+    opened (or after its previous answer) is closed, so slow clients cannot hold it open."""
+
+    body_timeout_s: float = Field(default=10.0, gt=0.0)
+    """Longest wait for the next piece of a request body; past it the answer is 408 and the
+    connection is closed. The whole body must also arrive within ``request_timeout_s``."""
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
-        """``MCDROP_API_KEYS=k1,k2:admin`` as well as a YAML list."""
+        """``MCDROP_API_KEYS=k1,k2:admin`` or a JSON list ``["k1", "k2:admin"]``, as well as a
+        YAML list."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError("not a JSON list; give a JSON list or a comma list") from None
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("a JSON list of strings, or a comma-separated list")
+            return [item.strip() for item in value if item.strip()]
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _key_entries(cls, value: list[str]) -> list[str]:
+        """Every entry is ``KEY`` or ``KEY:admin`` (the key itself is never echoed)."""
+        for index, entry in enumerate(value):
+            if _KEY_ENTRY.fullmatch(entry) is None:
+                raise ValueError(f"entry {index + 1} is not KEY or KEY:admin")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_when_required(self) -> Settings:
+        if self.require_auth and not self.api_keys and self.api_key_file is None:
+            raise ValueError(
+                "require_auth is on but no key is set: give MCDROP_API_KEYS or "
+                "MCDROP_API_KEY_FILE (entries KEY or KEY:admin)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -171,3 +216,13 @@ def _resolve_config_file(config_file: Path | str | None) -> Path | None:
     if from_env:
         return _resolve_config_file(from_env)
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """One line naming each refused setting and why (values are not repeated: keys are secret)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "settings: " + "; ".join(parts)

@@ -117,3 +117,13 @@ class ClientDisconnectedError(McdropError):
 
     def __init__(self) -> None:
         super().__init__("the client disconnected; its work was cancelled")
+class ModelControlOffError(McdropError):
+    """The repository's load and unload routes are off (``model_control: none``)."""
+
+    status_code = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "model control is off (model_control: none): loading and unloading models "
+            "needs model_control: explicit"
+        )

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
@@ -55,16 +56,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await state.dataplane.close()
             metrics.close()
 
+    keys = load_api_keys(settings)
+    _check_access_settings(settings, keys)
+    # The schema and docs follow auth_health: open with the health routes, or behind a key.
+    docs_closed = keys.enabled and settings.auth_health
     app = FastAPI(
         title="mcdrop",
         version=__version__,
         summary="Monte Carlo Dropout uncertainty for PyTorch models.",
         lifespan=lifespan,
         telemetry=_telemetry(settings.opentelemetry),
+        openapi_url=None if docs_closed else "/openapi.json",
+        docs_url=None if docs_closed else "/docs",
+        redoc_url=None if docs_closed else "/redoc",
     )
     app.state.mcdrop = state
+    app.state.api_keys = keys
     install_error_handlers(app)
-    keys = load_api_keys(settings)
     # Without keys there is nothing to check: no dependency at all (each one costs a request).
     predict_auth = [Depends(_require(keys, "predict"))] if keys.enabled else []
     admin_auth = [Depends(_require(keys, "admin"))] if keys.enabled else []
@@ -75,6 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, dependencies=predict_auth if settings.auth_health else [])
     metrics_auth = predict_auth if settings.auth_metrics else []
     app.include_router(metrics_route.router, dependencies=metrics_auth)
+    if docs_closed:
+        _schema_behind_keys(app, predict_auth)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -83,13 +93,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
             expose_headers=["x-request-id", "retry-after"],
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        request_timeout_s=settings.request_timeout_s,
+    )
     return app
 
 
 def create_app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: settings from the environment and config file."""
     return create_app(load_settings())
+
+
+def _check_access_settings(settings: Settings, keys: ApiKeys) -> None:
+    """Refuse to start without keys when they are required; warn when anyone may load code."""
+    if settings.require_auth and not keys.enabled:
+        raise ValueError(f"require_auth is on but {settings.api_key_file} holds no key")
+    if settings.model_control == "explicit" and not keys.has_admin:
+        logger.warning(
+            "model_control is explicit and no admin API key is set: anyone who can reach the "
+            "server can load and unload models, and loading a folder runs its Python code"
+        )
+
+
+def _schema_behind_keys(app: FastAPI, auth: list[Any]) -> None:
+    """``/openapi.json`` for callers with a key (a browser page cannot send one, so no /docs)."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=auth)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
 
 def _telemetry(enabled: bool) -> TelemetryConfig:

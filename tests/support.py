@@ -160,10 +160,13 @@ def serve_in_thread(models_dir: Path = BUNDLED_MODELS, **settings: Any) -> Itera
 
     from app.config import load_settings
     from app.main import create_app
+    from app.server import server_config
 
     port = free_port()
-    app = create_app(load_settings(models_dir=models_dir, **settings))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    resolved = load_settings(models_dir=models_dir, **settings)
+    app = create_app(resolved)
+    config = server_config(app, resolved, host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base_url = f"http://127.0.0.1:{port}"

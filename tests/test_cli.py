@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser
-from tests.support import BUNDLED_MODELS, REPO_ROOT, free_port, wait_ready
+from app.cli import build_parser, main
+from app.tabular import write_csv
+from tests.support import BUNDLED_MODELS, REPO_ROOT, free_port, serve_in_thread, wait_ready
 
 
 def test_serve_flags_parse() -> None:
@@ -52,3 +53,52 @@ def test_mcdrop_serve_answers_over_real_http() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_help_states_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["models", "--help"], ["evaluate", "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 0
+        assert "exit status: 0 ok, 1 a problem found" in " ".join(capsys.readouterr().out.split())
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["models", "--no-such-flag"])
+    assert exited.value.code == 2
+
+
+def test_models_lists_without_importing_torch() -> None:
+    """The probe a slow ``mcdrop models`` would fail: only the running command's module is
+    imported, and listing models needs neither torch nor the engine."""
+    with serve_in_thread() as url:
+        code = (
+            "import sys; from app.cli import main; status = main(['models', '--url', sys.argv[1]]);"
+            "print(status, sorted(m for m in sys.modules if m.split('.')[0] == 'torch'"
+            " or m.startswith('app.engine')))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, url], capture_output=True, text=True, check=True
+        )
+    assert "digits-mlp" in result.stdout
+    assert result.stdout.splitlines()[-1] == "0 []"
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    """``mcdrop evaluate ... --json | head -1``: here the reader leaves before the command
+    prints anything, so its first write meets the closed pipe."""
+    data = tmp_path / "digits.csv"
+    rows = [[float((i * 7 + j) % 17) for j in range(64)] + [i % 10] for i in range(5)]
+    write_csv(data, [f"pixel{j}" for j in range(64)] + ["digit"], rows)
+    command = [sys.executable, "-m", "app.cli", "evaluate", "digits-mlp", "--data", str(data)]
+    command += ["--target", "digit", "--n-samples", "5", "--json"]
+    command += ["--models-dir", str(BUNDLED_MODELS)]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, errors
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors

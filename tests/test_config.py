@@ -52,3 +52,46 @@ def test_fastapi_opentelemetry_bridge_follows_the_setting() -> None:
     on = create_app(load_settings(models_dir=BUNDLED_MODELS, opentelemetry=True))
     assert not off._native_telemetry.enabled()  # no per-request provider check
     assert on._telemetry["tracing"] and on._telemetry["metrics"] and on._telemetry["logs"]
+
+
+@pytest.mark.parametrize("value", ['["k1", "k2:admin"]', "k1, k2:admin", ' [ "k1" , "k2:admin" ] '])
+def test_api_keys_as_a_json_list_or_a_comma_list(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCDROP_API_KEYS", value)
+    assert load_settings(models_dir=BUNDLED_MODELS).api_keys == ["k1", "k2:admin"]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('["k1", 2]', "api_keys: a JSON list of strings"),
+        ('["k1"', "api_keys: not a JSON list"),
+        ("k1,secret:root", "api_keys: entry 2 is not KEY or KEY:admin"),
+    ],
+)
+def test_bad_api_keys_are_one_clear_line_from_serve(
+    value: str, problem: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("MCDROP_API_KEYS", value)
+    assert main(["serve", "--models-dir", str(BUNDLED_MODELS)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err
+    assert "secret" not in err and "Traceback" not in err
+
+
+def test_required_keys_refuse_to_start_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    monkeypatch.setenv("MCDROP_REQUIRE_AUTH", "true")
+    assert main(["serve", "--models-dir", str(BUNDLED_MODELS)]) == 2
+    assert "require_auth is on but no key is set" in capsys.readouterr().err
+    empty = tmp_path / "keys"
+    empty.write_text("# no key yet\n")
+    monkeypatch.setenv("MCDROP_API_KEY_FILE", str(empty))
+    assert main(["serve", "--models-dir", str(BUNDLED_MODELS)]) == 2
+    assert "holds no key" in capsys.readouterr().err

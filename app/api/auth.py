@@ -29,6 +29,11 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self.keys)
 
+    @property
+    def has_admin(self) -> bool:
+        """At least one key may manage the model repository."""
+        return any(role == "admin" for _, role in self.keys)
+
     def role_of(self, presented: str) -> Role | None:
         """The role of ``presented``, comparing against every key in constant time."""
         found: Role | None = None
@@ -64,7 +69,14 @@ def presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
-    return request.headers.get("x-api-key")
+    key = request.headers.get("x-api-key")
+    return key.strip() if key is not None else None
+
+
+def caller_role(keys: ApiKeys, request: Request) -> Role | None:
+    """The role of the request's key; None without a valid key (or when keys are off)."""
+    key = presented_key(request)
+    return keys.role_of(key) if keys.enabled and key else None
 
 
 def check_access(keys: ApiKeys, request: Request, needed: Role) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api.auth import ApiKeys, caller_role
 from app.api.deps import RepositoryDep, StateDep
 
 router = APIRouter(tags=["health"])
@@ -31,9 +32,14 @@ async def ready(state: StateDep) -> JSONResponse:
 
 
 @router.get("/v2/models/{name}/ready", response_model=None)
-async def model_ready(name: str, repository: RepositoryDep) -> JSONResponse:
-    """200 when the model is loaded; 503 with the load error; 404 for an unknown model."""
+async def model_ready(name: str, repository: RepositoryDep, request: Request) -> JSONResponse:
+    """200 when the model is loaded; 503 (with the load error for callers with a key, when
+    keys are on: it can name files); 404 for an unknown model."""
     entry = repository.entry(name)
     if entry.ready:
         return JSONResponse({"name": name, "ready": True})
-    return JSONResponse({"name": name, "ready": False, "reason": entry.error}, status_code=503)
+    body: dict[str, object] = {"name": name, "ready": False}
+    keys: ApiKeys = request.app.state.api_keys
+    if not keys.enabled or caller_role(keys, request) is not None:
+        body["reason"] = entry.error
+    return JSONResponse(body, status_code=503)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from app.api.deps import DataPlaneDep, RepositoryDep, StateDep
-from app.errors import ModelNotReadyError
+from app.errors import ModelControlOffError, ModelNotReadyError
+from app.registry.repository import check_model_name
 
 router = APIRouter(prefix="/v2/repository", tags=["repository"])
 
@@ -30,7 +31,18 @@ async def index(repository: RepositoryDep) -> list[dict[str, Any]]:
     return answer
 
 
-@router.post("/models/{name}/load")
+async def _model_control_on(name: str, state: StateDep) -> None:
+    """Load and unload are off unless ``model_control: explicit``; the name is checked before
+    anything touches the disk."""
+    if state.settings.model_control != "explicit":
+        raise ModelControlOffError()
+    check_model_name(name)
+
+
+_CONTROL = [Depends(_model_control_on)]
+
+
+@router.post("/models/{name}/load", dependencies=_CONTROL)
 async def load(name: str, state: StateDep, dataplane: DataPlaneDep) -> dict[str, Any]:
     """Load or reload a model from its folder without restarting the server."""
     entry = await asyncio.to_thread(state.repository.load, name)
@@ -41,7 +53,7 @@ async def load(name: str, state: StateDep, dataplane: DataPlaneDep) -> dict[str,
     return {"name": name, "version": entry.model.version, "state": "READY"}
 
 
-@router.post("/models/{name}/unload")
+@router.post("/models/{name}/unload", dependencies=_CONTROL)
 async def unload(name: str, state: StateDep, dataplane: DataPlaneDep) -> dict[str, Any]:
     """Stop serving a model (queued requests for it finish first)."""
     await dataplane.forget(name)

@@ -7,6 +7,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.mc_options import MCOptions
+# Defined without torch for the command-line client; re-exported here with the other bodies.
+from app.api.model_schemas import DropoutInfo as DropoutInfo
+from app.api.model_schemas import ModelInfo as ModelInfo
+from app.api.model_schemas import ModelList as ModelList
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import (
     DEFAULT_COVERAGES,
@@ -84,43 +88,6 @@ class PredictResponse(BaseModel):
         default=None, description='With "auto": whether the tolerance was met before the cap.'
     )
     predictions: list[ClassificationRow] | list[RegressionRow]
-
-
-class DropoutInfo(BaseModel):
-    """One dropout layer of a model."""
-
-    name: str
-    kind: str
-    p: float
-
-
-class ModelInfo(BaseModel):
-    """What a client needs to know to call a model."""
-
-    name: str
-    version: str | None
-    task: str | None
-    ready: bool
-    error: str | None = None
-    description: str | None = None
-    input_shape: list[int] | None = None
-    input_dtype: str | None = None
-    output_shape: list[int] | None = None
-    labels: list[str] | None = None
-    target: str | None = None
-    default_n_samples: int | None = None
-    max_n_samples: int | None = None
-    dropout_layers: int = 0
-    dropout: list[DropoutInfo] = Field(default_factory=list)
-    prefix_fraction: float = 0.0
-    prefix_note: str | None = None
-    warnings: list[str] = Field(default_factory=list)
-
-
-class ModelList(BaseModel):
-    """Every model in the repository."""
-
-    models: list[ModelInfo]
 
 
 class ErrorBody(BaseModel):

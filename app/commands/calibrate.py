@@ -55,17 +55,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate, report, and write the card's abstention section."""
-    from app.errors import McdropError
+    from app.commands._output import EXIT_PROBLEM, EXIT_USAGE
+    from app.errors import InvalidInputError, McdropError
     from app.tabular import TableError
 
     if not 0.0 < args.keep <= 1.0:
         print("mcdrop calibrate: --keep must be in (0, 1]", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         result, folder, n_samples = _calibrate(args)
-    except (TableError, McdropError) as exc:
+    except (TableError, InvalidInputError) as exc:
         print(f"mcdrop calibrate: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except McdropError as exc:  # the model folder cannot be loaded
+        print(f"mcdrop calibrate: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
     print(json.dumps(asdict(result), indent=2) if args.json else _describe(result))
     if not args.dry_run:
         _write_abstention(folder, result, args.in_data.name, n_samples)
@@ -111,6 +115,8 @@ def _stats(
 
 
 def _describe(result: Calibration) -> str:
+    from app.tables import table
+
     lines = [
         f"threshold on {result.score}: {result.threshold:.6g} keeps "
         f"{result.in_kept:.1%} of {result.in_rows} in-distribution rows (target {result.keep:.1%})"
@@ -118,8 +124,8 @@ def _describe(result: Calibration) -> str:
     if result.auroc is not None and result.out_flagged is not None:
         lines.append(f"it flags {result.out_flagged:.1%} of {result.out_rows} OOD rows")
         lines.append("AUROC in-distribution vs OOD (1 = perfect, 0.5 = chance):")
-        width = max(map(len, result.auroc))
-        lines += [f"  {name:<{width}}  {value:.4f}" for name, value in result.auroc.items()]
+        scores = table(None, [[name, f"{value:.4f}"] for name, value in result.auroc.items()])
+        lines += ["  " + line for line in scores.splitlines()]
     return "\n".join(lines)
 
 

@@ -19,6 +19,11 @@ from app.errors import McdropError
 from app.registry.card import read_card
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 
+PYTHON_CODE_NOTE = (
+    "Python code that runs with the server's rights whenever the model loads: "
+    "load only folders you trust"
+)
+
 
 @dataclass
 class Report:
@@ -62,14 +67,22 @@ def run(args: argparse.Namespace) -> int:
 def describe(model: ServedModel) -> str:
     """The model's card facts, dropout layers and prefix split as text."""
     card = model.card
+    facts = [
+        ["model", f"{card.name} v{card.version} ({card.task})"],
+        ["folder", str(model.folder)],
+        ["input", f"{card.input.shape} {card.input.dtype} -> output {model.output_shape}"],
+        ["n_samples", f"default {card.n_samples.default}, max {card.n_samples.max}"],
+        ["load time", f"{model.load_seconds:.3f} s"],
+        [
+            "prefix",
+            f"{model.split.prefix_fraction:.0%} of the model runs once per row "
+            f"({model.split.reason})",
+        ],
+    ]
+    if card.architecture.file is not None:
+        facts.append(["code", f"{card.architecture.file}: {PYTHON_CODE_NOTE}"])
     lines = [
-        f"model      {card.name} v{card.version} ({card.task})",
-        f"folder     {model.folder}",
-        f"input      {card.input.shape} {card.input.dtype} -> output {model.output_shape}",
-        f"n_samples  default {card.n_samples.default}, max {card.n_samples.max}",
-        f"load time  {model.load_seconds:.3f} s",
-        f"prefix     {model.split.prefix_fraction:.0%} of the model runs once per row "
-        f"({model.split.reason})",
+        table(None, facts),
         "",
         table(
             ["dropout layer", "kind", "p"],

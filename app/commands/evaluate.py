@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import httpx
+from app.client import McdropClient, McdropClientError
+from app.commands._output import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_url_flag
 
+if TYPE_CHECKING:
     from app.api.schemas import EvaluateResponse
 
 
@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evaluate.add_argument("model", help="model name (its folder under --models-dir, or on --url)")
     evaluate.add_argument("--data", type=Path, required=True, help="CSV file with a header row")
     evaluate.add_argument("--target", help="label column (default: the card's 'target')")
-    evaluate.add_argument("--url", help="evaluate on a running server, e.g. http://127.0.0.1:8080")
+    add_url_flag(evaluate, default=None)  # no --url: evaluate locally
     evaluate.add_argument("--models-dir", type=Path, default=Path("models"))
     evaluate.add_argument("--n-samples", type=int, help="MC passes (default: the model's)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -44,21 +44,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the metrics, write the report files when asked."""
-    from app.errors import McdropError
+    from app.errors import InvalidInputError, McdropError
     from app.reporting.figures import PlottingUnavailableError
     from app.tabular import TableError
 
     try:
         response = _remote(args) if args.url else _local(args)
         _show(response, args)
-    except (TableError, McdropError, RemoteError, PlottingUnavailableError) as exc:
+    except (TableError, InvalidInputError) as exc:  # the data file does not fit the model
         print(f"mcdrop evaluate: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-class RemoteError(RuntimeError):
-    """The server answered with an error or could not be reached."""
+        return EXIT_USAGE
+    except (McdropError, McdropClientError, PlottingUnavailableError) as exc:
+        print(f"mcdrop evaluate: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return EXIT_OK
 
 
 def _local(args: argparse.Namespace) -> EvaluateResponse:
@@ -101,49 +100,30 @@ def _typed(labels: list[str], task: str) -> list[Any]:
         raise TableError(f"regression targets must be numbers: {exc}") from None
 
 
-def http_client(url: str) -> AbstractContextManager[httpx.Client]:
-    """An HTTP client for the server at `url` (tests replace this to talk to an in-process app)."""
-    import httpx
-
-    return httpx.Client(base_url=url.rstrip("/"), timeout=600.0)
-
-
-def _answer(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("error", response.text)
-        except ValueError:
-            message = response.text
-        raise RemoteError(f"{response.request.url}: {response.status_code} {message}")
-    return response.json()
+def connect(args: argparse.Namespace) -> McdropClient:
+    """The client of the server at ``--url`` (tests replace this to reach an in-process app)."""
+    return McdropClient(args.url, timeout=600.0, api_key=args.api_key)
 
 
 def _remote(args: argparse.Namespace) -> EvaluateResponse:
-    import httpx
-
-    from app.api.schemas import EvaluateResponse
     from app.tabular import TableError, labelled_rows
 
-    try:
-        with http_client(args.url) as client:
-            info = _answer(client.get(f"/v1/models/{args.model}"))
-            target = args.target or info.get("target")
-            if target is None:
-                raise TableError("name the label column with --target (the card has no 'target')")
-            inputs, labels = labelled_rows(args.data, target, info["input_shape"])
-            assert labels is not None
-            body = {
-                "inputs": inputs.tolist(),
-                "targets": _typed(labels, info["task"]),
-                "n_samples": args.n_samples,
-                "seed": args.seed,
-                "ci_level": args.ci_level,
-                "ranking_score": args.ranking_score,
-            }
-            answer = _answer(client.post(f"/v1/models/{args.model}/evaluate", json=body))
-    except httpx.HTTPError as exc:
-        raise RemoteError(f"{args.url}: {exc}") from exc
-    return EvaluateResponse.model_validate(answer)
+    with connect(args) as client:
+        info = client.model(args.model)
+        target = args.target or info.target
+        if target is None:
+            raise TableError("name the label column with --target (the card has no 'target')")
+        inputs, labels = labelled_rows(args.data, target, info.input_shape or [])
+        assert labels is not None
+        return client.evaluate(
+            args.model,
+            inputs.tolist(),
+            _typed(labels, info.task or ""),
+            n_samples=args.n_samples,
+            seed=args.seed,
+            ci_level=args.ci_level,
+            ranking_score=args.ranking_score,
+        )
 
 
 def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:

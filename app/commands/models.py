@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from app.client import McdropClient, McdropClientError, ModelInfo
-from app.commands._output import add_url_flag, table
+from app.commands._output import EXIT_OK, EXIT_PROBLEM, add_url_flag, table
 
 HEADERS = ("model", "version", "task", "input", "N default/max", "dropout", "prefix", "status")
 
@@ -21,16 +21,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run(args: argparse.Namespace) -> int:
     """Print the table; exit 1 if the server cannot be asked."""
     try:
-        with McdropClient(args.url) as client:
+        with McdropClient(args.url, api_key=args.api_key) as client:
             models = client.models()
     except McdropClientError as exc:
         print(f"mcdrop: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_PROBLEM
     if not models:
         print("no models")
-        return 0
+        return EXIT_OK
     print(table(HEADERS, [_row(model) for model in models]))
-    return 0
+    return EXIT_OK
 
 
 def _row(model: ModelInfo) -> list[object]:

@@ -20,7 +20,7 @@ from app.client import (
     PredictResponse,
     RegressionRow,
 )
-from app.commands._output import add_url_flag, number, table
+from app.commands._output import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_url_flag, number, table
 
 
 class InputError(ValueError):
@@ -52,18 +52,21 @@ def run(args: argparse.Namespace) -> int:
     """Predict every row (in batches, with a progress bar) and print the result."""
     seed = args.seed if args.seed is not None else secrets.randbits(63)
     try:
-        with McdropClient(args.url) as client:
+        with McdropClient(args.url, api_key=args.api_key) as client:
             model = client.model(args.model)
             rows = read_rows(args.input, model.input_shape or [])
             results = _predict_in_batches(client, args, rows, seed)
-    except (McdropClientError, InputError) as exc:
+    except McdropClientError as exc:
         print(f"mcdrop: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_PROBLEM
+    except InputError as exc:
+        print(f"mcdrop: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.json:
         print(results.model_dump_json(indent=2, exclude_none=True))
     else:
         print(render(results))
-    return 0
+    return EXIT_OK
 
 
 def read_rows(value: str, input_shape: list[int]) -> list[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -59,7 +58,9 @@ class DrainingServer(uvicorn.Server):
 
 def run(args: argparse.Namespace) -> int:
     """Load the settings (flags > environment > file > defaults) and run uvicorn."""
-    from app.config import load_settings
+    from pydantic import ValidationError
+
+    from app.config import load_settings, settings_problem
     from app.logs import configure_logging
 
     flags = {
@@ -71,27 +72,27 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {key: value for key, value in flags.items() if value is not None}
     try:
         settings = load_settings(args.config, **overrides)
+    except ValidationError as exc:
+        print(f"mcdrop: {settings_problem(exc)}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"mcdrop: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    common: dict[str, Any] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "log_config": None,
-        "access_log": False,
-        # Past every request's deadline: in-flight requests are answered (504 at worst) first.
-        "timeout_graceful_shutdown": math.ceil(settings.request_timeout_s) + 2,
-    }
+    from app.server import run_workers, server_config
+
     if settings.workers > 1:
         _prepare_workers(settings)
-        uvicorn.run(APP_FACTORY, factory=True, workers=settings.workers, **common)
+        run_workers(server_config(APP_FACTORY, settings, factory=True, workers=settings.workers))
         return 0
     from app.main import create_app
 
-    app = create_app(settings)
-    config = uvicorn.Config(app, **common)
+    try:
+        app = create_app(settings)
+    except (OSError, ValueError) as exc:  # an unreadable key file, keys required but none
+        print(f"mcdrop: {exc}", file=sys.stderr)
+        return 2
+    config = server_config(app, settings)
     DrainingServer(config, app.state.mcdrop, settings.shutdown_delay_s).run()
     return 0
 

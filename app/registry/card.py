@@ -16,6 +16,11 @@ from app.errors import ModelLoadError
 CARD_FILE = "model.yaml"
 
 
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+"""A model's name, and the name of a folder the repository serves: one path segment of letters,
+digits, ``_``, ``.`` and ``-`` (at most 128), starting with a letter or digit (so never ``..``)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,7 +108,7 @@ class AbstentionSpec(_Strict):
 class ModelCard(_Strict):
     """Everything mcdrop needs to know to serve one model."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: str = "1"
     task: Literal["classification", "regression"]
     description: str = ""

@@ -2,19 +2,38 @@
 
 A folder that fails to load does not stop the others: it is kept with its reason, its readiness
 is false, and requests for it get a 503 that says why.
+
+Only folders whose name is a model name (``MODEL_NAME_PATTERN``: one path segment, never ``..``)
+are served, and a folder must resolve inside ``models_dir``: a symlinked model folder is
+followed when it points to another folder under ``models_dir`` (``latest -> digits-v3``) and
+refused when it leads outside (mount or copy such a model into ``models_dir`` instead). A name
+that a client sends is checked against these rules before anything touches the disk.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import McdropError, ModelNotFoundError, ModelNotReadyError
-from app.registry.card import CARD_FILE
+from app.errors import InvalidInputError, McdropError, ModelNotFoundError, ModelNotReadyError
+from app.registry.card import CARD_FILE, MODEL_NAME_PATTERN
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 
 logger = logging.getLogger(__name__)
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+OUTSIDE = "the folder is a symlink that leads outside models_dir (not served)"
+
+
+def check_model_name(name: str) -> None:
+    """InvalidInputError (422) unless ``name`` can name a model folder (see the module doc)."""
+    if _MODEL_NAME.match(name) is None:
+        raise InvalidInputError(
+            "name",
+            "not a model name: one path segment of letters, digits, '_', '.' or '-', "
+            "at most 128 characters, starting with a letter or digit",
+        )
 
 
 @dataclass(frozen=True)
@@ -45,7 +64,7 @@ class ModelRepository:
             logger.error("models directory %s does not exist", self.root)
             return
         entries: dict[str, ModelEntry] = {}
-        for folder in sorted(p for p in self.root.iterdir() if (p / CARD_FILE).is_file()):
+        for folder in self._model_folders():
             entry = self._load_entry(folder)
             if entry.name in entries:
                 entry = ModelEntry(
@@ -61,7 +80,25 @@ class ModelRepository:
             entries[entry.name] = entry
         self._entries = entries
 
+    def _model_folders(self) -> list[Path]:
+        """Folders with a card whose names follow the rules (others are logged and skipped)."""
+        folders = []
+        for path in sorted(self.root.iterdir()):
+            if not (path / CARD_FILE).is_file():
+                continue
+            if _MODEL_NAME.match(path.name) is None:
+                logger.error("model folder %s: not a model name, not served", path)
+                continue
+            folders.append(path)
+        return folders
+
+    def _inside_root(self, folder: Path) -> bool:
+        return folder.resolve().is_relative_to(self.root.resolve())
+
     def _load_entry(self, folder: Path) -> ModelEntry:
+        if not self._inside_root(folder):
+            logger.error("model folder %s: %s", folder, OUTSIDE)
+            return ModelEntry(folder.name, folder, None, OUTSIDE)
         try:
             model = load_model_folder(folder, self.options)
         except McdropError as exc:
@@ -78,6 +115,7 @@ class ModelRepository:
         A failure keeps the model unready with the reason; the previous version, if any, is
         replaced either way so the repository never serves stale weights after a reload.
         """
+        check_model_name(name)
         known = self._entries.get(name)
         folder = known.folder if known is not None else self.root / name
         if not (folder / CARD_FILE).is_file():
@@ -99,7 +137,7 @@ class ModelRepository:
         """Every folder under the root that holds a model card (loaded or not)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / CARD_FILE).is_file())
+        return [folder.name for folder in self._model_folders()]
 
     def entries(self) -> list[ModelEntry]:
         """Every entry, ready or not, sorted by name."""

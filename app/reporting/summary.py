@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.engine.evaluation import ClassificationReport, RegressionReport
+from app.tables import table
 
 
 def _number(value: float) -> str:
@@ -46,6 +47,5 @@ def metric_rows(report: ClassificationReport | RegressionReport) -> list[tuple[s
 
 
 def text_table(rows: list[tuple[str, str]]) -> str:
-    """Two aligned columns."""
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    """Two aligned columns, metric and value (the CLI's table renderer, without headers)."""
+    return table(None, rows)

@@ -113,7 +113,7 @@ def test_repository_unload_load_and_reload(
 ) -> None:
     root = tmp_path / "models"
     shutil.copytree(BUNDLED_MODELS / "diabetes-mlp", root / "diabetes-mlp")
-    client = client_for(root)
+    client = client_for(root, model_control="explicit")
     body = {"inputs": [[0.0] * 10], "n_samples": 5, "seed": 0}
     url = "/v1/models/diabetes-mlp/predict"
     assert client.post(url, json=body).status_code == 200
@@ -138,7 +138,7 @@ def test_failing_load_keeps_the_model_unready_with_its_reason(
 ) -> None:
     root = tmp_path / "models"
     folder = write_model(root, "tiny", task="regression", state=tiny_state())
-    client = client_for(root)
+    client = client_for(root, model_control="explicit")
     (folder / "model.safetensors").write_bytes(b"corrupt")
     response = client.post("/v2/repository/models/tiny/load")
     assert response.status_code == 503 and "sha256 mismatch" in response.json()["error"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
 from app.cli import build_parser, main
+from app.client import McdropClient
 from app.commands import evaluate
 from app.engine.abstention import RANKING_SCORES
 from app.tabular import write_csv
@@ -55,7 +55,7 @@ def test_url_mode_gives_the_local_report(
     assert _run("digits-mlp", *common) == 0
     local = json.loads(capsys.readouterr().out)
     client = client_for()
-    monkeypatch.setattr(evaluate, "http_client", lambda url: nullcontext(client))
+    monkeypatch.setattr(evaluate, "connect", lambda args: McdropClient(args.url, http=client))
     assert _run("digits-mlp", *common, "--url", "http://mcdrop.test") == 0
     remote = json.loads(capsys.readouterr().out)
     assert remote == local and local["n_samples"] == 20 and local["seed"] == 0

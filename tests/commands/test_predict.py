@@ -89,16 +89,21 @@ def test_regression_table(server_url: str, capsys: pytest.CaptureFixture[str]) -
 
 
 @pytest.mark.parametrize(
-    ("model", "value", "error"),
+    ("model", "value", "status", "error"),
     [
-        ("digits-mlp", "[[1, 2", "neither a file nor valid JSON"),
-        ("digits-mlp", "{}", "non-empty list of rows"),
-        ("digits-mlp", "[[1, 2]]", "422: inputs[0]: has shape [2], expected [64]"),
-        ("nope", "[[1]]", "404: model 'nope' not found"),
+        ("digits-mlp", "[[1, 2", 2, "neither a file nor valid JSON"),
+        ("digits-mlp", "{}", 2, "non-empty list of rows"),
+        ("digits-mlp", "[[1, 2]]", 1, "422: inputs[0]: has shape [2], expected [64]"),
+        ("nope", "[[1]]", 1, "404: model 'nope' not found"),
     ],
 )
-def test_errors_exit_1_with_the_reason(
-    server_url: str, capsys: pytest.CaptureFixture[str], model: str, value: str, error: str
+def test_errors_exit_2_for_unusable_input_1_for_server_errors(
+    server_url: str,
+    capsys: pytest.CaptureFixture[str],
+    model: str,
+    value: str,
+    status: int,
+    error: str,
 ) -> None:
     code, _, err = _predict(capsys, server_url, model, "--input", value)
-    assert code == 1 and error in err
+    assert code == status and error in err

@@ -63,6 +63,8 @@ def test_compose_runs_mcdrop_prometheus_and_grafana() -> None:
     assert mcdrop["ports"] == [f"{runtime['MCDROP_PORT']}:{runtime['MCDROP_PORT']}"]
     assert _mounts(mcdrop)[runtime["MCDROP_MODELS_DIR"]] == REPO_ROOT / "models"
     assert all(key.startswith("MCDROP_") for key in mcdrop["environment"])
+    # Published on every interface: compose refuses to start without keys (${VAR:?message}).
+    assert mcdrop["environment"]["MCDROP_API_KEYS"].startswith("${MCDROP_API_KEYS:?")
     for service in services.values():
         for host in _mounts(service).values() if "volumes" in service else []:
             assert host.exists(), host

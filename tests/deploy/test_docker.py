@@ -43,6 +43,7 @@ def test_multi_stage_cpu_torch_non_root_with_healthcheck() -> None:
     assert final.all("CMD")[-1].exec_form() == ["mcdrop", "serve"]
     env = final.env()
     assert env["MCDROP_HOST"] == "0.0.0.0" and env["MCDROP_MODELS_DIR"] == "/srv/mcdrop/models"
+    assert env["MCDROP_REQUIRE_AUTH"] == "true", "bound to every interface: keys required"
     assert final.all("EXPOSE")[0].arguments == env["MCDROP_PORT"]
 
 
@@ -94,6 +95,11 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
     port = free_port()
     serve_env = {**_stage_env(final, paths), "MCDROP_HOST": "127.0.0.1", "MCDROP_PORT": str(port)}
     workdir = paths[final.all("WORKDIR")[-1].arguments]
+    keyless = subprocess.run(
+        final.all("CMD")[-1].exec_form(), cwd=workdir, env=serve_env, capture_output=True, text=True
+    )
+    assert keyless.returncode == 2 and "require_auth" in keyless.stderr
+    serve_env["MCDROP_API_KEYS"] = "image-test-key"
     server = subprocess.Popen(
         final.all("CMD")[-1].exec_form(),
         cwd=workdir,
@@ -106,7 +112,10 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
         wait_ready(base_url, server)
         health = final.all("HEALTHCHECK")[0].exec_form()
         assert subprocess.run(health, env=serve_env, cwd=workdir, check=False).returncode == 0
-        with urllib.request.urlopen(f"{base_url}/v1/models", timeout=10) as response:
+        listing = urllib.request.Request(
+            f"{base_url}/v1/models", headers={"authorization": "Bearer image-test-key"}
+        )
+        with urllib.request.urlopen(listing, timeout=10) as response:
             models = {m["name"] for m in json.load(response)["models"]}
         assert models == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
     finally:

@@ -148,6 +148,27 @@ def test_deployment_runs_the_image_safely_with_probes_and_models_volume() -> Non
     assert annotations["prometheus.io/port"] == str(http["containerPort"])
 
 
+def _requires_keys_from_a_secret(pod: dict[str, Any]) -> None:
+    """Keys required, read from a file in a mounted Secret the pod cannot start without."""
+    container = _container(pod)
+    env = _env(container)
+    assert env["MCDROP_REQUIRE_AUTH"] == "true"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (name,) = [n for n, v in volumes.items() if "secret" in v]
+    secret = volumes[name]["secret"]
+    assert secret["optional"] is False and secret["secretName"] == "mcdrop-api-keys"
+    assert secret["defaultMode"] & 0o040, "group-readable: the pod runs as its fsGroup"
+    assert mounts[name]["readOnly"] is True
+    assert env["MCDROP_API_KEY_FILE"].startswith(mounts[name]["mountPath"] + "/")
+    assert Settings(require_auth=True, api_key_file=env["MCDROP_API_KEY_FILE"]).require_auth
+
+
+def test_deployment_and_kserve_require_auth_from_a_secret() -> None:
+    _requires_keys_from_a_secret(_load("deployment.yaml")["spec"]["template"]["spec"])
+    _requires_keys_from_a_secret(_load("kserve/inferenceservice.yaml")["spec"]["predictor"])
+
+
 def test_service_hpa_and_service_monitor_point_at_the_deployment() -> None:
     deployment = _load("deployment.yaml")
     labels = deployment["spec"]["template"]["metadata"]["labels"]

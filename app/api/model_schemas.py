@@ -1,0 +1,44 @@
+"""What ``/v1/models`` answers: plain pydantic, no torch, so that the command-line client can
+list a server's models without importing the engine (``mcdrop models`` starts in well under a
+second)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class DropoutInfo(BaseModel):
+    """One dropout layer of a model."""
+
+    name: str
+    kind: str
+    p: float
+
+
+class ModelInfo(BaseModel):
+    """What a client needs to know to call a model."""
+
+    name: str
+    version: str | None
+    task: str | None
+    ready: bool
+    error: str | None = None
+    description: str | None = None
+    input_shape: list[int] | None = None
+    input_dtype: str | None = None
+    output_shape: list[int] | None = None
+    labels: list[str] | None = None
+    target: str | None = None
+    default_n_samples: int | None = None
+    max_n_samples: int | None = None
+    dropout_layers: int = 0
+    dropout: list[DropoutInfo] = Field(default_factory=list)
+    prefix_fraction: float = 0.0
+    prefix_note: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ModelList(BaseModel):
+    """Every model in the repository."""
+
+    models: list[ModelInfo]
