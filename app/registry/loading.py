@@ -150,7 +150,8 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     traced = trace_sites(module, {layer.name for layer in modules}, len(modules))
     found = modules + (traced.functional if traced is not None else [])
     head = set(traced.order[-1:]) if traced is not None else _last(modules)
-    layers = select_dropout(found, card.mc_dropout, head, card.name)
+    reached = [x for x in found if traced is None or x.name in traced.order]
+    layers = select_dropout(reached, card.mc_dropout, head, card.name)
     require_active_dropout(layers, card.name)
     split = fx_split(module, layers, probe)
     unreached = warn_functional_dropout(module, card.name) if traced is None else []

@@ -79,7 +79,9 @@ class TextEncoder:
 
     def _tokenize(self, row: TextRow) -> tuple[list[int], list[int]]:
         text, pair = (row, None) if isinstance(row, str) else row
-        out = self.tokenizer(text, pair, truncation=True, max_length=self.max_length)
+        out = self.tokenizer(
+            text, pair, truncation=True, max_length=self.max_length, return_token_type_ids=True
+        )
         ids = list(out["input_ids"])
         return ids, list(out.get("token_type_ids") or [0] * len(ids))
 
