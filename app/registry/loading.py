@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -75,11 +76,13 @@ class ServedModel:
     def version(self) -> str:
         return self.card.version
 
-    def rows_to_tensor(self, rows: Sequence[Any], max_rows: int, field: str = "inputs") -> Tensor:
+    def rows_to_tensor(
+        self, rows: Sequence[Any] | np.ndarray, max_rows: int, field: str = "inputs"
+    ) -> Tensor:
         """The request's rows as the model's input tensor (B, ...): numbers checked against the
         input shape, or texts tokenized; errors name the offending field."""
         if self.text is not None:
-            return self.text.rows_to_tensor(rows, max_rows, field)
+            return self.text.rows_to_tensor(list(rows), max_rows, field)
         return rows_to_tensor(rows, self.card.input.shape, max_rows, field)
 
 
