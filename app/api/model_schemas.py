@@ -4,15 +4,21 @@ second)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
 class DropoutInfo(BaseModel):
-    """One dropout layer of a model."""
+    """One dropout site of a model."""
 
     name: str
     kind: str
     p: float
+    site: Literal["attention", "hidden", "functional"] = "hidden"
+    """``attention``: attention probabilities; ``functional``: an F.dropout call in a forward."""
+    sampled: bool = True
+    """Whether MC passes draw masks for it (the card's ``mc_dropout`` chooses)."""
 
 
 class ModelInfo(BaseModel):
@@ -31,7 +37,12 @@ class ModelInfo(BaseModel):
     target: str | None = None
     default_n_samples: int | None = None
     max_n_samples: int | None = None
-    dropout_layers: int = 0
+    input_type: Literal["tensor", "text"] | None = None
+    max_length: int | None = Field(default=None, description="Text models: tokens per text.")
+    mc_dropout: str | None = Field(
+        default=None, description="Sampled dropout: all, head (after the encoder) or names."
+    )
+    dropout_layers: int = Field(default=0, description="Dropout sites sampled.")
     dropout: list[DropoutInfo] = Field(default_factory=list)
     prefix_fraction: float = 0.0
     prefix_note: str | None = None

@@ -19,6 +19,7 @@ from app.api.schemas import (
     RegressionRow,
 )
 from app.engine.predictor import Prediction
+from app.engine.selection import describe_choice
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelEntry
@@ -92,10 +93,13 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         target=card.target,
         default_n_samples=card.n_samples.default,
         max_n_samples=card.n_samples.max,
+        input_type=card.input.type,
+        max_length=model.text.max_length if model.text is not None else None,
+        mc_dropout=describe_choice(card.mc_dropout),
         dropout_layers=len(model.dropout_layers),
         dropout=[
-            DropoutInfo(name=layer.name, kind=type(layer.module).__name__, p=layer.p)
-            for layer in model.dropout_layers
+            DropoutInfo(name=s.name, kind=s.kind, p=s.p, site=s.role, sampled=s.sampled)
+            for s in model.dropout_sites
         ],
         prefix_fraction=model.split.prefix_fraction,
         prefix_note=model.split.reason,

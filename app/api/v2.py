@@ -28,6 +28,7 @@ from app.api.v2_tensors import (
     split_body,
 )
 from app.dataplane import DataPlane
+from app.engine.selection import describe_choice
 from app.errors import InvalidInputError, InvalidTensorError, McdropError
 from app.registry.loading import ServedModel
 
@@ -152,5 +153,15 @@ def _metadata(model: ServedModel) -> ModelMetadata:
             "labels": card.labels,
             "default_n_samples": card.n_samples.default,
             "max_n_samples": card.n_samples.max,
+            **_input_parameters(model),
+            "mc_dropout": describe_choice(card.mc_dropout),
+            "sampled_dropout": [layer.name for layer in model.dropout_layers],
         },
     )
+
+
+def _input_parameters(model: ServedModel) -> dict[str, object]:
+    """Text models: how to send text (BYTES [B], or [B, 2] for text pairs)."""
+    if model.text is None:
+        return {}
+    return {"input_type": "text", "text_pairs": "BYTES [B, 2]", "max_length": model.text.max_length}

@@ -25,6 +25,7 @@ from app.api.v2_schemas import (
     ResponseOutput,
     TensorMetadata,
 )
+from app.api.v2_text import text_metadata, text_rows
 from app.dataplane.policy import PredictOptions
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats, RegressionStats
@@ -74,14 +75,16 @@ class DecodedRequest:
     """What the data plane needs from an inference request, and how to answer it."""
 
     id: str | None
-    rows: np.ndarray
-    """(B, *input_shape), in the datatype the request sent."""
+    rows: np.ndarray | list[Any]
+    """(B, *input_shape), in the datatype the request sent; texts for a text model."""
     options: PredictOptions
     outputs: list[RequestedOutput]
 
 
 def input_metadata(model: ServedModel) -> list[TensorMetadata]:
-    """The one input tensor: (batch, *row shape) in the card's dtype."""
+    """The one input tensor: (batch, *row shape) in the card's dtype; BYTES for text."""
+    if model.text is not None:
+        return [text_metadata(INPUT_NAME)]
     datatype = "FP64" if model.card.input.dtype == "float64" else "FP32"
     return [TensorMetadata(name=INPUT_NAME, datatype=datatype, shape=[-1, *model.card.input.shape])]
 
@@ -132,7 +135,11 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
         raise InvalidTensorError(
             f"model '{model.name}' takes exactly one input named '{INPUT_NAME}', got {names}"
         )
-    array = _input_array(request.inputs[0], binary, model.card.input.shape)
+    array: np.ndarray | list[Any]
+    if model.text is not None:
+        array = text_rows(request.inputs[0], binary)
+    else:
+        array = _input_array(request.inputs[0], binary, model.card.input.shape)
     outputs = _requested_outputs(request, parameters.binary_data_output, model)
     options = parameters.options(any(output.name == SAMPLES_OUTPUT for output in outputs))
     return DecodedRequest(request.id, array, options, outputs)

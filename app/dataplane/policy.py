@@ -17,7 +17,7 @@ import torch
 
 from app.config import Settings
 from app.engine.device import resolve_dtype
-from app.engine.inputs import check_input_range, rows_to_tensor
+from app.engine.inputs import check_input_range
 from app.engine.predictor import PredictionRequest
 from app.errors import InvalidInputError
 from app.registry.loading import ServedModel
@@ -98,8 +98,9 @@ class RequestPolicy:
     ) -> PredictionRequest:
         n_samples, tolerance = self.sample_budget(model, options)
         ci_level = self.ci_level(options)
-        inputs = rows_to_tensor(rows, model.card.input.shape, max_rows)
-        check_input_range(inputs, self.input_limit)
+        inputs = model.rows_to_tensor(rows, max_rows)
+        if model.text is None:
+            check_input_range(inputs, self.input_limit)
         return PredictionRequest(
             inputs=inputs,
             n_samples=n_samples,
