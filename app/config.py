@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""
 
+    feedback_max_predictions: int = Field(default=10000, ge=0)
+    """Recent /v1 predictions kept (per worker) for labelled feedback; the oldest go first.
+    0 turns the feedback store off."""
+
+    feedback_max_age_s: float = Field(default=3600.0, gt=0.0)
+    """A prediction older than this can no longer receive feedback (410)."""
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -107,3 +107,15 @@ class ForbiddenError(McdropError):
 
     def __init__(self, role: str) -> None:
         super().__init__(f"this API key may not use this route (needs the '{role}' role)")
+
+
+class FeedbackNotFoundError(McdropError):
+    """Feedback for a prediction the server never held (unknown request id or row)."""
+
+    status_code = 404
+
+
+class FeedbackGoneError(McdropError):
+    """Feedback for a prediction no longer held: too old, pushed out, or already labelled."""
+
+    status_code = 410

@@ -13,6 +13,7 @@ from app.engine.evaluation import (
     Evaluation,
     RegressionReport,
 )
+from app.engine.evaluation.conformal import ConformalReport
 
 
 class PredictRequest(BaseModel):
@@ -185,6 +186,10 @@ class EvaluateResponse(BaseModel):
     rows: int
     classification: ClassificationReport | None = None
     regression: RegressionReport | None = None
+    conformal: ConformalReport | None = Field(
+        default=None,
+        description="Coverage and mean width / set size of the model's conformal rule, if any.",
+    )
 
     @classmethod
     def of(cls, model: str, version: str, task: str, evaluation: Evaluation) -> EvaluateResponse:

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.engine.abstention import AbstentionScore
+from app.engine.conformal import ConformalKind
 from app.errors import ModelLoadError
 
 CARD_FILE = "model.yaml"
@@ -100,6 +101,22 @@ class AbstentionSpec(_Strict):
     """MC passes used when calibrating; scores (mutual information most) depend on N."""
 
 
+class ConformalSpec(_Strict):
+    """Split-conformal calibration (``mcdrop calibrate --conformal``): served rows carry
+    ``conformal_lower``/``conformal_upper`` (regression, ȳ ± quantile·std) or a
+    ``prediction_set`` (classification, APS with threshold `quantile`) at `level`."""
+
+    kind: ConformalKind
+    level: float = Field(gt=0, lt=1)
+    quantile: float = Field(ge=0)
+    """q̂: the normalised-residual quantile, or the APS threshold on the mean probabilities."""
+    rows: int = Field(ge=1)
+    """Calibration rows the quantile was taken over."""
+    calibrated_on: str | None = None
+    n_samples: int | None = Field(default=None, ge=1)
+    """MC passes used when calibrating."""
+
+
 class ModelCard(_Strict):
     """Everything mcdrop needs to know to serve one model."""
 
@@ -117,6 +134,7 @@ class ModelCard(_Strict):
     target: str | None = None
     """Label column of evaluation CSV files (``mcdrop evaluate`` uses it unless told another)."""
     training: dict[str, Any] = Field(default_factory=dict)
+    conformal: ConformalSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -135,6 +153,10 @@ class ModelCard(_Strict):
             raise ValueError("'regression' section given for a classification model")
         if self.task == "regression" and self.abstention is not None:
             raise ValueError("'abstention' applies to classification models only")
+        if self.conformal is not None:
+            expected = "normalised_residual" if self.task == "regression" else "aps"
+            if self.conformal.kind != expected:
+                raise ValueError(f"conformal.kind must be '{expected}' for a {self.task} model")
         if self.architecture.torchscript is None and self.weights.file is None:
             raise ValueError("weights.file is required unless the architecture is TorchScript")
         return self

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from app.engine.abstention import RankingScore
+from app.engine.conformal import apply_rule
+from app.engine.evaluation.conformal import ConformalReport, conformal_report, summary
 from app.engine.evaluation.report import (
     DEFAULT_COVERAGES,
     ClassificationReport,
@@ -18,7 +20,7 @@ from app.engine.evaluation.report import (
     classification_report,
     regression_report,
 )
-from app.engine.predictor import PredictionRequest, Predictor, TaskSpec
+from app.engine.predictor import Passes, PredictionRequest, Predictor, TaskSpec
 from app.errors import InvalidInputError
 
 
@@ -32,6 +34,8 @@ class Evaluation:
     rows: int
     classification: ClassificationReport | None = None
     regression: RegressionReport | None = None
+    conformal: ConformalReport | None = None
+    """Where the model has a conformal rule: its coverage and width or set size."""
 
 
 def parse_targets(
@@ -117,4 +121,13 @@ def evaluate(
         rows=rows,
         classification=classification,
         regression=regression,
+        conformal=_conformal(predictor, passes, targets),
     )
+
+
+def _conformal(predictor: Predictor, passes: Passes, targets: Tensor) -> ConformalReport | None:
+    rule = predictor.spec.conformal
+    if rule is None:
+        return None
+    mean, std = summary(passes)
+    return conformal_report(apply_rule(rule, mean, std), targets)
