@@ -86,7 +86,7 @@ def test_classification_section_is_the_aps_threshold(
     write_csv(
         tmp_path / "cal.csv",
         ["a", "b", "label"],
-        [[*r, l] for r, l in zip(x.tolist(), labels, strict=True)],
+        [[*row, label] for row, label in zip(x.tolist(), labels, strict=True)],
     )
     argv = ["calibrate", str(folder), "--conformal", "--in-data", str(tmp_path / "cal.csv")]
     assert main([*argv, "--level", "0.8", "--json"]) == 0
