@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.encoding import answer_values, serialise
 from app.api.schemas import (
     ClassificationRow,
     DropoutInfo,
@@ -17,7 +18,6 @@ from app.api.schemas import (
     PredictResponse,
     RegressionRow,
 )
-from app.dataplane import PredictOptions
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.registry.loading import ServedModel
@@ -46,30 +46,31 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
 )
 async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
-    options = PredictOptions(
-        n_samples=body.n_samples,
-        seed=body.seed,
-        ci_level=body.ci_level,
-        return_samples=body.return_samples,
-        tolerance=body.tolerance,
-        max_n_samples=body.max_n_samples,
+    model, prediction = await dataplane.predict(
+        name, body.inputs, body.options(body.return_samples), endpoint="v1_predict"
     )
-    model, prediction = await dataplane.predict(name, body.inputs, options, endpoint="v1_predict")
-    response = PredictResponse(
-        model=model.name,
-        version=model.version,
-        task=model.card.task,
-        n_samples=prediction.n_samples,
-        seed=prediction.seed,
-        ci_level=prediction.ci_level,
-        mc_standard_error=(
-            prediction.mc_standard_error if math.isfinite(prediction.mc_standard_error) else None
-        ),
-        converged=prediction.converged,
-        predictions=prediction_rows(model, prediction),
-    )
-    # Serialised here, once: returning the model would make FastAPI validate it all over again.
-    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
+
+    def encode() -> str:
+        response = PredictResponse(
+            model=model.name,
+            version=model.version,
+            task=model.card.task,
+            n_samples=prediction.n_samples,
+            seed=prediction.seed,
+            ci_level=prediction.ci_level,
+            mc_standard_error=(
+                prediction.mc_standard_error
+                if math.isfinite(prediction.mc_standard_error)
+                else None
+            ),
+            converged=prediction.converged,
+            predictions=prediction_rows(model, prediction),
+        )
+        # Serialised here, once: returning the model would make FastAPI validate it again.
+        return response.model_dump_json(exclude_none=True)
+
+    content = await serialise(encode, answer_values(prediction))
+    return Response(content, media_type="application/json")
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:
