@@ -13,7 +13,7 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -128,6 +128,36 @@ def score_feedback(held: HeldPrediction, rows: Tensor, targets: Tensor) -> Feedb
     variance = held.variance[rows].double().clamp_min(1e-300)
     return FeedbackScore(
         len(rows), checks, gaussian_log_likelihood(mean, variance, targets).tolist()
+    )
+
+
+def score_matches(matches: Sequence[tuple[HeldPrediction, int]], targets: Tensor) -> FeedbackScore:
+    """Score targets (K, ...) of K matched rows, (held prediction, row) each, in that order."""
+    groups: dict[int, tuple[HeldPrediction, list[int], list[int]]] = {}
+    for index, (held, row) in enumerate(matches):
+        groups.setdefault(id(held), (held, [], []))
+        groups[id(held)][1].append(row)
+        groups[id(held)][2].append(index)
+    scores = [
+        score_feedback(held, torch.tensor(rows), targets[torch.tensor(order)])
+        for held, rows, order in groups.values()
+    ]
+    return combine(scores)
+
+
+def combine(scores: Sequence[FeedbackScore]) -> FeedbackScore:
+    """One score for several (their rows, checks and per-row values together)."""
+    checks: dict[str, tuple[int, int, float]] = {}
+    for score in scores:
+        for name, (covered, checked, nominal) in score.checks.items():
+            old = checks.get(name, (0, 0, 0.0))
+            checks[name] = (old[0] + covered, old[1] + checked, old[2] + nominal)
+    briers = [value for score in scores for value in score.brier or []]
+    return FeedbackScore(
+        rows=sum(score.rows for score in scores),
+        checks=checks,
+        log_likelihood=[value for score in scores for value in score.log_likelihood],
+        brier=briers if any(score.brier is not None for score in scores) else None,
     )
 
 
