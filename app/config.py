@@ -145,6 +145,13 @@ class Settings(BaseSettings):
     """Longest wait for the next piece of a request body; past it the answer is 408 and the
     connection is closed. The whole body must also arrive within ``request_timeout_s``."""
 
+    feedback_max_predictions: int = Field(default=10000, ge=0)
+    """Recent /v1 predictions kept (per worker) for labelled feedback; the oldest go first.
+    0 turns the feedback store off."""
+
+    feedback_max_age_s: float = Field(default=3600.0, gt=0.0)
+    """A prediction older than this can no longer receive feedback (410)."""
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

@@ -117,6 +117,8 @@ class ClientDisconnectedError(McdropError):
 
     def __init__(self) -> None:
         super().__init__("the client disconnected; its work was cancelled")
+
+
 class ModelControlOffError(McdropError):
     """The repository's load and unload routes are off (``model_control: none``)."""
 
@@ -127,3 +129,15 @@ class ModelControlOffError(McdropError):
             "model control is off (model_control: none): loading and unloading models "
             "needs model_control: explicit"
         )
+
+
+class FeedbackNotFoundError(McdropError):
+    """Feedback for a prediction the server never held (unknown request id or row)."""
+
+    status_code = 404
+
+
+class FeedbackGoneError(McdropError):
+    """Feedback for a prediction no longer held: too old, pushed out, or already labelled."""
+
+    status_code = 410

@@ -26,6 +26,8 @@ _ENTROPY_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.
 _STD_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BATCH_ROW_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
+_LOG_LIKELIHOOD_BUCKETS = (-20.0, -10.0, -5.0, -3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
+_BRIER_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
 def multiprocess_dir() -> Path | None:
@@ -68,6 +70,12 @@ class Metrics:
     mutual_information: Histogram
     regression_std: Histogram
     abstentions: Counter
+    feedback: Counter
+    interval_covered: Counter
+    interval_checked: Counter
+    interval_nominal: Counter
+    feedback_log_likelihood: Histogram
+    feedback_brier: Histogram
 
     def render(self) -> tuple[bytes, str]:
         """Exposition text and its content type; in multiprocess mode, summed over workers."""
@@ -182,6 +190,47 @@ def build_metrics(
             "mcdrop_abstentions",
             "Returned rows flagged abstain: true (uncertainty above the card's threshold).",
             ["model"],
+            registry=reg,
+        ),
+        # Live coverage from labelled feedback (POST /v1/models/{name}/feedback): coverage over
+        # a window is rate(covered) / rate(checked), the level it should reach
+        # rate(nominal) / rate(checked).
+        feedback=Counter(
+            "mcdrop_feedback", "Labelled rows received as feedback.", ["model"], registry=reg
+        ),
+        interval_covered=Counter(
+            "mcdrop_interval_covered",
+            "Feedback rows whose target lay in the served interval or prediction set "
+            "(interval: predictive, conformal, prediction_set).",
+            ["model", "interval"],
+            registry=reg,
+        ),
+        interval_checked=Counter(
+            "mcdrop_interval_checked",
+            "Feedback rows checked against a served interval or prediction set.",
+            ["model", "interval"],
+            registry=reg,
+        ),
+        interval_nominal=Counter(
+            "mcdrop_interval_nominal",
+            "Sum of the nominal levels of the checked rows' intervals or sets.",
+            ["model", "interval"],
+            registry=reg,
+        ),
+        feedback_log_likelihood=Histogram(
+            "mcdrop_feedback_log_likelihood",
+            "Log-likelihood of each feedback target under the served prediction (nats; "
+            "regression: Gaussian with the predictive mean and variance, classification: "
+            "log of the mean probability of the true class).",
+            ["model"],
+            buckets=_LOG_LIKELIHOOD_BUCKETS,
+            registry=reg,
+        ),
+        feedback_brier=Histogram(
+            "mcdrop_feedback_brier",
+            "Brier score of each classification feedback row.",
+            ["model"],
+            buckets=_BRIER_BUCKETS,
             registry=reg,
         ),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.api.deps import DataPlaneDep, RepositoryDep
@@ -12,12 +12,16 @@ from app.api.encoding import answer_values, serialise
 from app.api.schemas import (
     ClassificationRow,
     DropoutInfo,
+    FeedbackRequest,
+    FeedbackResponse,
+    IntervalCheck,
     ModelInfo,
     ModelList,
     PredictRequest,
     PredictResponse,
     RegressionRow,
 )
+from app.engine.conformal import ConformalOutput
 from app.engine.predictor import Prediction
 from app.engine.selection import describe_choice
 from app.engine.stats import ClassificationStats, RegressionStats
@@ -45,10 +49,17 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     response_model_exclude_none=True,
     name="v1_predict",
 )
-async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> Response:
+async def predict(
+    name: str, body: PredictRequest, request: Request, dataplane: DataPlaneDep
+) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
+    request_id = request_id_of(request)
     model, prediction = await dataplane.predict(
-        name, body.inputs, body.options(body.return_samples), endpoint="v1_predict"
+        name,
+        body.inputs,
+        body.options(body.return_samples),
+        endpoint="v1_predict",
+        request_id=request_id,
     )
 
     def encode() -> str:
@@ -72,6 +83,37 @@ async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> R
 
     content = await serialise(encode, answer_values(prediction))
     return Response(content, media_type="application/json")
+
+
+@router.post("/models/{name}/feedback", name="v1_feedback")
+async def feedback(name: str, body: FeedbackRequest, dataplane: DataPlaneDep) -> FeedbackResponse:
+    """Labels for recent predictions (by request id or by rows): checks whether the served
+    intervals and sets held, and counts it in the live-coverage metrics."""
+    model, score = await dataplane.record_feedback(
+        name, body.targets, "v1_feedback", request_id=body.request_id, rows=body.inputs
+    )
+    return FeedbackResponse(
+        model=model.name,
+        rows=score.rows,
+        intervals={
+            interval: IntervalCheck(
+                covered=covered, checked=checked, level=nominal / checked if checked else 0.0
+            )
+            for interval, (covered, checked, nominal) in score.checks.items()
+        },
+        log_likelihood=_mean(score.log_likelihood),
+        brier=_mean(score.brier) if score.brier is not None else None,
+    )
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def request_id_of(request: Request) -> str | None:
+    """The id the request-id middleware gave this request."""
+    value = getattr(request.state, "request_id", None)
+    return value if isinstance(value, str) else None
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:
@@ -117,8 +159,33 @@ def prediction_rows(
     )
     if isinstance(stats, ClassificationStats):
         abstain = prediction.abstain.tolist() if prediction.abstain is not None else None
-        return _classification_rows(stats, model.card.labels, samples, abstain)
-    return _regression_rows(stats, samples)
+        rows: list[ClassificationRow] | list[RegressionRow] = _classification_rows(
+            stats, model.card.labels, samples, abstain
+        )
+    else:
+        rows = _regression_rows(stats, samples)
+    if prediction.conformal is not None:
+        _add_conformal(rows, prediction.conformal, model.card.labels)
+    return rows
+
+
+def _add_conformal(
+    rows: list[ClassificationRow] | list[RegressionRow],
+    conformal: ConformalOutput,
+    labels: list[str] | None,
+) -> None:
+    """Set each row's conformal band or prediction set (from the card's conformal rule)."""
+    lower = conformal.lower.flatten(1).tolist() if conformal.lower is not None else None
+    upper = conformal.upper.flatten(1).tolist() if conformal.upper is not None else None
+    sets = conformal.sets.tolist() if conformal.sets is not None else None
+    for i, row in enumerate(rows):
+        if isinstance(row, RegressionRow) and lower is not None and upper is not None:
+            row.conformal_lower, row.conformal_upper = lower[i], upper[i]
+            row.conformal_level = conformal.level
+        elif isinstance(row, ClassificationRow) and sets is not None:
+            row.conformal_level = conformal.level
+            members = [c for c, inside in enumerate(sets[i]) if inside]
+            row.prediction_set = [labels[c] for c in members] if labels is not None else members
 
 
 def _classification_rows(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.api.mc_options import MCOptions
 # Defined without torch for the command-line client; re-exported here with the other bodies.
@@ -18,6 +18,7 @@ from app.engine.evaluation import (
     Evaluation,
     RegressionReport,
 )
+from app.engine.evaluation.conformal import ConformalReport
 
 MAX_COVERAGES = 100
 """Most coverages one evaluation reports (each costs a pass over the ranked rows)."""
@@ -54,6 +55,12 @@ class ClassificationRow(BaseModel):
         description="True when the row's uncertainty exceeds the model's calibrated threshold; "
         "absent for models without an abstention section in their card.",
     )
+    prediction_set: list[str] | list[int] | None = Field(
+        default=None,
+        description="Conformal prediction set (labels, or class indices without labels) at "
+        "`conformal_level`; absent for models without a conformal section in their card.",
+    )
+    conformal_level: float | None = None
     samples: list[list[float]] | None = None
 
 
@@ -69,6 +76,13 @@ class RegressionRow(BaseModel):
     ci_upper: list[float]
     pi_lower: list[float]
     pi_upper: list[float]
+    conformal_lower: list[float] | None = Field(
+        default=None,
+        description="Split-conformal band mean ± q·std at `conformal_level`; absent for models "
+        "without a conformal section in their card.",
+    )
+    conformal_upper: list[float] | None = None
+    conformal_level: float | None = None
     samples: list[list[float]] | None = None
 
 
@@ -133,6 +147,10 @@ class EvaluateResponse(BaseModel):
     rows: int
     classification: ClassificationReport | None = None
     regression: RegressionReport | None = None
+    conformal: ConformalReport | None = Field(
+        default=None,
+        description="Coverage and mean width / set size of the model's conformal rule, if any.",
+    )
 
     @classmethod
     def of(cls, model: str, version: str, task: str, evaluation: Evaluation) -> EvaluateResponse:
@@ -140,3 +158,52 @@ class EvaluateResponse(BaseModel):
         return cls.model_validate(
             {"model": model, "version": version, "task": task, **vars(evaluation)}
         )
+
+
+class FeedbackRequest(BaseModel):
+    """Labels for rows the server predicted: by the prediction's request id, or by the rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The `request_id` (X-Request-ID) a /v1 prediction returned; `targets` then "
+        "holds one target per row of that request.",
+    )
+    inputs: list[Any] | None = Field(
+        default=None,
+        min_length=1,
+        description="Or the input rows themselves, each matched to its latest prediction.",
+    )
+    targets: list[Any] = Field(
+        min_length=1,
+        description="One per row: a class label or index, or a number (list for several outputs).",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> FeedbackRequest:
+        if (self.request_id is None) == (self.inputs is None):
+            raise ValueError("give exactly one of 'request_id' or 'inputs'")
+        return self
+
+
+class IntervalCheck(BaseModel):
+    """How many labelled rows fell in one kind of served interval or set."""
+
+    covered: int
+    checked: int
+    level: float
+    """Mean nominal level of the checked rows."""
+
+
+class FeedbackResponse(BaseModel):
+    """What the labels said about the served predictions."""
+
+    model: str
+    rows: int
+    intervals: dict[str, IntervalCheck]
+    log_likelihood: float
+    """Mean log-likelihood of the targets (nats; Gaussian with the predictive mean and
+    variance for regression, log p̄ of the true class for classification)."""
+    brier: float | None = None

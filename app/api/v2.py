@@ -125,6 +125,11 @@ async def _infer(
                 "n_samples": prediction.n_samples,
                 "seed": prediction.seed,
                 "ci_level": prediction.ci_level,
+                **(
+                    {"conformal_level": prediction.conformal.level}
+                    if prediction.conformal is not None
+                    else {}
+                ),
             },
             outputs=outputs,
         )

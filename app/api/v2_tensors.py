@@ -52,6 +52,14 @@ DATATYPES: dict[str, type[np.generic]] = {
 # One output tensor per statistic the engine computes, in the engine's order.
 CLASSIFICATION_OUTPUTS = tuple(f.name for f in dataclasses.fields(ClassificationStats))
 REGRESSION_OUTPUTS = tuple(f.name for f in dataclasses.fields(RegressionStats))
+CONFORMAL_OUTPUTS = {
+    "regression": ("conformal_lower", "conformal_upper"),
+    "classification": ("prediction_set",),
+}
+"""Outputs of a model whose card has a conformal section (its level: parameter
+``conformal_level``); ``prediction_set`` is a (B, C) BOOL tensor of set membership."""
+_DATATYPES_OUT = {"predicted_class": "INT64", "prediction_set": "BOOL"}
+_NUMPY_OUT: dict[str, type[np.generic]] = {"INT64": np.int64, "BOOL": np.bool_, "FP32": np.float32}
 _PER_ROW = {
     "predicted_class",
     "confidence",
@@ -95,7 +103,7 @@ def output_metadata(model: ServedModel) -> list[TensorMetadata]:
     tensors = [
         TensorMetadata(
             name=name,
-            datatype="INT64" if name == "predicted_class" else "FP32",
+            datatype=_DATATYPES_OUT.get(name, "FP32"),
             shape=[-1] if name in _PER_ROW else [-1, *dims],
         )
         for name in _statistics(model)
@@ -153,8 +161,8 @@ def encode_outputs(
     blobs: list[bytes] = []
     for output in outputs:
         values = _output_tensor(prediction, output.name)
-        datatype = "INT64" if output.name == "predicted_class" else "FP32"
-        array = values.numpy().astype(np.int64 if datatype == "INT64" else np.float32)
+        datatype = _DATATYPES_OUT.get(output.name, "FP32")
+        array: np.ndarray = values.numpy().astype(_NUMPY_OUT[datatype])
         tensor = ResponseOutput(name=output.name, datatype=datatype, shape=list(array.shape))
         if output.binary:
             raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
@@ -167,9 +175,10 @@ def encode_outputs(
 
 
 def _statistics(model: ServedModel) -> tuple[str, ...]:
-    if model.card.task == "classification":
-        return CLASSIFICATION_OUTPUTS
-    return REGRESSION_OUTPUTS
+    names = CLASSIFICATION_OUTPUTS if model.card.task == "classification" else REGRESSION_OUTPUTS
+    if model.card.conformal is not None:
+        names = (*names, *CONFORMAL_OUTPUTS[model.card.task])
+    return names
 
 
 def _output_dims(model: ServedModel) -> list[int]:
@@ -271,5 +280,14 @@ def _output_tensor(prediction: Prediction, name: str) -> Tensor:
     if name == SAMPLES_OUTPUT:
         assert prediction.samples is not None
         return prediction.samples.transpose(0, 1)
+    conformal = prediction.conformal
+    if conformal is not None and name in ("conformal_lower", "conformal_upper", "prediction_set"):
+        found = {
+            "conformal_lower": conformal.lower,
+            "conformal_upper": conformal.upper,
+            "prediction_set": conformal.sets,
+        }[name]
+        assert found is not None
+        return found
     tensor: Tensor = getattr(prediction.stats, name)
     return tensor

@@ -4,6 +4,9 @@ The threshold on the chosen score keeps ``--keep`` of the ``--in-data`` rows; it
 the card's ``abstention`` section (the rest of the card, weights checksum included, is kept),
 so every prediction of the served model then carries ``abstain``. With ``--ood-data`` the
 command also reports how well each score separates the two sets (AUROC).
+
+With ``--conformal`` it instead takes labelled ``--in-data`` rows not used in training and
+writes a split-conformal ``conformal`` section at ``--level`` (regression or classification).
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--dry-run", action="store_true", help="report the threshold, leave the card alone"
     )
     calibrate.add_argument("--json", action="store_true", help="print the result as JSON")
+    calibrate.add_argument(
+        "--conformal",
+        action="store_true",
+        help="write a split-conformal section from labelled --in-data instead of abstention",
+    )
+    calibrate.add_argument(
+        "--level", type=float, default=0.9, help="conformal coverage level (default 0.9)"
+    )
     calibrate.set_defaults(handler=run)
 
 
@@ -59,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from app.errors import InvalidInputError, McdropError
     from app.tabular import TableError
 
+    if args.conformal:
+        from app.commands.conformal import run_conformal
+
+        return run_conformal(args)
     if not 0.0 < args.keep <= 1.0:
         print("mcdrop calibrate: --keep must be in (0, 1]", file=sys.stderr)
         return EXIT_USAGE

@@ -16,6 +16,7 @@ from app.commands._output import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_url_flag
 
 if TYPE_CHECKING:
     from app.api.schemas import EvaluateResponse
+    from app.engine.evaluation.conformal import ConformalReport
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,6 +127,19 @@ def _remote(args: argparse.Namespace) -> EvaluateResponse:
         )
 
 
+def conformal_line(report: ConformalReport) -> str:
+    """One line on the model's conformal band or sets: empirical coverage and width or size."""
+    spread = (
+        f"mean width {report.mean_width:.4g}"
+        if report.mean_width is not None
+        else f"mean set size {report.mean_set_size:.3f}"
+    )
+    return (
+        f"conformal (level {report.level:g}): coverage {report.coverage:.4f} "
+        f"on {report.rows} rows, {spread}"
+    )
+
+
 def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
     from app.reporting.summary import metric_rows, text_table
 
@@ -138,6 +152,8 @@ def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
             f"{response.model} v{response.version}: {response.rows} rows, N = {response.n_samples}"
         )
         print(text_table(metric_rows(report)))
+        if response.conformal is not None:
+            print(conformal_line(response.conformal))
     if args.out is not None:
         from app.reporting import write_evaluation_report
 

@@ -2,6 +2,8 @@
 
 Several values for ``--dropout``, ``--length-scale`` or ``--tau`` make a grid: each point is
 scored on a validation split (mean MC log-likelihood) and the best is refitted on every row.
+Regression fits τ on that split unless ``--tau`` is given, and reports the chosen model's
+held-out RMSE, log-likelihood and 95% predictive-interval coverage.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from app.registry.card import RegressionSpec
     from app.training import ProgressBar
+
+
+DEFAULT_DROPOUTS: tuple[float, ...] = (0.05, 0.1)
+"""Dropout rates searched by default for regression; the evidence is
+docs/calibration-defaults.md."""
+CLASSIFICATION_DROPOUT = 0.1
+DEFAULT_LENGTH_SCALES: tuple[float, ...] = (0.01,)
+"""Prior length-scales searched by default."""
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,16 +37,32 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/NAME")
     train.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="layer widths")
     grid = "; several values make a grid searched on a validation split"
-    train.add_argument("--dropout", type=float, nargs="+", default=[0.1], help=f"rate{grid}")
     train.add_argument(
-        "--length-scale", type=float, nargs="+", default=[0.01], help=f"prior length-scale{grid}"
+        "--dropout",
+        type=float,
+        nargs="+",
+        help=f"rate (default: 0.05 0.1 for regression, 0.1 for classification){grid}",
+    )
+    train.add_argument(
+        "--length-scale",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_LENGTH_SCALES),
+        help=f"prior length-scale{grid}",
     )
     train.add_argument(
         "--tau",
         type=float,
         nargs="+",
-        default=[1.0],
-        help=f"noise precision of standardised targets (regression){grid}",
+        default=None,
+        help="noise precision of standardised targets (regression; default: fitted on the "
+        f"validation split by MC log-likelihood){grid}",
+    )
+    train.add_argument(
+        "--noise",
+        choices=["homoscedastic", "heteroscedastic"],
+        default="homoscedastic",
+        help="regression: one fitted noise level, or a variance head (Gaussian NLL)",
     )
     train.add_argument("--epochs", type=int, default=200)
     train.add_argument("--batch-size", type=int, default=64)
@@ -56,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
     if (args.out / "model.yaml").exists() and not args.force:
         print(f"mcdrop train: {args.out} already holds a model (use --force)", file=sys.stderr)
         return 2
-    if args.task == "classification" and args.tau != [1.0]:
-        print("mcdrop train: --tau applies to regression only", file=sys.stderr)
+    if args.task == "classification" and (args.tau is not None or args.noise != "homoscedastic"):
+        print("mcdrop train: --tau and --noise apply to regression only", file=sys.stderr)
+        return 2
+    if args.noise == "heteroscedastic" and args.tau is not None:
+        print("mcdrop train: --tau and --noise heteroscedastic exclude each other", file=sys.stderr)
         return 2
     try:
         return _train(args)
@@ -84,8 +114,13 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         min_feature_std=args.min_std,
+        noise=args.noise,
     )
-    grid = hyper_grid(args.dropout, args.length_scale, args.tau)
+    taus = args.tau if args.tau is not None else [1.0 if args.task == "classification" else None]
+    dropouts = args.dropout or (
+        list(DEFAULT_DROPOUTS) if args.task == "regression" else [CLASSIFICATION_DROPOUT]
+    )
+    grid = hyper_grid(dropouts, args.length_scale, taus)
     outputs = len(labels) if labels is not None else 1
     bars = None if args.quiet else _bar
     trained = train(args.task, x, y, outputs, grid, config, args.val_fraction, bars)
@@ -101,12 +136,26 @@ def _train(args: argparse.Namespace) -> int:
     )
     for hyper, score in trained.validation:
         print(f"validation log-likelihood {score:.4f}  {hyper}")
+    if trained.check is not None:
+        check = trained.check
+        print(
+            f"validation ({check.rows} rows): RMSE {check.rmse:.4g}, log-likelihood "
+            f"{check.log_likelihood:.4f}, 95% PI coverage {check.pi_coverage:.3f}"
+        )
     print(
         f"trained {served.name}: {trained.rows} rows, dropout {trained.hyper.dropout:g}, "
-        f"length-scale {trained.hyper.length_scale:g}, tau {trained.hyper.tau:g}, "
+        f"length-scale {trained.hyper.length_scale:g}, {_noise(served.card.regression)}, "
         f"weight decay {trained.weight_decay:.3g}; wrote {args.out}"
     )
     return 0
+
+
+def _noise(regression: RegressionSpec | None) -> str:
+    if regression is None:
+        return "classification"
+    if regression.variance_head:
+        return "variance head"
+    return f"tau {regression.tau:.6g} (target units)"
 
 
 def _bar(label: str, total: int) -> ProgressBar:

@@ -17,6 +17,7 @@ from app.dataplane.batcher import OnBatch
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats
 from app.errors import McdropError
+from app.feedback import FeedbackScore, record_feedback
 from app.metrics import Metrics
 from app.registry.repository import ModelRepository
 
@@ -82,6 +83,10 @@ class Accounting:
                 self.metrics.queue_wait.labels(model).observe(wait)
 
         return observe
+
+    def observe_feedback(self, model: str, score: FeedbackScore) -> None:
+        """Labelled rows, interval checks and per-row scores of one feedback."""
+        record_feedback(self.metrics, model, score)
 
     def observe_prediction(self, model: str, rows: int, result: Prediction) -> None:
         """Samples, rows, abstentions and the returned uncertainty of one live prediction."""

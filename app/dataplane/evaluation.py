@@ -70,7 +70,13 @@ class EvaluationJob:
             raw = torch.cat([raw, more])
         passes = predictor.passes_of(raw, seed)
         return await step(
-            score, passes, self.targets, request.ci_level, self.coverages, self.ranking_score
+            score,
+            passes,
+            self.targets,
+            request.ci_level,
+            self.coverages,
+            self.ranking_score,
+            predictor.spec.conformal,
         )
 
     async def _sample(

@@ -25,8 +25,15 @@ from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
 from app.dataplane.worker import InferenceThread
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
+from app.engine.evaluation.runner import parse_targets
 from app.engine.predictor import Prediction
-from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
+from app.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    OverloadedError,
+    ShuttingDownError,
+)
+from app.feedback import FeedbackScore, FeedbackStore, score_matches
 from app.metrics import Metrics
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
@@ -51,6 +58,10 @@ class DataPlane:
         self._draining = False
         self._abandoned = False
         self._steps: set[asyncio.Future[Any]] = set()
+        self.feedback = FeedbackStore(
+            settings.feedback_max_predictions, settings.feedback_max_age_s
+        )
+        """Recent /v1 predictions awaiting labels (touched on the event loop only)."""
 
     # ---- routes -------------------------------------------------------------------------
 
@@ -61,8 +72,10 @@ class DataPlane:
         options: PredictOptions,
         endpoint: str,
         version: str | None = None,
+        request_id: str | None = None,
     ) -> tuple[ServedModel, Prediction]:
-        """Validate, sample (fused with concurrent requests) and summarise one request."""
+        """Validate, sample (fused with concurrent requests) and summarise one request; with a
+        ``request_id``, hold it for labelled feedback."""
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name, version)
             request = self.policy.prediction(model, rows, options)
@@ -70,7 +83,41 @@ class DataPlane:
             ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
             prediction = await batcher.result(ticket, timeout_s=self.settings.request_timeout_s)
             self.accounting.observe_prediction(model.name, int(request.inputs.shape[0]), prediction)
+            if request_id is not None:
+                self.feedback.remember(request_id, model.name, request.inputs, prediction)
             return model, prediction
+
+    async def record_feedback(
+        self,
+        name: str,
+        targets: Sequence[Any],
+        endpoint: str,
+        request_id: str | None = None,
+        rows: Rows | None = None,
+    ) -> tuple[ServedModel, FeedbackScore]:
+        """Match labels to held predictions (by request id, or by exact rows), score them and
+        count them in the live-coverage metrics. Admitted like any route; 404 for predictions
+        never held, 410 for those expired, pushed out or already labelled."""
+        with self.accounting.track(name, endpoint):
+            model = self.repository.get(name)
+            spec = model.predictor.spec
+            parsed = parse_targets(targets, spec, model.card.labels, model.output_shape)
+            async with self.admitted(model) as step:
+                if request_id is not None:
+                    held, unused = self.feedback.take(model.name, request_id, len(targets))
+                    matches = [(held, int(row)) for row in unused]
+                    parsed = parsed[unused]
+                else:
+                    assert rows is not None
+                    inputs = self.policy.feedback_rows(model, rows)
+                    if int(inputs.shape[0]) != len(targets):
+                        raise InvalidInputError(
+                            "targets", f"has {len(targets)} entries for {inputs.shape[0]} rows"
+                        )
+                    matches = self.feedback.take_rows(model.name, inputs)
+                score = await step(score_matches, matches, parsed)
+            self.accounting.observe_feedback(model.name, score)
+            return model, score
 
     async def evaluate(
         self,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from app.config import Settings
 from app.engine.device import resolve_dtype
@@ -92,6 +93,13 @@ class RequestPolicy:
                 f"outputs = {values} values exceeds the limit of {limit} (max_evaluation_values)",
             )
         return request
+
+    def feedback_rows(self, model: ServedModel, rows: Rows) -> Tensor:
+        """The rows of a feedback as the prediction saw them (same limit and checks), so that
+        their values match the held predictions bit for bit."""
+        inputs = rows_to_tensor(rows, model.card.input.shape, self.settings.max_rows_per_request)
+        check_input_range(inputs, self.input_limit)
+        return inputs
 
     def _request(
         self, model: ServedModel, rows: Rows, options: PredictOptions, max_rows: int

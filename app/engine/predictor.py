@@ -20,6 +20,7 @@ from torch import Tensor
 from app.engine.abstention import AbstentionRule, abstention_flags
 from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
 from app.engine.sampling import SampleJob, Sampler
+from app.engine.conformal import ConformalOutput, ConformalRule, apply_rule
 from app.engine.stats import (
     ClassificationStats,
     RegressionStats,
@@ -52,6 +53,8 @@ class TaskSpec:
     variance_head: bool = False
     abstention: AbstentionRule | None = None
     """Classification: flag rows whose uncertainty score exceeds a calibrated threshold."""
+    conformal: ConformalRule | None = None
+    """Split-conformal band (regression) or prediction sets (classification)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class Prediction:
     """Adaptive N only: whether the tolerance was met before the cap."""
     abstain: Tensor | None = None
     """(B,) bool where the model has an abstention rule: True = do not trust this row."""
+    conformal: ConformalOutput | None = None
+    """Where the model has a conformal rule: its band or prediction sets."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,16 @@ class Predictor:
             mc_standard_error=error,
             converged=converged,
             abstain=abstention_flags(stats, self.spec.abstention),
+            conformal=self._conformal(stats),
         )
+
+    def _conformal(self, stats: ClassificationStats | RegressionStats) -> ConformalOutput | None:
+        rule = self.spec.conformal
+        if rule is None:
+            return None
+        if isinstance(stats, ClassificationStats):
+            return apply_rule(rule, stats.mean, None)
+        return apply_rule(rule, stats.mean, stats.std)
 
     def _split_regression(self, raw: Tensor) -> tuple[Tensor, float | Tensor]:
         if not self.spec.variance_head:

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from app.engine.abstention import AbstentionScore
+from app.engine.conformal import ConformalKind
 from app.errors import ModelLoadError
 
 CARD_FILE = "model.yaml"
@@ -127,6 +128,22 @@ class AbstentionSpec(_Strict):
     """MC passes used when calibrating; scores (mutual information most) depend on N."""
 
 
+class ConformalSpec(_Strict):
+    """Split-conformal calibration (``mcdrop calibrate --conformal``): served rows carry
+    ``conformal_lower``/``conformal_upper`` (regression, ȳ ± quantile·std) or a
+    ``prediction_set`` (classification, APS with threshold `quantile`) at `level`."""
+
+    kind: ConformalKind
+    level: float = Field(gt=0, lt=1)
+    quantile: float = Field(ge=0)
+    """q̂: the normalised-residual quantile, or the APS threshold on the mean probabilities."""
+    rows: int = Field(ge=1)
+    """Calibration rows the quantile was taken over."""
+    calibrated_on: str | None = None
+    n_samples: int | None = Field(default=None, ge=1)
+    """MC passes used when calibrating."""
+
+
 class ModelCard(_Strict):
     """Everything mcdrop needs to know to serve one model."""
 
@@ -147,6 +164,7 @@ class ModelCard(_Strict):
     mc_dropout: Literal["all", "head"] | list[str] = "all"
     """Dropout sites sampled: ``all``; ``head`` (only the dropout after the encoder or backbone:
     the backbone runs once per row, the head N times); or a list of dropout site names."""
+    conformal: ConformalSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +193,10 @@ class ModelCard(_Strict):
             raise ValueError("text input (input.type: text) goes with a huggingface architecture")
         if isinstance(self.mc_dropout, list) and not self.mc_dropout:
             raise ValueError("mc_dropout: name at least one dropout site, or use all / head")
+        if self.conformal is not None:
+            expected = "normalised_residual" if self.task == "regression" else "aps"
+            if self.conformal.kind != expected:
+                raise ValueError(f"conformal.kind must be '{expected}' for a {self.task} model")
         return self
 
 

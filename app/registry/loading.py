@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from app.architectures import build_bundled
 from app.engine.abstention import AbstentionRule
+from app.engine.conformal import ConformalRule
 from app.engine.dropout import (
     DropoutLayer,
     find_dropout_layers,
@@ -116,6 +117,11 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         abstention=(
             AbstentionRule(card.abstention.score, card.abstention.threshold)
             if card.abstention is not None
+            else None
+        ),
+        conformal=(
+            ConformalRule(card.conformal.kind, card.conformal.level, card.conformal.quantile)
+            if card.conformal is not None
             else None
         ),
     )

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from app.registry.card import write_card
 from app.registry.loading import ServedModel, load_model_folder, sha256_of
-from app.training.mlp import Task, TrainConfig, target_precision
+from app.training.mlp import Hyper, Task, TrainConfig, target_precision
+from app.training.noise import CHECK_LEVEL
 from app.training.search import Trained
 
 WEIGHTS_FILE = "model.safetensors"
@@ -40,14 +41,43 @@ def _training_section(
         "final_training_loss": round(trained.final_loss, 6),
         **{key: value for key, value in asdict(config).items() if key != "hidden"},
     }
-    if task == "regression":
-        section["tau_standardised"] = trained.hyper.tau
+    if task == "regression" and not trained.model.variance_head:
+        served = served_tau(trained)
+        assert trained.model.destandardize is not None
+        section["tau_standardised"] = float(
+            f"{served * float(trained.model.destandardize.std.pow(2).mean()):.6g}"
+        )
+        section["tau_source"] = "given" if trained.hyper.tau is not None else "fitted"
+    if trained.check is not None:
+        check = trained.check
+        section["validation"] = {
+            "rows": check.rows,
+            "rmse": float(f"{check.rmse:.6g}"),
+            "log_likelihood": round(check.log_likelihood, 6),
+            f"pi_coverage_{round(CHECK_LEVEL * 100)}": round(check.pi_coverage, 6),
+        }
     if trained.validation:
         section["grid_search"] = [
-            {**asdict(hyper), "validation_log_likelihood": round(score, 6)}
-            for hyper, score in trained.validation
+            _grid_point(hyper, score, noise)
+            for (hyper, score), noise in zip(trained.validation, trained.fitted_noise, strict=True)
         ]
     return section
+
+
+def _grid_point(hyper: Hyper, score: float, noise: float | None) -> dict[str, Any]:
+    point: dict[str, Any] = {**asdict(hyper), "validation_log_likelihood": round(score, 6)}
+    if noise is not None:
+        point["fitted_tau"] = float(f"{1.0 / noise:.6g}")  # target units, as the card's tau
+    return point
+
+
+def served_tau(trained: Trained) -> float:
+    """τ in target units: 1/σ² fitted on the validation split, or the given standardised τ
+    over the training targets' variance."""
+    if trained.noise_variance is not None:
+        return 1.0 / trained.noise_variance
+    assert trained.hyper.tau is not None
+    return target_precision(trained.model, trained.hyper.tau)
 
 
 def write_model_folder(
@@ -84,7 +114,11 @@ def write_model_folder(
         card["labels"] = list(labels)
     else:
         kwargs["output_standardize"] = True
-        card["regression"] = {"tau": float(f"{target_precision(model, trained.hyper.tau):.6g}")}
+        if model.variance_head:
+            kwargs["variance_head"] = True
+            card["regression"] = {"variance_head": True}
+        else:
+            card["regression"] = {"tau": float(f"{served_tau(trained):.6g}")}
     card["architecture"] = {"bundled": "dropout_mlp", "kwargs": kwargs}
     card["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)}
     card["n_samples"] = dict(N_SAMPLES)

@@ -7,7 +7,11 @@ units. The loss, with B the mini-batch and N the number of training rows, is
     (1/B) Σ_b E_b + λ Σ_layers ||W||²,   λ = p_keep · l² / (2 N τ),   p_keep = 1 - dropout,
 
 E_b = ½ (ŷ_b - y_b)² on standardised targets (regression) or the cross-entropy
-(classification, where τ = 1). l is the prior length-scale and τ the precision of the
+(classification, where τ = 1). With a variance head (``noise="heteroscedastic"``, Kendall & Gal
+2017) E_b is the Gaussian negative log-likelihood ½ (e^{-s_b} (ŷ_b - y_b)² + s_b), s_b the
+predicted log-variance of the standardised target, and τ = 1 in λ. When τ is to be fitted
+(``Hyper.tau`` None) the regulariser uses τ = 1 and the served τ is chosen afterwards on the
+validation split (`app.training.noise`). l is the prior length-scale and τ the precision of the
 observation noise in standardised units; λ applies to the weight matrices, not the biases
 (as in Gal's UCI experiments). It is added to the loss, not passed as the optimiser's
 weight decay: Adam's weight_decay would add λ·W to the gradient, i.e. penalise (λ/2)·||W||².
@@ -25,10 +29,15 @@ from torch import Tensor, nn
 
 from app.architectures import DropoutMLP
 from app.engine.dropout import find_dropout_layers
-from app.engine.evaluation import mc_test_log_likelihood, negative_log_likelihood
+from app.engine.evaluation import negative_log_likelihood
 from app.engine.sampler import MCSampler
+from app.training.noise import HeldOutCheck, fit_noise_variance, held_out_check
 
 Task = Literal["classification", "regression"]
+Noise = Literal["homoscedastic", "heteroscedastic"]
+REGULARISER_TAU = 1.0
+"""τ in λ when τ itself is fitted after training, or the model predicts its own variance."""
+_MIN_LOG_VARIANCE = -15.0
 ProgressHook = Callable[[int, float], None]
 """Called after every epoch with (epochs done, mean training loss of that epoch)."""
 
@@ -40,8 +49,14 @@ class Hyper:
     dropout: float
     """Dropout rate (probability of dropping a unit); Gal's p is the keep probability."""
     length_scale: float
-    tau: float
-    """Noise precision of standardised targets (regression); 1 for classification."""
+    tau: float | None
+    """Noise precision of standardised targets (regression); 1 for classification. None: fitted
+    on the validation split after training (or predicted, with a variance head)."""
+
+    @property
+    def regulariser_tau(self) -> float:
+        """τ in the weight decay λ."""
+        return REGULARISER_TAU if self.tau is None else self.tau
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,8 @@ class TrainConfig:
     """Floor for the input standard deviations (a constant feature always gets 1)."""
     eval_samples: int = 100
     """MC passes when scoring a validation split."""
+    noise: Noise = "homoscedastic"
+    """Regression: one fitted noise level, or a variance head predicting it per row."""
 
 
 def weight_decay(dropout: float, length_scale: float, rows: int, tau: float) -> float:
@@ -84,6 +101,7 @@ def build_model(
         hidden=list(config.hidden),
         out_features=outputs,
         p=hyper.dropout,
+        variance_head=task == "regression" and config.noise == "heteroscedastic",
         output_standardize=task == "regression",
     )
     model.standardize.set_statistics(*feature_statistics(x, config.min_feature_std))
@@ -101,8 +119,14 @@ def _data_loss(task: Task, model: DropoutMLP, output: Tensor, target: Tensor) ->
     if task == "classification":
         return nn.functional.cross_entropy(output, target)
     assert model.destandardize is not None
-    residual = (output - target) / model.destandardize.std
-    return 0.5 * (residual**2).sum(dim=1).mean()
+    std = model.destandardize.std
+    if not model.variance_head:
+        residual = (output - target) / std
+        return 0.5 * (residual**2).sum(dim=1).mean()
+    width = model.out_features
+    residual = (output[:, :width] - target) / std
+    log_var = (output[:, width:] - 2.0 * torch.log(std)).clamp_min(_MIN_LOG_VARIANCE)
+    return 0.5 * (residual**2 * torch.exp(-log_var) + log_var).sum(dim=1).mean()
 
 
 def fit(
@@ -119,7 +143,7 @@ def fit(
     Adam over shuffled mini-batches (a seeded generator), the loss of the module docstring.
     """
     model = build_model(task, x, y, outputs, hyper, config)
-    decay = weight_decay(hyper.dropout, hyper.length_scale, x.shape[0], hyper.tau)
+    decay = weight_decay(hyper.dropout, hyper.length_scale, x.shape[0], hyper.regulariser_tau)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
@@ -155,14 +179,25 @@ def mc_passes(model: nn.Module, x: Tensor, samples: int, seed: int) -> Tensor:
 
 def validation_score(
     task: Task, model: DropoutMLP, hyper: Hyper, x: Tensor, y: Tensor, samples: int
-) -> float:
-    """Mean MC log-likelihood per row on held-out rows: -NLL of p̄ for classification, Gal's
-    MC test log-likelihood with σ² = 1/τ (target units) for regression. Higher is better."""
+) -> tuple[float, float | None, HeldOutCheck | None]:
+    """(score, fitted noise variance, regression check) on held-out rows; higher scores are
+    better. Classification: -NLL of p̄. Regression: Gal's mean MC test log-likelihood with
+    σ² = 1/τ (target units), with σ² fitted here when ``hyper.tau`` is None, or the
+    per-pass variances of a variance head."""
     passes = mc_passes(model, x, samples, seed=0)
     if task == "classification":
-        return -float(negative_log_likelihood(torch.softmax(passes, -1).mean(0), y))
-    noise = 1.0 / target_precision(model, hyper.tau)
-    return float(mc_test_log_likelihood(passes, noise, y))
+        return -float(negative_log_likelihood(torch.softmax(passes, -1).mean(0), y)), None, None
+    fitted: float | None = None
+    noise: float | Tensor
+    if model.variance_head:
+        width = model.out_features
+        passes, noise = passes[..., :width], torch.exp(passes[..., width:].double())
+    elif hyper.tau is None:
+        noise = fitted = fit_noise_variance(passes, y)
+    else:
+        noise = 1.0 / target_precision(model, hyper.tau)
+    check = held_out_check(passes, noise, y)
+    return check.log_likelihood, fitted, check
 
 
 def validation_split(rows: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -175,7 +210,7 @@ def validation_split(rows: int, fraction: float, seed: int) -> tuple[Tensor, Ten
 
 
 def hyper_grid(
-    dropouts: Sequence[float], length_scales: Sequence[float], taus: Sequence[float]
+    dropouts: Sequence[float], length_scales: Sequence[float], taus: Sequence[float | None]
 ) -> list[Hyper]:
-    """Every combination, in the order given."""
+    """Every combination, in the order given (a τ of None: fitted after training)."""
     return [Hyper(p, scale, t) for p in dropouts for scale in length_scales for t in taus]

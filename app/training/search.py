@@ -1,4 +1,9 @@
-"""Choosing dropout, length-scale and τ on a validation split, then refitting on every row."""
+"""Choosing dropout, length-scale and τ on a validation split, then refitting on every row.
+
+Regression always holds a validation split out first: τ is fitted on it (unless given), the
+grid is scored on it, and the chosen model's held-out RMSE, log-likelihood and 95% PI coverage
+are reported from it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from app.training.mlp import (
     validation_split,
     weight_decay,
 )
+from app.training.noise import HeldOutCheck
 from app.training.progress import ProgressBar
 
 BarFactory = Callable[[str, int], ProgressBar]
@@ -34,7 +40,14 @@ class Trained:
     final_loss: float
     validation: list[tuple[Hyper, float]] = field(default_factory=list)
     """(hyper, mean validation log-likelihood per row) of every grid point; empty without a
-    grid."""
+    validation split."""
+    noise_variance: float | None = None
+    """σ² in target units fitted on the validation split (``hyper.tau`` None, no variance
+    head); the served τ is 1/σ²."""
+    check: HeldOutCheck | None = None
+    """Regression: the chosen grid point's model on the validation rows."""
+    fitted_noise: list[float | None] = field(default_factory=list)
+    """The σ² fitted for each grid point, in the order of `validation`."""
 
 
 def _run(
@@ -62,7 +75,8 @@ def _run(
 
 
 def _label(hyper: Hyper) -> str:
-    return f"p={hyper.dropout:g} l={hyper.length_scale:g} tau={hyper.tau:g}"
+    tau = "fitted" if hyper.tau is None else f"{hyper.tau:g}"
+    return f"p={hyper.dropout:g} l={hyper.length_scale:g} tau={tau}"
 
 
 def train(
@@ -75,21 +89,41 @@ def train(
     val_fraction: float = 0.2,
     bars: BarFactory | None = None,
 ) -> Trained:
-    """Train one model on every row; with several grid points, first score each on a
-    validation split (mean MC log-likelihood) and refit the best one on every row."""
+    """Train one model on every row. Regression, or several grid points, first trains each
+    point on a validation split, scores it there (mean MC log-likelihood; τ fitted there when
+    None) and then refits the best one on every row."""
     if not grid:
         raise ValueError("the hyper-parameter grid is empty")
+    if any(hyper.tau is None for hyper in grid) and task != "regression":
+        raise ValueError("a fitted tau applies to regression only")
+    best, index = grid[0], 0
     scores: list[tuple[Hyper, float]] = []
-    best = grid[0]
-    if len(grid) > 1:
+    fitted: list[float | None] = []
+    checks: list[HeldOutCheck | None] = []
+    if len(grid) > 1 or task == "regression":
         train_rows, held = validation_split(x.shape[0], val_fraction, config.seed)
-        for index, hyper in enumerate(grid, start=1):
-            bar = bars(f"[{index}/{len(grid)}] {_label(hyper)}", config.epochs) if bars else None
+        for number, hyper in enumerate(grid, start=1):
+            bar = bars(f"[{number}/{len(grid)}] {_label(hyper)}", config.epochs) if bars else None
             model, _ = _run(task, x[train_rows], y[train_rows], outputs, hyper, config, bar)
-            score = validation_score(task, model, hyper, x[held], y[held], config.eval_samples)
+            score, noise, check = validation_score(
+                task, model, hyper, x[held], y[held], config.eval_samples
+            )
             scores.append((hyper, score))
-        best = max(scores, key=lambda item: item[1])[0]
+            fitted.append(noise)
+            checks.append(check)
+        index = max(range(len(scores)), key=lambda i: scores[i][1])
+        best = grid[index]
     bar = bars(f"[final] {_label(best)}", config.epochs) if bars else None
     model, loss = _run(task, x, y, outputs, best, config, bar)
-    decay = weight_decay(best.dropout, best.length_scale, x.shape[0], best.tau)
-    return Trained(model, best, decay, x.shape[0], loss, scores)
+    decay = weight_decay(best.dropout, best.length_scale, x.shape[0], best.regulariser_tau)
+    return Trained(
+        model,
+        best,
+        decay,
+        x.shape[0],
+        loss,
+        scores,
+        noise_variance=fitted[index] if fitted else None,
+        check=checks[index] if checks else None,
+        fitted_noise=fitted,
+    )

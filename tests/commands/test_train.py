@@ -60,7 +60,7 @@ def test_regression_grid_search_is_reproducible(tmp_path: Path) -> None:
     ]
     write_csv(path, [f"x{i}" for i in range(10)] + ["y"], rows)
     argv = ["train", "--data", str(path), "--target", "y", "--task", "regression", *FAST]
-    argv += ["--tau", "0.5", "2", "--quiet"]
+    argv += ["--tau", "0.5", "2", "--dropout", "0.1", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     first, second = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
@@ -81,3 +81,47 @@ def test_refuses_to_overwrite_and_bad_columns(
     assert "no column 'colour'" in capsys.readouterr().err
     assert main([*base, "--target", "species", "--tau", "2", "--force"]) == 2
     assert "regression only" in capsys.readouterr().err
+    assert main([*base, "--target", "species", "--noise", "heteroscedastic", "--force"]) == 2
+    assert "regression only" in capsys.readouterr().err
+
+
+def _diabetes_csv(tmp_path: Path, rows: int = 200) -> Path:
+    data = load_diabetes()
+    path = tmp_path / "diabetes.csv"
+    cells = [
+        [*x, y] for x, y in zip(data.data[:rows].tolist(), data.target[:rows].tolist(), strict=True)
+    ]
+    write_csv(path, [f"x{i}" for i in range(10)] + ["y"], cells)
+    return path
+
+
+def test_regression_fits_tau_by_default_and_reports_the_validation_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _diabetes_csv(tmp_path)
+    argv = ["train", "--data", str(path), "--target", "y", "--task", "regression", *FAST]
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "validation (40 rows): RMSE " in out and "95% PI coverage " in out
+    card = load_model_folder(tmp_path / "m").card
+    assert card.training["tau_source"] == "fitted"
+    assert [point["dropout"] for point in card.training["grid_search"]] == [0.05, 0.1]
+    assert all("fitted_tau" in point for point in card.training["grid_search"])
+    chosen = max(card.training["grid_search"], key=lambda p: p["validation_log_likelihood"])
+    assert card.regression is not None and card.regression.tau == chosen["fitted_tau"]
+    assert card.training["validation"]["log_likelihood"] == chosen["validation_log_likelihood"]
+
+
+def test_heteroscedastic_writes_a_variance_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _diabetes_csv(tmp_path)
+    argv = ["train", "--data", str(path), "--target", "y", "--task", "regression", *FAST]
+    argv += ["--noise", "heteroscedastic", "--quiet", "--dropout", "0.1"]
+    assert main([*argv, "--out", str(tmp_path / "h")]) == 0
+    assert "variance head" in capsys.readouterr().out
+    card = load_model_folder(tmp_path / "h").card
+    assert card.regression is not None and card.regression.variance_head
+    assert card.architecture.kwargs["variance_head"] is True
+    assert main([*argv, "--tau", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "exclude each other" in capsys.readouterr().err

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from app.engine.abstention import RankingScore
+from app.engine.conformal import ConformalRule, apply_rule
+from app.engine.evaluation.conformal import ConformalReport, conformal_report, summary
 from app.engine.evaluation.report import (
     DEFAULT_COVERAGES,
     ClassificationReport,
@@ -35,6 +37,8 @@ class Evaluation:
     rows: int
     classification: ClassificationReport | None = None
     regression: RegressionReport | None = None
+    conformal: ConformalReport | None = None
+    """Where the model has a conformal rule: its coverage and width or set size."""
 
 
 def parse_targets(
@@ -120,8 +124,9 @@ def evaluate(
     rows = int(request.inputs.shape[0])
     if targets.shape[0] != rows:
         raise InvalidInputError("targets", f"has {targets.shape[0]} entries for {rows} input rows")
+    passes = predictor.sample_passes(request)
     return score(
-        predictor.sample_passes(request), targets, request.ci_level, coverages, ranking_score
+        passes, targets, request.ci_level, coverages, ranking_score, predictor.spec.conformal
     )
 
 
@@ -131,8 +136,10 @@ def score(
     ci_level: float,
     coverages: Sequence[float] = DEFAULT_COVERAGES,
     ranking_score: RankingScore = "predictive_entropy",
+    conformal: ConformalRule | None = None,
 ) -> Evaluation:
-    """Score sampled passes (N, B, ...) against `targets` (B, ...) from `parse_targets`."""
+    """Score sampled passes (N, B, ...) against `targets` (B, ...) from `parse_targets`; with
+    the model's conformal rule, also its band's or sets' coverage."""
     rows = int(passes.values.shape[1])
     if targets.shape[0] != rows:
         raise InvalidInputError("targets", f"has {targets.shape[0]} entries for {rows} input rows")
@@ -148,7 +155,17 @@ def score(
         rows=rows,
         classification=classification,
         regression=regression,
+        conformal=_conformal(conformal, passes, targets),
     )
+
+
+def _conformal(
+    rule: ConformalRule | None, passes: Passes, targets: Tensor
+) -> ConformalReport | None:
+    if rule is None:
+        return None
+    mean, std = summary(passes)
+    return conformal_report(apply_rule(rule, mean, std), targets)
 
 
 def _shown(value: Any) -> str:
