@@ -6,9 +6,9 @@ import argparse
 from collections.abc import Sequence
 
 from app import __version__
-from app.commands import calibrate, check_model, evaluate, models, predict, serve, train
+from app.commands import calibrate, check_model, evaluate, models, predict, rank, serve, train
 
-COMMANDS = [serve, models, predict, check_model, evaluate, calibrate, train]
+COMMANDS = [serve, models, predict, check_model, evaluate, calibrate, train, rank]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 # The results are the server's own response schemas, so client and server cannot drift apart.
+from app.api.rank_schemas import RankResponse
 from app.api.schemas import ClassificationRow, ModelInfo, ModelList, PredictResponse, RegressionRow
 
 __all__ = [
@@ -97,6 +98,24 @@ class McdropClient:
         payload.update({key: value for key, value in options.items() if value is not None})
         body = self._request("POST", f"/v1/models/{model}/predict", json=payload)
         return PredictResponse.model_validate(body)
+
+    def rank(
+        self,
+        model: str,
+        inputs: Sequence[Any],
+        *,
+        k: int,
+        strategy: str = "bald",
+        n_samples: int | None = None,
+        seed: int | None = None,
+        candidates: int | None = None,
+    ) -> RankResponse:
+        """The k rows of ``inputs`` most worth labelling (``POST /v1/models/{model}/rank``)."""
+        payload: dict[str, Any] = {"inputs": list(inputs), "k": k, "strategy": strategy}
+        options = {"n_samples": n_samples, "seed": seed, "candidates": candidates}
+        payload.update({key: value for key, value in options.items() if value is not None})
+        body = self._request("POST", f"/v1/models/{model}/rank", json=payload)
+        return RankResponse.model_validate(body)
 
     def _request(self, method: str, path: str, json: Any = None) -> Any:
         try:

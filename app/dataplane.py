@@ -18,11 +18,13 @@ from typing import Any, Literal
 from app.batching.batcher import ModelBatcher, OnBatch
 from app.config import Settings
 from app.engine.abstention import RankingScore
+from app.engine.acquisition import CLASSIFICATION_STRATEGIES, REGRESSION_STRATEGIES, Strategy
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation, evaluate, parse_targets
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Prediction, PredictionRequest
+from app.engine.ranking import Ranking, rank
 from app.engine.stats import ClassificationStats
-from app.errors import InvalidInputError, McdropError
+from app.errors import DeadlineExceededError, InvalidInputError, McdropError
 from app.metrics import Metrics
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
@@ -153,6 +155,42 @@ class DataPlane:
                 partial(evaluate, model.predictor, request, target, coverages, ranking_score),
             )
             return model, result
+
+    async def rank(
+        self,
+        name: str,
+        rows: Sequence[Any],
+        options: PredictOptions,
+        k: int,
+        strategy: Strategy,
+        candidates: int | None,
+        endpoint: str,
+    ) -> tuple[ServedModel, Ranking]:
+        """The k rows most worth labelling, ranked on the inference thread (within the
+        request's deadline; the same row and sample limits as predict)."""
+        with self.track(name, endpoint):
+            model = self.repository.get(name)
+            request = self.build_request(model, rows, options)
+            allowed = (
+                CLASSIFICATION_STRATEGIES
+                if model.card.task == "classification"
+                else REGRESSION_STRATEGIES
+            )
+            if strategy not in allowed:
+                raise InvalidInputError(
+                    "strategy", f"{strategy} does not apply to a {model.card.task} model"
+                )
+            job = partial(
+                rank, model.predictor, request.inputs, strategy, k,
+                request.n_samples, request.resolved_seed(), candidates,
+            )  # fmt: skip
+            loop = asyncio.get_running_loop()
+            timeout = self.settings.request_timeout_s
+            try:
+                ranking = await asyncio.wait_for(loop.run_in_executor(self._executor, job), timeout)
+            except TimeoutError:
+                raise DeadlineExceededError(timeout) from None
+            return model, ranking
 
     def build_request(
         self,

@@ -1,0 +1,83 @@
+"""``POST /v1/models/{name}/rank``: picks, their scores against predict, bad requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sklearn.datasets import load_digits
+
+ROWS = [image.reshape(-1).tolist() for image in load_digits().images[:40]]
+
+
+def _rank(client: TestClient, model: str = "digits-mlp", **body: Any) -> Any:
+    return client.post(f"/v1/models/{model}/rank", json={"inputs": ROWS, **body})
+
+
+def test_bald_picks_are_the_rows_with_the_largest_mutual_information(
+    demo_client: TestClient,
+) -> None:
+    response = _rank(demo_client, k=5, strategy="bald", n_samples=40, seed=3)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["strategy"], body["n_samples"], body["seed"]) == ("bald", 40, 3)
+    predicted = demo_client.post(
+        "/v1/models/digits-mlp/predict", json={"inputs": ROWS, "n_samples": 40, "seed": 3}
+    ).json()["predictions"]
+    mi = [row["mutual_information"] for row in predicted]
+    best = sorted(range(len(mi)), key=lambda i: (-mi[i], i))[:5]
+    assert body["selected"] == best
+    assert body["scores"] == [mi[i] for i in best]
+
+
+def test_batchbald_answers_k_distinct_rows_with_decreasing_gains(
+    demo_client: TestClient,
+) -> None:
+    body = _rank(demo_client, k=4, strategy="batchbald", n_samples=30, seed=1).json()
+    assert len(set(body["selected"])) == 4
+    bald = _rank(demo_client, k=1, strategy="bald", n_samples=30, seed=1).json()
+    assert body["selected"][0] == bald["selected"][0]
+    assert body["scores"][0] == pytest.approx(bald["scores"][0], rel=1e-6)
+
+
+def test_a_seed_is_drawn_and_returned(demo_client: TestClient) -> None:
+    first = _rank(demo_client, k=3, strategy="entropy").json()
+    again = _rank(demo_client, k=3, strategy="entropy", seed=first["seed"]).json()
+    assert again["selected"] == first["selected"] and again["scores"] == first["scores"]
+
+
+def test_std_on_the_regression_model(demo_client: TestClient) -> None:
+    rows = [[0.01 * (i - j) for j in range(10)] for i in range(12)]
+    response = demo_client.post(
+        "/v1/models/diabetes-mlp/rank", json={"inputs": rows, "k": 2, "strategy": "std"}
+    )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["selected"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "status", "message"),
+    [
+        ("digits-mlp", {"k": 2, "strategy": "std"}, 422, "strategy"),
+        ("diabetes-mlp", {"k": 2, "strategy": "bald"}, 422, "strategy"),
+        ("digits-mlp", {"k": 0}, 422, "k"),
+        ("digits-mlp", {"k": 2, "strategy": "random"}, 422, "strategy"),
+        ("digits-mlp", {"k": 2, "n_samples": 100000}, 422, "n_samples"),
+        ("digits-mlp", {"k": 2, "wrong": 1}, 422, "wrong"),
+        ("nope", {"k": 2}, 404, "nope"),
+    ],
+)
+def test_bad_requests_are_refused(
+    demo_client: TestClient, model: str, body: dict[str, Any], status: int, message: str
+) -> None:
+    if model == "diabetes-mlp":
+        body = {"inputs": [[0.0] * 10], **body}
+    response = demo_client.post(f"/v1/models/{model}/rank", json={"inputs": ROWS, **body})
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_rows_of_the_wrong_shape_are_refused(demo_client: TestClient) -> None:
+    response = demo_client.post("/v1/models/digits-mlp/rank", json={"inputs": [[1.0, 2.0]], "k": 1})
+    assert response.status_code == 422 and "inputs[0]" in response.json()["error"]
