@@ -99,9 +99,9 @@ def rank_with_ray(
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         probs = batch.get("probs")
         top.offer(
-            torch.from_numpy(batch["index"].astype(np.int64)),
-            torch.from_numpy(batch["score"].astype(np.float64)),
-            torch.from_numpy(probs).permute(1, 0, 2) if probs is not None else None,
+            torch.from_numpy(np.array(batch["index"], dtype=np.int64)),
+            torch.from_numpy(np.array(batch["score"], dtype=np.float64)),
+            torch.from_numpy(np.array(probs)).permute(1, 0, 2) if probs is not None else None,
             payload=[np.asarray(row, dtype=np.float32) for row in batch["row"]],
         )
     positions, scores = top.picks(job.seed)
