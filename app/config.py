@@ -122,6 +122,20 @@ class Settings(BaseSettings):
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""
 
+    max_evaluation_values: int = Field(default=16_777_216, ge=1)
+    """Most values (rows x MC samples x model outputs) one evaluation request may hold: every
+    pass of every row is kept to score it, so this bounds an evaluation's memory (see the
+    README's worst-case memory). Larger requests are refused up front with 422."""
+
+    max_rows_per_rank: int = Field(default=4096, ge=1)
+    """Most rows one ``/v1/models/{name}/rank`` request may carry. They are sampled in steps
+    of at most ``max_batch_rows`` folded rows and only the best rows are kept, so a rank
+    request holds its rows plus, for batchbald, the passes of its candidates."""
+
+    max_rank_candidates: int = Field(default=1000, ge=1)
+    """Largest BatchBALD candidate set one rank request may ask for (``candidates``): their
+    passes (candidates x N x classes) are held, and the greedy selection's time grows with it."""
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

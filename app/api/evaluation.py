@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from app.api.deps import DataPlaneDep
 from app.api.schemas import EvaluateRequest, EvaluateResponse
-from app.dataplane import PredictOptions
 
 router = APIRouter(prefix="/v1", tags=["evaluation"])
 
@@ -14,12 +13,11 @@ router = APIRouter(prefix="/v1", tags=["evaluation"])
 @router.post("/models/{name}/evaluate", name="v1_evaluate")
 async def evaluate(name: str, body: EvaluateRequest, dataplane: DataPlaneDep) -> EvaluateResponse:
     """Accuracy, calibration and selective metrics (or regression scores) on labelled rows."""
-    options = PredictOptions(n_samples=body.n_samples, seed=body.seed, ci_level=body.ci_level)
     model, result = await dataplane.evaluate(
         name,
         body.inputs,
         body.targets,
-        options,
+        body.options(),
         endpoint="v1_evaluate",
         coverages=body.coverages,
         ranking_score=body.ranking_score,

@@ -17,7 +17,6 @@ from app.api.schemas import (
     PredictResponse,
     RegressionRow,
 )
-from app.dataplane import PredictOptions
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.registry.loading import ServedModel
@@ -46,15 +45,9 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
 )
 async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
-    options = PredictOptions(
-        n_samples=body.n_samples,
-        seed=body.seed,
-        ci_level=body.ci_level,
-        return_samples=body.return_samples,
-        tolerance=body.tolerance,
-        max_n_samples=body.max_n_samples,
+    model, prediction = await dataplane.predict(
+        name, body.inputs, body.options(body.return_samples), endpoint="v1_predict"
     )
-    model, prediction = await dataplane.predict(name, body.inputs, options, endpoint="v1_predict")
     response = PredictResponse(
         model=model.name,
         version=model.version,

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from app.api.deps import DataPlaneDep
 from app.api.rank_schemas import RankRequest, RankResponse
 from app.dataplane import PredictOptions
+from app.dataplane.ranking import RankQuery
 
 router = APIRouter(prefix="/v1", tags=["ranking"])
 
@@ -15,9 +16,8 @@ router = APIRouter(prefix="/v1", tags=["ranking"])
 async def rank(name: str, body: RankRequest, dataplane: DataPlaneDep) -> RankResponse:
     """The k rows most worth labelling under an acquisition strategy (BALD, BatchBALD, ...)."""
     options = PredictOptions(n_samples=body.n_samples, seed=body.seed)
-    model, ranking = await dataplane.rank(
-        name, body.inputs, options, body.k, body.strategy, body.candidates, endpoint="v1_rank"
-    )
+    query = RankQuery(k=body.k, strategy=body.strategy, candidates=body.candidates)
+    model, ranking = await dataplane.rank(name, body.inputs, options, query, endpoint="v1_rank")
     return RankResponse(
         model=model.name,
         version=model.version,

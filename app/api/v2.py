@@ -26,7 +26,7 @@ from app.api.v2_tensors import (
     output_metadata,
     split_body,
 )
-from app.dataplane import DataPlane, outcome_of
+from app.dataplane import DataPlane
 from app.errors import InvalidInputError, InvalidTensorError, McdropError
 from app.registry.loading import ServedModel
 
@@ -104,7 +104,7 @@ async def _infer(
         model = dataplane.repository.get(name, version)
         decoded = decode_request(*split_body(body, request.headers.get(HEADER_LENGTH)), model)
     except McdropError as exc:
-        _count_refused(dataplane, name, exc)
+        dataplane.count_refused(name, ENDPOINT, exc)
         raise
     try:
         model, prediction = await dataplane.predict(
@@ -149,12 +149,3 @@ def _metadata(model: ServedModel) -> ModelMetadata:
             "max_n_samples": card.n_samples.max,
         },
     )
-
-
-def _count_refused(dataplane: DataPlane, name: str, error: McdropError) -> None:
-    """Count a request refused before it reached sampling, with the outcome its error means."""
-    if error.status_code < 500:
-        dataplane.count_rejected(name, ENDPOINT)
-        return
-    label = name if name in dataplane.repository else "_unknown"
-    dataplane.metrics.requests.labels(label, ENDPOINT, outcome_of(error)).inc()

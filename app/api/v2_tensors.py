@@ -25,7 +25,7 @@ from app.api.v2_schemas import (
     ResponseOutput,
     TensorMetadata,
 )
-from app.dataplane import PredictOptions
+from app.dataplane.policy import PredictOptions
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.errors import InvalidTensorError
@@ -74,7 +74,8 @@ class DecodedRequest:
     """What the data plane needs from an inference request, and how to answer it."""
 
     id: str | None
-    rows: list[Any]
+    rows: np.ndarray
+    """(B, *input_shape), in the datatype the request sent."""
     options: PredictOptions
     outputs: list[RequestedOutput]
 
@@ -133,13 +134,8 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
         )
     array = _input_array(request.inputs[0], binary, model.card.input.shape)
     outputs = _requested_outputs(request, parameters.binary_data_output, model)
-    options = PredictOptions(
-        n_samples=parameters.n_samples,
-        seed=parameters.seed,
-        ci_level=parameters.ci_level,
-        return_samples=any(output.name == SAMPLES_OUTPUT for output in outputs),
-    )
-    return DecodedRequest(request.id, array.tolist(), options, outputs)
+    options = parameters.options(any(output.name == SAMPLES_OUTPUT for output in outputs))
+    return DecodedRequest(request.id, array, options, outputs)
 
 
 def encode_outputs(

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from app.engine.acquisition import Strategy, classification_score, predictive_std
 from app.engine.batchbald import DEFAULT_MAX_CONFIGS, batchbald
-from app.engine.predictor import PredictionRequest, Predictor
+from app.engine.predictor import Passes, PredictionRequest, Predictor
 
 
 def default_candidates(k: int) -> int:
@@ -50,8 +50,12 @@ def score_rows(
 ) -> ScoredRows:
     """N seeded passes over ``inputs`` (B, *input_shape) and each row's acquisition score."""
     request = PredictionRequest(inputs=inputs, n_samples=n_samples, ci_level=0.95, seed=seed)
-    passes = predictor.sample_passes(request)
-    if predictor.spec.task == "regression":
+    return score_passes(predictor.sample_passes(request), predictor.spec.task, strategy)
+
+
+def score_passes(passes: Passes, task: str, strategy: Strategy) -> ScoredRows:
+    """Each row's acquisition score from its passes (values (N, B, ...))."""
+    if task == "regression":
         if strategy != "std":
             raise ValueError(f"strategy '{strategy}' does not apply to regression; use 'std'")
         assert passes.noise_variance is not None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
+
+from tests.support import metric_value
 
 ROWS = [image.reshape(-1).tolist() for image in load_digits().images[:40]]
 
@@ -65,6 +68,9 @@ def test_std_on_the_regression_model(demo_client: TestClient) -> None:
         ("digits-mlp", {"k": 2, "strategy": "random"}, 422, "strategy"),
         ("digits-mlp", {"k": 2, "n_samples": 100000}, 422, "n_samples"),
         ("digits-mlp", {"k": 2, "wrong": 1}, 422, "wrong"),
+        ("digits-mlp", {"k": 2, "candidates": 5}, 422, "candidates"),
+        ("digits-mlp", {"k": 2, "strategy": "batchbald", "candidates": 5000}, 422, "candidates"),
+        ("digits-mlp", {"k": 8, "strategy": "batchbald", "candidates": 5}, 422, "candidates"),
         ("nope", {"k": 2}, 404, "nope"),
     ],
 )
@@ -81,3 +87,33 @@ def test_bad_requests_are_refused(
 def test_rows_of_the_wrong_shape_are_refused(demo_client: TestClient) -> None:
     response = demo_client.post("/v1/models/digits-mlp/rank", json={"inputs": [[1.0, 2.0]], "k": 1})
     assert response.status_code == 422 and "inputs[0]" in response.json()["error"]
+
+
+def test_rows_past_max_rows_per_rank_are_refused(client_for: Callable[..., TestClient]) -> None:
+    client = client_for(max_rows_per_rank=10)
+    response = _rank(client, k=2)
+    assert response.status_code == 422 and "10" in response.json()["error"]
+
+
+def test_small_steps_give_the_same_picks(client_for: Callable[..., TestClient]) -> None:
+    # max_batch_rows 640 at N = 20: 32 rows a step, then 8.
+    stepped = _rank(client_for(max_batch_rows=640), k=6, n_samples=20, seed=9).json()
+    whole = _rank(client_for(), k=6, n_samples=20, seed=9).json()
+    assert stepped["selected"] == whole["selected"] and stepped["scores"] == whole["scores"]
+    # Steps of 3 rows (fewer than one aligned block) agree to float rounding.
+    tiny = _rank(client_for(max_batch_rows=64), k=6, n_samples=20, seed=9).json()
+    assert tiny["selected"] == whole["selected"]
+    assert tiny["scores"] == pytest.approx(whole["scores"], rel=1e-5)
+
+
+def test_rank_requests_are_counted(demo_client: TestClient) -> None:
+    _rank(demo_client, k=2, n_samples=10, seed=0)
+    metrics = demo_client.get("/metrics").text
+    assert (
+        metric_value(
+            metrics,
+            "mcdrop_requests_total",
+            {"model": "digits-mlp", "endpoint": "v1_rank", "outcome": "success"},
+        )
+        == 1.0
+    )
