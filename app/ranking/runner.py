@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from app.client import McdropClient
     from app.registry.loading import ServedModel
 
-Progress = Callable[[int], None]
+Progress = Callable[[int], object]
 """Called with the number of pool rows just scored."""
 
 
