@@ -23,6 +23,7 @@ COMMANDS = {
     "evaluate": "app.commands.evaluate",
     "calibrate": "app.commands.calibrate",
     "train": "app.commands.train",
+    "rank": "app.commands.rank",
 }
 """Sub-command name -> the module whose ``register`` adds it."""
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         PredictResponse,
         RegressionRow,
     )
+    from app.api.rank_schemas import RankResponse
 
 __all__ = [
     "ClassificationRow",
@@ -143,6 +144,25 @@ class McdropClient:
         payload.update({key: value for key, value in options.items() if value is not None})
         body = self._request("POST", f"/v1/models/{model}/evaluate", json=payload)
         return EvaluateResponse.model_validate(body)
+    def rank(
+        self,
+        model: str,
+        inputs: Sequence[Any],
+        *,
+        k: int,
+        strategy: str = "bald",
+        n_samples: int | None = None,
+        seed: int | None = None,
+        candidates: int | None = None,
+    ) -> RankResponse:
+        """The k rows of ``inputs`` most worth labelling (``POST /v1/models/{model}/rank``)."""
+        from app.api.rank_schemas import RankResponse
+
+        payload: dict[str, Any] = {"inputs": list(inputs), "k": k, "strategy": strategy}
+        options = {"n_samples": n_samples, "seed": seed, "candidates": candidates}
+        payload.update({key: value for key, value in options.items() if value is not None})
+        body = self._request("POST", f"/v1/models/{model}/rank", json=payload)
+        return RankResponse.model_validate(body)
 
     def _request(self, method: str, path: str, json: Any = None) -> Any:
         try:

@@ -152,6 +152,15 @@ class Settings(BaseSettings):
     feedback_max_age_s: float = Field(default=3600.0, gt=0.0)
     """A prediction older than this can no longer receive feedback (410)."""
 
+    max_rows_per_rank: int = Field(default=4096, ge=1)
+    """Most rows one ``/v1/models/{name}/rank`` request may carry. They are sampled in steps
+    of at most ``max_batch_rows`` folded rows and only the best rows are kept, so a rank
+    request holds its rows plus, for batchbald, the passes of its candidates."""
+
+    max_rank_candidates: int = Field(default=1000, ge=1)
+    """Largest BatchBALD candidate set one rank request may ask for (``candidates``): their
+    passes (candidates x N x classes) are held, and the greedy selection's time grows with it."""
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

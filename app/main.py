@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
-from app.api import evaluation, health, metrics_route, native, repository, v2
+from app.api import evaluation, health, metrics_route, native, ranking, repository, v2
 from app.api.auth import ApiKeys, Role, check_access, load_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     admin_auth = [Depends(_require(keys, "admin"))] if keys.enabled else []
     app.include_router(native.router, dependencies=predict_auth)
     app.include_router(evaluation.router, dependencies=predict_auth)
+    app.include_router(ranking.router, dependencies=predict_auth)
     app.include_router(v2.router, dependencies=predict_auth)
     app.include_router(repository.router, dependencies=admin_auth)
     app.include_router(health.router, dependencies=predict_auth if settings.auth_health else [])

@@ -22,6 +22,7 @@ from app.dataplane.accounting import Accounting
 from app.dataplane.batcher import ModelBatcher
 from app.dataplane.evaluation import EvaluationJob
 from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
+from app.dataplane.ranking import RankingJob, RankQuery
 from app.dataplane.worker import InferenceThread
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
@@ -33,6 +34,7 @@ from app.errors import (
     OverloadedError,
     ShuttingDownError,
 )
+from app.engine.ranking import Ranking
 from app.feedback import FeedbackScore, FeedbackStore, score_matches
 from app.metrics import Metrics
 from app.registry.loading import ServedModel
@@ -140,6 +142,18 @@ class DataPlane:
             model = self.repository.get(name)
             request = self.policy.evaluation(model, rows, options)
             job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
+            async with self.admitted(model) as step:
+                return model, await job.run(step, self.settings.max_batch_rows)
+
+    async def rank(
+        self, name: str, rows: Rows, options: PredictOptions, query: RankQuery, endpoint: str
+    ) -> tuple[ServedModel, Ranking]:
+        """The ``query.k`` rows most worth labelling. Admitted like an evaluation, with its own
+        bounds (``max_rows_per_rank``, ``max_rank_candidates``), scored in short steps."""
+        with self.accounting.track(name, endpoint):
+            model = self.repository.get(name)
+            request = self.policy.ranking(model, rows, options)
+            job = RankingJob.of(model, request, query, self.settings.max_rank_candidates)
             async with self.admitted(model) as step:
                 return model, await job.run(step, self.settings.max_batch_rows)
 

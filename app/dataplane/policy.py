@@ -100,6 +100,10 @@ class RequestPolicy:
         inputs = rows_to_tensor(rows, model.card.input.shape, self.settings.max_rows_per_request)
         check_input_range(inputs, self.input_limit)
         return inputs
+    def ranking(self, model: ServedModel, rows: Rows, options: PredictOptions) -> PredictionRequest:
+        """The engine request of a rank: at most ``max_rows_per_rank`` rows (sampled in steps
+        of ``max_batch_rows`` folded rows, keeping only the best, so rows bound its memory)."""
+        return self._request(model, rows, options, self.settings.max_rows_per_rank)
 
     def _request(
         self, model: ServedModel, rows: Rows, options: PredictOptions, max_rows: int

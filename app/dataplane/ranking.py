@@ -1,0 +1,83 @@
+"""A rank request as steps on the inference thread: score the rows in chunks, keep the best.
+
+Each step samples at most ``max_batch_rows`` folded rows and offers their scores to a bounded
+:class:`~app.engine.ranking.TopK`; the last step picks (BatchBALD: the joint selection among
+the candidates). Chunks sampled with the request's seed give the same bits as the whole request,
+so ``bald`` scores are exactly predict's ``mutual_information`` for the same rows and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from app.dataplane.evaluation import StepRunner
+from app.engine.acquisition import CLASSIFICATION_STRATEGIES, REGRESSION_STRATEGIES, Strategy
+from app.engine.predictor import PredictionRequest, Predictor
+from app.engine.ranking import Ranking, TopK, default_candidates, score_passes
+from app.errors import InvalidInputError
+from app.registry.loading import ServedModel
+
+
+@dataclass(frozen=True)
+class RankQuery:
+    """What a rank request asks for, beyond the MC options."""
+
+    k: int
+    strategy: Strategy
+    candidates: int | None = None
+    """batchbald only: choose among this many top rows by BALD (default max(10 k, 100))."""
+
+
+@dataclass(frozen=True)
+class RankingJob:
+    """One checked rank request."""
+
+    predictor: Predictor
+    request: PredictionRequest
+    query: RankQuery
+
+    @classmethod
+    def of(
+        cls, model: ServedModel, request: PredictionRequest, query: RankQuery, max_candidates: int
+    ) -> RankingJob:
+        """Check the strategy against the model's task and the candidate set against its
+        bound (422 naming the field)."""
+        task = model.card.task
+        allowed = CLASSIFICATION_STRATEGIES if task == "classification" else REGRESSION_STRATEGIES
+        if query.strategy not in allowed:
+            raise InvalidInputError(
+                "strategy",
+                f"{query.strategy} does not apply to a {task} model (use {', '.join(allowed)})",
+            )
+        if query.candidates is not None and query.strategy != "batchbald":
+            raise InvalidInputError("candidates", "only applies with strategy batchbald")
+        candidates = query.candidates or default_candidates(query.k)
+        if query.strategy == "batchbald" and candidates > max_candidates:
+            raise InvalidInputError(
+                "candidates", f"{candidates} exceeds the limit of {max_candidates}"
+            )
+        if candidates < query.k:
+            raise InvalidInputError("candidates", f"must be at least k ({query.k})")
+        return cls(model.predictor, request, query)
+
+    async def run(self, step: StepRunner, max_folded_rows: int) -> Ranking:
+        """Score chunk by chunk (one short step each), then pick."""
+        request, query = self.request, self.query
+        seed = request.resolved_seed()
+        top = TopK.for_strategy(query.strategy, query.k, query.candidates)
+        chunk = max(1, max_folded_rows // request.n_samples)
+        for start in range(0, int(request.inputs.shape[0]), chunk):
+            rows = request.inputs[start : start + chunk]
+            await step(self._score_chunk, top, start, rows, seed)
+        ranking: Ranking = await step(top.ranking, request.n_samples, seed)
+        return ranking
+
+    def _score_chunk(self, top: TopK, offset: int, rows: Tensor, seed: int) -> None:
+        predictor = self.predictor
+        raw = predictor.sample_raw(rows, self.request.n_samples, seed)
+        scored = score_passes(
+            predictor.passes_of(raw, seed), predictor.spec.task, self.query.strategy
+        )
+        top.add(offset, scored)

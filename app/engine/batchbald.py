@@ -1,0 +1,122 @@
+"""BatchBALD (Kirsch, van Amersfoort and Gal, 2019): a batch of rows chosen greedily to
+maximise the mutual information between their joint labels and the weights,
+
+    I(y_1..y_k; w) = H(y_1..y_k) - Σ_i E_w H(y_i | w),
+
+with the weights w the N sampled networks (the same N passes for every row: mcdrop's masks
+are shared by every row of a request, which is what the joint needs).
+
+Joint entropy. With S the rows selected so far, p(y_S | w_t) = Π_{i∈S} p(y_i | w_t) and
+p(y_S, y_x) = (1/N) Σ_t p(y_S | w_t) p(y_x | w_t).
+
+- Exact while the joint has at most ``max_configs`` configurations (C^|S| <= max_configs):
+  every configuration of y_S is enumerated.
+- Sampled beyond: ``max_configs`` configurations are drawn from the joint, the same number
+  from each pass (pass t, then y_i ~ p(y_i | w_t) for every i in S; redrawn from a generator
+  seeded by ``seed`` whenever S grows), and H(y_S, y_x) is the importance-weighted estimate
+  (1/M) Σ_j Σ_c -p(y_S^j, c) log p(y_S^j, c) / p(y_S^j). It is unbiased given the passes, with
+  a standard error of about sd/sqrt(M). Measured on random 10-class passes (N = 100, |S| = 4,
+  joint entropies near 9 nats) with M = 1,000: the worst of 40 candidates is off by 0.036
+  nats on average over draws (0.08 at most in 10 draws), about 0.4 %; M = 4,000 halves that
+  (0.022), at four times the cost (see the tests).
+
+The switch and the estimator are those of the ``batchbald_redux`` reference implementation,
+whose choices the tests compare with ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from app.engine.stats.classification import entropy
+
+DEFAULT_MAX_CONFIGS = 1000
+"""Joint configurations enumerated exactly, or drawn beyond (M of the docstring)."""
+_CANDIDATE_BLOCK_ELEMENTS = 1 << 22
+"""Bound on one block of (candidates, configurations, classes) joint probabilities."""
+
+
+@dataclass(frozen=True)
+class BatchSelection:
+    """Rows chosen by BatchBALD, in the order chosen."""
+
+    indices: list[int]
+    gains: list[float]
+    """Increase of the batch's joint mutual information as each row joined; the first one is
+    that row's BALD score. Their running sum is the batch's joint mutual information."""
+
+
+def joint_entropy_with(joint: Tensor, weights: Tensor, probs: Tensor) -> Tensor:
+    """H(y_S, y_x) for every candidate x. joint: (N, K) p(y_S = config k | w_t);
+    weights: (K,) 1 for exact enumeration or 1 / (M p(y_S^k)) for drawn configurations;
+    probs: (N, B, C) candidates' p(y_x | w_t). -> (B,)."""
+    n_passes = joint.shape[0]
+    out = torch.empty(probs.shape[1], dtype=joint.dtype)
+    block = max(1, _CANDIDATE_BLOCK_ELEMENTS // (joint.shape[1] * probs.shape[2]))
+    for start in range(0, probs.shape[1], block):
+        part = probs[:, start : start + block].to(joint.dtype)
+        pair = torch.einsum("tk,tbc->bkc", joint, part) / n_passes
+        terms = torch.special.entr(pair.clamp_min(0.0)).sum(dim=-1)
+        out[start : start + block] = terms @ weights
+    return out
+
+
+def _exact_joint(selected: Tensor) -> Tensor:
+    """Every configuration of y_S: (N, |S|, C) -> (N, C^|S|) products of probabilities."""
+    joint = torch.ones(selected.shape[0], 1, dtype=selected.dtype)
+    for i in range(selected.shape[1]):
+        joint = (joint[:, :, None] * selected[:, i, None, :]).reshape(joint.shape[0], -1)
+    return joint
+
+
+def _sampled_joint(selected: Tensor, configs: int, generator: torch.Generator) -> Tensor:
+    """``configs`` configurations of y_S drawn from the joint, ``configs // N`` per pass:
+    (N, |S|, C) -> (N, M) with p(y_S^j | w_t)."""
+    n_passes, size, n_classes = selected.shape
+    per_pass = max(1, configs // n_passes)
+    # (N*per_pass, |S|) labels: configuration j comes from pass j // per_pass.
+    drawn = torch.multinomial(
+        selected.reshape(-1, n_classes), per_pass, replacement=True, generator=generator
+    )
+    labels = drawn.reshape(n_passes, size, per_pass).permute(0, 2, 1).reshape(-1, size)
+    # p(y_i^j | w_t) for every pass t, config j, selected row i: gather over classes.
+    index = labels.T[None, :, :].expand(n_passes, size, -1)
+    picked = torch.gather(selected, 2, index)
+    return picked.log().sum(dim=1).exp()
+
+
+def batchbald(
+    probs: Tensor, k: int, seed: int = 0, max_configs: int = DEFAULT_MAX_CONFIGS
+) -> BatchSelection:
+    """Greedy BatchBALD: k rows (at most B) maximising joint mutual information.
+    probs: (N, B, C) probabilities of the same N sampled networks for every row."""
+    if probs.dim() != 3:
+        raise ValueError(f"probs must be (N, B, C), got shape {tuple(probs.shape)}")
+    probs = probs.double()
+    n_passes, rows, n_classes = probs.shape
+    conditional = entropy(probs).mean(dim=0)
+    generator = torch.Generator().manual_seed(seed)
+    indices: list[int] = []
+    gains: list[float] = []
+    previous = 0.0
+    joint, weights = torch.ones(n_passes, 1, dtype=probs.dtype), torch.ones(1, dtype=probs.dtype)
+    for _ in range(min(k, rows)):
+        scores = joint_entropy_with(joint, weights, probs) - conditional
+        scores -= conditional[indices].sum()
+        if indices:
+            scores[indices] = -torch.inf
+        best = int(scores.argmax())
+        indices.append(best)
+        gains.append(float(scores[best]) - previous)
+        previous = float(scores[best])
+        selected = probs[:, indices]
+        if n_classes ** len(indices) <= max_configs:
+            joint = _exact_joint(selected)
+            weights = torch.ones(joint.shape[1], dtype=probs.dtype)
+        else:
+            joint = _sampled_joint(selected, max_configs, generator)
+            weights = 1.0 / (joint.shape[1] * joint.mean(dim=0))
+    return BatchSelection(indices, gains)

@@ -1,0 +1,153 @@
+"""Ranking rows for labelling: score a pool's rows in chunks, keep a bounded top k.
+
+A pool too large for one request is scored chunk by chunk with the same seed. mcdrop's masks
+depend only on (seed, layer, sample index), so every chunk sees the same N sampled networks and
+a row's scores do not depend on how the pool was cut. :class:`TopK` keeps the best ``k`` rows
+(for ``batchbald``, the best ``candidates`` rows by BALD together with their passes, on which
+the joint selection runs at the end), so memory does not grow with the pool. Two TopK of
+disjoint parts of a pool merge into the TopK of the whole (what the Ray path does per block).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from app.engine.acquisition import Strategy, classification_score, predictive_std
+from app.engine.batchbald import DEFAULT_MAX_CONFIGS, batchbald
+from app.engine.predictor import Passes, PredictionRequest, Predictor
+
+
+def default_candidates(k: int) -> int:
+    """BatchBALD's candidate set by default: the top max(10 k, 100) rows by BALD."""
+    return max(10 * k, 100)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Rows to label next, best first, with their scores (BatchBALD: the gain in joint mutual
+    information as each row joined the batch)."""
+
+    selected: list[int]
+    scores: list[float]
+    strategy: Strategy
+    n_samples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """Scores of one chunk's rows. scores: (B,); probs: (N, B, C) for batchbald, else None."""
+
+    scores: Tensor
+    probs: Tensor | None
+
+
+def score_rows(
+    predictor: Predictor, inputs: Tensor, strategy: Strategy, n_samples: int, seed: int
+) -> ScoredRows:
+    """N seeded passes over ``inputs`` (B, *input_shape) and each row's acquisition score."""
+    request = PredictionRequest(inputs=inputs, n_samples=n_samples, ci_level=0.95, seed=seed)
+    return score_passes(predictor.sample_passes(request), predictor.spec.task, strategy)
+
+
+def score_passes(passes: Passes, task: str, strategy: Strategy) -> ScoredRows:
+    """Each row's acquisition score from its passes (values (N, B, ...))."""
+    if task == "regression":
+        if strategy != "std":
+            raise ValueError(f"strategy '{strategy}' does not apply to regression; use 'std'")
+        assert passes.noise_variance is not None
+        return ScoredRows(predictive_std(passes.values, passes.noise_variance), None)
+    scores = classification_score(strategy, passes.values)
+    return ScoredRows(scores, passes.values if strategy == "batchbald" else None)
+
+
+@dataclass
+class TopK:
+    """The best rows seen so far (ties: the lower pool index first)."""
+
+    strategy: Strategy
+    k: int
+    candidates: int
+    """Rows kept: k, or for batchbald the candidate set of the top rows by BALD."""
+    indices: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    scores: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.float64))
+    probs: Tensor | None = None
+    """(N, kept, C) passes of the kept rows (batchbald only)."""
+    payload: list[object] = field(default_factory=list)
+    """Anything the caller keeps with each kept row (the CLI: the row's values)."""
+
+    @classmethod
+    def for_strategy(cls, strategy: Strategy, k: int, candidates: int | None = None) -> TopK:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if strategy != "batchbald":
+            return cls(strategy, k, k)
+        return cls(strategy, k, candidates if candidates is not None else default_candidates(k))
+
+    def add(self, offset: int, rows: ScoredRows, payload: list[object] | None = None) -> None:
+        """Offer a chunk whose first row has pool index ``offset``."""
+        count = int(rows.scores.shape[0])
+        indices = torch.arange(offset, offset + count)
+        self.offer(indices, rows.scores.double(), rows.probs, payload or [None] * count)
+
+    def merge(self, other: TopK) -> None:
+        """Fold in the TopK of a disjoint part of the pool."""
+        self.offer(other.indices, other.scores, other.probs, other.payload)
+
+    def offer(
+        self,
+        indices: Tensor,
+        scores: Tensor,
+        probs: Tensor | None = None,
+        payload: list[object] | None = None,
+    ) -> None:
+        """Offer rows by pool index (long (B,)), score ((B,) float64), passes
+        ((N, B, C), batchbald) and payload."""
+        payload = payload if payload is not None else [None] * int(indices.shape[0])
+        all_indices = torch.cat([self.indices, indices])
+        all_scores = torch.cat([self.scores, scores])
+        by_index = torch.argsort(all_indices)
+        by_score = torch.argsort(all_scores[by_index], descending=True, stable=True)
+        order = by_index[by_score][: self.candidates]
+        self.indices, self.scores = all_indices[order], all_scores[order]
+        everything = self.payload + list(payload)
+        self.payload = [everything[i] for i in order.tolist()]
+        if probs is not None:
+            joined = probs if self.probs is None else torch.cat([self.probs, probs], dim=1)
+            self.probs = joined[:, order]
+
+    def ranking(self, n_samples: int, seed: int) -> Ranking:
+        """The final picks: the top k, or BatchBALD's joint choice among the candidates."""
+        positions, scores = self.picks(seed)
+        return Ranking(
+            [int(self.indices[i]) for i in positions], scores, self.strategy, n_samples, seed
+        )
+
+    def picks(
+        self, seed: int, max_configs: int = DEFAULT_MAX_CONFIGS
+    ) -> tuple[list[int], list[float]]:
+        """Positions in the kept rows of the picks, best first, and their scores."""
+        if self.strategy != "batchbald":
+            return list(range(min(self.k, len(self.payload)))), self.scores[: self.k].tolist()
+        if self.probs is None:
+            return [], []
+        chosen = batchbald(self.probs, self.k, seed=seed, max_configs=max_configs)
+        return chosen.indices, chosen.gains
+
+
+def rank(
+    predictor: Predictor,
+    inputs: Tensor,
+    strategy: Strategy,
+    k: int,
+    n_samples: int,
+    seed: int,
+    candidates: int | None = None,
+) -> Ranking:
+    """The k rows of ``inputs`` (B, *input_shape) most worth labelling, in one request."""
+    top = TopK.for_strategy(strategy, k, candidates)
+    top.add(0, score_rows(predictor, inputs, strategy, n_samples, seed))
+    return top.ranking(n_samples, seed)

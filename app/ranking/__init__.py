@@ -1,0 +1,1 @@
+"""Ranking pools for labelling from the command line: chunked files, a server, Ray."""
