@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""
 
+    ui: bool = True
+    """Serve the web page at ``/`` (try any model, watch its uncertainty) and its assets under
+    ``/ui/``; false for locked-down deployments. The page calls the API with the key a person
+    types in, so it grants nothing by itself."""
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

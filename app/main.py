@@ -13,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
-from app.api import evaluation, health, metrics_route, native, repository, v2
+from app.api import evaluation, health, metrics_route, native, repository, ui, v2
 from app.api.auth import ApiKeys, Role, check_access, load_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, dependencies=predict_auth if settings.auth_health else [])
     metrics_auth = predict_auth if settings.auth_metrics else []
     app.include_router(metrics_route.router, dependencies=metrics_auth)
+    if settings.ui:
+        app.include_router(ui.build_router(predict_auth))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
