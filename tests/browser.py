@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 DRIVER_PATHS = ("/usr/bin/chromedriver",)
 CHROMIUM_FLAGS = (
@@ -25,7 +29,6 @@ CHROMIUM_FLAGS = (
     "--no-first-run",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1200,900",
 )
 
 
@@ -37,16 +40,13 @@ def chromium_paths() -> tuple[str, str] | None:
 
 
 @contextmanager
-def chromium(window: tuple[int, int] = (1200, 900)) -> Iterator[object]:
+def chromium(window: tuple[int, int] = (1200, 900)) -> Iterator[WebDriver]:
     """A Selenium Chrome driver on a fresh profile, quit and removed afterwards."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     paths = chromium_paths()
     if paths is None:
         raise RuntimeError("chromium and chromium-driver are not installed")
     browser, driver_path = paths
-    os.environ["SE_OFFLINE"] = "true"
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download
     profile = tempfile.mkdtemp(prefix="mcdrop-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = browser

@@ -153,7 +153,7 @@ function renderClassification(row) {
       ...metric("Passes", "n_samples", state.many.n_samples, 0),
       ...metric("Seed", "seed", state.many.seed, 0)),
     entropySplit({ expected: row.expected_entropy, mutual: row.mutual_information, total: row.predictive_entropy, max: maxEntropy }),
-    h("p", { class: "legend" }, h("span", { class: "key aleatoric" }), " expected entropy (aleatoric) ", h("span", { class: "key epistemic" }), ` mutual information (epistemic); the full bar is ln ${row.mean.length} = ${fmt(maxEntropy, 3)} nats`));
+    h("p", { class: "legend" }, h("span", { class: "swatch aleatoric" }), " expected entropy (aleatoric) ", h("span", { class: "swatch epistemic" }), ` mutual information (epistemic); the full bar is ln ${row.mean.length} = ${fmt(maxEntropy, 3)} nats`));
   const bars = (r, title, whiskers) => probabilityBars({ labels, mean: r.mean, lower: whiskers ? r.ci_lower : null, upper: whiskers ? r.ci_upper : null, title });
   figure("main-chart", bars(row, "Mean probability per class", true), `Mean probability over ${state.many.n_samples} passes; whiskers: the ${level()} interval of each class's probability across passes.`);
   const one = state.one.predictions[0];
@@ -217,6 +217,10 @@ $("predict-form").addEventListener("submit", predict);
 $("pass-output").addEventListener("change", () => {
   if (state.many?.task === "regression") renderRegression();
   renderPasses();
+});
+window.addEventListener("hashchange", () => {
+  const name = decodeURIComponent(location.hash.slice(1));
+  if (name && name !== state.info?.name) selectModel(name);
 });
 bindKeyForm($("key-form"), $("api-key"), loadModels);
 loadModels();

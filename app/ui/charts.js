@@ -195,11 +195,11 @@ export function bucketBars({ bounds, counts, title, xLabel }) {
   const band = (W - M.left - M.right) / counts.length;
   const x = (i) => M.left + band * (i + 0.5);
   const y = scale(0, top, H - M.bottom, M.top);
-  const labels = bounds.map((b) => (b === Infinity ? "+Inf" : `≤${tickText(b)}`));
-  axes(svg, x, y, labels.map((label, i) => [i, label]), ticks(0, top, 4).filter(Number.isInteger), xLabel, "rows");
+  const labels = bounds.map((b) => (b === Infinity ? "+Inf" : tickText(b)));
+  axes(svg, x, y, labels.map((label, i) => [i, label]), ticks(0, top, 4).filter(Number.isInteger), `${xLabel}, bucket upper bound`, "rows");
   counts.forEach((count, i) => {
     svg.append(s("rect", { class: "bar", x: x(i) - band * 0.4, y: y(count), width: band * 0.8, height: y(0) - y(count) },
-      s("title", {}, `${labels[i]}: ${count} rows`)));
+      s("title", {}, `up to ${labels[i]}: ${count} rows`)));
   });
   return svg;
 }

@@ -73,8 +73,8 @@ function numberOf(text, where) {
 
 function namedFields(names, shape) {
   const inputs = names.map((name, i) => h("input", { id: `feature-${i}`, name, type: "text", inputmode: "decimal", value: "0", spellcheck: "false" }));
-  const node = h("div", { class: "fields" }, ...names.flatMap((name, i) => [
-    h("label", { for: `feature-${i}` }, name), inputs[i]]));
+  const node = h("div", { class: "fields" }, ...names.map((name, i) => h("div", { class: "field" },
+    h("label", { for: `feature-${i}` }, name), inputs[i])));
   const read = async () => reshape(inputs.map((input, i) => numberOf(input.value, names[i])), shape);
   return { kind: "fields", node, read };
 }

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tomllib
 from fastapi.testclient import TestClient
 
 from app.api.ui import ASSETS_DIR
@@ -49,7 +49,10 @@ def test_the_page_and_every_asset_it_loads_are_served(demo_client: TestClient) -
 
 
 def test_nothing_is_loaded_from_another_origin() -> None:
-    loads = r"""(?:src|href)=["'](?!/[^/]|#|data:)|url\((?!["']?data:)|@import|from "(?!\./)|fetch\((?!path)"""
+    loads = (
+        r"""(?:src|href)=["'](?!/[^/]|#|data:)|url\((?!["']?data:)|@import"""
+        r"""|from "(?!\./)|fetch\((?!path)"""
+    )
     for path in ASSETS_DIR.iterdir():
         text = path.read_text()
         assert "//fonts." not in text and "cdn" not in text.lower(), path.name
@@ -151,5 +154,6 @@ def test_contrast_of_a_known_pair() -> None:
 def test_text_and_chart_colours_meet_wcag_contrast(
     foreground: str, background: str, minimum: float
 ) -> None:
-    colours = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6});", (ASSETS_DIR / "ui.css").read_text()))
+    css = (ASSETS_DIR / "ui.css").read_text()
+    colours = dict(re.findall(r"--([\w-]+):\s*(#[0-9a-fA-F]{6});", css))
     assert contrast(colours[foreground], colours[background]) >= minimum
