@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     """Most values (rows x MC samples x model outputs) one evaluation request may hold: every
     pass of every row is kept to score it, so this bounds an evaluation's memory (see the
     README's worst-case memory). Larger requests are refused up front with 422."""
+
     model_control: Literal["none", "explicit"] = "none"
     """Like Triton's model-control mode: ``none`` refuses the repository's load and unload
     routes (403); ``explicit`` allows them to admin keys (to anyone when no key is set, which
@@ -160,6 +161,10 @@ class Settings(BaseSettings):
     max_rank_candidates: int = Field(default=1000, ge=1)
     """Largest BatchBALD candidate set one rank request may ask for (``candidates``): their
     passes (candidates x N x classes) are held, and the greedy selection's time grows with it."""
+    ui: bool = True
+    """Serve the web page at ``/`` (try any model, watch its uncertainty) and its assets under
+    ``/ui/``; false for locked-down deployments. The page calls the API with the key a person
+    types in, so it grants nothing by itself."""
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
-from app.api import evaluation, health, metrics_route, native, ranking, repository, v2
+from app.api import evaluation, health, metrics_route, native, ranking, repository, ui, v2
 from app.api.auth import ApiKeys, Role, check_access, load_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_route.router, dependencies=metrics_auth)
     if docs_closed:
         _schema_behind_keys(app, predict_auth)
+    if settings.ui:
+        app.include_router(ui.build_router(predict_auth))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

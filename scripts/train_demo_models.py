@@ -248,6 +248,12 @@ DESCRIPTIONS = {
     "diabetes-mlp": "MLP regression of diabetes progression from scikit-learn's 10 features.",
 }
 INPUT_SHAPES = {"digits-mlp": [64], "digits-cnn": [1, 8, 8], "diabetes-mlp": [10]}
+# What the web page needs to draw an input form: the digits' pixel range, the diabetes columns.
+INPUT_HINTS: dict[str, dict[str, object]] = {
+    "digits-mlp": {"value_range": [0, 16]},
+    "digits-cnn": {"value_range": [0, 16]},
+    "diabetes-mlp": {"feature_names": list(load_diabetes().feature_names)},
+}
 
 
 def _sha256(path: Path) -> str:
@@ -276,6 +282,7 @@ def _card(result: Result, kwargs: dict[str, object], sha256: str) -> dict[str, o
     else:
         training["test_accuracy"] = round(float(result.accuracy or 0.0), 4)
     training["n_test"] = result.n_test
+    card.update(INPUT_HINTS[result.name])
     card["training"] = training
     return card
 

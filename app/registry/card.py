@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -160,6 +161,12 @@ class ModelCard(_Strict):
     abstention: AbstentionSpec | None = None
     target: str | None = None
     """Label column of evaluation CSV files (``mcdrop evaluate`` uses it unless told another)."""
+    feature_names: list[str] | None = None
+    """Names of the input values in row order (tabular models); the web page labels its form
+    fields with them."""
+    value_range: tuple[float, float] | None = None
+    """Smallest and largest value an input takes (e.g. ``[0, 16]`` for the 8x8 digits pixels);
+    the web page scales its drawing canvas to it."""
     training: dict[str, Any] = Field(default_factory=dict)
     mc_dropout: Literal["all", "head"] | list[str] = "all"
     """Dropout sites sampled: ``all``; ``head`` (only the dropout after the encoder or backbone:
@@ -197,6 +204,17 @@ class ModelCard(_Strict):
             expected = "normalised_residual" if self.task == "regression" else "aps"
             if self.conformal.kind != expected:
                 raise ValueError(f"conformal.kind must be '{expected}' for a {self.task} model")
+        return self
+
+    @model_validator(mode="after")
+    def _input_hints(self) -> ModelCard:
+        values = math.prod(self.input.shape)
+        if self.feature_names is not None and len(self.feature_names) != values:
+            raise ValueError(
+                f"feature_names has {len(self.feature_names)} names, the input has {values} values"
+            )
+        if self.value_range is not None and not self.value_range[0] < self.value_range[1]:
+            raise ValueError("value_range must be [smallest, largest] with smallest < largest")
         return self
 
 

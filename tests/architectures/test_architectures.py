@@ -31,7 +31,7 @@ MODELS = REPO / "models"
 SCRIPT = REPO / "scripts" / "train_demo_models.py"
 SHIPPED = ["digits-mlp", "digits-cnn", "diabetes-mlp"]
 CARD_KEYS = ["name", "version", "task", "description", "input", "labels", "architecture"]
-CARD_KEYS += ["weights", "n_samples", "regression", "training"]
+CARD_KEYS += ["weights", "n_samples", "regression", "feature_names", "value_range", "training"]
 PASSES = 100
 
 

@@ -70,3 +70,24 @@ def test_write_card_replaces_the_file_and_refuses_invalid_cards(model_factory: F
         write_card(folder, {**document, "task": "ranking"})
     assert (folder / CARD_FILE).read_text() == before
     assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "model.yaml", "net.py"]
+
+
+def test_feature_names_and_value_range_are_read(model_factory: Factory) -> None:
+    card = read_card(model_factory(card={"feature_names": ["a", "b"], "value_range": [0, 16]}))
+    assert card.feature_names == ["a", "b"] and card.value_range == (0.0, 16.0)
+
+
+@pytest.mark.parametrize(
+    ("hints", "message"),
+    [
+        ({"feature_names": ["a", "b", "c"]}, "feature_names has 3 names, the input has 2 values"),
+        ({"value_range": [1, 1]}, "value_range must be"),
+        ({"value_range": [2, 1]}, "value_range must be"),
+        ({"value_range": [0]}, "value_range"),
+    ],
+)
+def test_bad_input_hints_are_refused(
+    model_factory: Factory, hints: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ModelLoadError, match=message):
+        read_card(model_factory(card=hints))
