@@ -108,3 +108,23 @@ def test_broken_model_is_listed_with_its_error(
     with pytest.raises(McdropClientError) as caught:
         client.predict("broken", [[1.0, 2.0]])
     assert caught.value.status == 503
+
+
+def test_api_key_is_sent_as_a_bearer_token(client_for: Callable[..., TestClient]) -> None:
+    app = client_for(api_keys=["k"])
+    with pytest.raises(McdropClientError) as refused:
+        McdropClient("http://mcdrop.test", http=app).models()
+    assert refused.value.status == 401
+    keyed = McdropClient("http://mcdrop.test", http=app, api_key="k")
+    assert {model.name for model in keyed.models()} == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
+
+
+def test_evaluate_returns_the_servers_report(client_for: Callable[..., TestClient]) -> None:
+    client = McdropClient("http://mcdrop.test", http=client_for())
+    targets = [3.0, 1.0]
+    report = client.evaluate("diabetes-mlp", [[0.0] * 10, [0.5] * 10], targets, n_samples=8, seed=0)
+    assert (report.model, report.rows, report.n_samples, report.seed) == ("diabetes-mlp", 2, 8, 0)
+    assert report.regression is not None and report.classification is None
+    with pytest.raises(McdropClientError) as refused:
+        client.evaluate("diabetes-mlp", [[0.0] * 10], ["x"])
+    assert refused.value.status == 422
