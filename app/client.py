@@ -25,13 +25,13 @@ import httpx
 from app.api.model_schemas import ModelInfo, ModelList
 
 if TYPE_CHECKING:
+    from app.api.rank_schemas import RankResponse
     from app.api.schemas import (
         ClassificationRow,
         EvaluateResponse,
         PredictResponse,
         RegressionRow,
     )
-    from app.api.rank_schemas import RankResponse
 
 __all__ = [
     "ClassificationRow",
@@ -144,6 +144,7 @@ class McdropClient:
         payload.update({key: value for key, value in options.items() if value is not None})
         body = self._request("POST", f"/v1/models/{model}/evaluate", json=payload)
         return EvaluateResponse.model_validate(body)
+
     def rank(
         self,
         model: str,

@@ -136,7 +136,7 @@ class _BodyReader:
         timeout = min(self.limits.body_timeout_s, self.deadline - time.monotonic())
         try:
             message = await asyncio.wait_for(self._receive(), timeout=max(timeout, 0.0))
-        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        except TimeoutError:  # not the builtin TimeoutError before Python 3.11
             self.refused = True
             raise _BodyTimeout(408, self._timeout_message()) from None
         if message["type"] == "http.request":

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.api.mc_options import MCOptions
+
 # Defined without torch for the command-line client; re-exported here with the other bodies.
 from app.api.model_schemas import DropoutInfo as DropoutInfo
 from app.api.model_schemas import ModelInfo as ModelInfo

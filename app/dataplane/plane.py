@@ -28,13 +28,13 @@ from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
 from app.engine.evaluation.runner import parse_targets
 from app.engine.predictor import Prediction
+from app.engine.ranking import Ranking
 from app.errors import (
     DeadlineExceededError,
     InvalidInputError,
     OverloadedError,
     ShuttingDownError,
 )
-from app.engine.ranking import Ranking
 from app.feedback import FeedbackScore, FeedbackStore, score_matches
 from app.metrics import Metrics
 from app.registry.loading import ServedModel

@@ -97,9 +97,11 @@ class RequestPolicy:
     def feedback_rows(self, model: ServedModel, rows: Rows) -> Tensor:
         """The rows of a feedback as the prediction saw them (same limit and checks), so that
         their values match the held predictions bit for bit."""
-        inputs = rows_to_tensor(rows, model.card.input.shape, self.settings.max_rows_per_request)
-        check_input_range(inputs, self.input_limit)
+        inputs = model.rows_to_tensor(rows, self.settings.max_rows_per_request)
+        if model.text is None:
+            check_input_range(inputs, self.input_limit)
         return inputs
+
     def ranking(self, model: ServedModel, rows: Rows, options: PredictOptions) -> PredictionRequest:
         """The engine request of a rank: at most ``max_rows_per_rank`` rows (sampled in steps
         of ``max_batch_rows`` folded rows, keeping only the best, so rows bound its memory)."""

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from app.engine.abstention import AbstentionRule, abstention_flags
 from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
-from app.engine.sampling import SampleJob, Sampler
 from app.engine.conformal import ConformalOutput, ConformalRule, apply_rule
+from app.engine.sampling import SampleJob, Sampler
 from app.engine.stats import (
     ClassificationStats,
     RegressionStats,

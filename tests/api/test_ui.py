@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tomllib
 from fastapi.testclient import TestClient
 
 from app.api.ui import ASSETS_DIR
