@@ -294,3 +294,25 @@ _ONE_PIXEL_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmM"
     "IQAAAABJRU5ErkJggg=="
 )
+
+
+def test_a_conformal_prediction_set_is_shown(browser: WebDriver, server: str) -> None:
+    canvas = _open(browser, f"{server}/#digits-mlp", "draw")
+    canvas.send_keys(Keys.SPACE, Keys.ARROW_DOWN, Keys.SPACE, Keys.ARROW_DOWN, Keys.SPACE)
+    # Calibrated models add these fields to each row; here the page's fetch adds them.
+    browser.execute_script(
+        """
+        const plain = window.fetch;
+        window.fetch = async (...args) => {
+          const response = await plain(...args);
+          if (!String(args[0]).endsWith('/predict')) return response;
+          const body = await response.json();
+          for (const row of body.predictions) Object.assign(row, {prediction_set: [7, 1]});
+          body.conformal_level = 0.9;
+          return new Response(JSON.stringify(body), {status: 200});
+        };
+        """
+    )
+    _predict(browser, n_samples=10, seed=0)
+    shown = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="prediction_set"]')
+    assert shown.text == "Prediction set (90% conformal): {7, 1}"
