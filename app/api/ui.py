@@ -25,9 +25,16 @@ _MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
 }
-_CARD_HINTS = ("input", "labels", "feature_names", "value_range", "regression", "abstention")
-"""Card sections the page reads; sections other versions of the card add are passed on too."""
-_EXTRA_HINTS = ("conformal",)
+_CARD_HINTS = (
+    "input",
+    "labels",
+    "feature_names",
+    "value_range",
+    "regression",
+    "abstention",
+    "conformal",
+)
+"""Card sections the page reads (each one the card has; never weights or architecture)."""
 # The page is small and changes only with the package: let the browser keep it briefly.
 _CACHE = "public, max-age=60"
 
@@ -57,7 +64,7 @@ def build_router(data_dependencies: Sequence[params.Depends]) -> APIRouter:
     async def card_hints(name: str, repository: RepositoryDep) -> dict[str, Any]:
         """The card sections that shape the page's input form and result view."""
         document = repository.get(name).card.model_dump(mode="json", by_alias=True)
-        return {key: document.get(key) for key in _CARD_HINTS + _EXTRA_HINTS if key in document}
+        return {key: document[key] for key in _CARD_HINTS if key in document}
 
     return router
 

@@ -109,7 +109,7 @@ export function cellInk(context, rows, cols) {
 function drawingCanvas([rows, cols], shape, [lo, hi]) {
   const canvas = h("canvas", {
     id: "draw", width: CANVAS_PX, height: CANVAS_PX, tabindex: 0, class: "draw",
-    "aria-describedby": "draw-help", role: "img",
+    "aria-describedby": "draw-help", role: "application", "aria-roledescription": "drawing grid",
     "aria-label": `Drawing area, ${rows} by ${cols} cells`,
   });
   const ctx = canvas.getContext("2d", { willReadFrequently: true });

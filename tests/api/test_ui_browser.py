@@ -248,7 +248,9 @@ def test_every_input_kind_is_built_from_the_card(
 def test_the_api_key_is_asked_for_and_kept_in_the_session(
     browser: WebDriver, tmp_path: Path
 ) -> None:
-    write_model(tmp_path, "tiny")
+    # A threshold of 0 makes every row abstain: the badge must say so.
+    rule = {"score": "predictive_entropy", "threshold": 0.0, "in_distribution_share": 0.5}
+    write_model(tmp_path, "tiny", card={"abstention": rule})
     with serve_in_thread(tmp_path, api_keys=["s3cret"]) as base_url:
         browser.get(f"{base_url}/")
         status = browser.find_element(By.ID, "models-status")
@@ -260,6 +262,11 @@ def test_the_api_key_is_asked_for_and_kept_in_the_session(
         headers = {"authorization": "Bearer s3cret"}
         row = _api_row(base_url, "tiny", [0.5, -1.5], 20, 3, headers=headers)["predictions"][0]
         _assert_numbers_match(_shown(browser), {"confidence": row["confidence"]})
+        badge = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="abstain"]')
+        assert row["abstain"] is True and badge.get_attribute("data-value") == "true"
+        assert badge.text == "Abstains: too uncertain"
+        card = [dd.text for dd in browser.find_elements(By.CSS_SELECTOR, "#card dd")]
+        assert "abstains when predictive entropy > 0; 50.0% of in-distribution rows pass" in card
         stored = browser.execute_script(
             "return [sessionStorage.getItem('mcdrop.apiKey'), localStorage.length, document.cookie]"
         )
@@ -287,3 +294,25 @@ _ONE_PIXEL_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmM"
     "IQAAAABJRU5ErkJggg=="
 )
+
+
+def test_a_conformal_prediction_set_is_shown(browser: WebDriver, server: str) -> None:
+    canvas = _open(browser, f"{server}/#digits-mlp", "draw")
+    canvas.send_keys(Keys.SPACE, Keys.ARROW_DOWN, Keys.SPACE, Keys.ARROW_DOWN, Keys.SPACE)
+    # Calibrated models add these fields to each row; here the page's fetch adds them.
+    browser.execute_script(
+        """
+        const plain = window.fetch;
+        window.fetch = async (...args) => {
+          const response = await plain(...args);
+          if (!String(args[0]).endsWith('/predict')) return response;
+          const body = await response.json();
+          for (const row of body.predictions) Object.assign(row, {prediction_set: [7, 1]});
+          body.conformal_level = 0.9;
+          return new Response(JSON.stringify(body), {status: 200});
+        };
+        """
+    )
+    _predict(browser, n_samples=10, seed=0)
+    shown = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="prediction_set"]')
+    assert shown.text == "Prediction set (90% conformal): {7, 1}"
