@@ -42,6 +42,9 @@ from bench.engine import naive_loop
 
 MODEL = "digits-cnn"
 N_SAMPLES = 100
+MEMORY_N = 5
+"""Passes in the memory runs: memory does not depend on the pool's size, whatever N; a small N
+keeps a million rows affordable on a shared machine."""
 JOB = RankJob("bald", k=10, n_samples=N_SAMPLES, seed=0, chunk_rows=1024)
 
 
@@ -187,7 +190,7 @@ def memory(sizes: list[int]) -> None:
                 [size, pool.stat().st_size / 2**20, peak_mib, time.perf_counter() - started]
             )
             pool.unlink()
-    print(f"mcdrop rank {MODEL} --strategy bald --k 10 --n-samples 20, chunks of 1024 rows")
+    print(f"mcdrop rank {MODEL} --strategy bald --k 10 --n-samples {MEMORY_N}, chunks of 1024 rows")
     print(markdown_table(["pool rows", "file MiB", "peak RSS MiB", "seconds"], table))
 
 
@@ -197,7 +200,7 @@ def measure(pool: Path) -> None:
 
     out = pool.with_suffix(".picks.csv")
     code = main([
-        "rank", str(MODELS / MODEL), "--data", str(pool), "--k", "10", "--n-samples", "20",
+        "rank", str(MODELS / MODEL), "--data", str(pool), "--k", "10", "--n-samples", str(MEMORY_N),
         "--seed", "0", "--out", str(out), "--quiet",
     ])  # fmt: skip
     assert code == 0

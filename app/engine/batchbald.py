@@ -53,14 +53,16 @@ def joint_entropy_with(joint: Tensor, weights: Tensor, probs: Tensor) -> Tensor:
     """H(y_S, y_x) for every candidate x. joint: (N, K) p(y_S = config k | w_t);
     weights: (K,) 1 for exact enumeration or 1 / (M p(y_S^k)) for drawn configurations;
     probs: (N, B, C) candidates' p(y_x | w_t). -> (B,)."""
-    n_passes = joint.shape[0]
-    out = torch.empty(probs.shape[1], dtype=joint.dtype)
-    block = max(1, _CANDIDATE_BLOCK_ELEMENTS // (joint.shape[1] * probs.shape[2]))
-    for start in range(0, probs.shape[1], block):
+    n_passes, configs = joint.shape
+    rows, n_classes = probs.shape[1], probs.shape[2]
+    out = torch.empty(rows, dtype=joint.dtype)
+    block = max(1, _CANDIDATE_BLOCK_ELEMENTS // (configs * n_classes))
+    for start in range(0, rows, block):
         part = probs[:, start : start + block].to(joint.dtype)
-        pair = torch.einsum("tk,tbc->bkc", joint, part) / n_passes
+        # One matrix product for the block: (K, N) @ (N, b*C) -> p(y_S = k, y_x = c) * N.
+        pair = (joint.T @ part.reshape(n_passes, -1)).reshape(configs, -1, n_classes) / n_passes
         terms = torch.special.entr(pair.clamp_min(0.0)).sum(dim=-1)
-        out[start : start + block] = terms @ weights
+        out[start : start + block] = weights @ terms
     return out
 
 
