@@ -7,8 +7,8 @@ layer's). So passes are computed in fixed cells: cell ``k`` holds passes
 ``k * S .. (k + 1) * S - 1`` for ``S = cell_samples(rows)``, runs as one forward call seeded
 with ``(seed, k)``, and is always computed whole, even when a job needs only part of it. A
 pass is then a pure function of (seed, pass index, rows, ``max_rows``), as the sampler
-contract asks (adaptive rounds continue a run exactly); the price is at most ``CELL_ROWS``
-folded rows computed and dropped at each end of a job. Unlike
+contract asks (adaptive rounds continue a run exactly); the price is at most one cell's rows
+computed and dropped at each end of a job. Unlike
 :class:`app.engine.sampler.MCSampler`, masks are drawn per row, so they are not independent of
 the other rows of the request.
 """
@@ -25,8 +25,9 @@ from app.engine.masks import stream_seed
 from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
 
 CELL_ROWS = 1024
-"""Folded rows of one cell (one seeded forward call), unless ``max_rows`` is smaller or one
-pass of a job is wider: few calls for long runs, little waste for short ones."""
+"""Folded rows of one cell (one seeded forward call) for jobs of up to 64 rows; wider jobs get
+``ROW_ALIGN`` passes a cell (within ``max_rows``): few calls for long runs, little waste for
+short ones."""
 
 _GLOBAL_RNG_LOCK = threading.Lock()
 
@@ -45,10 +46,13 @@ class ScriptedSampler(Sampler):
                 self._set_dropout(False)
 
     def cell_samples(self, rows: int) -> int:
-        """Passes per cell for a job of ``rows`` rows: as many as fit in ``CELL_ROWS`` (or
-        ``max_rows`` if smaller) rounded down to a multiple of ``ROW_ALIGN``; at least 1."""
-        fit = min(CELL_ROWS, self.max_rows) // rows
-        return fit // ROW_ALIGN * ROW_ALIGN if fit >= ROW_ALIGN else max(1, fit)
+        """Passes per cell for a job of ``rows`` rows: as many as fit in ``CELL_ROWS``, but at
+        least ``ROW_ALIGN`` (few calls for wide jobs) and no more than fit in ``max_rows``,
+        rounded down to a multiple of ``ROW_ALIGN`` (or what fits, at least 1, if fewer)."""
+        fit = self.max_rows // rows
+        if fit < ROW_ALIGN:
+            return max(1, fit)
+        return min(max(CELL_ROWS // rows, ROW_ALIGN), fit) // ROW_ALIGN * ROW_ALIGN
 
     def _sample_job(self, job: SampleJob) -> Tensor:
         x = job.inputs.to(self.device, self.dtype)

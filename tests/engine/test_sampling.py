@@ -75,3 +75,15 @@ def test_sampler_is_the_one_base_class() -> None:
     assert issubclass(MCSampler, Sampler) and issubclass(ScriptedSampler, Sampler)
     with pytest.raises(TypeError):
         Sampler(nn.Dropout(), [], max_rows=1)  # type: ignore[abstract]
+
+
+@pytest.mark.parametrize(
+    ("rows", "max_rows", "cell"),
+    [(1, 16384, 1024), (3, 16384, 336), (1000, 16384, 16), (5, 100, 16), (50, 100, 2)],
+)
+def test_scripted_cells_hold_aligned_passes_within_the_row_limit(
+    rows: int, max_rows: int, cell: int
+) -> None:
+    scripted = torch.jit.script(_ConvHead().eval())
+    sampler = ScriptedSampler(scripted, find_dropout_layers(scripted), max_rows=max_rows)
+    assert sampler.cell_samples(rows) == cell
