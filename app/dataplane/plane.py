@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 SHUTDOWN_GRACE_S = 5.0
 """How long closing waits, past the request deadline, before abandoning running work."""
+SHUTDOWN_JOIN_S = 1.0
+"""How long closing then waits for the inference thread to end (abandoned work may not)."""
 
 
 class DataPlane:
@@ -51,6 +53,7 @@ class DataPlane:
         self._draining = False
         self._abandoned = False
         self._steps: set[asyncio.Future[Any]] = set()
+        self._evaluating = asyncio.Semaphore(1)
 
     # ---- routes -------------------------------------------------------------------------
 
@@ -93,7 +96,8 @@ class DataPlane:
             model = self.repository.get(name)
             request = self.policy.evaluation(model, rows, options)
             job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
-            async with self.admitted(model) as step:
+            async with self.admitted(model) as step, step.exclusive(self._evaluating):
+                # One at a time: each holds every pass of its rows (max_evaluation_values).
                 return model, await job.run(step, self.settings.max_batch_rows)
 
     async def run(
@@ -170,6 +174,7 @@ class DataPlane:
         self._executor.shutdown(wait=False, cancel_futures=True)
         for waiting in list(self._steps):
             waiting.cancel()
+        await asyncio.to_thread(self._executor.join, SHUTDOWN_JOIN_S)
 
     @property
     def abandoned(self) -> bool:
@@ -184,6 +189,18 @@ class Step:
         self._executor = executor
         self.deadline = deadline
         self._plane = plane
+
+    @asynccontextmanager
+    async def exclusive(self, lock: asyncio.Semaphore) -> AsyncIterator[None]:
+        """Hold ``lock`` for the rest of the job; waiting for it counts against the deadline."""
+        try:
+            await asyncio.wait_for(lock.acquire(), max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            raise DeadlineExceededError(self._plane.settings.request_timeout_s) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the inference thread; DeadlineExceededError once the job's deadline
