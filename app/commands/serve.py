@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "log_config": None,
         "access_log": False,
-        # Past every request's deadline: in-flight requests are answered (504 at worst) first.
-        "timeout_graceful_shutdown": math.ceil(settings.request_timeout_s) + 2,
+        "timeout_graceful_shutdown": max(1, math.ceil(settings.request_timeout_s)),
     }
     if settings.workers > 1:
         _prepare_workers(settings)
