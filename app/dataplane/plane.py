@@ -67,6 +67,8 @@ class DataPlane:
     ) -> tuple[ServedModel, Prediction]:
         """Validate, sample (fused with concurrent requests) and summarise one request."""
         with self.accounting.track(name, endpoint):
+            if self._draining:
+                raise ShuttingDownError()
             model = self.repository.get(name, version)
             request = self.policy.prediction(model, rows, options)
             batcher = self.batcher(model)
@@ -87,10 +89,10 @@ class DataPlane:
     ) -> tuple[ServedModel, Evaluation]:
         """Sample labelled rows and score them against their targets.
 
-        Admitted like a prediction; sampled in row chunks of at most ``max_batch_rows`` folded
-        rows, each its own step on the inference thread (predictions interleave, and a cancelled
-        or late evaluation stops at the next step). Not counted in the uncertainty histograms
-        or abstentions, which describe live traffic.
+        Admitted like a prediction; sampled in blocks of passes of about ``max_batch_rows``
+        folded rows, each its own step on the inference thread (predictions interleave, and a
+        cancelled or late evaluation stops at the next step); one evaluation at a time. Not
+        counted in the uncertainty histograms or abstentions, which describe live traffic.
         """
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
