@@ -17,4 +17,3 @@ def test_large_answers_are_serialised_off_the_event_loop_small_ones_inline() -> 
     loop_thread = threading.current_thread()  # asyncio.run's loop runs in this thread
     assert _thread_of_encoding(LARGE_ANSWER_VALUES) is loop_thread
     assert _thread_of_encoding(LARGE_ANSWER_VALUES + 1) is not loop_thread
-

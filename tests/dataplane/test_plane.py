@@ -19,7 +19,7 @@ from app.engine.evaluation import evaluate
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
 from app.metrics import build_metrics
-from app.registry.loading import LoadOptions
+from app.registry.loading import LoadOptions, ServedModel
 from app.registry.repository import ModelRepository
 from tests.support import BUNDLED_MODELS
 
@@ -218,3 +218,25 @@ def test_evaluations_run_one_at_a_time_and_waiting_counts_against_the_deadline(
     outcomes = asyncio.run(scenario())
     assert all(isinstance(o, DeadlineExceededError) for o in outcomes)
     assert gate.calls == 1  # the second one never sampled: it waited for the first
+
+
+def test_run_admits_a_job_like_a_prediction(repository: ModelRepository, gate: _Gate) -> None:
+    plane = _plane(repository, max_queue=1, request_timeout_s=0.3)
+
+    async def scenario() -> tuple[object, tuple[ServedModel, str]]:
+        blocking = asyncio.ensure_future(_evaluation(plane)())
+        await asyncio.sleep(0.05)
+        with pytest.raises(OverloadedError):
+            await plane.run("digits-mlp", "test", lambda model: model.name)
+        late = await asyncio.gather(blocking, return_exceptions=True)
+        gate.open.set()
+        await asyncio.sleep(0.1)
+        done = await plane.run("digits-mlp", "test", lambda model: model.name)
+        await plane.close()
+        with pytest.raises(ShuttingDownError):
+            await plane.run("digits-mlp", "test", lambda model: model.name)
+        return late[0], done
+
+    late, (model, name) = asyncio.run(scenario())
+    assert isinstance(late, DeadlineExceededError)
+    assert name == "digits-mlp" and model is repository.get("digits-mlp")
