@@ -76,8 +76,11 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=8192, ge=1)
     """Most folded rows (input rows x samples) one fused run of concurrent requests may hold."""
 
-    max_wait_ms: float = Field(default=1.0, ge=0.0)
-    """How long the batcher waits for more requests to fuse once one is waiting."""
+    max_wait_ms: float = Field(default=0.0, ge=0.0)
+    """The longest the oldest waiting request waits for others to fuse with before its run
+    starts. 0: no wait; requests that queue while a run is going are fused anyway, and on a
+    CPU the idle inference thread during a wait cost more than the fusion won (see
+    docs/benchmarks.md)."""
 
     max_queue: int = Field(default=256, ge=1)
     """Requests that may wait per model; past it the server answers 503 with Retry-After."""
