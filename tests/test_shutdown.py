@@ -52,12 +52,12 @@ def _start(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], st
     return server, base
 
 
-# 10,000 rows x 1,600 passes: within max_evaluation_values, and far longer than the deadlines
+# 10,000 rows x 1,000 passes: at max_evaluation_values, and far longer than the deadlines
 # below (its passes are sampled 16 at a time, so it can stop between two blocks).
 LONG_EVALUATION = {
     "inputs": [[0.01 * (i % 7)] * 10 for i in range(10_000)],
     "targets": [float(i % 5) for i in range(10_000)],
-    "n_samples": 1600,
+    "n_samples": 1000,
     "seed": 3,
 }
 
@@ -146,7 +146,7 @@ def test_a_disconnected_evaluation_stops_and_frees_the_model_for_predictions(
         started = time.monotonic()
         status, _ = _answer(f"{base}/v1/models/diabetes-mlp/predict", {"inputs": [[0.0] * 10]})
         assert status == 200
-        assert time.monotonic() - started < 10  # not queued behind the 1,600 passes (~40 s)
+        assert time.monotonic() - started < 10  # not queued behind the 1,000 passes (~25 s)
         labels = {"model": "diabetes-mlp", "endpoint": "v1_evaluate", "outcome": "cancelled"}
         _wait_for_metric(base, "mcdrop_requests_total", labels, 1)
     finally:
