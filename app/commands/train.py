@@ -24,7 +24,7 @@ DEFAULT_DROPOUTS: tuple[float, ...] = (0.05, 0.1)
 """Dropout rates searched by default for regression; the evidence is
 docs/calibration-defaults.md."""
 CLASSIFICATION_DROPOUT = 0.1
-DEFAULT_LENGTH_SCALES: tuple[float, ...] = (0.01,)
+DEFAULT_LENGTH_SCALES: tuple[float, ...] = (0.01, 1.0)
 """Prior length-scales searched by default."""
 
 

@@ -105,7 +105,8 @@ def test_regression_fits_tau_by_default_and_reports_the_validation_check(
     assert "validation (40 rows): RMSE " in out and "95% PI coverage " in out
     card = load_model_folder(tmp_path / "m").card
     assert card.training["tau_source"] == "fitted"
-    assert [point["dropout"] for point in card.training["grid_search"]] == [0.05, 0.1]
+    grid = [(point["dropout"], point["length_scale"]) for point in card.training["grid_search"]]
+    assert grid == [(0.05, 0.01), (0.05, 1.0), (0.1, 0.01), (0.1, 1.0)]
     assert all("fitted_tau" in point for point in card.training["grid_search"])
     chosen = max(card.training["grid_search"], key=lambda p: p["validation_log_likelihood"])
     assert card.regression is not None and card.regression.tau == chosen["fitted_tau"]
