@@ -60,7 +60,7 @@ def test_regression_grid_search_is_reproducible(tmp_path: Path) -> None:
     ]
     write_csv(path, [f"x{i}" for i in range(10)] + ["y"], rows)
     argv = ["train", "--data", str(path), "--target", "y", "--task", "regression", *FAST]
-    argv += ["--tau", "0.5", "2", "--dropout", "0.1", "--quiet"]
+    argv += ["--tau", "0.5", "2", "--dropout", "0.1", "--length-scale", "0.01", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     first, second = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
