@@ -118,12 +118,16 @@ def _run(
     )
 
 
-def _point(task: tuple[str, tuple[float, ...], tuple[float, ...]]) -> tuple[str, Outcome]:
+Task = tuple[str, tuple[float, ...], tuple[float, ...]]
+"""(set, dropouts, length-scales) of one training run."""
+
+
+def _point(task: Task) -> tuple[Task, Outcome]:
     """One training run of a set (a wide-grid point, or the default grid) in a worker."""
     torch.set_num_threads(1)
     name, dropouts, scales = task
     x, y, _ = DATASETS[name]()
-    return name, _run(*_split(x, y), dropouts, scales)
+    return task, _run(*_split(x, y), dropouts, scales)
 
 
 def table_row(name: str, wide: list[Outcome], timed: Outcome | None) -> list[object]:
@@ -169,29 +173,34 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--out", type=Path, help="write the Markdown table here")
     args = parser.parse_args()
-    tasks = [
+    tasks: list[Task] = [
         (name, (p,), (scale,))
         for name in args.sets
         for p in WIDE_DROPOUTS
         for scale in WIDE_LENGTH_SCALES
     ]
-    timing = [(name, DEFAULT_DROPOUTS, DEFAULT_LENGTH_SCALES) for name in args.time_default]
+    timing: list[Task] = [
+        (name, DEFAULT_DROPOUTS, DEFAULT_LENGTH_SCALES) for name in args.time_default
+    ]
     wide: dict[str, list[Outcome]] = {name: [] for name in args.sets}
     timed: dict[str, Outcome] = {}
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        for (name, outcome), task in zip(
-            pool.imap(_point, tasks + timing), tasks + timing, strict=True
-        ):
+        largest_first = sorted(timing + tasks, key=lambda t: -len(DATASETS[t[0]]()[0]))
+        for task, outcome in pool.imap_unordered(_point, largest_first):
+            name = task[0]
             print(
                 f"  {name} {task[1]} x {task[2]}: val LL {outcome.validation_ll:.3f} test LL "
                 f"{outcome.check.log_likelihood:.3f} coverage {outcome.check.pi_coverage:.3f}"
                 f" chosen {outcome.label} wall {outcome.wall_s:.1f} s cpu {outcome.cpu_s:.1f} s",
                 flush=True,
             )
-            if len(task[1]) * len(task[2]) == 1:
-                wide[name].append(outcome)
-            else:
+            if len(task[1]) * len(task[2]) > 1:
                 timed[name] = outcome
+            elif name in wide:
+                wide[name].append(outcome)
+    grid_order = [(p, scale) for p in WIDE_DROPOUTS for scale in WIDE_LENGTH_SCALES]
+    for outcomes in wide.values():
+        outcomes.sort(key=lambda o: grid_order.index((o.dropout, o.length_scale)))
     header = [
         "set",
         "rows",
