@@ -191,6 +191,7 @@ def main() -> None:
             print(
                 f"  {name} {task[1]} x {task[2]}: val LL {outcome.validation_ll:.3f} test LL "
                 f"{outcome.check.log_likelihood:.3f} coverage {outcome.check.pi_coverage:.3f}"
+                f" RMSE {outcome.check.rmse:.4g}"
                 f" chosen {outcome.label} wall {outcome.wall_s:.1f} s cpu {outcome.cpu_s:.1f} s",
                 flush=True,
             )
