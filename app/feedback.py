@@ -168,8 +168,7 @@ def record_feedback(metrics: Metrics, model: str, score: FeedbackScore) -> None:
         metrics.interval_covered.labels(model, name).inc(covered)
         metrics.interval_checked.labels(model, name).inc(checked)
         metrics.interval_nominal.labels(model, name).inc(nominal)
-    for value in score.log_likelihood:
-        metrics.feedback_log_likelihood.labels(model).observe(value)
+    metrics.feedback_log_likelihood.labels(model).inc(sum(score.log_likelihood))
     for value in score.brier or []:
         metrics.feedback_brier.labels(model).observe(value)
 

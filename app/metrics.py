@@ -26,7 +26,6 @@ _ENTROPY_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.
 _STD_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BATCH_ROW_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
-_LOG_LIKELIHOOD_BUCKETS = (-20.0, -10.0, -5.0, -3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 _BRIER_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
@@ -74,7 +73,7 @@ class Metrics:
     interval_covered: Counter
     interval_checked: Counter
     interval_nominal: Counter
-    feedback_log_likelihood: Histogram
+    feedback_log_likelihood: Gauge
     feedback_brier: Histogram
 
     def render(self) -> tuple[bytes, str]:
@@ -217,13 +216,16 @@ def build_metrics(
             ["model", "interval"],
             registry=reg,
         ),
-        feedback_log_likelihood=Histogram(
-            "mcdrop_feedback_log_likelihood",
-            "Log-likelihood of each feedback target under the served prediction (nats; "
-            "regression: Gaussian with the predictive mean and variance, classification: "
-            "log of the mean probability of the true class).",
+        # Log-likelihoods can be negative or positive: a histogram would drop its _sum and
+        # rate() would read a falling sum as a reset, so this is a gauge; the rolling mean is
+        # delta(sum[w]) / increase(mcdrop_feedback_total[w]).
+        feedback_log_likelihood=Gauge(
+            "mcdrop_feedback_log_likelihood_sum",
+            "Sum of the log-likelihoods of the feedback targets under the served predictions "
+            "(nats; regression: Gaussian with the predictive mean and variance, "
+            "classification: log of the mean probability of the true class).",
             ["model"],
-            buckets=_LOG_LIKELIHOOD_BUCKETS,
+            multiprocess_mode="sum",
             registry=reg,
         ),
         feedback_brier=Histogram(

@@ -97,7 +97,9 @@ async def feedback(name: str, body: FeedbackRequest, dataplane: DataPlaneDep) ->
         rows=score.rows,
         intervals={
             interval: IntervalCheck(
-                covered=covered, checked=checked, level=nominal / checked if checked else 0.0
+                covered=covered,
+                checked=checked,
+                level=round(nominal / checked, 9) if checked else 0.0,
             )
             for interval, (covered, checked, nominal) in score.checks.items()
         },

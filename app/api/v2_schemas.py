@@ -91,7 +91,7 @@ class ResponseOutput(BaseModel):
     datatype: str
     shape: list[int]
     parameters: dict[str, Any] | None = None
-    data: list[float] | list[int] | None = None
+    data: list[bool] | list[float] | list[int] | None = None
 
 
 class InferenceResponse(BaseModel):

@@ -24,7 +24,7 @@ DEFAULT_DROPOUTS: tuple[float, ...] = (0.05, 0.1)
 """Dropout rates searched by default for regression; the evidence is
 docs/calibration-defaults.md."""
 CLASSIFICATION_DROPOUT = 0.1
-DEFAULT_LENGTH_SCALES: tuple[float, ...] = (0.01,)
+DEFAULT_LENGTH_SCALES: tuple[float, ...] = (0.01, 1.0)
 """Prior length-scales searched by default."""
 
 
@@ -101,6 +101,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from app.tabular import read_csv
     from app.training import TrainConfig, hyper_grid, train, write_model_folder
+    from app.training.search import hyper_label
 
     # Small MLPs train fastest on one thread; more threads mostly add synchronisation.
     torch.set_num_threads(1)
@@ -134,8 +135,9 @@ def _train(args: argparse.Namespace) -> int:
         data=args.data.name,
         config=config,
     )
-    for hyper, score in trained.validation:
-        print(f"validation log-likelihood {score:.4f}  {hyper}")
+    for (hyper, score), noise in zip(trained.validation, trained.fitted_noise, strict=True):
+        fitted = f" ({1 / noise:.4g} in target units)" if noise is not None else ""
+        print(f"validation log-likelihood {score:.4f}  {hyper_label(hyper)}{fitted}")
     if trained.check is not None:
         check = trained.check
         print(

@@ -74,7 +74,8 @@ def _run(
     return model, losses[-1] if losses else float("nan")
 
 
-def _label(hyper: Hyper) -> str:
+def hyper_label(hyper: Hyper) -> str:
+    """A grid point as the progress bars and the terminal show it."""
     tau = "fitted" if hyper.tau is None else f"{hyper.tau:g}"
     return f"p={hyper.dropout:g} l={hyper.length_scale:g} tau={tau}"
 
@@ -103,7 +104,11 @@ def train(
     if len(grid) > 1 or task == "regression":
         train_rows, held = validation_split(x.shape[0], val_fraction, config.seed)
         for number, hyper in enumerate(grid, start=1):
-            bar = bars(f"[{number}/{len(grid)}] {_label(hyper)}", config.epochs) if bars else None
+            bar = (
+                bars(f"[{number}/{len(grid)}] {hyper_label(hyper)}", config.epochs)
+                if bars
+                else None
+            )
             model, _ = _run(task, x[train_rows], y[train_rows], outputs, hyper, config, bar)
             score, noise, check = validation_score(
                 task, model, hyper, x[held], y[held], config.eval_samples
@@ -113,7 +118,7 @@ def train(
             checks.append(check)
         index = max(range(len(scores)), key=lambda i: scores[i][1])
         best = grid[index]
-    bar = bars(f"[final] {_label(best)}", config.epochs) if bars else None
+    bar = bars(f"[final] {hyper_label(best)}", config.epochs) if bars else None
     model, loss = _run(task, x, y, outputs, best, config, bar)
     decay = weight_decay(best.dropout, best.length_scale, x.shape[0], best.regulariser_tau)
     return Trained(

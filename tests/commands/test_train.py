@@ -60,7 +60,7 @@ def test_regression_grid_search_is_reproducible(tmp_path: Path) -> None:
     ]
     write_csv(path, [f"x{i}" for i in range(10)] + ["y"], rows)
     argv = ["train", "--data", str(path), "--target", "y", "--task", "regression", *FAST]
-    argv += ["--tau", "0.5", "2", "--dropout", "0.1", "--quiet"]
+    argv += ["--tau", "0.5", "2", "--dropout", "0.1", "--length-scale", "0.01", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     first, second = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
@@ -105,7 +105,8 @@ def test_regression_fits_tau_by_default_and_reports_the_validation_check(
     assert "validation (40 rows): RMSE " in out and "95% PI coverage " in out
     card = load_model_folder(tmp_path / "m").card
     assert card.training["tau_source"] == "fitted"
-    assert [point["dropout"] for point in card.training["grid_search"]] == [0.05, 0.1]
+    grid = [(point["dropout"], point["length_scale"]) for point in card.training["grid_search"]]
+    assert grid == [(0.05, 0.01), (0.05, 1.0), (0.1, 0.01), (0.1, 1.0)]
     assert all("fitted_tau" in point for point in card.training["grid_search"])
     chosen = max(card.training["grid_search"], key=lambda p: p["validation_log_likelihood"])
     assert card.regression is not None and card.regression.tau == chosen["fitted_tau"]

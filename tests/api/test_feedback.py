@@ -1,0 +1,205 @@
+"""POST /v1/models/{name}/feedback: labels for recent predictions move the live-coverage metrics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from tests.support import metric_value, tiny_state
+
+Factory = Callable[..., Path]
+ROWS = [[0.0], [1.0], [2.0]]
+
+
+def _models(factory: Factory, conformal: bool = True) -> Path:
+    """A regression TinyNet y = 2x + 1 (tau 4) with a conformal band q = 3, and a classifier
+    whose card has APS sets."""
+    card = {"input": {"shape": [1], "dtype": "float32"}, "target": "y"}
+    if conformal:
+        card["conformal"] = {
+            "kind": "normalised_residual",
+            "level": 0.9,
+            "quantile": 3.0,
+            "rows": 50,
+        }
+    folder = factory(
+        "line",
+        task="regression",
+        state=tiny_state(1, 2, 1),
+        kwargs={"in_features": 1, "hidden": 2, "out_features": 1},
+        card=card,
+    )
+    aps = {"kind": "aps", "level": 0.8, "quantile": 0.9, "rows": 50}
+    factory("sets", card={"conformal": aps})
+    return folder.parent
+
+
+def _predict(
+    client: TestClient, name: str, rows: list[list[float]], **headers: str
+) -> tuple[str, dict[str, Any]]:
+    answer = client.post(
+        f"/v1/models/{name}/predict", json={"inputs": rows, "seed": 1}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-request-id"], answer.json()
+
+
+def test_labels_by_request_id_count_coverage(
+    model_factory: Factory, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(_models(model_factory))
+    request_id, body = _predict(client, "line", ROWS)
+    rows = body["predictions"]
+    assert all(row["conformal_level"] == 0.9 for row in rows)
+    for row in rows:
+        assert row["conformal_lower"][0] == pytest.approx(
+            row["mean"][0] - 3 * row["std"][0], abs=1e-5
+        )
+    # the first target sits on the mean, the second far outside every interval
+    targets = [rows[0]["mean"][0], rows[1]["mean"][0] + 100.0, rows[2]["mean"][0]]
+    answer = client.post(
+        "/v1/models/line/feedback", json={"request_id": request_id, "targets": targets}
+    )
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["rows"] == 3
+    assert result["intervals"]["predictive"] == {
+        "covered": 2,
+        "checked": 3,
+        "level": pytest.approx(0.95),
+    }
+    assert result["intervals"]["conformal"] == {
+        "covered": 2,
+        "checked": 3,
+        "level": pytest.approx(0.9),
+    }
+    text = client.get("/metrics").text
+    assert metric_value(text, "mcdrop_feedback_total", {"model": "line"}) == 3
+    for interval in ("predictive", "conformal"):
+        labels = {"model": "line", "interval": interval}
+        assert metric_value(text, "mcdrop_interval_covered_total", labels) == 2
+        assert metric_value(text, "mcdrop_interval_checked_total", labels) == 3
+    assert metric_value(
+        text, "mcdrop_feedback_log_likelihood_sum", {"model": "line"}
+    ) == pytest.approx(3 * result["log_likelihood"])
+    again = client.post(
+        "/v1/models/line/feedback", json={"request_id": request_id, "targets": targets}
+    )
+    assert again.status_code == 410 and "already received" in again.json()["error"]
+    unknown = client.post("/v1/models/line/feedback", json={"request_id": "nope", "targets": [1.0]})
+    assert unknown.status_code == 404
+
+
+def test_labels_by_rows_and_prediction_sets(
+    model_factory: Factory, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(_models(model_factory))
+    _, body = _predict(client, "sets", [[2.0, -1.0], [0.0, 0.1]])
+    rows = body["predictions"]
+    assert all(set(row["prediction_set"]) <= {"left", "right"} for row in rows)
+    assert rows[0]["prediction_set"][0] == rows[0]["label"] and rows[0]["conformal_level"] == 0.8
+    feedback = {"inputs": [[0.0, 0.1], [2.0, -1.0]], "targets": ["right", "left"]}
+    result = client.post("/v1/models/sets/feedback", json=feedback).json()
+    covered = sum(
+        label in row["prediction_set"] for row, label in zip(rows, ["left", "right"], strict=True)
+    )
+    assert result["intervals"] == {
+        "prediction_set": {"covered": covered, "checked": 2, "level": pytest.approx(0.8)}
+    }
+    assert result["brier"] is not None
+    text = client.get("/metrics").text
+    assert metric_value(text, "mcdrop_feedback_brier_count", {"model": "sets"}) == 2
+    missing = client.post("/v1/models/sets/feedback", json=feedback)
+    assert missing.status_code == 404 and "inputs[0]" in missing.json()["error"]
+
+
+def test_v2_outputs_carry_the_conformal_band(
+    model_factory: Factory, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(_models(model_factory))
+    body = {"inputs": [{"name": "input", "shape": [2, 1], "datatype": "FP32", "data": [0.0, 1.0]}]}
+    answer = client.post("/v2/models/line/infer", json=body).json()
+    names = [output["name"] for output in answer["outputs"]]
+    assert "conformal_lower" in names and "conformal_upper" in names
+    assert answer["parameters"]["conformal_level"] == 0.9
+    sets = client.post(
+        "/v2/models/sets/infer",
+        json={
+            "inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [2.0, -1.0]}]
+        },
+    ).json()
+    output = next(o for o in sets["outputs"] if o["name"] == "prediction_set")
+    assert output["datatype"] == "BOOL" and output["shape"] == [1, 2]
+    assert output["data"][0] is True
+
+
+def test_expired_feedback_is_gone(
+    model_factory: Factory, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(_models(model_factory, conformal=False), feedback_max_age_s=0.2)
+    request_id, _ = _predict(client, "line", ROWS)
+    time.sleep(0.3)
+    late = client.post(
+        "/v1/models/line/feedback", json={"request_id": request_id, "targets": [1, 2, 3]}
+    )
+    assert late.status_code == 410 and "older than" in late.json()["error"]
+
+
+def test_refused_feedback(model_factory: Factory, client_for: Callable[..., TestClient]) -> None:
+    client = client_for(_models(model_factory, conformal=False))
+    request_id, body = _predict(client, "line", ROWS)
+    assert "conformal_lower" not in body["predictions"][0]
+    bad = [
+        {"request_id": request_id, "targets": [1.0, 2.0]},  # 3 rows were predicted
+        {"request_id": request_id, "targets": ["x", 2.0, 3.0]},
+        {"request_id": request_id, "inputs": ROWS, "targets": [1.0, 2.0, 3.0]},
+        {"targets": [1.0]},
+        {"inputs": [[1.0, 2.0]], "targets": [1.0]},  # the model takes one feature
+        {"inputs": ROWS, "targets": [1.0]},
+    ]
+    for feedback in bad:
+        assert client.post("/v1/models/line/feedback", json=feedback).status_code == 422, feedback
+    assert (
+        client.post(
+            "/v1/models/nope/feedback", json={"request_id": "r", "targets": [1]}
+        ).status_code
+        == 404
+    )
+    ok = client.post(
+        "/v1/models/line/feedback", json={"request_id": request_id, "targets": [1, 2, 3]}
+    )
+    assert ok.status_code == 200 and set(ok.json()["intervals"]) == {"predictive"}
+
+
+def test_feedback_needs_the_predict_key(
+    model_factory: Factory, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(_models(model_factory), api_keys=["user-key"])
+    request_id, _ = _predict(client, "line", ROWS, authorization="Bearer user-key")
+    body = {"request_id": request_id, "targets": [1.0, 2.0, 3.0]}
+    assert client.post("/v1/models/line/feedback", json=body).status_code == 401
+    answer = client.post(
+        "/v1/models/line/feedback", json=body, headers={"authorization": "Bearer user-key"}
+    )
+    assert answer.status_code == 200
+
+
+def test_card_rejects_a_conformal_kind_of_the_other_task(
+    model_factory: Factory, client_for: Callable[..., TestClient]
+) -> None:
+    folder = model_factory(
+        "wrong",
+        card={
+            "conformal": {"kind": "normalised_residual", "level": 0.9, "quantile": 1.0, "rows": 9}
+        },
+    )
+    client = client_for(folder.parent)
+    info = client.get("/v1/models/wrong").json()
+    assert info["ready"] is False and "conformal.kind must be 'aps'" in info["error"]
+    assert yaml.safe_load((folder / "model.yaml").read_text())["conformal"]["quantile"] == 1.0
