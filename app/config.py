@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""
 
+    max_image_pixels: int = Field(default=16_777_216, ge=1)
+    """Largest image (width x height) an image model decodes; larger ones are refused from
+    their header, before decoding (decompression bombs)."""
+
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:

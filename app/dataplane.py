@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+from torch import Tensor
+
 from app.batching.batcher import ModelBatcher, OnBatch
 from app.config import Settings
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation, evaluate, parse_targets
+from app.engine.images import images_to_tensor
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Prediction, PredictionRequest
 from app.engine.stats import ClassificationStats
@@ -173,7 +176,7 @@ class DataPlane:
                 "ci_level", f"must be between 0 and 1 (exclusive), got {ci_level}"
             )
         limit = max_rows if max_rows is not None else self.settings.max_rows_per_request
-        inputs = rows_to_tensor(rows, model.card.input.shape, limit)
+        inputs = self._input_tensor(model, rows, limit)
         scale = max(1, -(-limit // self.settings.max_rows_per_request))
         sample_limit = self.settings.max_request_sample_rows * scale
         sample_rows = int(inputs.shape[0]) * n_samples
@@ -191,6 +194,15 @@ class DataPlane:
             return_samples=options.return_samples,
             tolerance=tolerance,
         )
+
+    def _input_tensor(self, model: ServedModel, rows: Sequence[Any], limit: int) -> Tensor:
+        """Input rows as a tensor: encoded images decoded by an image model's pipeline, or
+        float rows of the card's shape."""
+        pixels = self.settings.max_image_pixels
+        images = images_to_tensor(rows, model.images, limit, pixels)
+        if images is not None:
+            return images
+        return rows_to_tensor(rows, model.card.input.shape, limit)
 
     def _sample_budget(
         self, model: ServedModel, options: PredictOptions

@@ -16,6 +16,8 @@ logger = logging.getLogger("mcdrop.requests")
 REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_TYPES = {b"application/json", b"application/octet-stream"}
+_FORM_PATH = re.compile(r"^/v1/models/[^/]+/predict$")
+"""The one route that also takes multipart/form-data (image files)."""
 
 
 class RequestContextMiddleware:
@@ -116,6 +118,8 @@ def _json_or_empty(scope: Scope) -> bool:
     if scope.get("method") not in ("POST", "PUT", "PATCH") or not has_body or declared is None:
         return True
     content_type = declared.split(b";")[0].strip().lower()
+    if content_type == b"multipart/form-data" and _FORM_PATH.match(scope.get("path", "")):
+        return True
     return content_type in _BODY_TYPES or content_type.endswith(b"+json")
 
 

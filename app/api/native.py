@@ -8,12 +8,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.images import PREDICT_OPENAPI, PredictBody
 from app.api.schemas import (
     ClassificationRow,
     DropoutInfo,
     ModelInfo,
     ModelList,
-    PredictRequest,
     PredictResponse,
     RegressionRow,
 )
@@ -43,8 +43,9 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     response_model=PredictResponse,
     response_model_exclude_none=True,
     name="v1_predict",
+    openapi_extra=PREDICT_OPENAPI,
 )
-async def predict(name: str, body: PredictRequest, dataplane: DataPlaneDep) -> Response:
+async def predict(name: str, body: PredictBody, dataplane: DataPlaneDep) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
     options = PredictOptions(
         n_samples=body.n_samples,

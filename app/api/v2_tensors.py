@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from app.api.errors import validation_message
+from app.api.v2_images import BYTES, image_input_metadata, image_rows
 from app.api.v2_schemas import (
     InferenceRequest,
     MCParameters,
@@ -81,6 +82,8 @@ class DecodedRequest:
 
 def input_metadata(model: ServedModel) -> list[TensorMetadata]:
     """The one input tensor: (batch, *row shape) in the card's dtype."""
+    if model.images is not None:
+        return [image_input_metadata(model, INPUT_NAME)]
     datatype = "FP64" if model.card.input.dtype == "float64" else "FP32"
     return [TensorMetadata(name=INPUT_NAME, datatype=datatype, shape=[-1, *model.card.input.shape])]
 
@@ -131,7 +134,12 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
         raise InvalidTensorError(
             f"model '{model.name}' takes exactly one input named '{INPUT_NAME}', got {names}"
         )
-    array = _input_array(request.inputs[0], binary, model.card.input.shape)
+    tensor = request.inputs[0]
+    rows: list[Any] = (
+        list(image_rows(tensor, binary))
+        if tensor.datatype == BYTES and model.images is not None
+        else _input_array(tensor, binary, model.card.input.shape).tolist()
+    )
     outputs = _requested_outputs(request, parameters.binary_data_output, model)
     options = PredictOptions(
         n_samples=parameters.n_samples,
@@ -139,7 +147,7 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
         ci_level=parameters.ci_level,
         return_samples=any(output.name == SAMPLES_OUTPUT for output in outputs),
     )
-    return DecodedRequest(request.id, array.tolist(), options, outputs)
+    return DecodedRequest(request.id, rows, options, outputs)
 
 
 def encode_outputs(

@@ -70,6 +70,7 @@ def describe(model: ServedModel) -> str:
         f"load time  {model.load_seconds:.3f} s",
         f"prefix     {model.split.prefix_fraction:.0%} of the model runs once per row "
         f"({model.split.reason})",
+        *([f"images     {model.images.describe()}"] if model.images is not None else []),
         "",
         table(
             ["dropout layer", "kind", "p"],

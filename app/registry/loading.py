@@ -22,12 +22,13 @@ from app.engine.dropout import (
     require_active_dropout,
     warn_functional_dropout,
 )
+from app.engine.images import ImagePipeline, require_pillow
 from app.engine.predictor import Predictor, TaskSpec
 from app.engine.prefix import ModelSplit, fx_split, whole_model_split
 from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
 from app.errors import ModelLoadError
-from app.registry.card import ModelCard, read_card
+from app.registry.card import ImageInputSpec, ModelCard, read_card
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class ServedModel:
     predictor: Predictor
     load_seconds: float
     warnings: list[str]
+    images: ImagePipeline | None = None
+    """Image models: encoded images -> input rows (None: float rows only)."""
 
     @property
     def name(self) -> str:
@@ -68,6 +71,7 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
     """Load, verify and probe one model folder; raises ModelLoadError with the reason."""
     started = time.perf_counter()
     card = read_card(folder)
+    images = _image_pipeline(card)
     module = _build_module(card, folder)
     if card.weights.file is not None:
         _load_weights(module, card, folder)
@@ -122,7 +126,19 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         predictor=Predictor(sampler, spec),
         load_seconds=elapsed,
         warnings=[f"functional dropout in {name} is not sampled" for name in warnings],
+        images=images,
     )
+
+
+def _image_pipeline(card: ModelCard) -> ImagePipeline | None:
+    """The card's image preprocessing; ModelLoadError naming the extra without Pillow."""
+    if not isinstance(card.input, ImageInputSpec):
+        return None
+    try:
+        require_pillow()
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model '{card.name}': {exc.message}") from None
+    return card.input.preprocessing()
 
 
 def sha256_of(path: Path) -> str:
