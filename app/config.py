@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""
 
+    max_evaluation_values: int = Field(default=16_777_216, ge=1)
+    """Most values (rows x MC samples x model outputs) one evaluation request may hold: every
+    pass of every row is kept to score it, so this bounds an evaluation's memory (see the
+    README's worst-case memory). Larger requests are refused up front with 422."""
+
     max_image_pixels: int = Field(default=16_777_216, ge=1)
     """Largest image (width x height) an image model decodes; larger ones are refused from
     their header, before decoding (decompression bombs)."""

@@ -107,3 +107,13 @@ class ForbiddenError(McdropError):
 
     def __init__(self, role: str) -> None:
         super().__init__(f"this API key may not use this route (needs the '{role}' role)")
+
+
+class ClientDisconnectedError(McdropError):
+    """The client went away before its answer was ready; its work was cancelled. Nobody reads
+    the answer: the status (nginx's 499) is for logs and metrics."""
+
+    status_code = 499
+
+    def __init__(self) -> None:
+        super().__init__("the client disconnected; its work was cancelled")

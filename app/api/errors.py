@@ -68,7 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
         route = request.scope.get("route")
         name = request.path_params.get("name")
         if route is not None and name is not None:
-            request.app.state.mcdrop.dataplane.count_rejected(name, route.name)
+            request.app.state.mcdrop.dataplane.count_refused(name, route.name)
         # Routers may set their own status for schema errors (the v2 protocol says 400).
         status = getattr(route, "validation_status_code", 422)
         return error_response(request, status, validation_message(exc))

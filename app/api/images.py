@@ -5,6 +5,7 @@ form fields (``curl -F image=@digit.png -F n_samples=50``). Both become one Pred
 from __future__ import annotations
 
 import importlib.util
+import json
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -46,7 +47,7 @@ async def _form_body(request: Request) -> PredictRequest:
             if key == IMAGE_FIELD and isinstance(value, UploadFile):
                 images.append(await value.read())
             elif key in _OPTION_FIELDS and isinstance(value, str) and key not in fields:
-                fields[key] = value
+                fields[key] = _form_value(value)
             else:
                 raise InvalidInputError(
                     key,
@@ -59,6 +60,15 @@ async def _form_body(request: Request) -> PredictRequest:
         return PredictRequest.model_validate({"inputs": images, **fields})
     except ValidationError as exc:
         raise RequestValidationError(_in_body(exc)) from None
+
+
+def _form_value(text: str) -> Any:
+    """A form field's value as the JSON body would carry it (``30`` a number, ``true`` a
+    boolean), else the text itself (``auto``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _in_body(exc: ValidationError) -> list[Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.encoding import answer_values, serialise
 from app.api.images import PREDICT_OPENAPI, PredictBody
 from app.api.schemas import (
     ClassificationRow,
@@ -17,8 +18,8 @@ from app.api.schemas import (
     PredictResponse,
     RegressionRow,
 )
-from app.dataplane import PredictOptions
 from app.engine.predictor import Prediction
+from app.engine.selection import describe_choice
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelEntry
@@ -47,30 +48,31 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
 )
 async def predict(name: str, body: PredictBody, dataplane: DataPlaneDep) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
-    options = PredictOptions(
-        n_samples=body.n_samples,
-        seed=body.seed,
-        ci_level=body.ci_level,
-        return_samples=body.return_samples,
-        tolerance=body.tolerance,
-        max_n_samples=body.max_n_samples,
+    model, prediction = await dataplane.predict(
+        name, body.inputs, body.options(body.return_samples), endpoint="v1_predict"
     )
-    model, prediction = await dataplane.predict(name, body.inputs, options, endpoint="v1_predict")
-    response = PredictResponse(
-        model=model.name,
-        version=model.version,
-        task=model.card.task,
-        n_samples=prediction.n_samples,
-        seed=prediction.seed,
-        ci_level=prediction.ci_level,
-        mc_standard_error=(
-            prediction.mc_standard_error if math.isfinite(prediction.mc_standard_error) else None
-        ),
-        converged=prediction.converged,
-        predictions=prediction_rows(model, prediction),
-    )
-    # Serialised here, once: returning the model would make FastAPI validate it all over again.
-    return Response(response.model_dump_json(exclude_none=True), media_type="application/json")
+
+    def encode() -> str:
+        response = PredictResponse(
+            model=model.name,
+            version=model.version,
+            task=model.card.task,
+            n_samples=prediction.n_samples,
+            seed=prediction.seed,
+            ci_level=prediction.ci_level,
+            mc_standard_error=(
+                prediction.mc_standard_error
+                if math.isfinite(prediction.mc_standard_error)
+                else None
+            ),
+            converged=prediction.converged,
+            predictions=prediction_rows(model, prediction),
+        )
+        # Serialised here, once: returning the model would make FastAPI validate it again.
+        return response.model_dump_json(exclude_none=True)
+
+    content = await serialise(encode, answer_values(prediction))
+    return Response(content, media_type="application/json")
 
 
 def model_info(entry: ModelEntry) -> ModelInfo:
@@ -92,10 +94,14 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         target=card.target,
         default_n_samples=card.n_samples.default,
         max_n_samples=card.n_samples.max,
+        input_type=card.input.type,
+        max_length=model.text.max_length if model.text is not None else None,
+        preprocessing=model.images.describe() if model.images is not None else None,
+        mc_dropout=describe_choice(card.mc_dropout),
         dropout_layers=len(model.dropout_layers),
         dropout=[
-            DropoutInfo(name=layer.name, kind=type(layer.module).__name__, p=layer.p)
-            for layer in model.dropout_layers
+            DropoutInfo(name=s.name, kind=s.kind, p=s.p, site=s.role, sampled=s.sampled)
+            for s in model.dropout_sites
         ],
         prefix_fraction=model.split.prefix_fraction,
         prefix_note=model.split.reason,

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.mc_options import MCOptions
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import (
     DEFAULT_COVERAGES,
@@ -14,8 +15,11 @@ from app.engine.evaluation import (
     RegressionReport,
 )
 
+MAX_COVERAGES = 100
+"""Most coverages one evaluation reports (each costs a pass over the ranked rows)."""
 
-class PredictRequest(BaseModel):
+
+class PredictRequest(MCOptions):
     """A batch of raw input rows and the Monte Carlo options."""
 
     model_config = ConfigDict(extra="forbid")
@@ -23,23 +27,6 @@ class PredictRequest(BaseModel):
     inputs: list[Any] = Field(
         min_length=1,
         description="Input rows, each a (nested) list of numbers of the model's input shape.",
-    )
-    n_samples: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(
-        default=None,
-        description='MC passes; the model\'s default when omitted; "auto" samples until the '
-        "MC standard error of the mean is within `tolerance`.",
-    )
-    tolerance: float | None = Field(
-        default=None, gt=0.0, description='With "auto": target MC standard error of the mean.'
-    )
-    max_n_samples: int | None = Field(
-        default=None, ge=1, description='With "auto": cap on N (the model\'s maximum by default).'
-    )
-    seed: int | None = Field(
-        default=None, ge=0, lt=2**63, description="Same inputs, seed and N give identical numbers."
-    )
-    ci_level: float | None = Field(
-        default=None, gt=0.0, lt=1.0, description="Level of the returned intervals."
     )
     return_samples: bool = Field(default=False, description="Also return every pass's output.")
 
@@ -100,11 +87,15 @@ class PredictResponse(BaseModel):
 
 
 class DropoutInfo(BaseModel):
-    """One dropout layer of a model."""
+    """One dropout site of a model."""
 
     name: str
     kind: str
     p: float
+    site: Literal["attention", "hidden", "functional"] = "hidden"
+    """``attention``: attention probabilities; ``functional``: an F.dropout call in a forward."""
+    sampled: bool = True
+    """Whether MC passes draw masks for it (the card's ``mc_dropout`` chooses)."""
 
 
 class ModelInfo(BaseModel):
@@ -123,7 +114,15 @@ class ModelInfo(BaseModel):
     target: str | None = None
     default_n_samples: int | None = None
     max_n_samples: int | None = None
-    dropout_layers: int = 0
+    input_type: Literal["tensor", "text", "image"] | None = None
+    max_length: int | None = Field(default=None, description="Text models: tokens per text.")
+    preprocessing: str | None = Field(
+        default=None, description="Image models: what the server does to each image."
+    )
+    mc_dropout: str | None = Field(
+        default=None, description="Sampled dropout: all, head (after the encoder) or names."
+    )
+    dropout_layers: int = Field(default=0, description="Dropout sites sampled.")
     dropout: list[DropoutInfo] = Field(default_factory=list)
     prefix_fraction: float = 0.0
     prefix_note: str | None = None
@@ -142,7 +141,7 @@ class ErrorBody(BaseModel):
     error: str
 
 
-class EvaluateRequest(BaseModel):
+class EvaluateRequest(MCOptions):
     """Labelled rows to score the model's predictions and uncertainty on."""
 
     model_config = ConfigDict(extra="forbid")
@@ -155,16 +154,10 @@ class EvaluateRequest(BaseModel):
         description="One per input row: a class label or index (classification), a number or "
         "a list of one number per output (regression).",
     )
-    n_samples: int | None = Field(
-        default=None, ge=1, description="MC passes; the model's default when omitted."
-    )
-    seed: int | None = Field(default=None, ge=0, lt=2**63, description="For reproducible runs.")
-    ci_level: float | None = Field(
-        default=None, gt=0.0, lt=1.0, description="Level of the regression predictive interval."
-    )
     coverages: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
         default=list(DEFAULT_COVERAGES),
         min_length=1,
+        max_length=MAX_COVERAGES,
         description="Coverages at which selective accuracy and risk are reported.",
     )
     ranking_score: RankingScore = Field(

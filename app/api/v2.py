@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 
 from app import __version__
 from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.encoding import answer_values, serialise
 from app.api.v2_schemas import (
     InferenceResponse,
     ModelMetadata,
@@ -26,7 +27,8 @@ from app.api.v2_tensors import (
     output_metadata,
     split_body,
 )
-from app.dataplane import DataPlane, outcome_of
+from app.dataplane import DataPlane
+from app.engine.selection import describe_choice
 from app.errors import InvalidInputError, InvalidTensorError, McdropError
 from app.registry.loading import ServedModel
 
@@ -104,7 +106,7 @@ async def _infer(
         model = dataplane.repository.get(name, version)
         decoded = decode_request(*split_body(body, request.headers.get(HEADER_LENGTH)), model)
     except McdropError as exc:
-        _count_refused(dataplane, name, exc)
+        dataplane.count_refused(name, ENDPOINT, exc)
         raise
     try:
         model, prediction = await dataplane.predict(
@@ -112,19 +114,23 @@ async def _infer(
         )
     except InvalidInputError as exc:
         raise InvalidTensorError(exc.message) from exc
-    outputs, binary = encode_outputs(prediction, decoded.outputs)
-    answer = InferenceResponse(
-        model_name=model.name,
-        model_version=model.version,
-        id=decoded.id,
-        parameters={
-            "n_samples": prediction.n_samples,
-            "seed": prediction.seed,
-            "ci_level": prediction.ci_level,
-        },
-        outputs=outputs,
-    )
-    header = answer.model_dump_json(exclude_none=True).encode()
+
+    def encode() -> tuple[bytes, bytes]:
+        outputs, binary = encode_outputs(prediction, decoded.outputs)
+        answer = InferenceResponse(
+            model_name=model.name,
+            model_version=model.version,
+            id=decoded.id,
+            parameters={
+                "n_samples": prediction.n_samples,
+                "seed": prediction.seed,
+                "ci_level": prediction.ci_level,
+            },
+            outputs=outputs,
+        )
+        return answer.model_dump_json(exclude_none=True).encode(), binary
+
+    header, binary = await serialise(encode, answer_values(prediction))
     if not binary:
         return Response(header, media_type=JSONResponse.media_type)
     return Response(
@@ -147,14 +153,18 @@ def _metadata(model: ServedModel) -> ModelMetadata:
             "labels": card.labels,
             "default_n_samples": card.n_samples.default,
             "max_n_samples": card.n_samples.max,
+            **_input_parameters(model),
+            "mc_dropout": describe_choice(card.mc_dropout),
+            "sampled_dropout": [layer.name for layer in model.dropout_layers],
         },
     )
 
 
-def _count_refused(dataplane: DataPlane, name: str, error: McdropError) -> None:
-    """Count a request refused before it reached sampling, with the outcome its error means."""
-    if error.status_code < 500:
-        dataplane.count_rejected(name, ENDPOINT)
-        return
-    label = name if name in dataplane.repository else "_unknown"
-    dataplane.metrics.requests.labels(label, ENDPOINT, outcome_of(error)).inc()
+def _input_parameters(model: ServedModel) -> dict[str, object]:
+    """Text models: how to send text (BYTES [B], or [B, 2] for text pairs); image models: that
+    they take encoded images, and what is done to them."""
+    if model.images is not None:
+        return {"input_type": "image", "preprocessing": model.images.describe()}
+    if model.text is None:
+        return {}
+    return {"input_type": "text", "text_pairs": "BYTES [B, 2]", "max_length": model.text.max_length}

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from app.api.mc_options import MCOptions
+
 
 class ServerMetadata(BaseModel):
     """``GET /v2``: who is serving and which protocol extensions it speaks."""
@@ -83,14 +85,11 @@ class InferenceRequest(BaseModel):
     outputs: list[RequestOutput] | None = None
 
 
-class MCParameters(BaseModel):
+class MCParameters(MCOptions):
     """The Monte Carlo options read from the request's ``parameters``; others are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
-    n_samples: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
-    ci_level: float | None = Field(default=None, gt=0.0, lt=1.0)
     binary_data_output: bool = False
 
 

@@ -26,7 +26,8 @@ from app.api.v2_schemas import (
     ResponseOutput,
     TensorMetadata,
 )
-from app.dataplane import PredictOptions
+from app.api.v2_text import text_metadata, text_rows
+from app.dataplane.policy import PredictOptions
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.errors import InvalidTensorError
@@ -75,13 +76,16 @@ class DecodedRequest:
     """What the data plane needs from an inference request, and how to answer it."""
 
     id: str | None
-    rows: list[Any]
+    rows: np.ndarray | list[Any]
+    """(B, *input_shape), in the datatype the request sent; texts for a text model."""
     options: PredictOptions
     outputs: list[RequestedOutput]
 
 
 def input_metadata(model: ServedModel) -> list[TensorMetadata]:
-    """The one input tensor: (batch, *row shape) in the card's dtype."""
+    """The one input tensor: (batch, *row shape) in the card's dtype; BYTES for text."""
+    if model.text is not None:
+        return [text_metadata(INPUT_NAME)]
     if model.images is not None:
         return [image_input_metadata(model, INPUT_NAME)]
     datatype = "FP64" if model.card.input.dtype == "float64" else "FP32"
@@ -134,20 +138,16 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
         raise InvalidTensorError(
             f"model '{model.name}' takes exactly one input named '{INPUT_NAME}', got {names}"
         )
-    tensor = request.inputs[0]
-    rows: list[Any] = (
-        list(image_rows(tensor, binary))
-        if tensor.datatype == BYTES and model.images is not None
-        else _input_array(tensor, binary, model.card.input.shape).tolist()
-    )
+    array: np.ndarray | list[Any]
+    if model.text is not None:
+        array = text_rows(request.inputs[0], binary)
+    elif model.images is not None and request.inputs[0].datatype == BYTES:
+        array = image_rows(request.inputs[0], binary)
+    else:
+        array = _input_array(request.inputs[0], binary, model.card.input.shape)
     outputs = _requested_outputs(request, parameters.binary_data_output, model)
-    options = PredictOptions(
-        n_samples=parameters.n_samples,
-        seed=parameters.seed,
-        ci_level=parameters.ci_level,
-        return_samples=any(output.name == SAMPLES_OUTPUT for output in outputs),
-    )
-    return DecodedRequest(request.id, rows, options, outputs)
+    options = parameters.options(any(output.name == SAMPLES_OUTPUT for output in outputs))
+    return DecodedRequest(request.id, array, options, outputs)
 
 
 def encode_outputs(

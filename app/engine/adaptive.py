@@ -33,7 +33,11 @@ def next_sample_count(n: int, standard_error: float, tolerance: float, cap: int)
     """
     if standard_error <= tolerance or n >= cap:
         return n
-    predicted = n * (standard_error / tolerance) ** 2 * _GROWTH_MARGIN
+    ratio = standard_error / tolerance
+    # A tolerance near the smallest float makes the ratio overflow: sample up to the cap.
+    if not ratio * ratio * n * _GROWTH_MARGIN < cap:
+        return cap
+    predicted = n * ratio * ratio * _GROWTH_MARGIN
     wanted = max(predicted, 2 * n)
     aligned = math.ceil(wanted / 16 - 1e-9) * 16
     return min(cap, aligned)

@@ -9,8 +9,10 @@ layers in eval mode (Linear, ConvNd, BatchNormNd with running statistics, ReLU, 
 are lowered further to the functional call their ``forward`` ends in, with the module's own
 arguments. A module with hooks keeps being called through ``__call__``, so its hooks still run.
 
-Dropout modules named in ``dropout_calls`` become calls ``dropout.apply(index, x)`` on an extra
-first argument: the sampler passes the object that applies the run's seeded masks.
+Dropout sites named in ``dropout_calls`` (modules, and functional calls tagged by
+:mod:`app.engine.functional`) become calls ``dropout.apply(index, x)`` on an extra first
+argument: the sampler passes the object that applies the run's seeded masks. Functional dropout
+calls not named there are the identity, as in eval mode.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn import functional
 from torch.nn.modules import module as module_globals
+
+from app.engine.functional import FUNCTIONAL_PREFIX, dropout_input, dropout_key
 
 
 class DropoutApplier(Protocol):
@@ -44,9 +48,13 @@ def compile_graph(
     dropout = graph.placeholder("dropout") if dropout_calls else None
     for node in gm.graph.nodes:
         target = str(node.target)
-        if node.op == "call_module" and target in dropout_calls:
-            (x,) = node.args
-            env[node] = graph.call_method("apply", (dropout, dropout_calls[target], env[x]))
+        key = dropout_key(node)
+        if key is not None and key in dropout_calls:
+            x = dropout_input(node)
+            env[node] = graph.call_method("apply", (dropout, dropout_calls[key], env[x]))
+            continue
+        if key is not None and key.startswith(FUNCTIONAL_PREFIX):  # not sampled: eval's identity
+            env[node] = env[dropout_input(node)]
             continue
         new = graph.node_copy(node, lambda n: env[n])
         if node.op in ("call_module", "get_attr"):

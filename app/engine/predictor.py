@@ -6,6 +6,8 @@ models output (N, B, D) means, or (N, B, 2D) mean then log-variance with a varia
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from app.engine.stats import (
     classification_stats,
     regression_stats,
 )
+from app.errors import InvalidInputError
 
 
 class Sampler(Protocol):
@@ -137,23 +140,54 @@ class Predictor:
     def sample_passes(self, request: PredictionRequest) -> Passes:
         """Every pass of one request, unsummarised (evaluation needs them against targets)."""
         seed = request.resolved_seed()
-        raw = self.sampler.sample_jobs([SampleJob(request.inputs, request.n_samples, seed)])[0]
-        raw = raw.float().cpu()
+        return self.passes_of(self.sample_raw(request.inputs, request.n_samples, seed), seed)
+
+    def sample_raw(
+        self, inputs: Tensor, n_samples: int, seed: int, first_sample: int = 0
+    ) -> Tensor:
+        """Raw outputs (n_samples, B, *output_shape), float32 on the CPU, of passes
+        ``first_sample``.. of ``seed``: the same bits whatever rows are sampled alongside."""
+        job = SampleJob(inputs, n_samples, seed, first_sample=first_sample)
+        return self.sampler.sample_jobs([job])[0].float().cpu()
+
+    def passes_of(self, raw: Tensor, seed: int) -> Passes:
+        """The passes of raw outputs (N, B, *output_shape) sampled with ``seed``."""
         noise = None if self.spec.task == "classification" else self._split_regression(raw)[1]
         return Passes(self.returned_values(raw), noise, seed)
 
     def predict_many(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
-        """Statistics for several requests sampled in shared forward passes."""
+        """Statistics for several requests sampled in shared forward passes (the first
+        request's error is raised if any request fails)."""
+        outcomes = self.predict_each(requests)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome
+        return [outcome for outcome in outcomes if isinstance(outcome, Prediction)]
+
+    def predict_each(self, requests: Sequence[PredictionRequest]) -> list[Prediction | Exception]:
+        """Each request's prediction, or the error of that request alone, from shared
+        forward passes. Raises only when the sampling run itself fails (for all of them)."""
         seeds = [request.resolved_seed() for request in requests]
         jobs = [SampleJob(r.inputs, r.first_round, s) for r, s in zip(requests, seeds, strict=True)]
         outputs = [raw.float().cpu() for raw in self.sampler.sample_jobs(jobs)]
         self._sample_until_converged(requests, seeds, outputs)
         # Statistics run per request: reductions over a tensor holding other requests' rows
-        # could round differently, and a request's numbers must not depend on its neighbours.
+        # could round differently, a request's numbers must not depend on its neighbours, and
+        # one request's failure must not reach the others.
         return [
-            self.summarize(raw, request, seed)
+            self._summarize_alone(raw, request, seed)
             for raw, request, seed in zip(outputs, requests, seeds, strict=True)
         ]
+
+    def _summarize_alone(
+        self, raw: Tensor, request: PredictionRequest, seed: int
+    ) -> Prediction | Exception:
+        try:
+            prediction = self.summarize(raw, request, seed)
+            check_finite(prediction)
+        except Exception as exc:
+            return exc
+        return prediction
 
     def _sample_until_converged(
         self, requests: Sequence[PredictionRequest], seeds: list[int], outputs: list[Tensor]
@@ -165,7 +199,10 @@ class Predictor:
             for i in pending:
                 request, n = requests[i], outputs[i].shape[0]
                 assert request.tolerance is not None
+                # A request whose values are not finite stops here; its summary refuses it.
                 error = mc_standard_error(self.returned_values(outputs[i]))
+                if not math.isfinite(error):
+                    continue
                 target = next_sample_count(n, error, request.tolerance, request.n_samples)
                 if target > n:
                     more.append(
@@ -223,3 +260,31 @@ class Predictor:
             return raw, self.spec.noise_variance
         d = raw.shape[-1] // 2
         return raw[..., :d], torch.exp(raw[..., d:])
+
+
+def check_finite(prediction: Prediction) -> None:
+    """Refuse a prediction with a non-finite statistic (or sample), naming the first input row
+    it comes from: an overflow inside the model is the input's problem, never a 200 with
+    nulls."""
+    tensors = [getattr(prediction.stats, f.name) for f in dataclasses.fields(prediction.stats)]
+    if prediction.samples is not None:
+        tensors.append(prediction.samples.transpose(0, 1))
+    row = _first_non_finite_row(tensors)
+    if row is not None:
+        raise InvalidInputError(
+            f"inputs[{row}]",
+            "the model's output for this row is not finite (NaN or infinity): the input is "
+            "outside what the model can compute",
+        )
+
+
+def _first_non_finite_row(tensors: Sequence[Tensor]) -> int | None:
+    """The first row (dim 0 of every tensor, (B, ...)) holding a NaN or infinity, or None."""
+    bad: Tensor | None = None
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1)
+            bad = rows if bad is None else bad | rows
+    if bad is None or not bool(bad.any()):
+        return None
+    return int(bad.nonzero()[0])

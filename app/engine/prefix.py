@@ -28,6 +28,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from app.engine.compiled import DropoutApplier, compile_graph
 from app.engine.dropout import DropoutLayer
+from app.engine.functional import dropout_key, sites_of
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,9 @@ def fx_split(model: nn.Module, dropout_layers: Iterable[DropoutLayer], probe: Te
 
 def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) -> ModelSplit:
     traced = fx.symbolic_trace(model)
+    sites_of(traced, set(), 0)  # tags functional dropout calls, which dropout_key then names
     nodes = list(traced.graph.nodes)
-    stochastic = _downstream_of(
-        nodes, lambda n: n.op == "call_module" and str(n.target) in dropout_names
-    )
+    stochastic = _downstream_of(nodes, lambda n: dropout_key(n) in dropout_names)
     if not stochastic:
         raise SplitError("no dropout module is reached in the traced graph")
     batched = _downstream_of(nodes, lambda n: n.op == "placeholder")
@@ -118,9 +118,9 @@ def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) ->
     prefix = compile_graph(_subgraph(traced, nodes, set(prefix_nodes), batched, [], crossing))
     suffix_graph = _subgraph(traced, nodes, suffix_side, batched, crossing, None)
     suffix = compile_graph(suffix_graph, dropout_names)
-    _check_split(model, prefix, suffix, probe)
+    _check_split(compile_graph(traced, dropout_names), prefix, suffix, probe)
     fraction = _parameter_share(traced, prefix_nodes)
-    first = next(str(n.target) for n in nodes if n in stochastic and n.op == "call_module")
+    first = next(dropout_key(n) for n in nodes if n in stochastic and dropout_key(n) is not None)
     reason = (
         f"torch.fx split: {len(prefix_nodes)} ops run once per row, "
         f"{sum(1 for n in nodes if n in stochastic) - 1} ops per sample "
@@ -129,11 +129,7 @@ def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) ->
     dropout_inputs = frozenset(
         index
         for index, node in enumerate(crossing)
-        if all(
-            user.op == "call_module" and str(user.target) in dropout_names
-            for user in node.users
-            if user in suffix_side
-        )
+        if all(dropout_key(user) in dropout_names for user in node.users if user in suffix_side)
     )
     return ModelSplit(
         prefix, suffix, fraction, reason, applies_dropout=True, dropout_inputs=dropout_inputs
@@ -207,7 +203,9 @@ class _NoDropout:
         return x
 
 
-def _check_split(model: nn.Module, prefix: Prefix, suffix: Suffix, probe: Tensor) -> None:
+def _check_split(whole: Suffix, prefix: Prefix, suffix: Suffix, probe: Tensor) -> None:
+    """The split computes what the whole traced graph computes, dropout off (compiled too, so
+    that functional ``training=True`` dropout is off in both)."""
     with torch.inference_mode():
         for rows in (2, 3):
             x = probe.repeat(rows, *[1] * (probe.dim() - 1))[:rows]
@@ -215,7 +213,7 @@ def _check_split(model: nn.Module, prefix: Prefix, suffix: Suffix, probe: Tensor
             for value in values:
                 if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != rows:
                     raise SplitError("a value crossing the split is not a per-row tensor")
-            expected = model(x)
+            expected = whole(_NoDropout(), x)
             actual = suffix(_NoDropout(), *values)
             if not isinstance(actual, Tensor) or not torch.allclose(actual, expected, atol=1e-5):
                 raise SplitError("the split model does not reproduce the model's output")

@@ -177,7 +177,21 @@ class MCSampler(BaseSampler):
         self._handles.clear()
 
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
-        """MC outputs (N_j, B_j, *output_shape) for every job, sharing forward passes."""
+        """MC outputs (N_j, B_j, *output_shape) for every job, sharing forward passes among
+        jobs whose rows have the same shape (texts padded to different lengths run apart)."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault(tuple(job.inputs.shape[1:]), []).append(index)
+        if len(groups) == 1:
+            return self._sample_group(jobs)
+        outputs: list[Tensor | None] = [None] * len(jobs)
+        for members in groups.values():
+            results = self._sample_group([jobs[i] for i in members])
+            for i, result in zip(members, results, strict=True):
+                outputs[i] = result
+        return [output for output in outputs if output is not None]
+
+    def _sample_group(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
         with torch.inference_mode():
             prefix_outputs = [self.split.prefix(self._to_device(job.inputs)) for job in jobs]
             outputs: list[list[Tensor]] = [[] for _ in jobs]
@@ -195,6 +209,9 @@ class MCSampler(BaseSampler):
             return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
 
     def _to_device(self, inputs: Tensor) -> Tensor:
+        """Float inputs in the model's dtype; integer ones (token ids) keep theirs."""
+        if not inputs.is_floating_point():
+            return inputs.to(self.device)
         return inputs.to(self.device, self.dtype)
 
     def _make_hook(self, layer: DropoutLayer):  # type: ignore[no-untyped-def]
@@ -282,17 +299,25 @@ class ChunkDropout:
         self.pieces = pieces
         self.masks = masks
         self.prefix_outputs = prefix_outputs
+        self._calls: dict[int, int] = {}
 
     def apply(self, index: int, x: Tensor | Unfolded) -> Tensor:
-        """Dropout layer ``index`` on the chunk's activations x (rows, *features), or on a
-        crossing value not yet folded, which is repeated over samples by the masking itself
+        """Dropout layer ``index`` on x; a module called again within one forward pass (RoBERTa's
+        head applies its dropout twice) draws an independent mask stream for each call."""
+        call = self._calls.get(index, 0)
+        self._calls[index] = call + 1
+        return self._apply(index, call, x)
+
+    def _apply(self, index: int, call: int, x: Tensor | Unfolded) -> Tensor:
+        """Call ``call`` of dropout layer ``index`` on the chunk's activations x (rows, *features),
+        or on a crossing value not yet folded, which is repeated over samples by the masking itself
         (value (B, *F) times each sample's mask, broadcast over rows: the same values as
         folding first and masking after)."""
         layer = self.layers[index]
         if layer.p <= 0.0 or layer.alpha:
             if isinstance(x, Unfolded):
                 x = _fold_value(self.pieces, self.prefix_outputs, x.index)
-            return x if layer.p <= 0.0 else self._alpha(layer, x)
+            return x if layer.p <= 0.0 else self._alpha(layer, call, x)
         first = self.pieces[0]
         like = self.prefix_outputs[first.job][x.index] if isinstance(x, Unfolded) else x
         shape = mask_shape(layer.mask_kind, like.shape[1:])
@@ -306,7 +331,8 @@ class ChunkDropout:
 
         def scaled(piece: _Piece) -> Tensor:
             """Scaled masks (samples, 1, *shape), broadcast over the piece's rows."""
-            return self._mask(piece, layer, piece.covered_samples, shape, like.dtype).unsqueeze(1)
+            n = piece.covered_samples
+            return self._mask(piece, layer, call, n, shape, like.dtype).unsqueeze(1)
 
         if len(self.pieces) == 1 and first.covered_samples * first.rows == first.padded_rows:
             return torch.mul(rows_of(first, 0), scaled(first)).view(-1, *like.shape[1:])
@@ -316,23 +342,35 @@ class ChunkDropout:
 
         return _write_pieces(self.pieces, like, mask)
 
-    def _alpha(self, layer: DropoutLayer, x: Tensor) -> Tensor:
+    def _alpha(self, layer: DropoutLayer, call: int, x: Tensor) -> Tensor:
         """Alpha dropout on folded activations (keeps SELU's self-normalisation)."""
         shape = mask_shape(layer.mask_kind, x.shape[1:])
 
         def mask(piece: _Piece, offset: int, target: Tensor) -> None:
             n = piece.covered_samples
             source = self.masks[piece.job]
-            keep = source.keep_mask(layer.index, piece.t0, piece.t0 + n, shape, layer.p)
+            keep = source.keep_mask(_stream(layer, call), piece.t0, piece.t0 + n, shape, layer.p)
             per_sample = x[offset : offset + n * piece.rows].view_as(target)
             target.copy_(apply_mask(per_sample, keep.unsqueeze(1), layer.p, alpha=True))
 
         return _write_pieces(self.pieces, x, mask)
 
     def _mask(
-        self, piece: _Piece, layer: DropoutLayer, n: int, shape: tuple[int, ...], dtype: torch.dtype
+        self,
+        piece: _Piece,
+        layer: DropoutLayer,
+        call: int,
+        n: int,
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
     ) -> Tensor:
         """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job."""
         return self.masks[piece.job].scaled_mask(
-            layer.index, piece.t0, piece.t0 + n, shape, layer.p, dtype
+            _stream(layer, call), piece.t0, piece.t0 + n, shape, layer.p, dtype
         )
+
+
+def _stream(layer: DropoutLayer, call: int) -> int:
+    """Mask stream of a layer's ``call``-th application in a forward pass (the first call keeps
+    the layer's index, so models calling each dropout once draw what they always drew)."""
+    return layer.index if call == 0 else layer.index + (call << 20)

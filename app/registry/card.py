@@ -30,13 +30,27 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
-    """Shape of one input row (without the batch dimension) and its dtype."""
+    """Shape of one input row (without the batch dimension) and its dtype; or text, which the
+    server tokenizes with the model folder's tokenizer (``type: text``, no shape)."""
 
-    shape: list[int] = Field(min_length=1)
+    type: Literal["tensor", "text"] = "tensor"
+    shape: list[int] = Field(default_factory=list)
     dtype: Literal["float32", "float64"] = "float32"
+    max_length: int | None = Field(default=None, ge=2)
+    """Text only: tokens per text (longer texts are truncated); the model's maximum when None."""
+    max_characters: int = Field(default=10_000, ge=1)
+    """Text only: longest text (in characters) a request may send; longer is a 4xx."""
 
     @model_validator(mode="after")
     def _positive_dims(self) -> InputSpec:
+        if self.type == "text":
+            if self.shape:
+                raise ValueError("input.shape does not apply to text inputs (type: text)")
+            return self
+        if self.max_length is not None:
+            raise ValueError("input.max_length applies to text inputs only (type: text)")
+        if not self.shape:
+            raise ValueError("input.shape is required for tensor inputs")
         if any(d < 1 for d in self.shape):
             raise ValueError(f"input.shape dimensions must be >= 1, got {self.shape}")
         return self
@@ -49,8 +63,9 @@ class ImageInputSpec(_Strict):
 
     type: Literal["image"]
     channels: Literal[1, 3] = 3
-    size: tuple[int, int]
-    """(H, W) the model reads."""
+    size: tuple[int, int] | None = None
+    """(H, W) the model reads. Required, except for a Hugging Face folder, whose own image
+    processor (``preprocessor_config.json``) sets it and the rest of the preprocessing."""
     resize: int | None = Field(default=None, ge=1)
     """Shorter side scaled to this first (aspect kept); absent: no such step."""
     center_crop: bool = True
@@ -62,6 +77,8 @@ class ImageInputSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ImageInputSpec:
+        if self.size is None:
+            return self
         if min(self.size) < 1:
             raise ValueError(f"input.size dimensions must be >= 1, got {list(self.size)}")
         for name, values in (("mean", self.mean), ("std", self.std)):
@@ -77,15 +94,17 @@ class ImageInputSpec(_Strict):
 
     @property
     def shape(self) -> list[int]:
-        """(channels, H, W): the shape of one preprocessed row."""
-        return [self.channels, *self.size]
+        """(channels, H, W): the shape of one preprocessed row ([channels] before a Hugging
+        Face loader fills in the size)."""
+        return [self.channels, *(self.size or ())]
 
     @property
     def dtype(self) -> Literal["float32"]:
         return "float32"
 
     def preprocessing(self) -> ImagePreprocessing:
-        """The engine's recipe for this section."""
+        """The engine's recipe for this section (a card with a size)."""
+        assert self.size is not None
         return ImagePreprocessing(
             channels=self.channels,
             size=self.size,
@@ -97,33 +116,41 @@ class ImageInputSpec(_Strict):
 
 
 def _input_kind(value: Any) -> str:
-    kind = value.get("type", "tensor") if isinstance(value, dict) else getattr(value, "type", None)
-    return str(kind or "tensor")
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "image" if kind == "image" else "tensor"
 
 
 InputSection = Annotated[
     Annotated[InputSpec, Tag("tensor")] | Annotated[ImageInputSpec, Tag("image")],
     Discriminator(_input_kind),
 ]
-"""``input``: a float tensor (``shape``, ``dtype``) or, with ``type``, another kind."""
+"""``input``: a float tensor (``shape``, ``dtype``), text, or an image (``type: image``)."""
 
 
 class ArchitectureSpec(_Strict):
-    """Exactly one of: a bundled architecture, a Python file in the model folder, TorchScript."""
+    """Exactly one of: a bundled architecture, a Python file in the model folder, TorchScript,
+    or a Hugging Face ``save_pretrained`` folder (``huggingface: .`` or a sub-folder)."""
 
     bundled: str | None = None
     file: str | None = None
     class_name: str | None = Field(default=None, alias="class")
     torchscript: str | None = None
+    huggingface: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ArchitectureSpec:
-        sources = [s for s in (self.bundled, self.file, self.torchscript) if s is not None]
+        sources = [
+            s
+            for s in (self.bundled, self.file, self.torchscript, self.huggingface)
+            if s is not None
+        ]
         if len(sources) != 1:
-            raise ValueError("architecture needs exactly one of 'bundled', 'file', 'torchscript'")
+            raise ValueError(
+                "architecture needs exactly one of 'bundled', 'file', 'torchscript', 'huggingface'"
+            )
         if self.file is not None and self.class_name is None:
             raise ValueError("architecture.file needs 'class' (the nn.Module class to build)")
         return self
@@ -192,6 +219,9 @@ class ModelCard(_Strict):
     target: str | None = None
     """Label column of evaluation CSV files (``mcdrop evaluate`` uses it unless told another)."""
     training: dict[str, Any] = Field(default_factory=dict)
+    mc_dropout: Literal["all", "head"] | list[str] = "all"
+    """Dropout sites sampled: ``all``; ``head`` (only the dropout after the encoder or backbone:
+    the backbone runs once per row, the head N times); or a list of dropout site names."""
 
     @model_validator(mode="before")
     @classmethod
@@ -210,8 +240,20 @@ class ModelCard(_Strict):
             raise ValueError("'regression' section given for a classification model")
         if self.task == "regression" and self.abstention is not None:
             raise ValueError("'abstention' applies to classification models only")
-        if self.architecture.torchscript is None and self.weights.file is None:
-            raise ValueError("weights.file is required unless the architecture is TorchScript")
+        arch = self.architecture
+        external = arch.torchscript is not None or arch.huggingface is not None
+        if not external and self.weights.file is None:
+            raise ValueError(
+                "weights.file is required unless the architecture is TorchScript or Hugging Face"
+            )
+        if arch.huggingface is not None and self.input.type == "tensor":
+            raise ValueError("a huggingface architecture takes input.type text or image")
+        if arch.huggingface is None and self.input.type == "text":
+            raise ValueError("text input (input.type: text) goes with a huggingface architecture")
+        if arch.huggingface is None and self.input.type == "image" and self.input.size is None:
+            raise ValueError("input.size is required (only a huggingface folder brings its own)")
+        if isinstance(self.mc_dropout, list) and not self.mc_dropout:
+            raise ValueError("mc_dropout: name at least one dropout site, or use all / head")
         return self
 
 

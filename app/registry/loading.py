@@ -7,12 +7,15 @@ import importlib.util
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch import nn
+from torch import Tensor, nn
 
 from app.architectures import build_bundled
 from app.engine.abstention import AbstentionRule
@@ -22,13 +25,19 @@ from app.engine.dropout import (
     require_active_dropout,
     warn_functional_dropout,
 )
-from app.engine.images import ImagePipeline, require_pillow
+from app.engine.functional import FUNCTIONAL_PREFIX, trace_sites
+from app.engine.images import ImagePipeline, images_to_tensor, require_pillow
+from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Predictor, TaskSpec
 from app.engine.prefix import ModelSplit, fx_split, whole_model_split
 from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
+from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.registry.card import ImageInputSpec, ModelCard, read_card
+from app.registry.hf_text import load_text_classifier
+from app.registry.network import DropoutSite, Network, describe_sites
+from app.registry.text import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +49,8 @@ class LoadOptions:
     max_sample_rows: int = 16384
     device: torch.device | str = "cpu"
     dtype: torch.dtype = torch.float32
+    max_image_pixels: int = 16_777_216
+    """Image models: the largest image (width x height) decoded."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +61,18 @@ class ServedModel:
     folder: Path
     module: nn.Module
     dropout_layers: list[DropoutLayer]
+    """The sampled dropout layers (``dropout_sites`` lists every site, sampled or not)."""
     output_shape: list[int]
     split: ModelSplit
     predictor: Predictor
     load_seconds: float
     warnings: list[str]
+    dropout_sites: list[DropoutSite] = field(default_factory=list)
+    text: TextEncoder | None = None
+    """Text models: turns request texts into token rows."""
     images: ImagePipeline | None = None
-    """Image models: encoded images -> input rows (None: float rows only)."""
+    """Image models: decoded images -> input rows (float rows of the input shape work too)."""
+    max_image_pixels: int = 16_777_216
 
     @property
     def name(self) -> str:
@@ -66,41 +82,40 @@ class ServedModel:
     def version(self) -> str:
         return self.card.version
 
+    def rows_to_tensor(
+        self, rows: Sequence[Any] | np.ndarray, max_rows: int, field: str = "inputs"
+    ) -> Tensor:
+        """The request's rows as the model's input tensor (B, ...): numbers checked against the
+        input shape, or texts tokenized; errors name the offending field."""
+        if self.text is not None:
+            return self.text.rows_to_tensor(list(rows), max_rows, field)
+        if not isinstance(rows, np.ndarray):
+            images = images_to_tensor(rows, self.images, max_rows, self.max_image_pixels, field)
+            if images is not None:
+                return images
+        return rows_to_tensor(rows, self.card.input.shape, max_rows, field)
+
 
 def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> ServedModel:
     """Load, verify and probe one model folder; raises ModelLoadError with the reason."""
     started = time.perf_counter()
     card = read_card(folder)
-    images = _image_pipeline(card)
-    module = _build_module(card, folder)
-    if card.weights.file is not None:
-        _load_weights(module, card, folder)
-    module.eval().to(options.device, options.dtype)
-    layers = find_dropout_layers(module)
-    require_active_dropout(layers, card.name)
-    warnings = warn_functional_dropout(module, card.name)
-    sampler: MCSampler | ScriptedSampler
-    if isinstance(module, torch.jit.ScriptModule):
-        split = whole_model_split(module, reason="TorchScript model: no prefix split")
-        sampler = ScriptedSampler(
-            module,
-            layers,
-            max_rows=options.max_sample_rows,
-            device=options.device,
-            dtype=options.dtype,
-        )
+    if card.architecture.huggingface is not None:
+        network = load_text_classifier(card, folder)
+        network.module.to(options.device, options.dtype)
     else:
-        probe = _probe_input(card, options, rows=3)
-        split = fx_split(module, layers, probe)
+        network = _load_torch(card, folder, options)
+    card, module, layers = network.card, network.module, network.layers
+    require_active_dropout(layers, card.name)
+    sampler: MCSampler | ScriptedSampler
+    rows, device, dtype = options.max_sample_rows, options.device, options.dtype
+    if isinstance(module, torch.jit.ScriptModule):
+        sampler = ScriptedSampler(module, layers, max_rows=rows, device=device, dtype=dtype)
+    else:
         sampler = MCSampler(
-            module,
-            layers,
-            max_rows=options.max_sample_rows,
-            device=options.device,
-            dtype=options.dtype,
-            split=split,
+            module, layers, max_rows=rows, device=device, dtype=dtype, split=network.split
         )
-    output_shape = _probe_output_shape(module, card, options)
+    output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
     _check_output(card, output_shape)
     spec = TaskSpec(
         task=card.task,
@@ -122,11 +137,14 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         module=module,
         dropout_layers=layers,
         output_shape=output_shape,
-        split=split,
+        split=network.split,
         predictor=Predictor(sampler, spec),
         load_seconds=elapsed,
-        warnings=[f"functional dropout in {name} is not sampled" for name in warnings],
-        images=images,
+        warnings=network.warnings,
+        dropout_sites=network.sites,
+        text=network.text,
+        images=network.images,
+        max_image_pixels=options.max_image_pixels,
     )
 
 
@@ -139,6 +157,51 @@ def _image_pipeline(card: ModelCard) -> ImagePipeline | None:
     except ModelLoadError as exc:
         raise ModelLoadError(f"model '{card.name}': {exc.message}") from None
     return card.input.preprocessing()
+
+
+def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
+    """A bundled, Python-file or TorchScript model with its dropout sites and split."""
+    images = _image_pipeline(card)
+    module = _build_module(card, folder)
+    if card.weights.file is not None:
+        _load_weights(module, card, folder)
+    module.eval().to(options.device, options.dtype)
+    modules = find_dropout_layers(module)
+    probe = _probe_input(card, options, rows=3)
+    if isinstance(module, torch.jit.ScriptModule):
+        layers = select_dropout(modules, card.mc_dropout, _last(modules), card.name)
+        split = whole_model_split(module, reason="TorchScript model: no prefix split")
+        unreached = warn_functional_dropout(module, card.name)
+        sites = describe_sites(modules, layers)
+        warnings = _unreached(unreached)
+        return Network(card, module, layers, sites, split, probe, warnings, images=images)
+    traced = trace_sites(module, {layer.name for layer in modules}, len(modules))
+    found = modules + (traced.functional if traced is not None else [])
+    head = set(traced.order[-1:]) if traced is not None else _last(modules)
+    reached = [x for x in found if traced is None or x.name in traced.order]
+    layers = select_dropout(reached, card.mc_dropout, head, card.name)
+    require_active_dropout(layers, card.name)
+    split = fx_split(module, layers, probe)
+    unreached = warn_functional_dropout(module, card.name) if traced is None else []
+    if not split.applies_dropout:  # hooks reach modules only
+        unreached += [layer.name for layer in layers if layer.name.startswith(FUNCTIONAL_PREFIX)]
+        layers = _modules_only(layers)
+    sites = describe_sites(found, layers)
+    return Network(card, module, layers, sites, split, probe, _unreached(unreached), images=images)
+
+
+def _modules_only(layers: list[DropoutLayer]) -> list[DropoutLayer]:
+    kept = [layer for layer in layers if not layer.name.startswith(FUNCTIONAL_PREFIX)]
+    return [replace(layer, index=index) for index, layer in enumerate(kept)]
+
+
+def _last(layers: list[DropoutLayer]) -> set[str]:
+    """The head of a model that cannot be traced: its last dropout module registered."""
+    return {layers[-1].name} if layers else set()
+
+
+def _unreached(names: list[str]) -> list[str]:
+    return [f"functional dropout in {name} is not sampled" for name in names]
 
 
 def sha256_of(path: Path) -> str:
@@ -226,14 +289,15 @@ def _probe_input(card: ModelCard, options: LoadOptions, rows: int) -> torch.Tens
     return probe.to(options.device, options.dtype)
 
 
-def _probe_output_shape(module: nn.Module, card: ModelCard, options: LoadOptions) -> list[int]:
-    probe = _probe_input(card, options, rows=2)
+def _probe_output_shape(module: nn.Module, card: ModelCard, probe: torch.Tensor) -> list[int]:
+    """Output shape of one row, from a forward pass on two example rows."""
     try:
         with torch.inference_mode():
             output = module(probe)
     except Exception as exc:
         raise ModelLoadError(
-            f"model '{card.name}': a forward pass on input shape {card.input.shape} failed: {exc}"
+            f"model '{card.name}': a forward pass on input shape {list(probe.shape[1:])} "
+            f"failed: {exc}"
         ) from exc
     if not isinstance(output, torch.Tensor) or output.dim() < 2 or output.shape[0] != 2:
         raise ModelLoadError(f"model '{card.name}': forward must return a (B, ...) tensor")

@@ -152,12 +152,12 @@ def test_a_crashing_run_fails_only_its_requests_with_a_generic_500(
     client = client_for()
     state = client.app.state.mcdrop  # type: ignore[attr-defined]
     predictor = state.repository.get("digits-mlp").predictor
-    original = predictor.predict_many
+    original = predictor.predict_each
 
     def explode(requests: list[object]) -> object:
         raise RuntimeError("CUDA exploded at 0xdeadbeef")
 
-    monkeypatch.setattr(predictor, "predict_many", explode)
+    monkeypatch.setattr(predictor, "predict_each", explode)
     state.dataplane._batchers.clear()
     failed = client.post(PREDICT, json={"inputs": ROW})
     assert failed.status_code == 500
@@ -165,7 +165,7 @@ def test_a_crashing_run_fails_only_its_requests_with_a_generic_500(
     assert "deadbeef" not in failed.text and "Traceback" not in failed.text
     other = client.post("/v1/models/digits-cnn/predict", json={"inputs": [[[[0.0] * 8] * 8]]})
     assert other.status_code == 200
-    monkeypatch.setattr(predictor, "predict_many", original)
+    monkeypatch.setattr(predictor, "predict_each", original)
     state.dataplane._batchers.clear()
     assert client.post(PREDICT, json={"inputs": ROW}).status_code == 200
 

@@ -18,8 +18,11 @@ from app.engine.evaluation.report import (
     classification_report,
     regression_report,
 )
-from app.engine.predictor import PredictionRequest, Predictor, TaskSpec
+from app.engine.predictor import Passes, PredictionRequest, Predictor, TaskSpec
 from app.errors import InvalidInputError
+
+_MAX_DIGITS = 18
+"""Most digits of a class index written as a string."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def _class_index(value: Any, labels: Sequence[str] | None, classes: int, row: in
     if index is None or not 0 <= index < classes:
         known = f"one of {list(labels)} or " if labels is not None else ""
         raise InvalidInputError(
-            f"targets[{row}]", f"{value!r} is not a class: expected {known}0..{classes - 1}"
+            f"targets[{row}]", f"{_shown(value)} is not a class: expected {known}0..{classes - 1}"
         )
     return index
 
@@ -74,21 +77,36 @@ def _as_integer(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    # ASCII digits only, and few of them: "²" is a digit to isdigit() but not to int(), and
+    # int() refuses strings of more than 4,300 digits.
+    text = value.strip().removeprefix("-") if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS:
         return int(value)
     return None
 
 
 def _regression_target(value: Any, width: int, row: int) -> list[float]:
     values = value if isinstance(value, list) else [value]
-    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-    if len(numbers) != len(values) or not all(math.isfinite(v) for v in numbers):
-        raise InvalidInputError(f"targets[{row}]", f"must be finite numbers, got {value!r}")
+    numbers = [_finite_float(v) for v in values]
+    if any(v is None for v in numbers):
+        raise InvalidInputError(f"targets[{row}]", f"must be finite numbers, got {_shown(value)}")
     if len(numbers) != width:
         raise InvalidInputError(
             f"targets[{row}]", f"has {len(numbers)} values, the model has {width} outputs"
         )
-    return [float(v) for v in numbers]
+    return [v for v in numbers if v is not None]
+
+
+def _finite_float(value: Any) -> float | None:
+    """``value`` as a finite float, or None (not a number, a bool, infinite, or an integer too
+    large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def evaluate(
@@ -102,19 +120,38 @@ def evaluate(
     rows = int(request.inputs.shape[0])
     if targets.shape[0] != rows:
         raise InvalidInputError("targets", f"has {targets.shape[0]} entries for {rows} input rows")
-    passes = predictor.sample_passes(request)
+    return score(
+        predictor.sample_passes(request), targets, request.ci_level, coverages, ranking_score
+    )
+
+
+def score(
+    passes: Passes,
+    targets: Tensor,
+    ci_level: float,
+    coverages: Sequence[float] = DEFAULT_COVERAGES,
+    ranking_score: RankingScore = "predictive_entropy",
+) -> Evaluation:
+    """Score sampled passes (N, B, ...) against `targets` (B, ...) from `parse_targets`."""
+    rows = int(passes.values.shape[1])
+    if targets.shape[0] != rows:
+        raise InvalidInputError("targets", f"has {targets.shape[0]} entries for {rows} input rows")
     classification = regression = None
     if passes.noise_variance is None:
         classification = classification_report(passes.values, targets, coverages, ranking_score)
     else:
-        regression = regression_report(
-            passes.values, passes.noise_variance, targets, request.ci_level
-        )
+        regression = regression_report(passes.values, passes.noise_variance, targets, ci_level)
     return Evaluation(
-        n_samples=request.n_samples,
+        n_samples=int(passes.values.shape[0]),
         seed=passes.seed,
-        ci_level=request.ci_level,
+        ci_level=ci_level,
         rows=rows,
         classification=classification,
         regression=regression,
     )
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: at most 40 characters of its repr."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."

@@ -1,13 +1,17 @@
 """One micro-batcher per model.
 
 Each request gets a future and waits in a bounded queue. A loop on the event loop takes the
-first waiting request, takes every other queued one while the fused run stays under
+oldest waiting request, takes every other queued one while the fused run stays under
 ``max_batch_rows`` folded rows (input rows x first-round samples), and runs the batch on the
-shared inference thread. It waits (up to ``max_wait``) for more only while requests for this
-model are known to be on their way (``expecting``: admitted by the data plane, still being
-validated): a lone request never waits, concurrent ones are fused. When a run raises, every
-request of that run gets the error; the other runs are unaffected. Requests whose deadline
-passed before their run started are dropped.
+shared inference thread. Before a run it waits for more requests until the oldest one has waited
+``max_wait`` (Triton's ``max_queue_delay``): a request that arrives during that window joins the
+run, and requests queued while the thread was busy have waited long enough already, so under load
+the wait costs nothing.
+
+Isolation: the run answers each request on its own (a prediction, or that request's error). When
+the fused run itself raises, the batcher cannot tell whose request caused it, so it runs each
+request of that batch alone: every request gets exactly the answer it gets alone (same seed, same
+bits) or its own error. Requests whose deadline passed before their run started are dropped.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
 
-RunBatch = Callable[[Sequence[PredictionRequest]], list[Prediction]]
+RunBatch = Callable[[Sequence[PredictionRequest]], Sequence[Prediction | Exception]]
+"""Samples a fused batch; one prediction or one error per request, in order."""
 OnBatch = Callable[[int, list[float]], None]
 """Called with the fused batch's folded rows and each request's queue wait in seconds."""
 
@@ -33,6 +38,17 @@ class _Pending:
     future: asyncio.Future[Prediction]
     enqueued: float = field(default_factory=time.monotonic)
     abandoned: bool = False
+
+    def answer(self, outcome: Prediction | BaseException | None) -> None:
+        """Settle the future: a prediction, an error, or (None) cancelled for good."""
+        if self.future.done():
+            return
+        if outcome is None:
+            self.future.cancel()
+        elif isinstance(outcome, BaseException):
+            self.future.set_exception(outcome)
+        else:
+            self.future.set_result(outcome)
 
 
 Ticket = _Pending
@@ -65,21 +81,16 @@ class ModelBatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._running = False
-        self._expected = 0
-
-    @contextlib.contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Mark a request as on its way to ``submit`` (the batcher may wait for it)."""
-        self._expected += 1
-        try:
-            yield
-        finally:
-            self._expected -= 1
 
     @property
     def waiting(self) -> int:
         """Requests queued and not yet running."""
         return self._queue.qsize() + (1 if self._held is not None else 0)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a run is going or requests wait for one."""
+        return self._running or self.waiting > 0
 
     async def submit(
         self, request: PredictionRequest, timeout_s: float | None = None
@@ -87,12 +98,12 @@ class ModelBatcher:
         """Queue ``request`` and wait for its prediction (``enqueue`` then ``result``)."""
         return await self.result(self.enqueue(request), timeout_s)
 
-    def enqueue(self, request: PredictionRequest) -> Ticket:
+    def enqueue(self, request: PredictionRequest, queued_elsewhere: int = 0) -> Ticket:
         """Queue ``request`` now; raises OverloadedError when ``max_queue`` requests already
-        wait, ShuttingDownError once ``stop`` was called."""
+        wait (counting ``queued_elsewhere``), ShuttingDownError once ``stop`` was called."""
         if self._stopping:
             raise ShuttingDownError()
-        if self.waiting >= self.max_queue:
+        if self.waiting + queued_elsewhere >= self.max_queue:
             raise OverloadedError(self.name, self.max_queue)
         self._ensure_running()
         pending = _Pending(request, asyncio.get_running_loop().create_future())
@@ -104,6 +115,8 @@ class ModelBatcher:
         (the request is then dropped if its run has not started)."""
         try:
             return await asyncio.wait_for(asyncio.shield(ticket.future), timeout_s)
+        # wait_for raises TimeoutError from Python 3.11 on (the oldest supported; on 3.10 it
+        # raised asyncio.TimeoutError, which this would not catch).
         except TimeoutError:
             ticket.abandoned = True
             raise DeadlineExceededError(timeout_s or 0.0) from None
@@ -111,16 +124,27 @@ class ModelBatcher:
             ticket.abandoned = True
             raise
 
-    async def stop(self) -> None:
-        """Refuse new work, let the queued requests run, then stop the loop."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new work and let the queued requests run, then stop the loop. After
+        ``grace_s`` seconds, requests still waiting or running are answered with
+        ShuttingDownError (a running sampling run is abandoned, not waited for)."""
         self._stopping = True
         if self._task is None:
             return
-        while self.waiting or self._running:
+        deadline = None if grace_s is None else time.monotonic() + grace_s
+        while self.busy and (deadline is None or time.monotonic() < deadline):
             await asyncio.sleep(0.005)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+        self._refuse_waiting()
+
+    def _refuse_waiting(self) -> None:
+        if self._held is not None:
+            self._held.answer(ShuttingDownError())
+            self._held = None
+        while not self._queue.empty():
+            self._queue.get_nowait().answer(ShuttingDownError())
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
@@ -131,13 +155,18 @@ class ModelBatcher:
     async def _loop(self) -> None:
         while True:
             batch = await self._gather()
-            await self._run(batch)
+            try:
+                await self._run(batch)
+            except asyncio.CancelledError:
+                for pending in batch:
+                    pending.answer(ShuttingDownError())
+                raise
 
     async def _gather(self) -> list[_Pending]:
         first = self._held if self._held is not None else await self._queue.get()
         self._held = None
         batch, rows = [first], first.request.folded_rows
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = first.enqueued + self.max_wait_s
         while rows < self.max_batch_rows:
             nxt = await self._next_before(deadline)
             if nxt is None:
@@ -154,7 +183,7 @@ class ModelBatcher:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._expected == 0:
+            if remaining <= 0:
                 return None
         try:
             return await asyncio.wait_for(self._queue.get(), remaining)
@@ -169,18 +198,34 @@ class ModelBatcher:
         if self._on_batch is not None:
             rows = sum(p.request.folded_rows for p in live)
             self._on_batch(rows, [started - p.enqueued for p in live])
-        loop = asyncio.get_running_loop()
-        requests = [p.request for p in live]
         self._running = True
         try:
-            results = await loop.run_in_executor(self._executor, self._run_batch, requests)
-        except Exception as exc:
-            for pending in live:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            return
+            outcomes = await self._sample(live)
         finally:
             self._running = False
-        for pending, result in zip(live, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
+        for pending, outcome in zip(live, outcomes, strict=True):
+            pending.answer(outcome)
+
+    async def _sample(self, live: list[_Pending]) -> Sequence[Prediction | BaseException | None]:
+        """One outcome per request: the fused run's, or each request's own run if it failed."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._executor, self._run_batch, [p.request for p in live]
+            )
+        except Exception as exc:
+            if len(live) == 1:
+                return [exc]
+        outcomes: list[Prediction | BaseException | None] = []
+        for pending in live:
+            if pending.abandoned:
+                outcomes.append(None)
+                continue
+            try:
+                alone = await loop.run_in_executor(
+                    self._executor, self._run_batch, [pending.request]
+                )
+                outcomes.append(alone[0])
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes

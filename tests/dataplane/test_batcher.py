@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from app.batching.batcher import ModelBatcher
+from app.dataplane.batcher import ModelBatcher
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
 from app.registry.loading import load_model_folder
@@ -80,19 +80,17 @@ def test_batches_stay_under_max_batch_rows() -> None:
     assert run.batches == [[0, 1], [2, 3], [4]]
 
 
-def test_a_failing_run_fails_every_waiter_and_the_next_run_works() -> None:
+def test_a_failing_run_fails_its_waiter_and_the_next_run_works() -> None:
     run = _Recorder(fail_on=1)
 
-    async def scenario() -> tuple[list[object], Prediction]:
+    async def scenario() -> tuple[object, Prediction]:
         batcher, _ = _batcher(run)
-        outcomes = await asyncio.gather(
-            *(batcher.submit(_request(seed=i)) for i in range(3)), return_exceptions=True
-        )
+        failed = await asyncio.gather(batcher.submit(_request(seed=1)), return_exceptions=True)
         after = await batcher.submit(_request(seed=7))
-        return list(outcomes), after
+        return failed[0], after
 
-    outcomes, after = asyncio.run(scenario())
-    assert all(isinstance(o, RuntimeError) and str(o) == "sampling blew up" for o in outcomes)
+    failed, after = asyncio.run(scenario())
+    assert isinstance(failed, RuntimeError) and str(failed) == "sampling blew up"
     assert after.seed == 7
 
 
@@ -166,7 +164,7 @@ def test_seeded_request_is_bit_identical_alone_or_fused(name: str) -> None:
     async def fused() -> Prediction:
         executor = ThreadPoolExecutor(max_workers=1)
         batcher = ModelBatcher(
-            name, model.predictor.predict_many, executor,
+            name, model.predictor.predict_each, executor,
             max_batch_rows=100_000, max_wait_s=0.05, max_queue=10,
         )  # fmt: skip
         results = await asyncio.gather(*(batcher.submit(r) for r in [*others[:2], mine, others[2]]))
@@ -178,26 +176,97 @@ def test_seeded_request_is_bit_identical_alone_or_fused(name: str) -> None:
     assert together.mc_standard_error == alone.mc_standard_error
 
 
-def test_a_lone_request_does_not_wait_but_an_expected_one_is_waited_for() -> None:
+def test_a_request_arriving_within_max_wait_joins_the_oldest_ones_run() -> None:
     run = _Recorder()
 
     async def scenario() -> tuple[float, list[list[int]]]:
-        batcher, _ = _batcher(run, max_wait_s=0.5)
+        batcher, _ = _batcher(run, max_wait_s=0.3)
         started = time.perf_counter()
         await batcher.submit(_request(seed=1))
         alone = time.perf_counter() - started
 
         async def late_arrival() -> Prediction:
-            with batcher.expecting():
-                await asyncio.sleep(0.05)  # still being validated
-                ticket = batcher.enqueue(_request(seed=3))
-            return await batcher.result(ticket)
+            await asyncio.sleep(0.05)
+            return await batcher.submit(_request(seed=3))
 
-        late = asyncio.ensure_future(late_arrival())
-        await asyncio.sleep(0)
-        await asyncio.gather(batcher.submit(_request(seed=2)), late)
+        await asyncio.gather(batcher.submit(_request(seed=2)), late_arrival())
         return alone, run.batches
 
     alone, batches = asyncio.run(scenario())
-    assert alone < 0.25  # far below max_wait: nothing else was on its way
-    assert batches == [[1], [2, 3]]  # the expected request was waited for and fused
+    assert 0.3 <= alone < 0.6  # a lone request waits out max_wait, no longer
+    assert batches == [[1], [2, 3]]  # the late one joined the run of the one waiting
+
+
+def test_requests_queued_during_a_run_do_not_wait_again() -> None:
+    run = _Recorder(delay=0.2)
+
+    async def scenario() -> float:
+        batcher, _ = _batcher(run, max_wait_s=0.1)
+        first = asyncio.ensure_future(batcher.submit(_request(seed=1)))
+        await asyncio.sleep(0.15)  # the first run is going (waited 0.1 s, runs 0.2 s)
+        started = time.perf_counter()
+        await asyncio.gather(batcher.submit(_request(seed=2)), batcher.submit(_request(seed=3)))
+        await first
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(scenario())
+    assert run.batches == [[1], [2, 3]]
+    # Queued for 0.15 s behind the first run, older than max_wait: their run starts at once.
+    assert elapsed < 0.15 + 0.2 + 0.08
+
+
+def test_a_failing_fused_run_is_retried_alone_for_each_request() -> None:
+    run = _Recorder(fail_on=1)
+
+    async def scenario() -> list[object]:
+        batcher, _ = _batcher(run)
+        return list(
+            await asyncio.gather(
+                *(batcher.submit(_request(seed=i)) for i in range(3)), return_exceptions=True
+            )
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert run.batches == [[0, 1, 2], [0], [1], [2]]
+    assert isinstance(outcomes[1], RuntimeError) and str(outcomes[1]) == "sampling blew up"
+    assert [o.seed for o in outcomes if isinstance(o, Prediction)] == [0, 2]
+
+
+def test_a_request_error_reaches_only_that_request() -> None:
+    def run_batch(requests: Sequence[PredictionRequest]) -> list[Prediction | Exception]:
+        return [
+            ValueError(f"bad {r.seed}") if r.seed == 1 else _fake_prediction(r) for r in requests
+        ]
+
+    async def scenario() -> list[object]:
+        batcher = ModelBatcher(
+            "m", run_batch, ThreadPoolExecutor(1), max_batch_rows=100, max_wait_s=0.05, max_queue=9
+        )
+        return list(
+            await asyncio.gather(
+                *(batcher.submit(_request(seed=i)) for i in range(3)), return_exceptions=True
+            )
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert isinstance(outcomes[1], ValueError) and str(outcomes[1]) == "bad 1"
+    assert [getattr(o, "seed", None) for o in outcomes] == [0, None, 2]
+
+
+def test_stop_past_its_grace_answers_the_waiting_with_503() -> None:
+    run = _Recorder()
+    run.release.clear()
+
+    async def scenario() -> list[object]:
+        batcher, _ = _batcher(run, max_batch_rows=10, max_wait_s=0.0)
+        queued = [asyncio.ensure_future(batcher.submit(_request(seed=i))) for i in range(3)]
+        await asyncio.sleep(0.05)  # the first run is blocked, two requests wait
+        started = time.perf_counter()
+        await batcher.stop(grace_s=0.1)
+        assert time.perf_counter() - started < 0.5
+        outcomes = await asyncio.gather(*queued, return_exceptions=True)
+        run.release.set()
+        return list(outcomes)
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, ShuttingDownError) for o in outcomes), outcomes

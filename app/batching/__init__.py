@@ -1,1 +1,0 @@
-"""Micro-batching: concurrent requests for one model fused into shared sampling runs."""

@@ -1,0 +1,210 @@
+"""The data plane: every route's work enters here, transport-neutral (it knows nothing of HTTP).
+
+One path for all of it: the request policy turns options into an engine request (or refuses
+it), admission bounds what waits per model (``max_queue``, 503), every request has a deadline
+(``request_timeout_s``, 504), work runs on one inference thread so the event loop stays free,
+nothing new is taken while draining, and accounting records each outcome. Predictions go
+through the model's micro-batcher; evaluations and other whole-request jobs are admitted the same
+way and run on the same thread, in steps, so that cancelling them stops the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from app.config import Settings
+from app.dataplane.accounting import Accounting
+from app.dataplane.batcher import ModelBatcher
+from app.dataplane.evaluation import EvaluationJob
+from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
+from app.dataplane.worker import InferenceThread
+from app.engine.abstention import RankingScore
+from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
+from app.engine.predictor import Prediction
+from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
+from app.metrics import Metrics
+from app.registry.loading import ServedModel
+from app.registry.repository import ModelRepository
+
+T = TypeVar("T")
+
+SHUTDOWN_GRACE_S = 5.0
+"""How long closing waits, past the request deadline, before abandoning running work."""
+
+
+class DataPlane:
+    """Runs every route's work through one admission, on one inference thread."""
+
+    def __init__(self, repository: ModelRepository, settings: Settings, metrics: Metrics) -> None:
+        self.repository = repository
+        self.settings = settings
+        self.policy = RequestPolicy(settings)
+        self.accounting = Accounting(metrics, repository)
+        self._executor = InferenceThread()
+        self._batchers: dict[str, tuple[ServedModel, ModelBatcher]] = {}
+        self._jobs: Counter[str] = Counter()
+        self._draining = False
+        self._abandoned = False
+        self._steps: set[asyncio.Future[Any]] = set()
+
+    # ---- routes -------------------------------------------------------------------------
+
+    async def predict(
+        self,
+        name: str,
+        rows: Rows,
+        options: PredictOptions,
+        endpoint: str,
+        version: str | None = None,
+    ) -> tuple[ServedModel, Prediction]:
+        """Validate, sample (fused with concurrent requests) and summarise one request."""
+        with self.accounting.track(name, endpoint):
+            model = self.repository.get(name, version)
+            request = self.policy.prediction(model, rows, options)
+            batcher = self.batcher(model)
+            ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
+            prediction = await batcher.result(ticket, timeout_s=self.settings.request_timeout_s)
+            self.accounting.observe_prediction(model.name, int(request.inputs.shape[0]), prediction)
+            return model, prediction
+
+    async def evaluate(
+        self,
+        name: str,
+        rows: Rows,
+        targets: Sequence[Any],
+        options: PredictOptions,
+        endpoint: str,
+        coverages: Sequence[float] = DEFAULT_COVERAGES,
+        ranking_score: RankingScore = "predictive_entropy",
+    ) -> tuple[ServedModel, Evaluation]:
+        """Sample labelled rows and score them against their targets.
+
+        Admitted like a prediction; sampled in row chunks of at most ``max_batch_rows`` folded
+        rows, each its own step on the inference thread (predictions interleave, and a cancelled
+        or late evaluation stops at the next step). Not counted in the uncertainty histograms
+        or abstentions, which describe live traffic.
+        """
+        with self.accounting.track(name, endpoint):
+            model = self.repository.get(name)
+            request = self.policy.evaluation(model, rows, options)
+            job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
+            async with self.admitted(model) as step:
+                return model, await job.run(step, self.settings.max_batch_rows)
+
+    async def run(
+        self, name: str, endpoint: str, work: Callable[[ServedModel], T], version: str | None = None
+    ) -> tuple[ServedModel, T]:
+        """Run ``work(model)`` on the inference thread as one admitted job of ``endpoint``
+        (queue bound, deadline, draining and accounting as for a prediction). For routes whose
+        work is not a plain prediction; keep ``work`` short or split it (it cannot be stopped
+        once started)."""
+        with self.accounting.track(name, endpoint):
+            model = self.repository.get(name, version)
+            async with self.admitted(model) as step:
+                return model, await step(work, model)
+
+    # ---- admission ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def admitted(self, model: ServedModel) -> AsyncIterator[Step]:
+        """Admit one whole-request job for ``model``: refused while draining (503) or when
+        ``max_queue`` requests already wait for it (503). Yields ``step``, which runs a
+        function on the inference thread within the job's deadline (504 past it)."""
+        if self._draining:
+            raise ShuttingDownError()
+        waiting = self._jobs[model.name] + self.batcher(model).waiting
+        if waiting >= self.settings.max_queue:
+            raise OverloadedError(model.name, self.settings.max_queue)
+        self._jobs[model.name] += 1
+        try:
+            yield Step(self._executor, time.monotonic() + self.settings.request_timeout_s, self)
+        finally:
+            self._jobs[model.name] -= 1
+
+    def batcher(self, model: ServedModel) -> ModelBatcher:
+        """The model's batcher, created on first use (and anew for a reloaded model)."""
+        served, found = self._batchers.get(model.name, (None, None))
+        if found is None or served is not model:
+            found = ModelBatcher(
+                model.name,
+                model.predictor.predict_each,
+                self._executor,
+                max_batch_rows=self.settings.max_batch_rows,
+                max_wait_s=self.settings.max_wait_ms / 1000.0,
+                max_queue=self.settings.max_queue,
+                on_batch=self.accounting.batch_observer(model.name),
+            )
+            self._batchers[model.name] = (model, found)
+        return found
+
+    def count_refused(self, name: str, endpoint: str, error: BaseException | None = None) -> None:
+        """Count a request refused before it reached the plane (see ``Accounting``)."""
+        self.accounting.count_refused(name, endpoint, error)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def forget(self, name: str) -> None:
+        """Stop the batcher of ``name`` after its queued work (the model is being replaced)."""
+        pair = self._batchers.pop(name, None)
+        if pair is not None:
+            await pair[1].stop()
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Refuse new work and let queued and running work finish for up to ``grace_s``
+        (``request_timeout_s`` + 5 s by default); whatever is left is answered with 503 and
+        its running sampling abandoned, so closing always ends in time."""
+        self._draining = True
+        if grace_s is None:
+            grace_s = self.settings.request_timeout_s + SHUTDOWN_GRACE_S
+        deadline = time.monotonic() + grace_s
+        for _, batcher in list(self._batchers.values()):
+            await batcher.stop(max(0.0, deadline - time.monotonic()))
+        while sum(self._jobs.values()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self._abandoned = True
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for waiting in list(self._steps):
+            waiting.cancel()
+
+    @property
+    def abandoned(self) -> bool:
+        """True once ``close`` gave up waiting: no step of any job starts any more."""
+        return self._abandoned
+
+
+class Step:
+    """Runs one function of an admitted job on the inference thread, within its deadline."""
+
+    def __init__(self, executor: InferenceThread, deadline: float, plane: DataPlane) -> None:
+        self._executor = executor
+        self.deadline = deadline
+        self._plane = plane
+
+    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the inference thread; DeadlineExceededError once the job's deadline
+        passes (a call not yet started never starts), ShuttingDownError once the plane
+        abandoned its work."""
+        if self._plane.abandoned:
+            raise ShuttingDownError()
+        remaining = self.deadline - time.monotonic()
+        timeout = self._plane.settings.request_timeout_s
+        if remaining <= 0:
+            raise DeadlineExceededError(timeout)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._plane._steps.add(future)
+        try:
+            return await asyncio.wait_for(future, remaining)
+        except TimeoutError:
+            raise DeadlineExceededError(timeout) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._plane.abandoned and task is not None and not task.cancelling():
+                raise ShuttingDownError() from None
+            raise
+        finally:
+            self._plane._steps.discard(future)

@@ -1,0 +1,72 @@
+"""The inference thread: one daemon thread that runs sampling work in submission order.
+
+Not a ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so a sampling
+run still going at shutdown would hold the process open until it ends. A daemon thread's run is
+abandoned instead, which is what a deadline-bound shutdown needs.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class InferenceThread(Executor):
+    """A single daemon worker thread; calls run one at a time, in order."""
+
+    def __init__(self, name: str = "mcdrop-infer") -> None:
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Queue ``fn(*args, **kwargs)``; a call cancelled before it starts never runs."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the inference thread is shut down")
+            if not self._thread.is_alive():
+                self._thread.start()
+            future: Future[T] = Future()
+            self._queue.put((future, fn, args, kwargs))
+            return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; cancel queued calls if asked; join only if ``wait``."""
+        with self._lock:
+            self._closed = True
+            started = self._thread.is_alive()
+        if cancel_futures:
+            self._cancel_queued()
+        self._queue.put(None)
+        if wait and started:
+            self._thread.join()
+
+    def _cancel_queued(self) -> None:
+        while True:
+            try:
+                work = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if work is not None:
+                work[0].cancel()
+
+    def _work(self) -> None:
+        while (work := self._queue.get()) is not None:
+            future, fn, args, kwargs = work
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)

@@ -1,0 +1,62 @@
+"""A Hugging Face text classifier folder -> a network on packed token rows (see
+:mod:`app.registry.text`), every dropout sampled, attention included, or only the head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.engine.dropout import find_dropout_layers
+from app.engine.prefix import whole_model_split
+from app.engine.selection import select_dropout
+from app.errors import ModelLoadError
+from app.registry.card import InputSpec, ModelCard
+from app.registry.huggingface import (
+    PretrainedClassifier,
+    attention_sites,
+    head_sites,
+    head_split,
+    hf_folder,
+    load_pretrained,
+)
+from app.registry.network import Network, describe_sites
+from app.registry.text import load_encoder
+
+PROBE_TEXTS = ("a probe sentence", "another, somewhat longer probe sentence for the model")
+
+
+def load_text_classifier(card: ModelCard, folder: Path) -> Network:
+    """Model, tokenizer and dropout sites of the card's Hugging Face folder."""
+    assert card.architecture.huggingface is not None and isinstance(card.input, InputSpec)
+    path = hf_folder(folder, card.architecture.huggingface)
+    model, architecture = load_pretrained(path)
+    config: Any = model.config
+    positions = int(config.max_position_embeddings)
+    if config.model_type == "roberta":  # positions start after the padding index
+        positions -= int(config.pad_token_id) + 1
+    text = load_encoder(path, card.input.max_length, card.input.max_characters, positions)
+    if card.labels is None:
+        labels = [str(config.id2label[i]) for i in range(int(config.num_labels))]
+        card = card.model_copy(update={"labels": labels})
+    classifier = PretrainedClassifier(model, architecture).eval()
+    found = find_dropout_layers(model)
+    head = head_sites(model, architecture)
+    layers = select_dropout(found, card.mc_dropout, head, card.name)
+    if all(layer.name in head for layer in layers):
+        split = head_split(classifier)
+    else:
+        split = whole_model_split(
+            classifier, reason="Hugging Face model: every sample runs the whole model"
+        )
+    attention = attention_sites(model)
+    if not any(name in attention for name in (layer.name for layer in found)):
+        raise ModelLoadError(f"{path}: no attention dropout module found to sample")
+    return Network(
+        card=card,
+        module=classifier,
+        layers=layers,
+        sites=describe_sites(found, layers, attention),
+        split=split,
+        probe=text.encode(list(PROBE_TEXTS)),
+        text=text,
+    )

@@ -1,0 +1,225 @@
+"""Hugging Face ``save_pretrained`` folders: offline loading, the supported architectures, and
+the explicit split at the base model that ``mc_dropout: head`` needs.
+
+``transformers`` is an optional extra (``pip install "mcdrop[text]"``); a folder that needs it
+fails to load with that instruction and the other models keep serving. Loading is offline
+(``local_files_only``), never runs code from the folder (``trust_remote_code=False``) and reads
+weights only from safetensors.
+
+Recent ``transformers`` apply attention-probability dropout functionally (``dropout=0.0 if not
+self.training else p`` handed to the attention function), so switching or hooking dropout
+modules leaves it off. Models here run the ``mcdrop`` attention function (eager attention that
+calls the attention module's own ``dropout`` module on the probabilities), so the sampler's
+seeded masks reach attention dropout like every other dropout module. DeBERTa-v2 calls its
+attention ``dropout`` module itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from app.engine.compiled import DropoutApplier
+from app.engine.prefix import ModelSplit
+from app.errors import ModelLoadError
+
+EXTRA_HINT = 'pip install "mcdrop[text]"'
+ATTENTION = "mcdrop"
+"""Name of mcdrop's attention function in transformers' attention registry."""
+
+
+@dataclass(frozen=True)
+class HFArchitecture:
+    """How mcdrop runs one transformers class: its base model and the head after it."""
+
+    base: str
+    """Attribute holding the base model (encoder); dropout outside it is the head's."""
+    crossing: Callable[[Any], Tensor]
+    """Base model output -> the per-row value (B, ...) the head reads."""
+    head: Callable[[Any, Tensor], Tensor]
+    """(whole model, crossing value) -> logits (B, C): the model's forward after the base."""
+    token_types: bool = False
+    """Whether the base model takes ``token_type_ids``."""
+    attention_function: bool = True
+    """Whether attention runs through transformers' attention registry (else the model calls
+    its attention dropout module itself)."""
+
+
+def _first_token(output: Any) -> Tensor:
+    hidden: Tensor = output[0]
+    return hidden[:, :1]
+
+
+SUPPORTED: dict[str, HFArchitecture] = {
+    "BertForSequenceClassification": HFArchitecture(
+        base="bert",
+        crossing=lambda output: output.pooler_output,
+        head=lambda model, pooled: model.classifier(model.dropout(pooled)),
+        token_types=True,
+    ),
+    "DistilBertForSequenceClassification": HFArchitecture(
+        base="distilbert",
+        crossing=_first_token,
+        head=lambda model, first: model.classifier(
+            model.dropout(torch.relu(model.pre_classifier(first[:, 0])))
+        ),
+    ),
+    "RobertaForSequenceClassification": HFArchitecture(
+        base="roberta",
+        crossing=_first_token,
+        head=lambda model, first: model.classifier(first),
+    ),
+    "DebertaV2ForSequenceClassification": HFArchitecture(
+        base="deberta",
+        crossing=_first_token,
+        head=lambda model, first: model.classifier(model.dropout(model.pooler(first))),
+        token_types=True,
+        attention_function=False,
+    ),
+}
+"""transformers class name -> how to run it. The image helper's classes join this table."""
+
+
+def require_transformers() -> ModuleType:
+    """The transformers module, or ModelLoadError saying how to install it."""
+    try:
+        return importlib.import_module("transformers")
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"this model needs the transformers package, which is not installed: {EXTRA_HINT}"
+        ) from exc
+
+
+def hf_folder(folder: Path, relative: str) -> Path:
+    """The Hugging Face folder named by ``architecture.huggingface`` (inside the model folder)."""
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ModelLoadError(f"{folder}: architecture.huggingface '{relative}' is outside it")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: no config.json (a save_pretrained folder is expected)")
+    if not any(path.glob("*.safetensors")):
+        raise ModelLoadError(f"{path}: no .safetensors weights (mcdrop loads no pickled weights)")
+    return path
+
+
+def load_pretrained(path: Path) -> tuple[nn.Module, HFArchitecture]:
+    """The model of a save_pretrained folder, in eval mode, with mcdrop's attention function."""
+    transformers = require_transformers()
+    config = transformers.AutoConfig.from_pretrained(
+        path, local_files_only=True, trust_remote_code=False
+    )
+    declared = list(getattr(config, "architectures", None) or [])
+    name = next((n for n in declared if n in SUPPORTED), None)
+    if name is None:
+        raise ModelLoadError(
+            f"{path}: architecture {', '.join(declared) or '(none in config.json)'} is not "
+            f"supported; mcdrop serves {', '.join(SUPPORTED)}"
+        )
+    architecture = SUPPORTED[name]
+    options: dict[str, Any] = {}
+    if architecture.attention_function:
+        register_attention(transformers)
+        options["attn_implementation"] = ATTENTION
+    model = getattr(transformers, name).from_pretrained(
+        path, local_files_only=True, trust_remote_code=False, use_safetensors=True, **options
+    )
+    return model.eval(), architecture
+
+
+def register_attention(transformers: ModuleType) -> None:
+    """Make ``mcdrop`` a known attention implementation (eager masks), once per process."""
+    transformers.AttentionInterface.register(ATTENTION, attention_with_dropout_module)
+    masks = importlib.import_module("transformers.masking_utils")
+    eager_mask = masks.ALL_MASK_ATTENTION_FUNCTIONS["eager"]
+    masks.AttentionMaskInterface.register(ATTENTION, eager_mask)
+
+
+def attention_with_dropout_module(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """Eager attention (B, heads, L, d) whose probability dropout is the attention module's own
+    ``dropout`` module, so that it is an identity in eval mode and sampled under mcdrop."""
+    dropout_module = getattr(module, "dropout", None)
+    if not isinstance(dropout_module, nn.Dropout):
+        raise RuntimeError(f"{type(module).__name__} has no nn.Dropout 'dropout' for attention")
+    scale = scaling if scaling is not None else query.size(-1) ** -0.5
+    weights = torch.matmul(query, key.transpose(2, 3)) * scale
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = dropout_module(functional.softmax(weights, dim=-1))
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def attention_sites(model: nn.Module) -> set[str]:
+    """Names of the dropout modules applied to attention probabilities."""
+    return {
+        f"{name}.dropout"
+        for name, module in model.named_modules()
+        if "Attention" in type(module).__name__
+        and isinstance(getattr(module, "dropout", None), nn.Dropout)
+    }
+
+
+def head_sites(model: nn.Module, architecture: HFArchitecture) -> set[str]:
+    """Names of the dropout modules outside the base model (the classification head's)."""
+    return {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Dropout) and not name.startswith(f"{architecture.base}.")
+    }
+
+
+class PretrainedClassifier(nn.Module):
+    """A transformers sequence classifier on packed token rows.
+
+    Input (B, 3, L) int64: token ids, attention mask, token type ids. Output (B, C) logits.
+    """
+
+    def __init__(self, model: nn.Module, architecture: HFArchitecture) -> None:
+        super().__init__()
+        self.model = model
+        self.architecture = architecture
+
+    def arguments(self, x: Tensor) -> dict[str, Tensor]:
+        """Keyword arguments of the transformers forward for packed rows x (B, 3, L)."""
+        arguments = {"input_ids": x[:, 0], "attention_mask": x[:, 1]}
+        if self.architecture.token_types:
+            arguments["token_type_ids"] = x[:, 2]
+        return arguments
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits: Tensor = self.model(**self.arguments(x)).logits
+        return logits
+
+
+def head_split(classifier: PretrainedClassifier) -> ModelSplit:
+    """Base model once per row (prefix), the head per sample (suffix, hooked dropout)."""
+    model, architecture = classifier.model, classifier.architecture
+    base: nn.Module = getattr(model, architecture.base)
+
+    def prefix(x: Tensor) -> tuple[Tensor, ...]:
+        return (architecture.crossing(base(**classifier.arguments(x))),)
+
+    def suffix(dropout: DropoutApplier, value: Tensor) -> Tensor:
+        return architecture.head(model, value)
+
+    total = sum(p.numel() for p in model.parameters())
+    share = sum(p.numel() for p in base.parameters()) / max(total, 1)
+    reason = f"Hugging Face split: {architecture.base} runs once per row, the head per sample"
+    return ModelSplit(prefix, suffix, round(share, 4), reason)

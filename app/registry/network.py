@@ -1,0 +1,72 @@
+"""What a model folder's loader hands over: network, dropout sites, split and a probe."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from torch import Tensor, nn
+
+from app.engine.dropout import DropoutLayer
+from app.engine.images import ImagePipeline
+from app.engine.prefix import ModelSplit
+from app.registry.card import ModelCard
+from app.registry.text import TextEncoder
+
+SiteRole = Literal["attention", "hidden", "functional"]
+
+
+@dataclass(frozen=True)
+class DropoutSite:
+    """One dropout site of a model, sampled or not (the metadata's listing)."""
+
+    name: str
+    kind: str
+    p: float
+    role: SiteRole
+    """``attention``: on attention probabilities; ``functional``: an ``F.dropout`` call in a
+    forward; ``hidden``: any other dropout module."""
+    sampled: bool
+
+
+@dataclass(frozen=True)
+class Network:
+    """A built model ready to wrap in a sampler."""
+
+    card: ModelCard
+    module: nn.Module
+    layers: list[DropoutLayer]
+    """The sampled dropout layers, indexed 0..k-1."""
+    sites: list[DropoutSite]
+    split: ModelSplit
+    probe: Tensor
+    """Example input rows (2, ...) for the output-shape probe."""
+    warnings: list[str] = field(default_factory=list)
+    text: TextEncoder | None = None
+    images: ImagePipeline | None = None
+
+
+def describe_sites(
+    found: Sequence[DropoutLayer],
+    sampled: Sequence[DropoutLayer],
+    attention: Collection[str] = (),
+) -> list[DropoutSite]:
+    """Every found dropout layer as a site, marked sampled when it is among ``sampled``."""
+    chosen = {layer.name for layer in sampled}
+    return [
+        DropoutSite(
+            name=layer.name,
+            kind=type(layer.module).__name__,
+            p=layer.p,
+            role=_role(layer.name, attention),
+            sampled=layer.name in chosen,
+        )
+        for layer in found
+    ]
+
+
+def _role(name: str, attention: Collection[str]) -> SiteRole:
+    if name in attention:
+        return "attention"
+    return "functional" if name.startswith("functional:") else "hidden"
