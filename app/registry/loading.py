@@ -35,6 +35,7 @@ from app.engine.scripted import ScriptedSampler
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.registry.card import ImageInputSpec, ModelCard, read_card
+from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
 from app.registry.network import DropoutSite, Network, describe_sites
 from app.registry.text import TextEncoder
@@ -100,7 +101,10 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
     """Load, verify and probe one model folder; raises ModelLoadError with the reason."""
     started = time.perf_counter()
     card = read_card(folder)
-    if card.architecture.huggingface is not None:
+    if card.architecture.huggingface is not None and card.input.type == "image":
+        network = load_image_classifier(card, folder)
+        network.module.to(options.device, options.dtype)
+    elif card.architecture.huggingface is not None:
         network = load_text_classifier(card, folder)
         network.module.to(options.device, options.dtype)
     else:
