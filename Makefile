@@ -36,6 +36,7 @@ test: lint typecheck pytest
 
 train-demo: install
 	$(BIN)/python scripts/train_demo_models.py --out models
+	$(BIN)/python scripts/train_image_demo.py --out models --pictures docs/images
 
 ood-example: install
 	$(BIN)/python scripts/ood_example.py

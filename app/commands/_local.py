@@ -27,10 +27,9 @@ class LocalModel:
     """A model folder loaded in this process, answering like the server's v1 predict."""
 
     def __init__(self, folder: Path, max_image_pixels: int) -> None:
-        from app.registry.loading import load_model_folder
+        from app.registry.loading import LoadOptions, load_model_folder
 
-        self.model = load_model_folder(folder)
-        self.max_image_pixels = max_image_pixels
+        self.model = load_model_folder(folder, LoadOptions(max_image_pixels=max_image_pixels))
 
     def predict(
         self, rows: Sequence[Any], n_samples: int | None, seed: int, ci_level: float | None
@@ -38,15 +37,10 @@ class LocalModel:
         """A PredictResponse for rows (float rows, or encoded image bytes)."""
         from app.api.native import prediction_rows
         from app.api.schemas import PredictResponse
-        from app.engine.images import images_to_tensor
-        from app.engine.inputs import rows_to_tensor
         from app.engine.predictor import PredictionRequest
 
         model = self.model
-        limit = max(1, len(rows))
-        inputs = images_to_tensor(rows, model.images, limit, self.max_image_pixels)
-        if inputs is None:
-            inputs = rows_to_tensor(rows, model.card.input.shape, limit)
+        inputs = model.rows_to_tensor(rows, max(1, len(rows)))
         request = PredictionRequest(
             inputs, n_samples or model.card.n_samples.default, ci_level or 0.95, seed
         )
