@@ -92,9 +92,21 @@ class ImageProcessorPipeline:
     def describe(self) -> str:
         """The processor's class and its steps' settings."""
         settings = ("size", "crop_size", "do_center_crop", "rescale_factor", "image_mean")
-        parts = [f"{key} {getattr(self.processor, key)}" for key in settings]
-        parts.append(f"image_std {getattr(self.processor, 'image_std', None)}")
+        parts = [f"{key} {_compact(getattr(self.processor, key, None))}" for key in settings]
+        parts.append(f"image_std {_compact(getattr(self.processor, 'image_std', None))}")
         return f"{type(self.processor).__name__}: " + ", ".join(parts)
+
+
+def _compact(value: Any) -> Any:
+    """A processor setting without its unset fields (``SizeDict(height=32, width=None)`` ->
+    ``{'height': 32}``); rounded floats."""
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        return {k: v for k, v in vars(value).items() if v is not None}
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list | tuple):
+        return [_compact(item) for item in value]
+    return value
 
 
 class PretrainedImageClassifier(nn.Module):
