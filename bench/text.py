@@ -75,17 +75,32 @@ def load(root: Path, mode: str) -> ServedModel:
     return load_model_folder(root)
 
 
-def median_time(run: Callable[[], object], repeats: int, clock: Callable[[], float]) -> float:
-    """Median time of one call after a warm-up. With ``time.process_time`` this is the CPU time
-    of every thread of the process: on a shared, loaded machine it counts the work done rather
-    than the time spent waiting for a core."""
-    run()
-    samples = []
-    for _ in range(repeats):
-        started = clock()
-        run()
-        samples.append(clock() - started)
-    return statistics.median(samples)
+def interleaved_ratios(
+    runs: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float]
+) -> dict[str, float]:
+    """Median over rounds of each run's time divided by the ``forward`` run's time in the same
+    round (every run once per round, after one warm-up round): on a shared, loaded machine the
+    load changes between rounds, and a ratio of neighbouring measurements follows it less than
+    ratios of separate medians. ``forward_s`` is the median forward time itself."""
+    rounds: dict[str, list[float]] = {name: [] for name in runs}
+    for index in range(repeats + 1):
+        for name, run in runs.items():
+            started = clock()
+            run()
+            if index > 0:
+                rounds[name].append(clock() - started)
+    forward = rounds["forward"]
+    ratios = {
+        name: statistics.median(t / f for t, f in zip(times, forward, strict=True))
+        for name, times in rounds.items()
+    }
+    return {**ratios, "forward_s": statistics.median(forward)}
+
+
+def _forward(model: nn.Module, arguments: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.inference_mode():
+        logits: torch.Tensor = model(**arguments).logits
+        return logits
 
 
 def textbook_loop(model: nn.Module, arguments: dict[str, torch.Tensor], n: int) -> torch.Tensor:
@@ -112,16 +127,15 @@ def run(
         x = served["all"].rows_to_tensor(texts, max_rows=batch)
         assert x.shape == (batch, 3, LENGTH)
         arguments = {"input_ids": x[:, 0], "attention_mask": x[:, 1]}
-        with torch.inference_mode():
-            forward = median_time(partial(plain, **arguments), repeats * 3, clock)
         for n in samples:
-            loop = median_time(partial(textbook_loop, plain, arguments, n), repeats, clock)
-            row = {"batch": batch, "n": n, "forward_ms": forward * 1e3, "loop": loop / forward}
+            runs: dict[str, Callable[[], object]] = {
+                "forward": partial(_forward, plain, arguments),
+                "loop": partial(textbook_loop, plain, arguments, n),
+            }
             for mode, model in served.items():
-                sampler = model.predictor.sampler
-                jobs = [SampleJob(x, n, 0)]
-                seconds = median_time(partial(sampler.sample_jobs, jobs), repeats, clock)
-                row[mode] = seconds / forward
+                runs[mode] = partial(model.predictor.sampler.sample_jobs, [SampleJob(x, n, 0)])
+            ratios = interleaved_ratios(runs, repeats, clock)
+            row = {"batch": batch, "n": n, "forward_ms": ratios.pop("forward_s") * 1e3, **ratios}
             results.append(row)
             print(row, flush=True)
     return results
@@ -129,7 +143,7 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--samples", type=int, nargs="+", default=[10, 30, 100])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument(

@@ -36,7 +36,7 @@ def client(server_url: str) -> Iterator[McdropClient]:
 def test_models_are_typed_summaries(client: McdropClient) -> None:
     assert client.ready()
     models = {model.name: model for model in client.models()}
-    assert set(models) == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
+    assert set(models) == {"digits-mlp", "digits-cnn", "diabetes-mlp", "ticket-triage"}
     cnn = models["digits-cnn"]
     assert isinstance(cnn, ModelInfo) and cnn.ready and cnn.error is None
     assert (cnn.task, cnn.input_shape, cnn.dropout_layers) == ("classification", [1, 8, 8], 1)
