@@ -76,14 +76,18 @@ def load(root: Path, mode: str) -> ServedModel:
 
 
 def interleaved_ratios(
-    runs: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float]
+    runs: dict[str, Callable[[], object]],
+    repeats: int,
+    clock: Callable[[], float],
+    warm_up: bool = True,
 ) -> dict[str, float]:
     """Median over rounds of each run's time divided by the ``forward`` run's time in the same
-    round (every run once per round, after one warm-up round): on a shared, loaded machine the
-    load changes between rounds, and a ratio of neighbouring measurements follows it less than
-    ratios of separate medians. ``forward_s`` is the median forward time itself."""
+    round (every run once per round, after a warm-up round if ``warm_up``): on a shared, loaded
+    machine the load changes between rounds, and a ratio of neighbouring measurements follows
+    it less than ratios of separate medians. ``forward_s`` is the median forward time."""
     rounds: dict[str, list[float]] = {name: [] for name in runs}
-    for index in range(repeats + 1):
+    first = 0 if warm_up else 1
+    for index in range(first, repeats + 1):
         for name, run in runs.items():
             started = clock()
             run()
@@ -134,7 +138,7 @@ def run(
             }
             for mode, model in served.items():
                 runs[mode] = partial(model.predictor.sampler.sample_jobs, [SampleJob(x, n, 0)])
-            ratios = interleaved_ratios(runs, repeats, clock)
+            ratios = interleaved_ratios(runs, repeats, clock, warm_up=n == samples[0])
             row = {"batch": batch, "n": n, "forward_ms": ratios.pop("forward_s") * 1e3, **ratios}
             results.append(row)
             print(row, flush=True)
