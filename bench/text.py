@@ -8,7 +8,11 @@ and 8, N in {10, 30, 100}; measured side by side in one run (medians of several 
   all      mcdrop, every dropout sampled (attention included), N samples folded into the batch
   head     mcdrop ``mc_dropout: head``: the encoder once, the classifier head N times
 
-    python -m bench.text [--repeats 3] [--samples 10 30 100] [--batches 1 8]
+    python -m bench.text [--repeats 5] [--samples 10 30 100] [--batches 1 8] [--cpu-time]
+                         [--threads 1]
+
+On a shared, loaded machine wall time mostly measures the wait for a core; ``--cpu-time
+--threads 1`` measures the work (process CPU time, one thread so no spin-waiting is counted).
 """
 
 from __future__ import annotations
@@ -153,7 +157,10 @@ def main() -> None:
     parser.add_argument(
         "--cpu-time", action="store_true", help="process CPU time instead of wall time"
     )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clock = time.process_time if args.cpu_time else time.perf_counter
     results = run(args.repeats, args.samples, args.batches, clock)
