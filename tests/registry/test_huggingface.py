@@ -77,6 +77,10 @@ def test_seeded_results_are_identical_alone_and_fused_with_other_lengths(tmp_pat
     assert torch.equal(fused[2], alone)
     assert torch.equal(sampler.sample_jobs([SampleJob(own, 20, seed=7)])[0], alone)
     assert not torch.equal(sampler.sample_jobs([SampleJob(own, 20, seed=8)])[0], alone)
+    assert sampler.max_rows == 4096 // 32  # TOKENS_PER_CHUNK // max_length
+    sampler.max_rows = 16  # chunked: a few samples per forward call, the same numbers
+    chunked = sampler.sample_jobs([SampleJob(same_bucket, 3, 2), SampleJob(own, 20, seed=7)])
+    assert torch.equal(chunked[1], alone)
 
 
 def test_head_mode_runs_the_encoder_once_per_request(tmp_path: Path) -> None:
