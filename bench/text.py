@@ -93,6 +93,8 @@ def interleaved_ratios(
     first = 0 if warm_up else 1
     for index in range(first, repeats + 1):
         for name, run in runs.items():
+            runs["forward"]()  # the same small call before each: no run inherits the state a
+            # large predecessor left (freed memory given back, re-faulted by the next call)
             started = clock()
             run()
             if index > 0:
