@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from app.config import load_settings
-from app.engine.sampler import SampleJob
+from app.engine.sampler import MCSampler, SampleJob
 from app.errors import ModelLoadError
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 from app.registry.repository import ModelRepository
@@ -66,6 +66,7 @@ def test_eval_forward_is_unchanged_and_dropout_is_off_outside_a_run(tmp_path: Pa
 def test_seeded_results_are_identical_alone_and_fused_with_other_lengths(tmp_path: Path) -> None:
     model = load_model_folder(write_text_model(tmp_path, attention=0.2, hidden=0.2))
     sampler = model.predictor.sampler
+    assert isinstance(sampler, MCSampler)
     own = model.rows_to_tensor(["the parcel arrived", "great food"], max_rows=4)
     longer = model.rows_to_tensor(["the engine failed twice " * 4], max_rows=4)
     same_bucket = model.rows_to_tensor(["friends by the river"], max_rows=4)
