@@ -113,6 +113,8 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
     require_active_dropout(layers, card.name)
     sampler: MCSampler | ScriptedSampler
     rows, device, dtype = options.max_sample_rows, options.device, options.dtype
+    if network.text is not None:
+        rows = network.text.chunk_rows(rows)
     if isinstance(module, torch.jit.ScriptModule):
         sampler = ScriptedSampler(module, layers, max_rows=rows, device=device, dtype=dtype)
     else:

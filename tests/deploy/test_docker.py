@@ -108,7 +108,13 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
         assert subprocess.run(health, env=serve_env, cwd=workdir, check=False).returncode == 0
         with urllib.request.urlopen(f"{base_url}/v1/models", timeout=10) as response:
             models = {m["name"] for m in json.load(response)["models"]}
-        assert models == {"digits-mlp", "digits-cnn", "diabetes-mlp", "digits-image"}
+        assert models == {
+            "digits-mlp",
+            "digits-cnn",
+            "diabetes-mlp",
+            "ticket-triage",
+            "digits-image",
+        }
     finally:
         server.terminate()
         server.wait(timeout=30)
