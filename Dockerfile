@@ -12,7 +12,7 @@ RUN python -m venv /opt/venv \
     && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install .
+RUN pip install "./[text,vision]"
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \

@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install serve test lint typecheck pytest train-demo ood-example bench clean
+.PHONY: install serve test lint typecheck pytest train-demo ood-example bench clean train-text-demo
 
 $(BIN)/mcdrop: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ test: lint typecheck pytest
 
 train-demo: install
 	$(BIN)/python scripts/train_demo_models.py --out models
+	$(BIN)/python scripts/train_image_demo.py --out models --pictures docs/images
+
+train-text-demo: install
+	$(BIN)/python scripts/train_text_demo.py --out models/ticket-triage
 
 ood-example: install
 	$(BIN)/python scripts/ood_example.py

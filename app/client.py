@@ -165,9 +165,26 @@ class McdropClient:
         body = self._request("POST", f"/v1/models/{model}/rank", json=payload)
         return RankResponse.model_validate(body)
 
-    def _request(self, method: str, path: str, json: Any = None) -> Any:
+    def predict_images(
+        self,
+        model: str,
+        images: Sequence[tuple[str, bytes]],
+        *,
+        n_samples: int | None = None,
+        seed: int | None = None,
+        ci_level: float | None = None,
+    ) -> PredictResponse:
+        """Uncertainty for each encoded image (``(file name, PNG/JPEG/WebP bytes)``), sent as
+        ``multipart/form-data`` ``image`` files to an image model."""
+        files = [("image", (name, data)) for name, data in images]
+        options = {"n_samples": n_samples, "seed": seed, "ci_level": ci_level}
+        form = {key: str(value) for key, value in options.items() if value is not None}
+        body = self._request("POST", f"/v1/models/{model}/predict", files=files, data=form)
+        return PredictResponse.model_validate(body)
+
+    def _request(self, method: str, path: str, json: Any = None, **content: Any) -> Any:
         try:
-            response = self._http.request(method, path, json=json)
+            response = self._http.request(method, path, json=json, **content)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         if response.is_success:

@@ -164,10 +164,15 @@ class Settings(BaseSettings):
     max_rank_candidates: int = Field(default=1000, ge=1)
     """Largest BatchBALD candidate set one rank request may ask for (``candidates``): their
     passes (candidates x N x classes) are held, and the greedy selection's time grows with it."""
+
     ui: bool = True
     """Serve the web page at ``/`` (try any model, watch its uncertainty) and its assets under
     ``/ui/``; false for locked-down deployments. The page calls the API with the key a person
     types in, so it grants nothing by itself."""
+
+    max_image_pixels: int = Field(default=16_777_216, ge=1)
+    """Largest image (width x height) an image model decodes; larger ones are refused from
+    their header, before decoding (decompression bombs)."""
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

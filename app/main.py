@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_sample_rows=settings.max_sample_rows,
         device=resolve_device(settings.device),
         dtype=resolve_dtype(settings.dtype),
+        max_image_pixels=settings.max_image_pixels,
     )
     models = ModelRepository(settings.models_dir, options)
     state = AppState(settings, metrics, models, DataPlane(models, settings, metrics))

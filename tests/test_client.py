@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -36,7 +37,13 @@ def client(server_url: str) -> Iterator[McdropClient]:
 def test_models_are_typed_summaries(client: McdropClient) -> None:
     assert client.ready()
     models = {model.name: model for model in client.models()}
-    assert set(models) == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
+    assert set(models) == {
+        "digits-mlp",
+        "digits-cnn",
+        "diabetes-mlp",
+        "ticket-triage",
+        "digits-image",
+    }
     cnn = models["digits-cnn"]
     assert isinstance(cnn, ModelInfo) and cnn.ready and cnn.error is None
     assert (cnn.task, cnn.input_shape, cnn.dropout_layers) == ("classification", [1, 8, 8], 1)
@@ -101,7 +108,9 @@ def test_broken_model_is_listed_with_its_error(
 ) -> None:
     folder = model_factory("good")
     model_factory("broken", kwargs={"p": 0.0})
-    client = McdropClient(http=client_for(folder.parent))
+    # starlette's TestClient is an httpx2 client when httpx2 is installed (huggingface-hub
+    # brings it): the same interface, another class.
+    client = McdropClient(http=cast(httpx.Client, client_for(folder.parent)))
     models = {model.name: model for model in client.models()}
     assert models["good"].ready and models["good"].version == "3"
     assert not models["broken"].ready and "p = 0" in (models["broken"].error or "")

@@ -25,6 +25,8 @@ the 413 (a server that closes on a sender makes its kernel reset the connection)
 
 class _BodyTimeout(HTTPException):
     """The body stalled or ran past its deadline: 408, and the connection is closed."""
+_FORM_PATH = re.compile(r"^/v1/models/[^/]+/predict$")
+"""The one route that also takes multipart/form-data (image files)."""
 
 
 class RequestContextMiddleware:
@@ -179,6 +181,8 @@ def _json_or_empty(scope: Scope) -> bool:
     if scope.get("method") not in ("POST", "PUT", "PATCH") or not has_body or declared is None:
         return True
     content_type = declared.split(b";")[0].strip().lower()
+    if content_type == b"multipart/form-data" and _FORM_PATH.match(scope.get("path", "")):
+        return True
     return content_type in _BODY_TYPES or content_type.endswith(b"+json")
 
 

@@ -37,8 +37,11 @@ class ModelInfo(BaseModel):
     target: str | None = None
     default_n_samples: int | None = None
     max_n_samples: int | None = None
-    input_type: Literal["tensor", "text"] | None = None
+    input_type: Literal["tensor", "text", "image"] | None = None
     max_length: int | None = Field(default=None, description="Text models: tokens per text.")
+    preprocessing: str | None = Field(
+        default=None, description="Image models: what the server does to each image."
+    )
     mc_dropout: str | None = Field(
         default=None, description="Sampled dropout: all, head (after the encoder) or names."
     )

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from app.api.deps import DataPlaneDep, RepositoryDep
 from app.api.encoding import answer_values, serialise
+from app.api.images import PREDICT_OPENAPI, PredictBody
 from app.api.schemas import (
     ClassificationRow,
     DropoutInfo,
@@ -17,7 +18,6 @@ from app.api.schemas import (
     IntervalCheck,
     ModelInfo,
     ModelList,
-    PredictRequest,
     PredictResponse,
     RegressionRow,
 )
@@ -48,9 +48,10 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     response_model=PredictResponse,
     response_model_exclude_none=True,
     name="v1_predict",
+    openapi_extra=PREDICT_OPENAPI,
 )
 async def predict(
-    name: str, body: PredictRequest, request: Request, dataplane: DataPlaneDep
+    name: str, body: PredictBody, request: Request, dataplane: DataPlaneDep
 ) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes."""
     request_id = request_id_of(request)
@@ -139,6 +140,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         max_n_samples=card.n_samples.max,
         input_type=card.input.type,
         max_length=model.text.max_length if model.text is not None else None,
+        preprocessing=model.images.describe() if model.images is not None else None,
         mc_dropout=describe_choice(card.mc_dropout),
         dropout_layers=len(model.dropout_layers),
         dropout=[

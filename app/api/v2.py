@@ -166,7 +166,10 @@ def _metadata(model: ServedModel) -> ModelMetadata:
 
 
 def _input_parameters(model: ServedModel) -> dict[str, object]:
-    """Text models: how to send text (BYTES [B], or [B, 2] for text pairs)."""
+    """Text models: how to send text (BYTES [B], or [B, 2] for text pairs); image models: that
+    they take encoded images, and what is done to them."""
+    if model.images is not None:
+        return {"input_type": "image", "preprocessing": model.images.describe()}
     if model.text is None:
         return {}
     return {"input_type": "text", "text_pairs": "BYTES [B, 2]", "max_length": model.text.max_length}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from app.api.mc_options import MCOptions
 
@@ -24,6 +24,15 @@ class TensorMetadata(BaseModel):
     name: str
     datatype: str
     shape: list[int]
+    parameters: dict[str, Any] | None = None
+    """What the protocol cannot say in a datatype (an image input's encoding); omitted if None."""
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_parameters(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("parameters") is None:
+            data.pop("parameters", None)
+        return data
 
 
 class ModelMetadata(BaseModel):

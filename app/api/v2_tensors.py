@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from torch import Tensor
 
 from app.api.errors import validation_message
+from app.api.v2_images import BYTES, image_input_metadata, image_rows
 from app.api.v2_schemas import (
     InferenceRequest,
     MCParameters,
@@ -93,6 +94,8 @@ def input_metadata(model: ServedModel) -> list[TensorMetadata]:
     """The one input tensor: (batch, *row shape) in the card's dtype; BYTES for text."""
     if model.text is not None:
         return [text_metadata(INPUT_NAME)]
+    if model.images is not None:
+        return [image_input_metadata(model, INPUT_NAME)]
     datatype = "FP64" if model.card.input.dtype == "float64" else "FP32"
     return [TensorMetadata(name=INPUT_NAME, datatype=datatype, shape=[-1, *model.card.input.shape])]
 
@@ -146,6 +149,8 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
     array: np.ndarray | list[Any]
     if model.text is not None:
         array = text_rows(request.inputs[0], binary)
+    elif model.images is not None and request.inputs[0].datatype == BYTES:
+        array = image_rows(request.inputs[0], binary)
     else:
         array = _input_array(request.inputs[0], binary, model.card.input.shape)
     outputs = _requested_outputs(request, parameters.binary_data_output, model)

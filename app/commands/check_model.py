@@ -81,6 +81,8 @@ def describe(model: ServedModel) -> str:
     ]
     if card.architecture.file is not None:
         facts.append(["code", f"{card.architecture.file}: {PYTHON_CODE_NOTE}"])
+    if model.images is not None:
+        facts.append(["images", model.images.describe()])
     lines = [
         table(None, facts),
         "",

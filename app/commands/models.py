@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 def _row(model: ModelInfo) -> list[object]:
     if not model.ready:
         return [model.name, "-", "-", "-", "-", "-", "-", f"FAILED: {model.error}"]
-    shape = "x".join(map(str, model.input_shape or []))
+    shape = "x".join(map(str, model.input_shape or [])) or (model.input_type or "-")
     limits = f"{model.default_n_samples}/{model.max_n_samples}"
     prefix = f"{model.prefix_fraction:.0%}"
     layers = f"{model.dropout_layers} layer{'s' if model.dropout_layers != 1 else ''}"

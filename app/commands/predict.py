@@ -8,6 +8,7 @@ import json
 import math
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from app.client import (
     PredictResponse,
     RegressionRow,
 )
+from app.commands._local import LocalModel, image_files
 from app.commands._output import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_url_flag, number, table
+from app.commands._shared import model_folder
 
 
 class InputError(ValueError):
@@ -37,36 +40,81 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--input",
         required=True,
         help="rows: a JSON or CSV file, or inline JSON (one row, a list of rows, or "
-        '{"inputs": [...]}); CSV has one flattened row per line',
+        '{"inputs": [...]}); CSV has one flattened row per line. Image models: a PNG, JPEG '
+        "or WebP file, or a folder of them",
     )
     parser.add_argument("--n-samples", type=int, help="MC passes (the model's default if absent)")
     parser.add_argument("--seed", type=int, help="seed; drawn and printed if absent")
     parser.add_argument("--ci-level", type=float, help="interval level (server default 0.95)")
     parser.add_argument("--batch-size", type=int, default=64, help="rows per request (default 64)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--local", action="store_true", help="run the model in this process, not on a server"
+    )
+    parser.add_argument("--models-dir", type=Path, default=Path("models"), help="with --local")
+    parser.add_argument(
+        "--max-image-pixels", type=int, default=16_777_216, help="with --local: largest image"
+    )
     add_url_flag(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Predict every row (in batches, with a progress bar) and print the result."""
+    from app.errors import McdropError
+
     seed = args.seed if args.seed is not None else secrets.randbits(63)
+    files = image_files(args.input)
+    if files == []:
+        print(f"mcdrop: {args.input}: no PNG, JPEG or WebP files", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        with McdropClient(args.url, api_key=args.api_key) as client:
-            model = client.model(args.model)
-            rows = read_rows(args.input, model.input_shape or [])
-            results = _predict_in_batches(client, args, rows, seed)
-    except McdropClientError as exc:
-        print(f"mcdrop: {exc}", file=sys.stderr)
-        return EXIT_PROBLEM
+        results = _run_local(args, files, seed) if args.local else _run_remote(args, files, seed)
     except InputError as exc:
         print(f"mcdrop: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (McdropClientError, McdropError, OSError) as exc:
+        print(f"mcdrop: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    names = [path.name for path in files] if files is not None else None
     if args.json:
         print(results.model_dump_json(indent=2, exclude_none=True))
     else:
-        print(render(results))
+        print(render(results, names))
     return EXIT_OK
+
+
+Send = Callable[[list[Any]], PredictResponse]
+
+
+def _run_remote(args: argparse.Namespace, files: list[Path] | None, seed: int) -> PredictResponse:
+    options = {"n_samples": args.n_samples, "seed": seed, "ci_level": args.ci_level}
+    with McdropClient(args.url, api_key=args.api_key) as client:
+        if files is not None:
+            return _in_batches(
+                lambda chunk: client.predict_images(args.model, chunk, **options),
+                [(path.name, path.read_bytes()) for path in files],
+                args.batch_size,
+            )
+        model = client.model(args.model)
+        rows = read_rows(args.input, model.input_shape or [])
+        return _in_batches(
+            lambda chunk: client.predict(args.model, chunk, **options), rows, args.batch_size
+        )
+
+
+def _run_local(args: argparse.Namespace, files: list[Path] | None, seed: int) -> PredictResponse:
+    local = LocalModel(model_folder(args.models_dir, args.model), args.max_image_pixels)
+    if files is not None:
+        rows: list[Any] = [path.read_bytes() for path in files]
+    else:
+        rows = read_rows(args.input, local.model.card.input.shape)
+    response: PredictResponse = _in_batches(
+        lambda chunk: local.predict(chunk, args.n_samples, seed, args.ci_level),
+        rows,
+        args.batch_size,
+    )
+    return response
 
 
 def read_rows(value: str, input_shape: list[int]) -> list[Any]:
@@ -91,27 +139,33 @@ def read_rows(value: str, input_shape: list[int]) -> list[Any]:
     return data
 
 
-def render(prediction: PredictResponse) -> str:
-    """A header line and one table line per row (per output for regression)."""
+def render(prediction: PredictResponse, names: list[str] | None = None) -> str:
+    """A header line and one table line per row (per output for regression); rows are
+    numbered, or called by ``names`` (image files)."""
     level = f"{prediction.ci_level:.0%}"
     header = (
         f"{prediction.model} v{prediction.version} ({prediction.task}): "
         f"{prediction.n_samples} MC passes, seed {prediction.seed}, {level} intervals"
     )
     rows: list[ClassificationRow | RegressionRow] = list(prediction.predictions)
+    keys: list[object] = list(names) if names is not None else list(range(len(rows)))
     if prediction.task == "classification":
-        lines = [_classification_line(i, row) for i, row in enumerate(rows)]
+        lines = [_classification_line(key, row) for key, row in zip(keys, rows, strict=True)]
         headers = ["row", "class", "confidence", f"{level} interval", "entropy", "MI", "var. ratio"]
     else:
-        lines = [line for i, row in enumerate(rows) for line in _regression_lines(i, row)]
+        lines = [
+            line
+            for key, row in zip(keys, rows, strict=True)
+            for line in _regression_lines(key, row)
+        ]
         headers = ["row", "output", "mean", "std", f"{level} CI (mean)", f"{level} PI (new y)"]
     return header + "\n\n" + table(headers, lines)
 
 
-def _predict_in_batches(
-    client: McdropClient, args: argparse.Namespace, rows: list[Any], seed: int
-) -> PredictResponse:
-    batch_size = max(1, args.batch_size)
+def _in_batches(send: Send, rows: list[Any], batch_size: int) -> PredictResponse:
+    """Every row's answer, ``batch_size`` rows per request, with a progress bar when there is
+    more than one batch."""
+    batch_size = max(1, batch_size)
     batches = math.ceil(len(rows) / batch_size)
     parts: list[PredictResponse] = []
     # One seed for every batch: masks depend on (seed, pass), not on the batch, so batching
@@ -121,17 +175,13 @@ def _predict_in_batches(
     ) as bar:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            parts.append(
-                client.predict(
-                    args.model, chunk, n_samples=args.n_samples, seed=seed, ci_level=args.ci_level
-                )
-            )
+            parts.append(send(chunk))
             bar.update(len(chunk))
     merged: list[Any] = [row for part in parts for row in part.predictions]
     return parts[0].model_copy(update={"predictions": merged})
 
 
-def _classification_line(index: int, row: ClassificationRow | RegressionRow) -> list[object]:
+def _classification_line(index: object, row: ClassificationRow | RegressionRow) -> list[object]:
     assert isinstance(row, ClassificationRow)
     cls = row.predicted_class
     name = f"{cls} ({row.label})" if row.label is not None and row.label != str(cls) else str(cls)
@@ -147,7 +197,7 @@ def _classification_line(index: int, row: ClassificationRow | RegressionRow) -> 
     ]
 
 
-def _regression_lines(index: int, row: ClassificationRow | RegressionRow) -> list[list[object]]:
+def _regression_lines(index: object, row: ClassificationRow | RegressionRow) -> list[list[object]]:
     assert isinstance(row, RegressionRow)
     lines: list[list[object]] = []
     for j, mean in enumerate(row.mean):

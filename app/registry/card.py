@@ -6,13 +6,22 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from app.engine.abstention import AbstentionScore
 from app.engine.conformal import ConformalKind
+from app.engine.images import ImagePreprocessing
 from app.errors import ModelLoadError
 
 CARD_FILE = "model.yaml"
@@ -52,6 +61,77 @@ class InputSpec(_Strict):
         if any(d < 1 for d in self.shape):
             raise ValueError(f"input.shape dimensions must be >= 1, got {self.shape}")
         return self
+
+
+class ImageInputSpec(_Strict):
+    """``input: {type: image, ...}``: clients send encoded images (PNG, JPEG, WebP) and the
+    server decodes and preprocesses them into (channels, H, W) rows; see
+    :class:`app.engine.images.ImagePreprocessing`. Float rows of that shape are taken too."""
+
+    type: Literal["image"]
+    channels: Literal[1, 3] = 3
+    size: tuple[int, int] | None = None
+    """(H, W) the model reads. Required, except for a Hugging Face folder, whose own image
+    processor (``preprocessor_config.json``) sets it and the rest of the preprocessing."""
+    resize: int | None = Field(default=None, ge=1)
+    """Shorter side scaled to this first (aspect kept); absent: no such step."""
+    center_crop: bool = True
+    """Central ``size`` crop (True) or a plain resize to ``size`` (False)."""
+    mean: list[float] | None = None
+    """Per channel, in [0, 1] pixel units (pixels are divided by 255 first); default 0."""
+    std: list[float] | None = None
+    """Per channel; default 1."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImageInputSpec:
+        if self.size is None:
+            return self
+        if min(self.size) < 1:
+            raise ValueError(f"input.size dimensions must be >= 1, got {list(self.size)}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and len(values) != self.channels:
+                raise ValueError(f"input.{name} needs {self.channels} value(s), got {values}")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"input.std values must be > 0, got {self.std}")
+        if self.center_crop and self.resize is not None and self.resize < max(self.size):
+            raise ValueError(f"input.resize {self.resize} is smaller than the crop {self.size}")
+        if not self.center_crop and self.resize is not None:
+            raise ValueError("input.resize needs center_crop: true (else size is resized to)")
+        return self
+
+    @property
+    def shape(self) -> list[int]:
+        """(channels, H, W): the shape of one preprocessed row ([channels] before a Hugging
+        Face loader fills in the size)."""
+        return [self.channels, *(self.size or ())]
+
+    @property
+    def dtype(self) -> Literal["float32"]:
+        return "float32"
+
+    def preprocessing(self) -> ImagePreprocessing:
+        """The engine's recipe for this section (a card with a size)."""
+        assert self.size is not None
+        return ImagePreprocessing(
+            channels=self.channels,
+            size=self.size,
+            resize=self.resize,
+            center_crop=self.center_crop,
+            mean=tuple(self.mean or [0.0] * self.channels),
+            std=tuple(self.std or [1.0] * self.channels),
+        )
+
+
+def _input_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "image" if kind == "image" else "tensor"
+
+
+InputSection = Annotated[
+    Annotated[InputSpec, Tag("tensor")] | Annotated[ImageInputSpec, Tag("image")],
+    Discriminator(_input_kind),
+]
+"""``input``: a float tensor (``shape``, ``dtype``), text, or an image (``type: image``)."""
 
 
 class ArchitectureSpec(_Strict):
@@ -152,7 +232,7 @@ class ModelCard(_Strict):
     version: str = "1"
     task: Literal["classification", "regression"]
     description: str = ""
-    input: InputSpec
+    input: InputSection
     labels: list[str] | None = None
     architecture: ArchitectureSpec
     weights: WeightsSpec = WeightsSpec()
@@ -196,8 +276,12 @@ class ModelCard(_Strict):
             raise ValueError(
                 "weights.file is required unless the architecture is TorchScript or Hugging Face"
             )
-        if (self.input.type == "text") != (arch.huggingface is not None):
+        if arch.huggingface is not None and self.input.type == "tensor":
+            raise ValueError("a huggingface architecture takes input.type text or image")
+        if arch.huggingface is None and self.input.type == "text":
             raise ValueError("text input (input.type: text) goes with a huggingface architecture")
+        if arch.huggingface is None and self.input.type == "image" and self.input.size is None:
+            raise ValueError("input.size is required (only a huggingface folder brings its own)")
         if isinstance(self.mc_dropout, list) and not self.mc_dropout:
             raise ValueError("mc_dropout: name at least one dropout site, or use all / head")
         if self.conformal is not None:

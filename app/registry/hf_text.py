@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from app.engine.dropout import find_dropout_layers
 from app.engine.prefix import whole_model_split
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
-from app.registry.card import ModelCard
+from app.registry.card import InputSpec, ModelCard
 from app.registry.huggingface import (
     PretrainedClassifier,
     attention_sites,
@@ -27,7 +27,7 @@ PROBE_TEXTS = ("a probe sentence", "another, somewhat longer probe sentence for 
 
 def load_text_classifier(card: ModelCard, folder: Path) -> Network:
     """Model, tokenizer and dropout sites of the card's Hugging Face folder."""
-    assert card.architecture.huggingface is not None
+    assert card.architecture.huggingface is not None and isinstance(card.input, InputSpec)
     path = hf_folder(folder, card.architecture.huggingface)
     model, architecture = load_pretrained(path)
     config: Any = model.config
@@ -42,15 +42,19 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
     found = find_dropout_layers(model)
     head = head_sites(model, architecture)
     layers = select_dropout(found, card.mc_dropout, head, card.name)
+    attention = attention_sites(model)
+    if not attention:
+        raise ModelLoadError(f"{path}: no attention dropout module found to sample")
+    if architecture.attention_function and not any(layer.name in attention for layer in layers):
+        cast(Any, model).set_attn_implementation(
+            "sdpa"
+        )  # attention dropout not sampled: the fast kernel
     if all(layer.name in head for layer in layers):
         split = head_split(classifier)
     else:
         split = whole_model_split(
             classifier, reason="Hugging Face model: every sample runs the whole model"
         )
-    attention = attention_sites(model)
-    if not any(name in attention for name in (layer.name for layer in found)):
-        raise ModelLoadError(f"{path}: no attention dropout module found to sample")
     return Network(
         card=card,
         module=classifier,

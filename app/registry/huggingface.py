@@ -11,7 +11,11 @@ self.training else p`` handed to the attention function), so switching or hookin
 modules leaves it off. Models here run the ``mcdrop`` attention function (eager attention that
 calls the attention module's own ``dropout`` module on the probabilities), so the sampler's
 seeded masks reach attention dropout like every other dropout module. DeBERTa-v2 calls its
-attention ``dropout`` module itself.
+attention ``dropout`` module itself. A model whose sampled sites include no attention dropout
+(``mc_dropout: head``) goes back to transformers' SDPA attention, the faster kernel.
+
+Image classifiers can join: a row in ``SUPPORTED`` (base model, crossing value, head) and a
+wrapper like :class:`PretrainedClassifier` for their inputs.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from app.engine.dropout import (
     warn_functional_dropout,
 )
 from app.engine.functional import FUNCTIONAL_PREFIX, trace_sites
+from app.engine.images import ImagePipeline, images_to_tensor, require_pillow
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Predictor, TaskSpec
 from app.engine.prefix import ModelSplit, fx_split, whole_model_split
@@ -34,7 +35,8 @@ from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
-from app.registry.card import ModelCard, read_card
+from app.registry.card import ImageInputSpec, ModelCard, read_card
+from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
 from app.registry.network import DropoutSite, Network, describe_sites
 from app.registry.text import TextEncoder
@@ -49,6 +51,8 @@ class LoadOptions:
     max_sample_rows: int = 16384
     device: torch.device | str = "cpu"
     dtype: torch.dtype = torch.float32
+    max_image_pixels: int = 16_777_216
+    """Image models: the largest image (width x height) decoded."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class ServedModel:
     dropout_sites: list[DropoutSite] = field(default_factory=list)
     text: TextEncoder | None = None
     """Text models: turns request texts into token rows."""
+    images: ImagePipeline | None = None
+    """Image models: decoded images -> input rows (float rows of the input shape work too)."""
+    max_image_pixels: int = 16_777_216
 
     @property
     def name(self) -> str:
@@ -84,6 +91,10 @@ class ServedModel:
         input shape, or texts tokenized; errors name the offending field."""
         if self.text is not None:
             return self.text.rows_to_tensor(list(rows), max_rows, field)
+        if not isinstance(rows, np.ndarray):
+            images = images_to_tensor(rows, self.images, max_rows, self.max_image_pixels, field)
+            if images is not None:
+                return images
         return rows_to_tensor(rows, self.card.input.shape, max_rows, field)
 
 
@@ -91,7 +102,10 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
     """Load, verify and probe one model folder; raises ModelLoadError with the reason."""
     started = time.perf_counter()
     card = read_card(folder)
-    if card.architecture.huggingface is not None:
+    if card.architecture.huggingface is not None and card.input.type == "image":
+        network = load_image_classifier(card, folder)
+        network.module.to(options.device, options.dtype)
+    elif card.architecture.huggingface is not None:
         network = load_text_classifier(card, folder)
         network.module.to(options.device, options.dtype)
     else:
@@ -100,6 +114,8 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
     require_active_dropout(layers, card.name)
     sampler: MCSampler | ScriptedSampler
     rows, device, dtype = options.max_sample_rows, options.device, options.dtype
+    if network.text is not None:
+        rows = network.text.chunk_rows(rows)
     if isinstance(module, torch.jit.ScriptModule):
         sampler = ScriptedSampler(module, layers, max_rows=rows, device=device, dtype=dtype)
     else:
@@ -139,11 +155,25 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         warnings=network.warnings,
         dropout_sites=network.sites,
         text=network.text,
+        images=network.images,
+        max_image_pixels=options.max_image_pixels,
     )
+
+
+def _image_pipeline(card: ModelCard) -> ImagePipeline | None:
+    """The card's image preprocessing; ModelLoadError naming the extra without Pillow."""
+    if not isinstance(card.input, ImageInputSpec):
+        return None
+    try:
+        require_pillow()
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model '{card.name}': {exc.message}") from None
+    return card.input.preprocessing()
 
 
 def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     """A bundled, Python-file or TorchScript model with its dropout sites and split."""
+    images = _image_pipeline(card)
     module = _build_module(card, folder)
     if card.weights.file is not None:
         _load_weights(module, card, folder)
@@ -155,7 +185,8 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
         split = whole_model_split(module, reason="TorchScript model: no prefix split")
         unreached = warn_functional_dropout(module, card.name)
         sites = describe_sites(modules, layers)
-        return Network(card, module, layers, sites, split, probe, _unreached(unreached))
+        warnings = _unreached(unreached)
+        return Network(card, module, layers, sites, split, probe, warnings, images=images)
     traced = trace_sites(module, {layer.name for layer in modules}, len(modules))
     found = modules + (traced.functional if traced is not None else [])
     head = set(traced.order[-1:]) if traced is not None else _last(modules)
@@ -168,7 +199,7 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
         unreached += [layer.name for layer in layers if layer.name.startswith(FUNCTIONAL_PREFIX)]
         layers = _modules_only(layers)
     sites = describe_sites(found, layers)
-    return Network(card, module, layers, sites, split, probe, _unreached(unreached))
+    return Network(card, module, layers, sites, split, probe, _unreached(unreached), images=images)
 
 
 def _modules_only(layers: list[DropoutLayer]) -> list[DropoutLayer]:

@@ -9,6 +9,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from app.engine.dropout import DropoutLayer
+from app.engine.images import ImagePipeline
 from app.engine.prefix import ModelSplit
 from app.registry.card import ModelCard
 from app.registry.text import TextEncoder
@@ -43,6 +44,7 @@ class Network:
     """Example input rows (2, ...) for the output-shape probe."""
     warnings: list[str] = field(default_factory=list)
     text: TextEncoder | None = None
+    images: ImagePipeline | None = None
 
 
 def describe_sites(

@@ -26,7 +26,13 @@ def test_lists_models_with_their_metadata(demo_client: TestClient) -> None:
     response = demo_client.get("/v1/models")
     assert response.status_code == 200
     models = {m["name"]: m for m in response.json()["models"]}
-    assert set(models) == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
+    assert set(models) == {
+        "digits-mlp",
+        "digits-cnn",
+        "diabetes-mlp",
+        "ticket-triage",
+        "digits-image",
+    }
     mlp = models["digits-mlp"]
     assert mlp["task"] == "classification" and mlp["input_shape"] == [64]
     assert mlp["labels"] == [str(i) for i in range(10)]

@@ -221,7 +221,10 @@ def test_bad_tensors_are_400_with_the_error_envelope(
 
 
 def test_malformed_json_is_400_on_v2_and_stays_422_on_v1(demo_client: TestClient) -> None:
-    broken = {"content": b'{"inputs": [', "headers": {"content-type": "application/json"}}
+    broken: dict[str, Any] = {
+        "content": b'{"inputs": [',
+        "headers": {"content-type": "application/json"},
+    }
     v2 = demo_client.post("/v2/models/digits-mlp/infer", **broken)
     assert v2.status_code == 400 and "Invalid JSON" in v2.json()["error"]
     v1 = demo_client.post("/v1/models/digits-mlp/predict", **broken)

@@ -29,6 +29,8 @@ _MORE_NETS = textwrap.dedent(
 
     class FunctionalDropout(TinyNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 1e9:  # data-dependent control flow: torch.fx cannot trace it
+                x = x * 2
             hidden = F.dropout(self.inp(x), 0.5, self.training)
             return self.out(self.drop(hidden))
     """

@@ -117,7 +117,13 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(listing, timeout=10) as response:
             models = {m["name"] for m in json.load(response)["models"]}
-        assert models == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
+        assert models == {
+            "digits-mlp",
+            "digits-cnn",
+            "diabetes-mlp",
+            "ticket-triage",
+            "digits-image",
+        }
     finally:
         server.terminate()
         server.wait(timeout=30)

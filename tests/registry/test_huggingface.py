@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from app.config import load_settings
-from app.engine.sampler import SampleJob
+from app.engine.sampler import MCSampler, SampleJob
 from app.errors import ModelLoadError
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 from app.registry.repository import ModelRepository
@@ -66,6 +66,7 @@ def test_eval_forward_is_unchanged_and_dropout_is_off_outside_a_run(tmp_path: Pa
 def test_seeded_results_are_identical_alone_and_fused_with_other_lengths(tmp_path: Path) -> None:
     model = load_model_folder(write_text_model(tmp_path, attention=0.2, hidden=0.2))
     sampler = model.predictor.sampler
+    assert isinstance(sampler, MCSampler)
     own = model.rows_to_tensor(["the parcel arrived", "great food"], max_rows=4)
     longer = model.rows_to_tensor(["the engine failed twice " * 4], max_rows=4)
     same_bucket = model.rows_to_tensor(["friends by the river"], max_rows=4)
@@ -77,6 +78,10 @@ def test_seeded_results_are_identical_alone_and_fused_with_other_lengths(tmp_pat
     assert torch.equal(fused[2], alone)
     assert torch.equal(sampler.sample_jobs([SampleJob(own, 20, seed=7)])[0], alone)
     assert not torch.equal(sampler.sample_jobs([SampleJob(own, 20, seed=8)])[0], alone)
+    assert sampler.max_rows == 4096 // 32  # TOKENS_PER_CHUNK // max_length
+    sampler.max_rows = 16  # chunked: a few samples per forward call, the same numbers
+    chunked = sampler.sample_jobs([SampleJob(same_bucket, 3, 2), SampleJob(own, 20, seed=7)])
+    assert torch.equal(chunked[1], alone)
 
 
 def test_head_mode_runs_the_encoder_once_per_request(tmp_path: Path) -> None:
