@@ -21,6 +21,8 @@ from tests.support import free_port, serve_in_thread
 
 DIGIT_ROWS = [[0.0] * 64, [8.0] * 64]
 
+BUNDLED_NAMES = {"digits-mlp", "digits-cnn", "diabetes-mlp", "ticket-triage", "digits-image"}
+
 
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
@@ -37,13 +39,7 @@ def client(server_url: str) -> Iterator[McdropClient]:
 def test_models_are_typed_summaries(client: McdropClient) -> None:
     assert client.ready()
     models = {model.name: model for model in client.models()}
-    assert set(models) == {
-        "digits-mlp",
-        "digits-cnn",
-        "diabetes-mlp",
-        "ticket-triage",
-        "digits-image",
-    }
+    assert set(models) == BUNDLED_NAMES
     cnn = models["digits-cnn"]
     assert isinstance(cnn, ModelInfo) and cnn.ready and cnn.error is None
     assert (cnn.task, cnn.input_shape, cnn.dropout_layers) == ("classification", [1, 8, 8], 1)
@@ -122,14 +118,14 @@ def test_broken_model_is_listed_with_its_error(
 def test_api_key_is_sent_as_a_bearer_token(client_for: Callable[..., TestClient]) -> None:
     app = client_for(api_keys=["k"])
     with pytest.raises(McdropClientError) as refused:
-        McdropClient("http://mcdrop.test", http=app).models()
+        McdropClient("http://mcdrop.test", http=cast(httpx.Client, app)).models()
     assert refused.value.status == 401
-    keyed = McdropClient("http://mcdrop.test", http=app, api_key="k")
-    assert {model.name for model in keyed.models()} == {"digits-mlp", "digits-cnn", "diabetes-mlp"}
+    keyed = McdropClient("http://mcdrop.test", http=cast(httpx.Client, app), api_key="k")
+    assert {model.name for model in keyed.models()} == BUNDLED_NAMES
 
 
 def test_evaluate_returns_the_servers_report(client_for: Callable[..., TestClient]) -> None:
-    client = McdropClient("http://mcdrop.test", http=client_for())
+    client = McdropClient("http://mcdrop.test", http=cast(httpx.Client, client_for()))
     targets = [3.0, 1.0]
     report = client.evaluate("diabetes-mlp", [[0.0] * 10, [0.5] * 10], targets, n_samples=8, seed=0)
     assert (report.model, report.rows, report.n_samples, report.seed) == ("diabetes-mlp", 2, 8, 0)

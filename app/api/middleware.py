@@ -25,6 +25,8 @@ the 413 (a server that closes on a sender makes its kernel reset the connection)
 
 class _BodyTimeout(HTTPException):
     """The body stalled or ran past its deadline: 408, and the connection is closed."""
+
+
 _FORM_PATH = re.compile(r"^/v1/models/[^/]+/predict$")
 """The one route that also takes multipart/form-data (image files)."""
 

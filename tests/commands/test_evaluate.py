@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
@@ -55,7 +57,9 @@ def test_url_mode_gives_the_local_report(
     assert _run("digits-mlp", *common) == 0
     local = json.loads(capsys.readouterr().out)
     client = client_for()
-    monkeypatch.setattr(evaluate, "connect", lambda args: McdropClient(args.url, http=client))
+    monkeypatch.setattr(
+        evaluate, "connect", lambda args: McdropClient(args.url, http=cast(httpx.Client, client))
+    )
     assert _run("digits-mlp", *common, "--url", "http://mcdrop.test") == 0
     remote = json.loads(capsys.readouterr().out)
     assert remote == local and local["n_samples"] == 20 and local["seed"] == 0
