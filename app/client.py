@@ -176,6 +176,8 @@ class McdropClient:
     ) -> PredictResponse:
         """Uncertainty for each encoded image (``(file name, PNG/JPEG/WebP bytes)``), sent as
         ``multipart/form-data`` ``image`` files to an image model."""
+        from app.api.schemas import PredictResponse
+
         files = [("image", (name, data)) for name, data in images]
         options = {"n_samples": n_samples, "seed": seed, "ci_level": ci_level}
         form = {key: str(value) for key, value in options.items() if value is not None}
