@@ -76,8 +76,11 @@ class Settings(BaseSettings):
     max_batch_rows: int = Field(default=8192, ge=1)
     """Most folded rows (input rows x samples) one fused run of concurrent requests may hold."""
 
-    max_wait_ms: float = Field(default=1.0, ge=0.0)
-    """How long the batcher waits for more requests to fuse once one is waiting."""
+    max_wait_ms: float = Field(default=0.0, ge=0.0)
+    """The longest the oldest waiting request waits for others to fuse with before its run
+    starts. 0: no wait; requests that queue while a run is going are fused anyway, and on a
+    CPU the idle inference thread during a wait cost more than the fusion won (see
+    docs/benchmarks.md)."""
 
     max_queue: int = Field(default=256, ge=1)
     """Requests that may wait per model; past it the server answers 503 with Retry-After."""
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""
 
-    max_evaluation_values: int = Field(default=16_777_216, ge=1)
+    max_evaluation_values: int = Field(default=10_000_000, ge=1)
     """Most values (rows x MC samples x model outputs) one evaluation request may hold: every
     pass of every row is kept to score it, so this bounds an evaluation's memory (see the
     README's worst-case memory). Larger requests are refused up front with 422."""

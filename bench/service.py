@@ -54,9 +54,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], port: int) -> Iterator[str]:
-    """Start a server process on loopback, wait until ready, stop it afterwards."""
+def server(command: list[str], port: int, **settings: str) -> Iterator[str]:
+    """Start a server process on loopback (``settings`` as ``MCDROP_*`` variables), wait until
+    ready, stop it afterwards."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env |= {f"MCDROP_{key.upper()}": value for key, value in settings.items()}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -192,6 +194,46 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_wait(name: str, waits: list[float], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """mcdrop with each ``max_wait_ms`` at 8 and 32 clients; the settings take turns in every
+    round (ABAB...), so drifting load on the machine hits them alike; medians over rounds."""
+    model = load_model_folder(MODELS / name)
+    body = {"inputs": [example_inputs(model.card.input.shape, 1)[0].tolist()], "n_samples": 100}
+    command = [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(MODELS)]
+    seen: dict[tuple[float, int], list[dict[str, float]]] = {}
+    for _ in range(args.rounds):
+        for wait in waits:
+            port = _free_port()
+            with server([*command, "--port", str(port)], port, max_wait_ms=str(wait)) as base:
+                url = f"{base}/v1/models/{name}/predict"
+                for concurrency in (8, 32):
+                    if args.client == "wrk":
+                        result = wrk_load(url, body, concurrency, args.seconds)
+                    else:
+                        result = asyncio.run(load(url, body, concurrency, args.requests))
+                    seen.setdefault((wait, concurrency), []).append(result)
+                    print({"max_wait_ms": wait, "clients": concurrency} | result, flush=True)
+    return [
+        {"model": name, "max_wait_ms": wait, "clients": concurrency}
+        | {key: statistics.median(r[key] for r in results) for key in results[0]}
+        for (wait, concurrency), results in sorted(seen.items())
+    ]
+
+
+def wait_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: req/s, p50 and p99 per max_wait_ms and clients, and the ratio to no wait."""
+    table = []
+    for r in rows:
+        base = next(x for x in rows if x["model"] == r["model"] and x["clients"] == r["clients"]
+                    and x["max_wait_ms"] == rows[0]["max_wait_ms"])  # fmt: skip
+        table.append([r["model"], r["max_wait_ms"], r["clients"], r["rps"], r["p50_ms"],
+                      r["p99_ms"], f"{r['rps'] / base['rps']:.2f}x",
+                      f"{r['p99_ms'] / base['p99_ms']:.2f}x"])  # fmt: skip
+    header = ["model", "max_wait_ms", "clients", "req/s", "p50 (ms)", "p99 (ms)", "req/s ratio",
+              "p99 ratio"]  # fmt: skip
+    return markdown_table(header, table)
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -229,8 +271,22 @@ def main() -> None:
         "--workers", type=int, default=2, help="also run mcdrop with this many worker processes"
     )
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        nargs="*",
+        help="only compare these max_wait_ms settings of mcdrop (first = baseline), 8 and 32 "
+        "clients, --rounds rounds",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--max-wait-ms: rounds")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, load generator: {args.client}")
+    if args.max_wait_ms:
+        found = [row for name in args.models for row in bench_wait(name, args.max_wait_ms, args)]
+        print(wait_table(found))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "service_wait.md").write_text(wait_table(found) + "\n")
+        return
     rows = []
     for name in args.models:
         rows += bench_model(name, args)

@@ -1,10 +1,14 @@
-"""Soak test: mixed valid and invalid traffic at high concurrency against a real server.
+"""Soak test: mixed valid, invalid and crafted traffic at high concurrency against a real server.
 
 Starts `mcdrop serve` on 127.0.0.1 (loopback only), sends a bounded mix of requests from many
 concurrent clients for a bounded time, then reports requests, status counts, latency
 percentiles and the server's resident memory at the start (after warm-up) and at the end.
-Exits non-zero if any answer other than 200 or a deliberate 4xx/503 came back (a 5xx, a failed
-connection), or memory grew by 10% or more.
+Valid predictions come from a pool of seeded requests whose answers were first taken alone:
+every 200 must be bit-identical to that solo answer, whatever it was fused with. Crafted
+requests (inputs beyond the dtype's range, overflowing outputs, extreme options, bad targets)
+are fused with them and must each get a 4xx. Exits non-zero if any answer other than 200 or a
+deliberate 4xx/503 came back (a 5xx, a failed connection), a valid answer differed from its solo
+answer, a crafted one was not refused, or memory grew by 10% or more.
 
     python -m bench.soak --duration 300 --concurrency 64 --max-requests 1000000
 """
@@ -40,25 +44,67 @@ def _rows(shape: list[int], count: int, seed: int) -> list[Any]:
     return rows
 
 
-def traffic(rng: random.Random) -> Request:
-    """One request of the mix: ~60% valid predictions, ~30% invalid, ~10% health/metrics."""
-    pick = rng.random()
-    seed = rng.randrange(1_000_000)
+POOL_SIZE = 64
+"""Distinct seeded valid requests; their solo answers are taken before the traffic."""
+
+
+def valid_pool() -> list[Request]:
+    """The seeded valid requests of the mix (every kind: both tasks, fixed N, "auto", v2)."""
+    return [_valid(random.Random(i), i) for i in range(POOL_SIZE)]
+
+
+def _valid(rng: random.Random, seed: int) -> Request:
+    """A seeded valid request: v1 classifiers, "auto" regression, v2."""
+    pick = rng.random() * 0.6
     if pick < 0.25:
-        body = {"inputs": _rows([64], rng.randint(1, 8), seed), "n_samples": 100}
+        body = {"inputs": _rows([64], rng.randint(1, 8), seed), "n_samples": 100, "seed": seed}
         return "POST", "/v1/models/digits-mlp/predict", {"json": body}
     if pick < 0.40:
-        body = {"inputs": _rows([1, 8, 8], rng.randint(1, 4), seed), "n_samples": 100}
+        body = {"inputs": _rows([1, 8, 8], rng.randint(1, 4), seed), "n_samples": 100,
+                "seed": seed}  # fmt: skip
         return "POST", "/v1/models/digits-cnn/predict", {"json": body}
     if pick < 0.50:
-        body = {"inputs": [[0.01 * rng.random() for _ in range(10)]], "n_samples": "auto"}
+        body = {"inputs": [[0.01 * rng.random() for _ in range(10)]], "n_samples": "auto",
+                "seed": seed}  # fmt: skip
         return "POST", "/v1/models/diabetes-mlp/predict", {"json": body}
-    if pick < 0.60:
-        tensor = {"name": "input", "shape": [1, 64], "datatype": "FP32",
-                  "data": _rows([64], 1, seed)[0]}  # fmt: skip
-        body = {"inputs": [tensor], "parameters": {"n_samples": 50}}
-        return "POST", "/v2/models/digits-mlp/infer", {"json": body}
-    return _invalid_or_probe(rng, pick)
+    tensor = {"name": "input", "shape": [1, 64], "datatype": "FP32",
+              "data": _rows([64], 1, seed)[0]}  # fmt: skip
+    body = {"inputs": [tensor], "parameters": {"n_samples": 50, "seed": seed}}
+    return "POST", "/v2/models/digits-mlp/infer", {"json": body}
+
+
+_REGRESSION = "/v1/models/diabetes-mlp/predict"
+_CLASSIFIER = "/v1/models/digits-mlp/predict"
+CRAFTED: list[Request] = [
+    ("POST", _REGRESSION, {"json": {"inputs": [[0.01] * 10], "ci_level": 0.9999999999999999}}),
+    ("POST", _REGRESSION,
+     {"json": {"inputs": [[0.01] * 10], "n_samples": "auto", "tolerance": 5e-324}}),
+    ("POST", _REGRESSION, {"json": {"inputs": [[1e308] * 10], "n_samples": "auto"}}),
+    ("POST", _REGRESSION, {"json": {"inputs": [[0.01] * 10, [3e38] * 10], "n_samples": 64}}),
+    ("POST", _REGRESSION, {"json": {"inputs": [[3e38] * 10], "n_samples": "auto"}}),
+    ("POST", _CLASSIFIER, {"json": {"inputs": [[1e39] * 64]}}),
+    ("POST", _CLASSIFIER, {"json": {"inputs": [[10**400] + [0] * 63]}}),
+    ("POST", _CLASSIFIER, {"json": {"inputs": [[1.0] * 64], "n_samples": True}}),
+    ("POST", "/v1/models/digits-mlp/evaluate",
+     {"json": {"inputs": [[1.0] * 64], "targets": ["\u00b2"]}}),
+    ("POST", "/v1/models/digits-mlp/evaluate",
+     {"json": {"inputs": [[1.0] * 64], "targets": ["7" * 5000]}}),
+    ("POST", "/v2/models/digits-mlp/infer", {"json": {"inputs": [
+        {"name": "input", "shape": [1, 64], "datatype": "FP64", "data": [1e308] * 64}]}}),
+]  # fmt: skip
+"""Requests crafted to fail inside a fused run or on the way in: each must get a 4xx."""
+
+
+def traffic(rng: random.Random, pool: list[Request]) -> tuple[Request, str]:
+    """One request of the mix and its kind (``valid:<i>``, ``crafted``, ``other``): ~55%
+    valid predictions from the pool, ~10% crafted, ~25% invalid, ~10% health/metrics."""
+    pick = rng.random()
+    if pick < 0.55:
+        index = rng.randrange(len(pool))
+        return pool[index], f"valid:{index}"
+    if pick < 0.65:
+        return rng.choice(CRAFTED), "crafted"
+    return _invalid_or_probe(rng, pick), "other"
 
 
 def _invalid_or_probe(rng: random.Random, pick: float) -> Request:
@@ -93,10 +139,24 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def solo_answers(base: str, pool: list[Request]) -> list[Any]:
+    """Each pool request's answer, sent alone (one at a time, nothing to fuse with)."""
+    answers = []
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for method, path, kwargs in pool:
+            response = client.request(method, path, **kwargs)
+            response.raise_for_status()
+            answers.append(response.json())
+    return answers
+
+
 async def run_clients(
-    base: str, args: argparse.Namespace
+    base: str, args: argparse.Namespace, solo: list[Any], checks: collections.Counter[str]
 ) -> tuple[collections.Counter[str], list[float]]:
-    """Status counts (as text) and latencies of ``args.concurrency`` clients' requests."""
+    """Status counts (as text) and latencies of ``args.concurrency`` clients' requests;
+    ``checks`` counts valid answers identical to / different from their solo answer and
+    crafted requests refused / not refused."""
+    pool = valid_pool()
     statuses: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
     deadline = time.monotonic() + args.duration
@@ -108,11 +168,12 @@ async def run_clients(
             rng = random.Random(index)
             while time.monotonic() < deadline and budget[0] > 0:
                 budget[0] -= 1
-                method, path, kwargs = traffic(rng)
+                (method, path, kwargs), kind = traffic(rng, pool)
                 started = time.perf_counter()
                 try:
                     response = await client.request(method, path, **kwargs)
                     statuses[str(response.status_code)] += 1
+                    _check(kind, response, solo, checks)
                 except httpx.HTTPError as error:
                     oversize = kwargs.get("content") is OVERSIZE
                     label = "413 (closed while sending)" if oversize else type(error).__name__
@@ -121,6 +182,17 @@ async def run_clients(
 
         await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
     return statuses, latencies
+
+
+def _check(
+    kind: str, response: httpx.Response, solo: list[Any], checks: collections.Counter[str]
+) -> None:
+    code = response.status_code
+    if kind == "crafted":
+        checks["crafted_4xx" if 400 <= code < 500 else f"crafted_{code}"] += 1
+    elif kind.startswith("valid:") and code == 200:
+        same = response.json() == solo[int(kind.removeprefix("valid:"))]
+        checks["valid_identical" if same else "valid_different"] += 1
 
 
 def main() -> int:
@@ -145,11 +217,13 @@ def main() -> int:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        solo = solo_answers(base, valid_pool())
         warm = argparse.Namespace(**{**vars(args), "duration": 10.0, "max_requests": 2000})
-        asyncio.run(run_clients(base, warm))
+        asyncio.run(run_clients(base, warm, solo, collections.Counter()))
         rss_start = rss_kib(server.pid)
         started = time.monotonic()
-        statuses, latencies = asyncio.run(run_clients(base, args))
+        checks: collections.Counter[str] = collections.Counter()
+        statuses, latencies = asyncio.run(run_clients(base, args, solo, checks))
         elapsed = time.monotonic() - started
         rss_end = rss_kib(server.pid)
         healthy = httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
@@ -171,12 +245,14 @@ def main() -> int:
         "rss_end_mib": round(rss_end / 1024, 1),
         "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2),
         "unexpected": unexpected,
+        "checks": dict(sorted(checks.items())),
         "ready_after": healthy,
     }
     print(json.dumps(report, indent=1))
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
-    ok = unexpected == 0 and report["rss_growth_pct"] < 10 and healthy
+    refused = set(checks) <= {"crafted_4xx", "valid_identical"}
+    ok = unexpected == 0 and refused and report["rss_growth_pct"] < 10 and healthy
     return 0 if ok else 1
 
 

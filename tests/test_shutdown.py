@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,18 +13,53 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from tests.support import BUNDLED_MODELS, REPO_ROOT, free_port, wait_ready
+from tests.support import BUNDLED_MODELS, REPO_ROOT, free_port, metric_value, wait_ready
 
 
 def _status(url: str, body: dict[str, object] | None = None, timeout: float = 60) -> int:
+    return _answer(url, body, timeout)[0]
+
+
+def _answer(
+    url: str, body: dict[str, object] | None = None, timeout: float = 60
+) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body of a request (the error envelope for an error)."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status)
+            return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return int(error.code)
+        return int(error.code), json.loads(error.read())
+
+
+def _start(tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "MCDROP_LOG_FORMAT": "text"}
+    env |= {f"MCDROP_{key.upper()}": value for key, value in settings.items()}
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--models-dir", str(BUNDLED_MODELS)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=(tmp_path / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_ready(base, server)
+    return server, base
+
+
+# 10,000 rows x 1,000 passes: at max_evaluation_values, and far longer than the deadlines
+# below (its passes are sampled 16 at a time, so it can stop between two blocks).
+LONG_EVALUATION = {
+    "inputs": [[0.01 * (i % 7)] * 10 for i in range(10_000)],
+    "targets": [float(i % 5) for i in range(10_000)],
+    "n_samples": 1000,
+    "seed": 3,
+}
 
 
 def test_sigterm_turns_ready_false_first_and_lets_in_flight_requests_finish(
@@ -63,3 +99,69 @@ def test_sigterm_turns_ready_false_first_and_lets_in_flight_requests_finish(
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_sigterm_during_long_evaluations_ends_in_time_with_every_client_answered(
+    tmp_path: Path,
+) -> None:
+    delay, timeout = 0.5, 3.0
+    server, base = _start(tmp_path, shutdown_delay_s=str(delay), request_timeout_s=str(timeout))
+    try:
+        evaluate = f"{base}/v1/models/diabetes-mlp/evaluate"
+        predict = f"{base}/v1/models/digits-mlp/predict"
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            work = [pool.submit(_answer, evaluate, LONG_EVALUATION) for _ in range(2)]
+            work += [pool.submit(_answer, predict, {"inputs": [[1] * 64]}) for _ in range(4)]
+            time.sleep(1.0)
+            server.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            answers = [future.result(timeout=30) for future in work]
+        server.wait(timeout=delay + timeout + 5)
+        assert time.monotonic() - signalled <= delay + timeout + 5
+        for status, body in answers:
+            assert status in (200, 503, 504), (status, body)
+            assert status == 200 or body["error"]
+        assert {status for status, _ in answers[:2]} <= {503, 504}
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+def test_a_disconnected_evaluation_stops_and_frees_the_model_for_predictions(
+    tmp_path: Path,
+) -> None:
+    server, base = _start(tmp_path)
+    try:
+        body = json.dumps(LONG_EVALUATION).encode()
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            head = (
+                "POST /v1/models/diabetes-mlp/evaluate HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            client.sendall(head.encode() + body)
+            _wait_for_metric(base, "mcdrop_inflight_requests", {"model": "diabetes-mlp"}, 1)
+            time.sleep(0.5)  # sampling has started
+        started = time.monotonic()
+        status, _ = _answer(f"{base}/v1/models/diabetes-mlp/predict", {"inputs": [[0.0] * 10]})
+        assert status == 200
+        assert time.monotonic() - started < 10  # not queued behind the 1,000 passes (~25 s)
+        labels = {"model": "diabetes-mlp", "endpoint": "v1_evaluate", "outcome": "cancelled"}
+        _wait_for_metric(base, "mcdrop_requests_total", labels, 1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _wait_for_metric(base: str, name: str, labels: dict[str, str], value: float) -> None:
+    deadline = time.monotonic() + 20
+    while metric_value(_metrics(base), name, labels) != value:
+        assert time.monotonic() < deadline, _metrics(base)
+        time.sleep(0.05)
+
+
+def _metrics(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+        text: str = response.read().decode()
+        return text

@@ -4,6 +4,12 @@
 evaluate and any admitted job), ``batcher`` (concurrent predictions fused into one sampling run),
 ``evaluation`` (an evaluation as short steps), ``worker`` (the inference thread) and
 ``accounting`` (request metrics).
+
+A route uses one ``DataPlane``: ``await plane.predict(name, rows, options, endpoint)`` for
+anything that is a prediction (fused with concurrent requests, isolated from them);
+``await plane.run(name, endpoint, work)`` runs ``work(model)`` as one admitted job on the
+inference thread; both are admitted (``max_queue``, deadline, draining) and counted under
+``endpoint``. A refusal before the plane is counted with ``plane.count_refused``.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 SHUTDOWN_GRACE_S = 5.0
 """How long closing waits, past the request deadline, before abandoning running work."""
+SHUTDOWN_JOIN_S = 1.0
+"""How long closing then waits for the inference thread to end (abandoned work may not)."""
 
 
 class DataPlane:
@@ -51,6 +53,7 @@ class DataPlane:
         self._draining = False
         self._abandoned = False
         self._steps: set[asyncio.Future[Any]] = set()
+        self._evaluating = asyncio.Semaphore(1)
 
     # ---- routes -------------------------------------------------------------------------
 
@@ -64,6 +67,8 @@ class DataPlane:
     ) -> tuple[ServedModel, Prediction]:
         """Validate, sample (fused with concurrent requests) and summarise one request."""
         with self.accounting.track(name, endpoint):
+            if self._draining:
+                raise ShuttingDownError()
             model = self.repository.get(name, version)
             request = self.policy.prediction(model, rows, options)
             batcher = self.batcher(model)
@@ -84,16 +89,17 @@ class DataPlane:
     ) -> tuple[ServedModel, Evaluation]:
         """Sample labelled rows and score them against their targets.
 
-        Admitted like a prediction; sampled in row chunks of at most ``max_batch_rows`` folded
-        rows, each its own step on the inference thread (predictions interleave, and a cancelled
-        or late evaluation stops at the next step). Not counted in the uncertainty histograms
-        or abstentions, which describe live traffic.
+        Admitted like a prediction; sampled in blocks of passes of about ``max_batch_rows``
+        folded rows, each its own step on the inference thread (predictions interleave, and a
+        cancelled or late evaluation stops at the next step); one evaluation at a time. Not
+        counted in the uncertainty histograms or abstentions, which describe live traffic.
         """
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
             request = self.policy.evaluation(model, rows, options)
             job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
-            async with self.admitted(model) as step:
+            async with self.admitted(model) as step, step.exclusive(self._evaluating):
+                # One at a time: each holds every pass of its rows (max_evaluation_values).
                 return model, await job.run(step, self.settings.max_batch_rows)
 
     async def run(
@@ -170,6 +176,7 @@ class DataPlane:
         self._executor.shutdown(wait=False, cancel_futures=True)
         for waiting in list(self._steps):
             waiting.cancel()
+        await asyncio.to_thread(self._executor.join, SHUTDOWN_JOIN_S)
 
     @property
     def abandoned(self) -> bool:
@@ -184,6 +191,18 @@ class Step:
         self._executor = executor
         self.deadline = deadline
         self._plane = plane
+
+    @asynccontextmanager
+    async def exclusive(self, lock: asyncio.Semaphore) -> AsyncIterator[None]:
+        """Hold ``lock`` for the rest of the job; waiting for it counts against the deadline."""
+        try:
+            await asyncio.wait_for(lock.acquire(), max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            raise DeadlineExceededError(self._plane.settings.request_timeout_s) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the inference thread; DeadlineExceededError once the job's deadline

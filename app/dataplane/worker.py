@@ -50,6 +50,14 @@ class InferenceThread(Executor):
         if wait and started:
             self._thread.join()
 
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the thread to end (after ``shutdown``); True if it did.
+        A thread still running at interpreter exit is abandoned, but torch's thread pools may
+        then abort the process on their way out: join what has finished."""
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
     def _cancel_queued(self) -> None:
         while True:
             try:

@@ -82,7 +82,13 @@ def test_no_server_errors_from_the_openapi_schema(server_url: str) -> None:
 
 
 def _rows(shape: tuple[int, ...], count: int) -> st.SearchStrategy[list[object]]:
-    value = st.floats(min_value=-1e30, max_value=1e30, allow_nan=False) | st.integers(-99, 99)
+    value = (
+        st.floats(min_value=-1e30, max_value=1e30, allow_nan=False)
+        | st.integers(-99, 99)
+        # Beyond float32, beyond float64: refused (422), never a 200 with nulls.
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.integers(-(10**400), 10**400)
+    )
     row: st.SearchStrategy[object] = value
     for size in reversed(shape):
         row = st.lists(row, min_size=size, max_size=size)
@@ -96,11 +102,11 @@ def _predict_bodies(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
     if draw(st.booleans()):
         body["n_samples"] = draw(st.integers(-2, 2100) | st.just("auto"))
     if body.get("n_samples") == "auto" and draw(st.booleans()):
-        body["tolerance"] = draw(st.floats(min_value=1e-4, max_value=10))
+        body["tolerance"] = draw(st.floats(min_value=1e-4, max_value=10) | st.just(5e-324))
         body["max_n_samples"] = draw(st.integers(1, 300))
     for key, strategy in (
         ("seed", st.integers(-1, 2**64)),
-        ("ci_level", st.floats(-0.5, 1.5)),
+        ("ci_level", st.floats(-0.5, 1.5) | st.just(0.9999999999999999)),
         ("return_samples", st.booleans()),
     ):
         if draw(st.booleans()):
@@ -119,6 +125,7 @@ def test_no_server_errors_for_well_shaped_predictions(server_url: str) -> None:
             response = client.post(f"/v1/models/{name}/predict", json=body)
             statuses.add(response.status_code)
             assert response.status_code < 500, response.text
+            assert "null" not in response.text
             if response.status_code == 200:
                 for row in response.json()["predictions"]:
                     assert all(
@@ -127,3 +134,36 @@ def test_no_server_errors_for_well_shaped_predictions(server_url: str) -> None:
 
         well_shaped()
     assert {200, 422} <= statuses
+
+
+PROBES: list[tuple[str, dict[str, Any]]] = [
+    ("diabetes-mlp/predict", {"inputs": [[0.1] * 10], "ci_level": 0.9999999999999999}),
+    ("diabetes-mlp/predict", {"inputs": [[0.1] * 10], "n_samples": "auto", "tolerance": 5e-324}),
+    ("diabetes-mlp/predict", {"inputs": [[1e308] * 10], "n_samples": "auto"}),
+    ("digits-mlp/predict", {"inputs": [[1e39] * 64]}),
+    ("digits-mlp/predict", {"inputs": [[10**400] * 64]}),
+    ("digits-mlp/predict", {"inputs": [[1.0] * 64], "n_samples": True}),
+    ("digits-mlp/evaluate", {"inputs": [[1.0] * 64], "targets": ["\u00b2"]}),
+    ("digits-mlp/evaluate", {"inputs": [[1.0] * 64], "targets": ["7" * 5000]}),
+    ("diabetes-mlp/evaluate", {"inputs": [[0.1] * 10], "targets": [10**400]}),
+    ("digits-mlp/evaluate", {"inputs": [[1.0] * 64], "targets": [1], "coverages": [0.5] * 300_000}),
+    ("digits-mlp/evaluate", {"inputs": [[1.0] * 64] * 10_000, "targets": [1] * 10_000,
+                             "n_samples": 1048}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("route", "body"), PROBES)
+def test_the_probes_that_once_got_a_500_or_a_made_up_answer_get_a_4xx(
+    server_url: str, route: str, body: dict[str, Any]
+) -> None:
+    response = httpx.post(f"{server_url}/v1/models/{route}", json=body, timeout=60)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]
+
+
+def test_v2_fp64_beyond_float32_is_a_400(server_url: str) -> None:
+    tensor = {"name": "input", "shape": [1, 64], "datatype": "FP64", "data": [1e308] * 64}
+    response = httpx.post(
+        f"{server_url}/v2/models/digits-mlp/infer", json={"inputs": [tensor]}, timeout=60
+    )
+    assert response.status_code == 400 and "beyond the model's range" in response.json()["error"]

@@ -255,3 +255,24 @@ def test_v2_requests_are_counted_by_outcome(demo_client: TestClient) -> None:
     assert prefix + '"success"} 1.0' in text
     assert prefix + '"client_error"} 2.0' in text
     assert 'endpoint="v2_infer",model="_unknown",outcome="client_error"} 1.0' in text
+
+
+def test_adaptive_n_in_parameters_matches_the_native_api(demo_client: TestClient) -> None:
+    mc = {"n_samples": "auto", "tolerance": 1e-4, "max_n_samples": 400, "seed": 9}
+    body = _digits_body(PIXELS)
+    body["parameters"] = mc
+    answer = _infer(demo_client, "digits-mlp", body)
+    native = demo_client.post("/v1/models/digits-mlp/predict", json={"inputs": PIXELS, **mc})
+    assert native.status_code == 200
+    n = native.json()["n_samples"]
+    assert 32 < n <= 400  # the tolerance asked for more than the first round
+    assert answer.json()["parameters"]["n_samples"] == n
+    means = [p for row in native.json()["predictions"] for p in row["mean"]]
+    assert _outputs(answer)["mean"]["data"] == means
+
+
+def test_mc_parameters_are_strict_integers(demo_client: TestClient) -> None:
+    body = _digits_body(PIXELS)
+    body["parameters"] = {"n_samples": True}
+    response = _infer(demo_client, "digits-mlp", body)
+    assert response.status_code == 400 and "parameters.n_samples" in response.json()["error"]
