@@ -22,8 +22,7 @@ import torch
 import yaml
 from torch import nn
 
-from app.api.native import prediction_rows
-from app.api.schemas import PredictResponse
+from app.api.native import predict_response
 from app.engine.predictor import PredictionRequest
 from app.engine.sampling import SampleJob
 from app.registry.loading import ServedModel, load_model_folder
@@ -71,17 +70,7 @@ def engine_timings(model: ServedModel, repeats: int) -> dict[str, float]:
             layer.module.train(False)
 
     def response() -> None:
-        PredictResponse(
-            model=model.name,
-            version=model.version,
-            task=model.card.task,
-            n_samples=prediction.n_samples,
-            seed=prediction.seed,
-            ci_level=prediction.ci_level,
-            mc_standard_error=prediction.mc_standard_error,
-            converged=prediction.converged,
-            predictions=prediction_rows(model, prediction),
-        ).model_dump_json(exclude_none=True)
+        predict_response(model, prediction).model_dump_json(exclude_none=True)
 
     stages = {
         "forward": forward,

@@ -64,21 +64,7 @@ async def predict(
     )
 
     def encode() -> str:
-        response = PredictResponse(
-            model=model.name,
-            version=model.version,
-            task=model.card.task,
-            n_samples=prediction.n_samples,
-            seed=prediction.seed,
-            ci_level=prediction.ci_level,
-            mc_standard_error=(
-                prediction.mc_standard_error
-                if math.isfinite(prediction.mc_standard_error)
-                else None
-            ),
-            converged=prediction.converged,
-            predictions=prediction_rows(model, prediction),
-        )
+        response = predict_response(model, prediction)
         # Serialised here, once: returning the model would make FastAPI validate it again.
         return response.model_dump_json(exclude_none=True)
 
@@ -111,6 +97,22 @@ async def feedback(name: str, body: FeedbackRequest, dataplane: DataPlaneDep) ->
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def predict_response(model: ServedModel, prediction: Prediction) -> PredictResponse:
+    """The v1 answer of one prediction (a non-finite MC standard error is left out)."""
+    error = prediction.mc_standard_error
+    return PredictResponse(
+        model=model.name,
+        version=model.version,
+        task=model.card.task,
+        n_samples=prediction.n_samples,
+        seed=prediction.seed,
+        ci_level=prediction.ci_level,
+        mc_standard_error=error if math.isfinite(error) else None,
+        converged=prediction.converged,
+        predictions=prediction_rows(model, prediction),
+    )
 
 
 def request_id_of(request: Request) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,7 @@ class LocalModel:
         self, rows: Sequence[Any], n_samples: int | None, seed: int, ci_level: float | None
     ) -> Any:
         """A PredictResponse for rows (float rows, or encoded image bytes)."""
-        from app.api.native import prediction_rows
-        from app.api.schemas import PredictResponse
+        from app.api.native import predict_response
         from app.engine.predictor import PredictionRequest
 
         model = self.model
@@ -45,14 +43,4 @@ class LocalModel:
             inputs, n_samples or model.card.n_samples.default, ci_level or 0.95, seed
         )
         prediction = model.predictor.predict(request)
-        error = prediction.mc_standard_error
-        return PredictResponse(
-            model=model.name,
-            version=model.version,
-            task=model.card.task,
-            n_samples=prediction.n_samples,
-            seed=prediction.seed,
-            ci_level=prediction.ci_level,
-            mc_standard_error=error if math.isfinite(error) else None,
-            predictions=prediction_rows(model, prediction),
-        )
+        return predict_response(model, prediction)
