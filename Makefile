@@ -10,11 +10,15 @@ TORCH_INDEX ?=
 
 .PHONY: install serve test lint typecheck pytest train-demo ood-example bench clean train-text-demo
 
-$(BIN)/mcdrop: pyproject.toml
+# batchbald-redux is the reference of tests/engine/test_batchbald.py: its declared
+# torch/torchvision requirements would replace the CPU torch, so it is installed without them
+# (it imports toma and psutil; psutil comes with the dev extra).
+$(BIN)/mcdrop: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "batchbald-redux==2.0.5" "toma==1.1.0"
 	touch $(BIN)/mcdrop
 
 install: $(BIN)/mcdrop
