@@ -29,10 +29,9 @@ from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.registry.card import ImageInputSpec, ModelCard
 from app.registry.huggingface import (
-    ATTENTION,
     attention_sites,
+    from_pretrained,
     hf_folder,
-    register_attention,
     require_transformers,
 )
 from app.registry.network import Network, describe_sites
@@ -184,24 +183,13 @@ def _load_pretrained(path: Path) -> tuple[nn.Module, ImageArchitecture]:
         transformers = require_transformers()
     except ModelLoadError:
         raise ModelLoadError(f"{path}: this model needs transformers: {VISION_EXTRA}") from None
-    config = transformers.AutoConfig.from_pretrained(
-        path, local_files_only=True, trust_remote_code=False
-    )
-    declared = list(getattr(config, "architectures", None) or [])
-    _refuse_without_dropout(path, declared)
-    name = next((n for n in declared if n in SUPPORTED), None)
-    if name is None:
-        raise ModelLoadError(
-            f"{path}: architecture {', '.join(declared) or '(none in config.json)'} is not "
-            f"supported for images; mcdrop serves {', '.join(SUPPORTED)}"
-        )
-    architecture = SUPPORTED[name]
-    options: dict[str, Any] = {}
-    if architecture.attention:
-        register_attention(transformers)
-        options["attn_implementation"] = ATTENTION
-    model = getattr(transformers, name).from_pretrained(
-        path, local_files_only=True, trust_remote_code=False, use_safetensors=True, **options
+    model, architecture = from_pretrained(
+        transformers,
+        path,
+        SUPPORTED,
+        lambda arch: arch.attention,
+        kind=" for images",
+        check=lambda declared: _refuse_without_dropout(path, declared),
     )
     _make_dropout_modules(model, architecture)
     return model.eval(), architecture

@@ -21,11 +21,11 @@ wrapper like :class:`PretrainedClassifier` for their inputs.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +34,8 @@ from torch.nn import functional
 from app.engine.compiled import DropoutApplier
 from app.engine.prefix import ModelSplit
 from app.errors import ModelLoadError
+
+Arch = TypeVar("Arch")
 
 EXTRA_HINT = 'pip install "mcdrop[text]"'
 ATTENTION = "mcdrop"
@@ -116,26 +118,46 @@ def hf_folder(folder: Path, relative: str) -> Path:
 
 def load_pretrained(path: Path) -> tuple[nn.Module, HFArchitecture]:
     """The model of a save_pretrained folder, in eval mode, with mcdrop's attention function."""
-    transformers = require_transformers()
+    model, architecture = from_pretrained(
+        require_transformers(), path, SUPPORTED, lambda arch: arch.attention_function
+    )
+    return model.eval(), architecture
+
+
+def from_pretrained(
+    transformers: ModuleType,
+    path: Path,
+    supported: Mapping[str, Arch],
+    uses_attention: Callable[[Arch], bool],
+    *,
+    kind: str = "",
+    check: Callable[[list[str]], None] | None = None,
+) -> tuple[nn.Module, Arch]:
+    """The model of the folder whose config.json declares a class of ``supported``, loaded
+    offline, without the folder's code, from safetensors only; mcdrop's attention function when
+    ``uses_attention(architecture)``. ``check`` may refuse the declared classes first; ``kind``
+    qualifies the "not supported" error (" for images")."""
     config = transformers.AutoConfig.from_pretrained(
         path, local_files_only=True, trust_remote_code=False
     )
     declared = list(getattr(config, "architectures", None) or [])
-    name = next((n for n in declared if n in SUPPORTED), None)
+    if check is not None:
+        check(declared)
+    name = next((n for n in declared if n in supported), None)
     if name is None:
         raise ModelLoadError(
             f"{path}: architecture {', '.join(declared) or '(none in config.json)'} is not "
-            f"supported; mcdrop serves {', '.join(SUPPORTED)}"
+            f"supported{kind}; mcdrop serves {', '.join(supported)}"
         )
-    architecture = SUPPORTED[name]
+    architecture = supported[name]
     options: dict[str, Any] = {}
-    if architecture.attention_function:
+    if uses_attention(architecture):
         register_attention(transformers)
         options["attn_implementation"] = ATTENTION
-    model = getattr(transformers, name).from_pretrained(
+    model: nn.Module = getattr(transformers, name).from_pretrained(
         path, local_files_only=True, trust_remote_code=False, use_safetensors=True, **options
     )
-    return model.eval(), architecture
+    return model, architecture
 
 
 def register_attention(transformers: ModuleType) -> None:
