@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from app.engine.acquisition import Strategy
 
 
 class RankRequest(BaseModel):
-    """Candidate rows and how many of them to pick for labelling."""
+    """Candidate rows and how many of them to pick for labelling (integers are strict: ``true``
+    is not 1)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -18,21 +19,22 @@ class RankRequest(BaseModel):
         min_length=1,
         description="Unlabelled rows, each a (nested) list of numbers of the model's input shape.",
     )
-    k: int = Field(default=10, ge=1, description="How many rows to pick (at most the rows sent).")
+    k: StrictInt = Field(
+        default=10, ge=1, description="How many rows to pick (at most the rows sent)."
+    )
     strategy: Strategy = Field(
         default="bald",
         description="bald, batchbald, entropy, variation_ratio, margin, least_confidence "
         "(classification) or std (regression).",
     )
-    n_samples: int | None = Field(
-        default=None, ge=1, description="MC passes; the model's default when omitted."
+    n_samples: Annotated[StrictInt, Field(ge=1)] | None = Field(
+        default=None, description="MC passes; the model's default when omitted."
     )
-    seed: int | None = Field(
-        default=None, ge=0, lt=2**63, description="Same rows, seed and N give the same picks."
+    seed: Annotated[StrictInt, Field(ge=0, lt=2**63)] | None = Field(
+        default=None, description="Same rows, seed and N give the same picks."
     )
-    candidates: int | None = Field(
+    candidates: Annotated[StrictInt, Field(ge=1)] | None = Field(
         default=None,
-        ge=1,
         description="batchbald only: choose among this many top rows by BALD "
         "(default max(10 k, 100)).",
     )
