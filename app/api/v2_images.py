@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import struct
 from typing import Any
 
+from app.api.v2_bytes import binary_elements
 from app.api.v2_schemas import RequestInput, TensorMetadata
 from app.engine.images import FORMATS
 from app.errors import InvalidTensorError
@@ -48,12 +48,7 @@ def image_rows(tensor: RequestInput, binary: bytes) -> list[bytes]:
     count = math.prod(shape)
     binary_size = (tensor.parameters or {}).get("binary_data_size")
     if binary_size is not None:
-        if not isinstance(binary_size, int) or not 0 <= binary_size <= len(binary):
-            raise InvalidTensorError(
-                f"{where}: binary_data_size {binary_size} does not fit the {len(binary)} "
-                "binary bytes sent"
-            )
-        elements = _length_prefixed(where, binary[:binary_size])
+        elements = binary_elements(where, binary, binary_size)
     elif tensor.data is not None:
         elements = [_json_element(where, index, item) for index, item in enumerate(tensor.data)]
     else:
@@ -74,18 +69,3 @@ def _json_element(where: str, index: int, item: Any) -> bytes:
         return base64.b64decode(item, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidTensorError(f"{where}: data[{index}] is not valid base64") from None
-
-
-def _length_prefixed(where: str, raw: bytes) -> list[bytes]:
-    elements: list[bytes] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise InvalidTensorError(f"{where}: truncated BYTES element length")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise InvalidTensorError(f"{where}: BYTES element {len(elements)} is truncated")
-        elements.append(raw[offset : offset + length])
-        offset += length
-    return elements

@@ -5,9 +5,9 @@ little-endian length then its UTF-8 bytes (the protocol's BYTES encoding)."""
 from __future__ import annotations
 
 import math
-import struct
 from typing import Any
 
+from app.api.v2_bytes import binary_elements
 from app.api.v2_schemas import RequestInput, TensorMetadata
 from app.errors import InvalidTensorError
 
@@ -53,20 +53,15 @@ def _json_texts(where: str, data: list[Any], count: int) -> list[str]:
 
 
 def _binary_texts(where: str, binary: bytes, size: Any, count: int) -> list[str]:
-    if not isinstance(size, int) or not 0 <= size <= len(binary):
-        raise InvalidTensorError(f"{where}: binary_data_size {size!r} does not fit the body")
-    raw, offset, texts = binary[:size], 0, []
-    for index in range(count):
-        if offset + 4 > size:
-            raise InvalidTensorError(f"{where}: binary data ends before element {index}")
-        (length,) = struct.unpack_from("<I", raw, offset)
-        start, offset = offset + 4, offset + 4 + length
-        if offset > size:
-            raise InvalidTensorError(f"{where}: element {index} runs past binary_data_size")
+    elements = binary_elements(where, binary, size)
+    if len(elements) != count:
+        raise InvalidTensorError(
+            f"{where}: binary data holds {len(elements)} elements, shape needs {count}"
+        )
+    texts = []
+    for index, element in enumerate(elements):
         try:
-            texts.append(raw[start:offset].decode("utf-8"))
+            texts.append(element.decode("utf-8"))
         except UnicodeDecodeError:
             raise InvalidTensorError(f"{where}: element {index} is not UTF-8") from None
-    if offset != size:
-        raise InvalidTensorError(f"{where}: {size - offset} bytes left after {count} elements")
     return texts
