@@ -31,7 +31,7 @@ import torch
 import yaml
 from torch import nn
 
-from app.engine.sampler import SampleJob
+from app.engine.sampling import SampleJob
 from app.registry.loading import ServedModel, load_model_folder
 from bench.common import markdown_table
 

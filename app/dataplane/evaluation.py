@@ -19,7 +19,7 @@ from app.engine.abstention import RankingScore
 from app.engine.adaptive import mc_standard_error, next_sample_count
 from app.engine.evaluation.runner import Evaluation, parse_targets, score
 from app.engine.predictor import PredictionRequest, Predictor
-from app.engine.sampler import ROW_ALIGN
+from app.engine.sampling import ROW_ALIGN
 from app.registry.loading import ServedModel
 
 T = TypeVar("T")

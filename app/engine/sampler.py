@@ -29,7 +29,7 @@ from app.engine.masks import MaskSource
 from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
 from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
 
-__all__ = ["ROW_ALIGN", "MCSampler", "SampleJob", "plan_chunks"]
+__all__ = ["MCSampler", "plan_chunks"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.engine.sampler import SampleJob
+from app.engine.sampling import SampleJob
 from tests.support import metric_value
 
 REGRESSION = "/v1/models/diabetes-mlp/predict"

@@ -6,7 +6,8 @@ from torch import Tensor, nn
 
 from app.engine.dropout import find_dropout_layers
 from app.engine.prefix import fx_split
-from app.engine.sampler import MCSampler, SampleJob, plan_chunks
+from app.engine.sampler import MCSampler, plan_chunks
+from app.engine.sampling import SampleJob
 from app.engine.scripted import ScriptedSampler
 from tests.support import small_mlp
 

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from app.config import load_settings
-from app.engine.sampler import MCSampler, SampleJob
+from app.engine.sampler import MCSampler
+from app.engine.sampling import SampleJob
 from app.errors import ModelLoadError
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 from app.registry.repository import ModelRepository

@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from app.engine.sampler import SampleJob
+from app.engine.sampling import SampleJob
 from app.errors import ModelLoadError
 from app.registry.loading import ServedModel, load_model_folder
 
