@@ -20,6 +20,7 @@ from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
+from app.engine.allocator import retain_freed_memory
 from app.engine.device import resolve_device, resolve_dtype
 from app.metrics import build_metrics, multiprocess_dir
 from app.registry.loading import LoadOptions
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        retain_freed_memory(settings.allocator_retain_mib * 2**20)
         models.load_all()
         state.record_models()
         state.started = True

@@ -49,7 +49,8 @@ class MaskSource:
     def __init__(self, seed: int, device: torch.device) -> None:
         self.seed = seed
         self.device = device
-        self._blocks: dict[tuple[int, int, torch.dtype | None], Tensor] = {}
+        self._spans: dict[tuple[int, torch.dtype | None], tuple[int, Tensor]] = {}
+        """(layer, dtype) -> (first sample, masks of the samples from it) of the last draw."""
 
     def keep_mask(self, layer: int, t0: int, t1: int, shape: tuple[int, ...], p: float) -> Tensor:
         """Bool keep-mask (t1 - t0, *shape) for samples t0..t1-1 of dropout layer ``layer``."""
@@ -70,36 +71,44 @@ class MaskSource:
         p: float,
         dtype: torch.dtype | None,
     ) -> Tensor:
+        """Masks of samples t0..t1-1, from the cached span of blocks when it holds them, else
+        from a new span drawn from t0's block on (so a run in several chunks draws each block
+        once, plus the redraw of a partly drawn block)."""
+        key = (layer, dtype)
+        cached = self._spans.get(key)
+        if cached is not None and tuple(cached[1].shape[1:]) == shape:
+            start, masks = cached
+            if start <= t0 and t1 <= start + masks.shape[0]:
+                return masks[t0 - start : t1 - start]
         size = block_samples(shape)
-        first, last = t0 // size, (t1 - 1) // size
-        blocks = [
-            self._block(layer, k, min(size, t1 - k * size), shape, p, dtype)
-            for k in range(first, last + 1)
-        ]
-        stacked = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        return stacked[t0 - first * size : t1 - first * size]
+        start = t0 // size * size
+        units = self._draw_span(layer, start // size, t1, shape)
+        masks = keep_from_units(units, p) if dtype is None else scaled_from_units(units, p, dtype)
+        self._spans[key] = (start, masks)
+        return masks[t0 - start : t1 - start]
 
-    def _block(
-        self,
-        layer: int,
-        block: int,
-        needed: int,
-        shape: tuple[int, ...],
-        p: float,
-        dtype: torch.dtype | None,
-    ) -> Tensor:
-        """Masks of at least the first ``needed`` samples of a block (drawn in steps of
-        ``DRAW_STEP`` samples; a longer draw repeats the shorter one's masks, as the generator
-        fills the block's units in order)."""
-        key = (layer, block, dtype)
-        cached = self._blocks.get(key)
-        if cached is not None and cached.shape[0] >= needed and tuple(cached.shape[1:]) == shape:
-            return cached
-        drawn = min(-(-needed // DRAW_STEP) * DRAW_STEP, block_samples(shape))
-        units = self._draw(layer, block, drawn, shape)
-        mask = keep_from_units(units, p) if dtype is None else scaled_from_units(units, p, dtype)
-        self._blocks[key] = mask
-        return mask
+    def _draw_span(self, layer: int, first: int, t1: int, shape: tuple[int, ...]) -> Tensor:
+        """Random units (samples, *shape) int16 of whole blocks ``first``, ``first`` + 1, ...
+        up to the block holding sample t1 - 1, of which only the first samples up to t1 rounded
+        up to ``DRAW_STEP`` are drawn (a longer draw repeats a shorter one's units, as each
+        block's generator fills its units in order). One tensor: no copy to join blocks."""
+        size = block_samples(shape)
+        last = (t1 - 1) // size
+        tail = min(-(-(t1 - last * size) // DRAW_STEP) * DRAW_STEP, size)
+        counts = [size] * (last - first) + [tail]
+        if not shape or shape[-1] % 4:  # rare: blocks drawn apart and joined
+            parts = [self._draw(layer, first + k, n, shape) for k, n in enumerate(counts)]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+        words = torch.empty(
+            (sum(counts), *shape[:-1], shape[-1] // 4), dtype=torch.int64, device=self.device
+        )
+        generator = _generator(self.device)
+        offset = 0
+        for k, n in enumerate(counts):
+            generator.manual_seed(stream_seed(self.seed, layer, first + k))
+            words[offset : offset + n].random_(_WORD_MIN, _WORD_MAX, generator=generator)
+            offset += n
+        return words.view(torch.int16)
 
     def _draw(self, layer: int, block: int, samples: int, shape: tuple[int, ...]) -> Tensor:
         """Random units (samples, *shape) int16, uniform over [-2^15, 2^15), for the first
@@ -107,11 +116,6 @@ class MaskSource:
         64-bit words (far cheaper than one torch.rand float per unit)."""
         generator = _generator(self.device)
         generator.manual_seed(stream_seed(self.seed, layer, block))
-        if shape and shape[-1] % 4 == 0:  # the common case: no slicing or reshaping needed
-            words = torch.empty(
-                (samples, *shape[:-1], shape[-1] // 4), dtype=torch.int64, device=self.device
-            )
-            return words.random_(_WORD_MIN, _WORD_MAX, generator=generator).view(torch.int16)
         elements = samples * math.prod(shape)
         words = torch.empty((elements + 3) // 4, dtype=torch.int64, device=self.device)
         words.random_(_WORD_MIN, _WORD_MAX, generator=generator)

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from app.engine.dropout import DropoutLayer, apply_mask, mask_shape
+from app.engine.dropout import DropoutLayer, MaskKind, apply_mask, mask_shape
 from app.engine.masks import MaskSource
+from app.engine.positions import drawn_shape
 from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
 from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
 
@@ -324,10 +325,13 @@ class ChunkDropout:
         shape: tuple[int, ...],
         dtype: torch.dtype,
     ) -> Tensor:
-        """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job."""
-        return self.masks[piece.job].scaled_mask(
-            _stream(layer, call), piece.t0, piece.t0 + n, shape, layer.p, dtype
+        """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job (after a
+        first-positions cut: the first positions of the whole sequence's masks)."""
+        drawn = drawn_shape(shape) if layer.mask_kind is MaskKind.ELEMENT else shape
+        masks = self.masks[piece.job].scaled_mask(
+            _stream(layer, call), piece.t0, piece.t0 + n, drawn, layer.p, dtype
         )
+        return masks if drawn == shape else masks[..., : shape[-2], :]
 
 
 def _stream(layer: DropoutLayer, call: int) -> int:

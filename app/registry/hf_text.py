@@ -3,24 +3,29 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, cast
 
-from app.engine.dropout import find_dropout_layers
+from app.engine.dropout import DropoutLayer, find_dropout_layers
 from app.engine.prefix import whole_model_split
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.registry.card import InputSpec, ModelCard
 from app.registry.huggingface import (
+    HFArchitecture,
     PretrainedClassifier,
     attention_sites,
     head_sites,
     head_split,
     hf_folder,
     load_pretrained,
+    shared_sites,
 )
 from app.registry.network import Network, describe_sites
 from app.registry.text import load_encoder
+
+logger = logging.getLogger(__name__)
 
 PROBE_TEXTS = ("a probe sentence", "another, somewhat longer probe sentence for the model")
 
@@ -41,7 +46,9 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
     classifier = PretrainedClassifier(model, architecture).eval()
     found = find_dropout_layers(model)
     head = head_sites(model, architecture)
-    layers = select_dropout(found, card.mc_dropout, head, card.name)
+    layers = select_dropout(
+        _samplable(found, model, architecture, card), card.mc_dropout, head, card.name
+    )
     attention = attention_sites(model)
     if not attention:
         raise ModelLoadError(f"{path}: no attention dropout module found to sample")
@@ -64,3 +71,27 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
         probe=text.encode(list(PROBE_TEXTS)),
         text=text,
     )
+
+
+def _samplable(
+    found: list[DropoutLayer], model: Any, architecture: HFArchitecture, card: ModelCard
+) -> list[DropoutLayer]:
+    """The dropout layers a folded pass can sample: all but those on a tensor every row shares
+    (DeBERTa-v2's dropout on its relative-position table has no per-sample copy to mask; it
+    stays off, as in eval mode, and the listing shows it unsampled)."""
+    shared = shared_sites(model, architecture)
+    named = shared & set(card.mc_dropout) if isinstance(card.mc_dropout, list) else set()
+    if named:
+        raise ModelLoadError(
+            f"model '{card.name}': mc_dropout names {', '.join(sorted(named))}, dropout on a "
+            "tensor every row shares (the relative-position table), which mcdrop cannot sample "
+            "per pass"
+        )
+    off = sorted(layer.name for layer in found if layer.name in shared and layer.p > 0)
+    if off:
+        logger.info(
+            "model '%s': %s not sampled (dropout on the relative-position table every row shares)",
+            card.name,
+            ", ".join(off),
+        )
+    return [layer for layer in found if layer.name not in shared]

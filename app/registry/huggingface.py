@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from app.engine.compiled import DropoutApplier
+from app.engine.positions import keep_first_positions
 from app.engine.prefix import ModelSplit
 from app.errors import ModelLoadError
 
@@ -57,11 +58,32 @@ class HFArchitecture:
     attention_function: bool = True
     """Whether attention runs through transformers' attention registry (else the model calls
     its attention dropout module itself)."""
+    shared_dropout: tuple[str, ...] = ()
+    """Names (last part) of dropout modules applied to a tensor every row shares, which a
+    folded pass cannot give one mask per sample: listed, never sampled."""
+    last_layer: Callable[[Any], tuple[nn.Module, nn.Module] | None] = lambda model: None
+    """(whole model) -> (last encoder layer, the module inside it after the attention where
+    the head's first token can be cut out), or None: see :mod:`app.engine.positions`."""
 
 
 def _first_token(output: Any) -> Tensor:
     hidden: Tensor = output[0]
     return hidden[:, :1]
+
+
+def _after_attention(base: Any) -> tuple[nn.Module, nn.Module] | None:
+    """BERT, RoBERTa and DeBERTa-v2 layers: cut at the attention's output block (dense,
+    dropout, residual norm), whose two inputs are the attention values and the layer input."""
+    layers = base.encoder.layer
+    if len(layers) == 1 and getattr(base.encoder, "conv", None) is not None:
+        return None  # DeBERTa's convolution after the first layer reads every position
+    return layers[-1], layers[-1].attention.output
+
+
+def _distilbert_last(model: Any) -> tuple[nn.Module, nn.Module]:
+    """DistilBERT's last block: cut at the attention's residual norm (its input is the sum)."""
+    layer = model.distilbert.transformer.layer[-1]
+    return layer, layer.sa_layer_norm
 
 
 SUPPORTED: dict[str, HFArchitecture] = {
@@ -70,6 +92,7 @@ SUPPORTED: dict[str, HFArchitecture] = {
         crossing=lambda output: output.pooler_output,
         head=lambda model, pooled: model.classifier(model.dropout(pooled)),
         token_types=True,
+        last_layer=lambda model: _after_attention(model.bert),
     ),
     "DistilBertForSequenceClassification": HFArchitecture(
         base="distilbert",
@@ -77,11 +100,13 @@ SUPPORTED: dict[str, HFArchitecture] = {
         head=lambda model, first: model.classifier(
             model.dropout(torch.relu(model.pre_classifier(first[:, 0])))
         ),
+        last_layer=_distilbert_last,
     ),
     "RobertaForSequenceClassification": HFArchitecture(
         base="roberta",
         crossing=_first_token,
         head=lambda model, first: model.classifier(first),
+        last_layer=lambda model: _after_attention(model.roberta),
     ),
     "DebertaV2ForSequenceClassification": HFArchitecture(
         base="deberta",
@@ -89,6 +114,8 @@ SUPPORTED: dict[str, HFArchitecture] = {
         head=lambda model, first: model.classifier(model.dropout(model.pooler(first))),
         token_types=True,
         attention_function=False,
+        shared_dropout=("pos_dropout",),  # on the relative-position table, not on a row
+        last_layer=lambda model: _after_attention(model.deberta),
     ),
 }
 """transformers class name -> how to run it. The image helper's classes join this table."""
@@ -121,6 +148,9 @@ def load_pretrained(path: Path) -> tuple[nn.Module, HFArchitecture]:
     model, architecture = from_pretrained(
         require_transformers(), path, SUPPORTED, lambda arch: arch.attention_function
     )
+    last = architecture.last_layer(model)
+    if last is not None:  # the head reads the first token: the last layer computes only it
+        keep_first_positions(*last)
     return model.eval(), architecture
 
 
@@ -184,9 +214,9 @@ def attention_with_dropout_module(
     if not isinstance(dropout_module, nn.Dropout):
         raise RuntimeError(f"{type(module).__name__} has no nn.Dropout 'dropout' for attention")
     scale = scaling if scaling is not None else query.size(-1) ** -0.5
-    weights = torch.matmul(query, key.transpose(2, 3)) * scale
-    if attention_mask is not None:
-        weights = weights + attention_mask
+    weights = torch.matmul(query, key.transpose(2, 3)).mul_(scale)  # in place: no second
+    if attention_mask is not None:  # (B, heads, L, L) block per step
+        weights.add_(attention_mask)
     weights = dropout_module(functional.softmax(weights, dim=-1))
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()
     return output, weights
@@ -199,6 +229,15 @@ def attention_sites(model: nn.Module) -> set[str]:
         for name, module in model.named_modules()
         if "Attention" in type(module).__name__
         and isinstance(getattr(module, "dropout", None), nn.Dropout)
+    }
+
+
+def shared_sites(model: nn.Module, architecture: HFArchitecture) -> set[str]:
+    """Names of the dropout modules on tensors every row shares (never sampled)."""
+    return {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Dropout) and name.rsplit(".", 1)[-1] in architecture.shared_dropout
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -9,12 +10,14 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from torch import Tensor
 
 from app.config import load_settings
 from app.engine.sampler import MCSampler
 from app.engine.sampling import SampleJob
 from app.errors import ModelLoadError
+from app.registry.huggingface import SUPPORTED
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 from app.registry.repository import ModelRepository
 from tests.hf_models import write_text_model
@@ -42,6 +45,67 @@ def test_each_supported_architecture_loads_and_samples_attention_dropout(
     assert model.card.labels == ["neg", "neutral", "pos"]
     attention = [site for site in model.dropout_sites if site.role == "attention"]
     assert len(attention) == 2 and all(site.sampled and site.p == 0.3 for site in attention)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_last_layer_computes_the_first_token_only_and_samples_as_if_whole(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The head reads the first token, so the last layer after its attention runs for that
+    # position only; its dropout keeps drawing the whole sequence's masks, so a seeded run gives
+    # the numbers of the uncut model (up to the rounding of smaller matrix products).
+    folder = write_text_model(tmp_path, kind=kind, hidden=0.3, attention=0.2, classifier=0.2)
+    texts = ["the staff were kind", "the box was broken and late again"]
+    cut = load_model_folder(folder)
+    widths: list[int] = []
+    last = _last_layer(cut.module.model, kind)
+    last.register_forward_hook(lambda module, args, out: widths.append(_hidden(out).shape[1]))
+    ours = _passes(cut, texts, n=20)
+    assert widths == [1]  # one forward call, whose last layer kept one position
+    architecture = type(cut.module.model).__name__
+    whole = dataclasses.replace(SUPPORTED[architecture], last_layer=lambda model: None)
+    monkeypatch.setitem(SUPPORTED, architecture, whole)
+    uncut = load_model_folder(folder)
+    widths.clear()
+    _last_layer(uncut.module.model, kind).register_forward_hook(
+        lambda module, args, out: widths.append(_hidden(out).shape[1])
+    )
+    theirs = _passes(uncut, texts, n=20)
+    assert widths == [cut.rows_to_tensor(texts, max_rows=4).shape[-1]]  # every position
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(ours[0], ours[1])
+
+
+def _last_layer(model: Any, kind: str) -> torch.nn.Module:
+    if kind == "distilbert":
+        return model.distilbert.transformer.layer[-1]  # type: ignore[no-any-return]
+    base = {"bert": "bert", "roberta": "roberta", "deberta-v2": "deberta"}[kind]
+    return getattr(model, base).encoder.layer[-1]  # type: ignore[no-any-return]
+
+
+def _hidden(output: Any) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output  # type: ignore[no-any-return]
+
+
+def test_deberta_samples_its_hidden_dropout_and_lists_the_position_table_dropout_unsampled(
+    tmp_path: Path,
+) -> None:
+    # DeBERTa-v2 applies its hidden dropout rate to the relative-position table too (one
+    # table for every row): that site cannot take a mask per pass, every other one is sampled
+    # (before, any hidden dropout made the folded pass fail on the table's shape).
+    folder = write_text_model(tmp_path, kind="deberta-v2", hidden=0.2, attention=0.0)
+    model = load_model_folder(folder)
+    passes = _passes(model, ["the staff were kind"])
+    assert not torch.equal(passes[0], passes[1])
+    shared = [site for site in model.dropout_sites if site.name.endswith("pos_dropout")]
+    assert len(shared) == 2 and not any(site.sampled for site in shared)
+    hidden = [s for s in model.dropout_sites if s.name.endswith("output.dropout")]
+    assert len(hidden) == 4 and all(site.sampled for site in hidden)
+    card = yaml.safe_load((folder / "model.yaml").read_text())
+    card["mc_dropout"] = [shared[0].name, hidden[0].name]
+    (folder / "model.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(ModelLoadError, match="relative-position table"):
+        load_model_folder(folder)
 
 
 def test_model_without_any_nonzero_dropout_is_refused(tmp_path: Path) -> None:

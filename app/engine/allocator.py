@@ -1,0 +1,43 @@
+"""The C allocator, told to keep freed memory for the next forward call.
+
+A folded forward pass allocates and frees activations of tens of MiB per layer. glibc's malloc
+serves such blocks with fresh ``mmap`` pages (or hands the top of its heap back to the OS when
+they are freed), so every call faults the pages in again and the kernel zeroes them: on a
+BERT-style model at 32 x 128 tokens that was about a fifth of the run (docs/benchmarks.md).
+Raising the mmap threshold to its maximum (32 MiB on 64-bit) and the trim threshold to
+``retain_bytes`` makes freed blocks reusable without a fault. The cost: the process keeps up
+to ``retain_bytes`` of freed memory resident after its peak instead of returning it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+"""glibc's largest mmap threshold on 64-bit (HEAP_MAX_SIZE / 2)."""
+
+
+def retain_freed_memory(retain_bytes: int) -> bool:
+    """Keep up to ``retain_bytes`` of freed memory for reuse (glibc only; elsewhere, or with 0,
+    nothing changes). True when glibc took both settings."""
+    if retain_bytes <= 0 or not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt to speak of)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    retain = min(retain_bytes, 2**31 - 1)
+    applied = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(
+        mallopt(M_TRIM_THRESHOLD, retain)
+    )
+    if not applied:
+        logger.warning("the C library refused mallopt; freed memory goes back to the OS")
+    return applied
