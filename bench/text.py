@@ -7,6 +7,8 @@ and 8, N in {10, 30, 100}; measured side by side in one run (medians of several 
            dropout included, default attention implementation)
   all      mcdrop, every dropout sampled (attention included), N samples folded into the batch
   head     mcdrop ``mc_dropout: head``: the encoder once, the classifier head N times
+mcdrop's runs go through an inference thread as in the server; forward and loop run in the
+main thread, as a user's script would.
 
     python -m bench.text [--repeats 5] [--samples 10 30 100] [--batches 1 8] [--cpu-time]
                          [--threads 1]
@@ -33,6 +35,7 @@ import torch
 import yaml
 from torch import nn
 
+from app.dataplane.worker import InferenceThread
 from app.engine.allocator import retain_freed_memory
 from app.engine.sampling import SampleJob
 from app.registry.loading import ServedModel, load_model_folder
@@ -125,11 +128,16 @@ def textbook_loop(model: nn.Module, arguments: dict[str, torch.Tensor], n: int) 
         model.eval()
 
 
+def _on(thread: InferenceThread, work: Callable[[], object]) -> object:
+    return thread.submit(work).result()
+
+
 def run(
     repeats: int, samples: list[int], batches: list[int], clock: Callable[[], float]
 ) -> list[dict[str, Any]]:
     import transformers
 
+    inference = InferenceThread()  # mcdrop samples on the server's inference thread
     root = write_folder(Path(tempfile.mkdtemp(prefix="mcdrop-bench-text-")))
     served = {mode: load(root, mode) for mode in ("all", "head")}
     plain: Any = transformers.BertForSequenceClassification.from_pretrained(root)
@@ -146,7 +154,8 @@ def run(
                 "loop": partial(textbook_loop, plain, arguments, n),
             }
             for mode, model in served.items():
-                runs[mode] = partial(model.predictor.sampler.sample_jobs, [SampleJob(x, n, 0)])
+                sample = partial(model.predictor.sampler.sample_jobs, [SampleJob(x, n, 0)])
+                runs[mode] = partial(_on, inference, sample)
             ratios = interleaved_ratios(runs, repeats, clock, warm_up=n == samples[0])
             row = {"batch": batch, "n": n, "forward_ms": ratios.pop("forward_s") * 1e3, **ratios}
             results.append(row)
@@ -163,10 +172,16 @@ def main() -> None:
         "--cpu-time", action="store_true", help="process CPU time instead of wall time"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--allocator-default",
+        action="store_true",
+        help="leave glibc's allocator settings as they are (allocator_retain_mib: 0)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    retain_freed_memory(2**30)  # as `mcdrop serve` does (allocator_retain_mib)
+    if not args.allocator_default:
+        retain_freed_memory(2**30)  # as `mcdrop serve` does (allocator_retain_mib)
     torch.manual_seed(0)
     clock = time.process_time if args.cpu_time else time.perf_counter
     results = run(args.repeats, args.samples, args.batches, clock)
