@@ -94,8 +94,7 @@ def tokenizer_for(texts: list[str]) -> Any:
     single letters and digits (word-start and ``##`` continuation pieces, so unseen words split
     into letters rather than vanish into [UNK]), ids in sorted order: the same on every run
     (``tokenizers``' WordPiece trainer numbers tokens in hash order)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
     normalizer = normalizers.BertNormalizer(lowercase=True)
     splitter = pre_tokenizers.BertPreTokenizer()
@@ -111,10 +110,20 @@ def tokenizer_for(texts: list[str]) -> Any:
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizer
     tokenizer.pre_tokenizer = splitter
+    return bert_fast_tokenizer(tokenizer)
+
+
+def bert_fast_tokenizer(tokenizer: Any) -> Any:
+    """A ``tokenizers`` WordPiece tokenizer with [PAD] [UNK] [CLS] [SEP] [MASK] in its
+    vocabulary -> transformers' fast tokenizer with BERT's [CLS] A [SEP] (B [SEP]) template."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 import yaml
 
+from tests.support import load_script
+
 CORPUS = [
     "the service was quick and the staff were kind",
     "the parcel arrived late and the box was broken",
@@ -23,29 +25,14 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 @functools.cache
 def wordpiece_tokenizer(vocab_size: int = 120) -> Any:
     """A fast BERT-style tokenizer with a small WordPiece vocabulary trained on CORPUS."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS)
     tokenizer.train_from_iterator(CORPUS, trainer)
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=tokenizer,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=64,
-    )
+    return load_script("train_text_demo").bert_fast_tokenizer(tokenizer)  # the demo's wrapper
 
 
 def _config(kind: str, **dropout: float) -> Any:
