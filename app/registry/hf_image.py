@@ -24,15 +24,17 @@ from torch import Tensor, nn
 from app.engine.compiled import DropoutApplier
 from app.engine.dropout import find_dropout_layers
 from app.engine.images import VISION_EXTRA, require_pillow
-from app.engine.prefix import ModelSplit, whole_model_split
+from app.engine.prefix import ModelSplit
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.registry.card import ImageInputSpec, ModelCard
 from app.registry.huggingface import (
     attention_sites,
+    config_labels,
     from_pretrained,
     hf_folder,
     require_transformers,
+    sampling_split,
 )
 from app.registry.network import Network, describe_sites
 
@@ -133,24 +135,20 @@ def load_image_classifier(card: ModelCard, folder: Path) -> Network:
         "input": card.input.model_copy(update={"channels": 3, "size": tuple(probe.shape[-2:])})
     }
     if card.labels is None:
-        update["labels"] = [str(config.id2label[i]) for i in range(int(config.num_labels))]
+        update["labels"] = config_labels(config)
     card = card.model_copy(update=update)
     found = find_dropout_layers(model)
     head = {architecture.head} if architecture.head is not None else set()
     layers = select_dropout(found, card.mc_dropout, head, card.name)
     classifier = PretrainedImageClassifier(model).eval()
-    if architecture.head is not None and all(layer.name in head for layer in layers):
-        split = image_head_split(model, architecture)
-    else:
-        split = whole_model_split(
-            classifier, reason="Hugging Face model: every sample runs the whole model"
-        )
     return Network(
         card=card,
         module=classifier,
         layers=layers,
         sites=describe_sites(found, layers, attention_sites(model)),
-        split=split,
+        split=sampling_split(
+            classifier, layers, head, lambda: image_head_split(model, architecture)
+        ),
         probe=probe,
         images=pipeline,
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, cast
 
 from app.engine.dropout import DropoutLayer, find_dropout_layers
-from app.engine.prefix import whole_model_split
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.registry.card import InputSpec, ModelCard
@@ -16,10 +15,12 @@ from app.registry.huggingface import (
     HFArchitecture,
     PretrainedClassifier,
     attention_sites,
+    config_labels,
     head_sites,
     head_split,
     hf_folder,
     load_pretrained,
+    sampling_split,
     shared_sites,
 )
 from app.registry.network import Network, describe_sites
@@ -41,8 +42,7 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
         positions -= int(config.pad_token_id) + 1
     text = load_encoder(path, card.input.max_length, card.input.max_characters, positions)
     if card.labels is None:
-        labels = [str(config.id2label[i]) for i in range(int(config.num_labels))]
-        card = card.model_copy(update={"labels": labels})
+        card = card.model_copy(update={"labels": config_labels(config)})
     classifier = PretrainedClassifier(model, architecture).eval()
     found = find_dropout_layers(model)
     head = head_sites(model, architecture)
@@ -56,18 +56,12 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
         cast(Any, model).set_attn_implementation(
             "sdpa"
         )  # attention dropout not sampled: the fast kernel
-    if all(layer.name in head for layer in layers):
-        split = head_split(classifier)
-    else:
-        split = whole_model_split(
-            classifier, reason="Hugging Face model: every sample runs the whole model"
-        )
     return Network(
         card=card,
         module=classifier,
         layers=layers,
         sites=describe_sites(found, layers, attention),
-        split=split,
+        split=sampling_split(classifier, layers, head, lambda: head_split(classifier)),
         probe=text.encode(list(PROBE_TEXTS)),
         text=text,
     )

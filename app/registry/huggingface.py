@@ -21,7 +21,7 @@ wrapper like :class:`PretrainedClassifier` for their inputs.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,8 +32,9 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from app.engine.compiled import DropoutApplier
+from app.engine.dropout import DropoutLayer
 from app.engine.positions import keep_first_positions
-from app.engine.prefix import ModelSplit
+from app.engine.prefix import ModelSplit, whole_model_split
 from app.errors import ModelLoadError
 
 Arch = TypeVar("Arch")
@@ -248,6 +249,26 @@ def head_sites(model: nn.Module, architecture: HFArchitecture) -> set[str]:
         for name, module in model.named_modules()
         if isinstance(module, nn.Dropout) and not name.startswith(f"{architecture.base}.")
     }
+
+
+def config_labels(config: Any) -> list[str]:
+    """The labels a transformers config names (``id2label``), in class order."""
+    return [str(config.id2label[i]) for i in range(int(config.num_labels))]
+
+
+def sampling_split(
+    classifier: nn.Module,
+    layers: Sequence[DropoutLayer],
+    head: Collection[str],
+    head_split: Callable[[], ModelSplit],
+) -> ModelSplit:
+    """``head_split()`` when every sampled site is the head's (the base model then runs once
+    per row), else the whole model for every sample."""
+    if head and all(layer.name in head for layer in layers):
+        return head_split()
+    return whole_model_split(
+        classifier, reason="Hugging Face model: every sample runs the whole model"
+    )
 
 
 class PretrainedClassifier(nn.Module):
