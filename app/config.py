@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     allocator_retain_mib: int = Field(default=1024, ge=0, le=2047)
     """Freed memory (MiB) the server process keeps for reuse instead of returning it to the OS
     (glibc malloc; see app/engine/allocator.py): forward calls then reuse pages rather than
-    fault fresh ones in (about a fifth of a folded BERT run). 0 keeps the C library's
-    defaults."""
+    fault fresh ones in (on the inference thread about 10% of a folded BERT run, measured).
+    0 keeps the C library's defaults."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where models run: ``auto`` picks CUDA when a GPU is visible, else the CPU."""
