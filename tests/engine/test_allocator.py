@@ -9,22 +9,23 @@ import pytest
 
 from app.engine.allocator import retain_freed_memory
 
-# A forward-like pattern (a 16 MiB activation made, read and freed each "layer"): 5 rounds to
-# warm up, then prints the minor page faults of 20 more rounds.
+# A forward-like pattern (four 16 MiB activations alive at once, then all freed, as a forward
+# keeps its layers' outputs): 10 rounds to warm up, then prints the minor page faults of 20 more
+# rounds. glibc's default hands the freed heap top back (its trim threshold follows the largest
+# block), so every round faults fresh pages; one activation at a time was not enough to show it
+# reliably (glibc then reused the pages on some runs).
 _PROBE = """
 import resource, sys, torch
 from app.engine.allocator import retain_freed_memory
 print(retain_freed_memory(int(sys.argv[1])))
 torch.set_num_threads(1)
-x, w1, w2 = torch.ones(512, 256), torch.ones(256, 1024), torch.ones(1024, 256)
+x, w1 = torch.ones(512, 256), torch.ones(256, 1024)
 def forward():
-    h = x
-    for _ in range(4):
-        wide = (h @ w1).repeat(8, 1)
-        h = (torch.nn.functional.gelu(wide) @ w2)[:512].contiguous()
+    kept = [(x @ w1).repeat(8, 1) for _ in range(4)]
+    return sum(float(k[0, 0]) for k in kept)
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+for _ in range(10):
     forward()
 before = faults()
 for _ in range(20):
