@@ -2,7 +2,10 @@
 
 A pool too large for one request is scored chunk by chunk with the same seed. mcdrop's masks
 depend only on (seed, layer, sample index), so every chunk sees the same N sampled networks and
-a row's scores do not depend on how the pool was cut. :class:`TopK` keeps the best ``k`` rows
+a row's scores depend on how the pool was cut only through float rounding: the layers run once
+per request compute a batch of another row count, and BLAS may round a row differently by that
+count (up to ~1e-5 relative in a probability; tests/engine/error_bounds.py bounds what that does
+to each score). :class:`TopK` keeps the best ``k`` rows
 (for ``batchbald``, the best ``candidates`` rows by BALD together with their passes, on which
 the joint selection runs at the end), so memory does not grow with the pool. Two TopK of
 disjoint parts of a pool merge into the TopK of the whole (what the Ray path does per block).
