@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -171,12 +173,28 @@ def test_a_crashing_run_fails_only_its_requests_with_a_generic_500(
 
 
 def test_flood_with_a_tiny_queue_gets_only_200_or_503(
-    client_for: Callable[..., TestClient],
+    client_for: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Sampling is held until a first 503 came back, so the queue overflows however fast the
+    machine samples; then every request is answered, 200 or 503, nothing else."""
     client = client_for(max_queue=2, max_batch_rows=200)
+    state = client.app.state.mcdrop  # type: ignore[attr-defined]
+    predictor = state.repository.get("digits-mlp").predictor
+    original, release = predictor.predict_each, threading.Event()
+
+    def gated(*args: Any) -> Any:
+        release.wait(30)
+        return original(*args)
+
+    monkeypatch.setattr(predictor, "predict_each", gated)
     body = {"inputs": ROW * 20, "n_samples": 100}
     with ThreadPoolExecutor(max_workers=16) as pool:
-        responses = list(pool.map(lambda _: client.post(PREDICT, json=body), range(64)))
+        futures = [pool.submit(client.post, PREDICT, json=body) for _ in range(64)]
+        for future in as_completed(futures, timeout=30):
+            if future.result().status_code == 503:
+                break
+        release.set()
+        responses = [future.result() for future in futures]
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 503}, codes
     assert codes.count(503) > 0 and codes.count(200) > 0

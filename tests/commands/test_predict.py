@@ -68,13 +68,21 @@ def test_csv_file_is_reshaped_and_batched_without_changing_numbers(
     batched = _json_answer(
         capsys, server_url, *common, "--input", str(csv_file), "--batch-size", "2"
     )
+    json_batched = _json_answer(
+        capsys, server_url, *common, "--input", str(json_file), "--batch-size", "2"
+    )
     whole = _json_answer(capsys, server_url, *common, "--input", str(json_file))
-    # Same seed, same passes: only float rounding of the different batch shapes may differ.
     assert batched["seed"] == whole["seed"] == 1
+    # The same rows in the same requests: the CSV rows reshaped to the JSON images, bit for bit.
+    assert batched["predictions"] == json_batched["predictions"]
+    # Same seed, same passes, other request sizes: only float rounding may differ. The prefix's
+    # batch size moves a float32 probability by up to ~1e-5 relative (7.6e-6 measured for
+    # digits-cnn, tests/engine/test_ranking.py), its mutual information by the bound of
+    # tests/engine/error_bounds.bald_bound (under 1e-5 there): 10x margins.
     for left, right in zip(batched["predictions"], whole["predictions"], strict=True):
         assert left["predicted_class"] == right["predicted_class"]
-        assert left["mean"] == pytest.approx(right["mean"], rel=1e-5, abs=1e-9)
-        assert left["mutual_information"] == pytest.approx(right["mutual_information"], abs=1e-6)
+        assert left["mean"] == pytest.approx(right["mean"], rel=1e-4, abs=1e-12)
+        assert left["mutual_information"] == pytest.approx(right["mutual_information"], abs=1e-4)
     classes = [row["predicted_class"] for row in whole["predictions"]]
     assert classes == DIGITS.target[:5].tolist()
 

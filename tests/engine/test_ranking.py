@@ -106,9 +106,15 @@ def test_batchbald_gains_move_only_within_their_error_bound(cnn: ServedModel, ch
     probabilities, a draw is a discontinuous function of them, and no such bound exists
     (the bit-identical test above covers that regime)."""
     whole, chunked = _pool_probs(cnn, 60), _pool_probs(cnn, chunk)
-    candidates = torch.argsort(bald(whole), descending=True, stable=True)[:12]
-    assert torch.equal(candidates, torch.argsort(bald(chunked), descending=True, stable=True)[:12])
-    probs, rel = whole[:, candidates].double(), relative_perturbation(chunked, whole)[:, candidates]
+    rel_all = relative_perturbation(chunked, whole)
+    order = torch.argsort(bald(whole), descending=True, stable=True)
+    candidates = order[:12]
+    # The same 12 candidates: BALD's 12th and 13th are further apart than twice their bound.
+    bounds = bald_bound(whole, rel_all)
+    assert float(bald(whole)[order[11]] - bald(whole)[order[12]]) > 2 * float(bounds.max())
+    chunked_candidates = torch.argsort(bald(chunked), descending=True, stable=True)[:12]
+    assert sorted(chunked_candidates.tolist()) == sorted(candidates.tolist())
+    probs, rel = whole[:, candidates].double(), rel_all[:, candidates]
     reference, moved = batchbald(probs, 4, seed=11), batchbald(chunked[:, candidates], 4, seed=11)
     assert moved.indices == reference.indices
     previous = 0.0
@@ -141,7 +147,13 @@ def test_merging_parts_in_any_order_gives_the_whole(cnn: ServedModel) -> None:
     merged = TopK.for_strategy("entropy", 6)
     for part in parts:
         merged.merge(part)
-    scores = score_rows(cnn.predictor, DIGITS, "entropy", 30, 3).scores
+    # The whole pool's scores from the same three requests, so only merging is under test.
+    scores = torch.cat(
+        [
+            score_rows(cnn.predictor, DIGITS[s : s + 20], "entropy", 30, 3).scores
+            for s in (0, 20, 40)
+        ]
+    )
     best = torch.argsort(scores, descending=True, stable=True)[:6]
     assert merged.indices.tolist() == best.tolist()
 
@@ -173,7 +185,8 @@ def test_std_ranks_regression_rows_by_predicts_std() -> None:
     assert isinstance(stats, RegressionStats)
     expected = stats.std.max(dim=-1).values
     assert ranking.selected == torch.argsort(expected, descending=True)[:3].tolist()
-    assert ranking.scores == pytest.approx(expected[ranking.selected].tolist(), rel=1e-6)
+    # Two float32 formulas of the same std (variance of ~200-valued passes): rounding only.
+    assert ranking.scores == pytest.approx(expected[ranking.selected].tolist(), rel=1e-5)
 
 
 def test_classification_strategy_refused_for_regression() -> None:

@@ -58,10 +58,13 @@ def test_committed_model_reproduces_the_documented_numbers(example: ModuleType) 
         ("predictive_entropy", "predictive entropy (N = 100)"),
     ):
         area = auroc(getattr(stats[0], key).double(), getattr(stats[1], key).double())
-        assert f"{float(area):.3f}" == _doc_value(label)
-    shares = [f"{float(f.double().mean()):.1%}" for f in flags]
-    assert shares == [
-        _doc_value("test digits 0-4 (seen)"),
-        _doc_value("test digits 5-9 (never seen)"),
-    ]
+        # The doc prints 3 decimals; float rounding may swap two nearly tied rows
+        # (1 / (n_in n_out) each), so one unit of the last printed digit either way.
+        assert abs(float(area) - float(_doc_value(label))) <= 0.001
+    for flag, label in zip(
+        flags, ("test digits 0-4 (seen)", "test digits 5-9 (never seen)"), strict=True
+    ):
+        # The doc prints one decimal of a percentage; a row at the threshold may flip.
+        documented = float(_doc_value(label).rstrip("%")) / 100
+        assert abs(float(flag.double().mean()) - documented) <= 0.0005 + 1 / len(flag)
     assert np.isclose(model.card.abstention.in_distribution_share, 0.95)
