@@ -177,8 +177,22 @@ class Settings(BaseSettings):
     types in, so it grants nothing by itself."""
 
     max_image_pixels: int = Field(default=16_777_216, ge=1)
-    """Largest image (width x height) an image model decodes; larger ones are refused from
-    their header, before decoding (decompression bombs)."""
+    """Largest image (width x height) an image model decodes, and the largest any resize of it
+    may make; larger ones are refused from their header, before decoding (decompression
+    bombs, and tiny images a resize would blow up)."""
+
+    decode_threads: int = Field(default=2, ge=1, le=64)
+    """Threads that turn request bodies into tensors (image decoding, tokenizing) off the event
+    loop, within each request's deadline; at most this many images are decoded at once, which
+    bounds the memory decoding takes (README: memory budget)."""
+
+    max_rank_selection_work: float = Field(default=2e11, gt=0)
+    """Most work BatchBALD's greedy selection of one rank request may take, in multiply-adds:
+    k x configurations x candidates x classes x (N + 100), configurations max(1000, N)
+    (``app.engine.batchbald.selection_work``); larger requests get 422 up front. The default
+    is at most about 56 s of one core of the development machine (3.6e9 per second measured at
+    N = 100, faster at larger N). The selection stops between picks at the deadline, and one
+    pick (at most a k-th of the work) is the longest another request waits behind it."""
 
     @field_validator("api_keys", "cors_origins", mode="before")
     @classmethod

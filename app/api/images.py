@@ -40,6 +40,7 @@ async def _form_body(request: Request) -> PredictRequest:
             "body", 'multipart/form-data needs python-multipart: pip install "mcdrop[vision]"'
         )
     limit = request.app.state.mcdrop.settings.max_rows_per_request
+    _check_complete(await request.body(), request.headers.get("content-type", ""))
     images: list[bytes] = []
     fields: dict[str, Any] = {}
     async with request.form(max_files=limit + 1, max_fields=len(_OPTION_FIELDS) + 1) as form:
@@ -60,6 +61,25 @@ async def _form_body(request: Request) -> PredictRequest:
         return PredictRequest.model_validate({"inputs": images, **fields})
     except ValidationError as exc:
         raise RequestValidationError(_in_body(exc)) from None
+
+
+def _check_complete(body: bytes, content_type: str) -> None:
+    """A multipart body must end with its closing boundary (``--BOUNDARY--``): one that stops
+    before it was cut off in transit, and its last part may be incomplete."""
+    boundary = next(
+        (
+            part.split("=", 1)[1].strip().strip('"')
+            for part in content_type.split(";")[1:]
+            if part.strip().lower().startswith("boundary=")
+        ),
+        None,
+    )
+    if not boundary:
+        raise InvalidInputError("body", "a multipart/form-data body needs a boundary parameter")
+    if not body.rstrip(b"\r\n").endswith(b"--" + boundary.encode("latin-1") + b"--"):
+        raise InvalidInputError(
+            "body", "the multipart body is truncated: it ends before its closing boundary"
+        )
 
 
 def _form_value(text: str) -> Any:

@@ -45,7 +45,7 @@ def build_router(data_dependencies: Sequence[params.Depends]) -> APIRouter:
     assets = _read_assets(ASSETS_DIR)
     router = APIRouter(tags=["ui"], include_in_schema=False)
 
-    @router.get("/")
+    @router.api_route("/", methods=["GET", "HEAD"])
     async def index() -> Response:
         """The try-a-model page."""
         return _asset_response(assets, "index.html")

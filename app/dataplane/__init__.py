@@ -15,7 +15,8 @@ inference thread; both are admitted (``max_queue``, deadline, draining) and coun
 from __future__ import annotations
 
 from app.dataplane.accounting import Accounting, outcome_of
-from app.dataplane.plane import DataPlane, Step
+from app.dataplane.plane import DataPlane
 from app.dataplane.policy import PredictOptions, RequestPolicy
+from app.dataplane.step import Step
 
 __all__ = ["Accounting", "DataPlane", "PredictOptions", "RequestPolicy", "Step", "outcome_of"]

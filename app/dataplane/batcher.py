@@ -47,6 +47,8 @@ class _Pending:
             self.future.cancel()
         elif isinstance(outcome, BaseException):
             self.future.set_exception(outcome)
+            if self.abandoned:  # its waiter is gone (deadline, disconnect): mark it retrieved
+                self.future.exception()
         else:
             self.future.set_result(outcome)
 

@@ -14,15 +14,17 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from app.config import Settings
 from app.dataplane.accounting import Accounting
-from app.dataplane.batcher import ModelBatcher
+from app.dataplane.batcher import ModelBatcher, Ticket
 from app.dataplane.evaluation import EvaluationJob
 from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
 from app.dataplane.ranking import RankingJob, RankQuery
+from app.dataplane.step import Step, Workers
 from app.dataplane.worker import InferenceThread
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
@@ -57,11 +59,12 @@ class DataPlane:
         self.policy = RequestPolicy(settings)
         self.accounting = Accounting(metrics, repository)
         self._executor = InferenceThread()
+        self._decoder = ThreadPoolExecutor(settings.decode_threads, "mcdrop-decode")
+        """Turns bodies into tensors (decoding, tokenizing) off the event loop."""
+        self._workers = Workers(self._executor, self._decoder, settings.request_timeout_s)
         self._batchers: dict[str, tuple[ServedModel, ModelBatcher]] = {}
         self._jobs: Counter[str] = Counter()
         self._draining = False
-        self._abandoned = False
-        self._steps: set[asyncio.Future[Any]] = set()
         self.feedback = FeedbackStore(
             settings.feedback_max_predictions, settings.feedback_max_age_s
         )
@@ -85,10 +88,11 @@ class DataPlane:
             if self._draining:
                 raise ShuttingDownError()
             model = self.repository.get(name, version)
-            request = self.policy.prediction(model, rows, options)
+            async with self.admitted(model) as step:
+                request = await step.prepare(self.policy.prediction, model, rows, options)
             batcher = self.batcher(model)
             ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
-            prediction = await batcher.result(ticket, timeout_s=self.settings.request_timeout_s)
+            prediction = await self._result(batcher, ticket, step.deadline)
             self.accounting.observe_prediction(model.name, int(request.inputs.shape[0]), prediction)
             if request_id is not None:
                 self.feedback.remember(request_id, model.name, request.inputs, prediction)
@@ -116,7 +120,7 @@ class DataPlane:
                     parsed = parsed[unused]
                 else:
                     assert rows is not None
-                    inputs = self.policy.feedback_rows(model, rows)
+                    inputs = await step.prepare(self.policy.feedback_rows, model, rows)
                     if int(inputs.shape[0]) != len(targets):
                         raise InvalidInputError(
                             "targets", f"has {len(targets)} entries for {inputs.shape[0]} rows"
@@ -145,11 +149,12 @@ class DataPlane:
         """
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
-            request = self.policy.evaluation(model, rows, options)
-            job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
-            async with self.admitted(model) as step, step.exclusive(self._evaluating):
-                # One at a time: each holds every pass of its rows (max_evaluation_values).
-                return model, await job.run(step, self.settings.max_batch_rows)
+            async with self.admitted(model) as step:
+                request = await step.prepare(self.policy.evaluation, model, rows, options)
+                job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
+                async with step.exclusive(self._evaluating):
+                    # One at a time: each holds every pass of its rows (max_evaluation_values).
+                    return model, await job.run(step, self.settings.max_batch_rows)
 
     async def rank(
         self, name: str, rows: Rows, options: PredictOptions, query: RankQuery, endpoint: str
@@ -158,9 +163,9 @@ class DataPlane:
         bounds (``max_rows_per_rank``, ``max_rank_candidates``), scored in short steps."""
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
-            request = self.policy.ranking(model, rows, options)
-            job = RankingJob.of(model, request, query, self.settings.max_rank_candidates)
             async with self.admitted(model) as step:
+                request = await step.prepare(self.policy.ranking, model, rows, options)
+                job = RankingJob.of(model, request, query, self.settings)
                 return model, await job.run(step, self.settings.max_batch_rows)
 
     async def run(
@@ -174,6 +179,14 @@ class DataPlane:
             model = self.repository.get(name, version)
             async with self.admitted(model) as step:
                 return model, await step(work, model)
+
+    async def _result(self, batcher: ModelBatcher, ticket: Ticket, deadline: float) -> Prediction:
+        """The batcher's answer to ``ticket`` by ``deadline`` (the request's, from admission)."""
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            return await batcher.result(ticket, timeout_s=remaining)
+        except DeadlineExceededError:
+            raise DeadlineExceededError(self.settings.request_timeout_s) from None
 
     # ---- admission ----------------------------------------------------------------------
 
@@ -189,7 +202,7 @@ class DataPlane:
             raise OverloadedError(model.name, self.settings.max_queue)
         self._jobs[model.name] += 1
         try:
-            yield Step(self._executor, time.monotonic() + self.settings.request_timeout_s, self)
+            yield Step(self._workers, time.monotonic() + self.settings.request_timeout_s)
         finally:
             self._jobs[model.name] -= 1
 
@@ -233,58 +246,10 @@ class DataPlane:
             await batcher.stop(max(0.0, deadline - time.monotonic()))
         while sum(self._jobs.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        self._abandoned = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        for waiting in list(self._steps):
-            waiting.cancel()
+        self._workers.abandon()
         await asyncio.to_thread(self._executor.join, SHUTDOWN_JOIN_S)
 
     @property
     def abandoned(self) -> bool:
         """True once ``close`` gave up waiting: no step of any job starts any more."""
-        return self._abandoned
-
-
-class Step:
-    """Runs one function of an admitted job on the inference thread, within its deadline."""
-
-    def __init__(self, executor: InferenceThread, deadline: float, plane: DataPlane) -> None:
-        self._executor = executor
-        self.deadline = deadline
-        self._plane = plane
-
-    @asynccontextmanager
-    async def exclusive(self, lock: asyncio.Semaphore) -> AsyncIterator[None]:
-        """Hold ``lock`` for the rest of the job; waiting for it counts against the deadline."""
-        try:
-            await asyncio.wait_for(lock.acquire(), max(0.0, self.deadline - time.monotonic()))
-        except TimeoutError:
-            raise DeadlineExceededError(self._plane.settings.request_timeout_s) from None
-        try:
-            yield
-        finally:
-            lock.release()
-
-    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the inference thread; DeadlineExceededError once the job's deadline
-        passes (a call not yet started never starts), ShuttingDownError once the plane
-        abandoned its work."""
-        if self._plane.abandoned:
-            raise ShuttingDownError()
-        remaining = self.deadline - time.monotonic()
-        timeout = self._plane.settings.request_timeout_s
-        if remaining <= 0:
-            raise DeadlineExceededError(timeout)
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        self._plane._steps.add(future)
-        try:
-            return await asyncio.wait_for(future, remaining)
-        except TimeoutError:
-            raise DeadlineExceededError(timeout) from None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._plane.abandoned and task is not None and not task.cancelling():
-                raise ShuttingDownError() from None
-            raise
-        finally:
-            self._plane._steps.discard(future)
+        return self._workers.abandoned

@@ -8,12 +8,15 @@ so ``bald`` scores are exactly predict's ``mutual_information`` for the same row
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
 
+from app.config import Settings
 from app.dataplane.evaluation import StepRunner
 from app.engine.acquisition import CLASSIFICATION_STRATEGIES, REGRESSION_STRATEGIES, Strategy
+from app.engine.batchbald import GreedySelection, selection_work
 from app.engine.predictor import PredictionRequest, Predictor
 from app.engine.ranking import Ranking, TopK, default_candidates, score_passes
 from app.errors import InvalidInputError
@@ -40,10 +43,12 @@ class RankingJob:
 
     @classmethod
     def of(
-        cls, model: ServedModel, request: PredictionRequest, query: RankQuery, max_candidates: int
+        cls, model: ServedModel, request: PredictionRequest, query: RankQuery, settings: Settings
     ) -> RankingJob:
-        """Check the strategy against the model's task and the candidate set against its
-        bound (422 naming the field)."""
+        """Check the strategy against the model's task, the candidate set against its bound
+        and BatchBALD's selection work against ``max_rank_selection_work`` (422 naming the
+        field)."""
+        max_candidates = settings.max_rank_candidates
         task = model.card.task
         allowed = CLASSIFICATION_STRATEGIES if task == "classification" else REGRESSION_STRATEGIES
         if query.strategy not in allowed:
@@ -60,6 +65,8 @@ class RankingJob:
             )
         if candidates < query.k:
             raise InvalidInputError("candidates", f"must be at least k ({query.k})")
+        if query.strategy == "batchbald":
+            _check_selection_work(query.k, request.n_samples, candidates, model, settings)
         return cls(model.predictor, request, query)
 
     async def run(self, step: StepRunner, max_folded_rows: int) -> Ranking:
@@ -71,8 +78,15 @@ class RankingJob:
         for start in range(0, int(request.inputs.shape[0]), chunk):
             rows = request.inputs[start : start + chunk]
             await step(self._score_chunk, top, start, rows, seed)
-        ranking: Ranking = await step(top.ranking, request.n_samples, seed)
-        return ranking
+        if top.probs is None:  # not batchbald: the top k are the picks
+            ranking: Ranking = await step(top.ranking, request.n_samples, seed)
+            return ranking
+        # BatchBALD picks one row per step: the deadline, a gone client or shutdown stop it
+        # between picks, and other requests run between them.
+        greedy = GreedySelection(top.probs, query.k, seed)
+        while not greedy.done:
+            await step(greedy.pick)
+        return top.ranking_of(greedy.indices, greedy.gains, request.n_samples, seed)
 
     def _score_chunk(self, top: TopK, offset: int, rows: Tensor, seed: int) -> None:
         predictor = self.predictor
@@ -81,3 +95,19 @@ class RankingJob:
             predictor.passes_of(raw, seed), predictor.spec.task, self.query.strategy
         )
         top.add(offset, scored)
+
+
+def _check_selection_work(
+    k: int, n_samples: int, candidates: int, model: ServedModel, settings: Settings
+) -> None:
+    n_classes = math.prod(model.output_shape)
+    work = selection_work(k, n_samples, candidates, n_classes)
+    limit = settings.max_rank_selection_work
+    if work > limit:
+        raise InvalidInputError(
+            "k",
+            f"BatchBALD's selection of k={k} among {candidates} candidates at n_samples="
+            f"{n_samples} ({n_classes} classes) takes about {work:.3g} multiply-adds, more than "
+            f"the limit of {limit:.3g} (max_rank_selection_work): ask for fewer rows, "
+            "candidates or samples",
+        )

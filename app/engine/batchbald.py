@@ -76,7 +76,8 @@ def _exact_joint(selected: Tensor) -> Tensor:
 
 def _sampled_joint(selected: Tensor, configs: int, generator: torch.Generator) -> Tensor:
     """``configs`` configurations of y_S drawn from the joint, ``configs // N`` per pass:
-    (N, |S|, C) -> (N, M) with p(y_S^j | w_t)."""
+    (N, |S|, C) -> (N, M) with p(y_S^j | w_t). Memory O(N M), not O(N |S| M): the log
+    probabilities are summed one selected row at a time."""
     n_passes, size, n_classes = selected.shape
     per_pass = max(1, configs // n_passes)
     # (N*per_pass, |S|) labels: configuration j comes from pass j // per_pass.
@@ -85,9 +86,78 @@ def _sampled_joint(selected: Tensor, configs: int, generator: torch.Generator) -
     )
     labels = drawn.reshape(n_passes, size, per_pass).permute(0, 2, 1).reshape(-1, size)
     # p(y_i^j | w_t) for every pass t, config j, selected row i: gather over classes.
-    index = labels.T[None, :, :].expand(n_passes, size, -1)
-    picked = torch.gather(selected, 2, index)
-    return picked.log().sum(dim=1).exp()
+    log_joint = torch.zeros(n_passes, labels.shape[0], dtype=selected.dtype)
+    for i in range(size):
+        index = labels[:, i][None, :].expand(n_passes, -1)
+        log_joint += torch.gather(selected[:, i], 1, index).log()
+    return log_joint.exp()
+
+
+ENTROPY_TERM_COST = 100
+"""Operations per joint probability beyond the matrix product (entr, clamp, sums), in units of
+one multiply-add: fitted so that the cost of small-N selections is not underestimated."""
+
+
+def selection_work(k: int, n_passes: int, candidates: int, n_classes: int) -> float:
+    """Cost of a greedy selection of k rows among B candidates, in multiply-adds: each pick
+    forms K x B x C joint probabilities (K = max(``DEFAULT_MAX_CONFIGS``, N) configurations),
+    each an N-term product plus its entropy term: k K B C (N + ``ENTROPY_TERM_COST``)."""
+    configs = max(DEFAULT_MAX_CONFIGS, n_passes)
+    per_probability = n_passes + ENTROPY_TERM_COST
+    return float(min(k, candidates)) * configs * candidates * n_classes * per_probability
+
+
+class GreedySelection:
+    """BatchBALD's greedy selection one pick at a time (:meth:`pick`), so that a caller can
+    stop between picks or let other work run; :func:`batchbald` runs it to the end.
+    probs: (N, B, C) probabilities of the same N sampled networks for every row."""
+
+    def __init__(
+        self, probs: Tensor, k: int, seed: int = 0, max_configs: int = DEFAULT_MAX_CONFIGS
+    ) -> None:
+        if probs.dim() != 3:
+            raise ValueError(f"probs must be (N, B, C), got shape {tuple(probs.shape)}")
+        self.probs = probs.double()
+        self.k = min(k, self.probs.shape[1])
+        self.max_configs = max_configs
+        self.conditional = entropy(self.probs).mean(dim=0)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.indices: list[int] = []
+        self.gains: list[float] = []
+        self._previous = 0.0
+        n_passes = self.probs.shape[0]
+        self._joint = torch.ones(n_passes, 1, dtype=self.probs.dtype)
+        self._weights = torch.ones(1, dtype=self.probs.dtype)
+
+    @property
+    def done(self) -> bool:
+        return len(self.indices) >= self.k
+
+    def pick(self) -> None:
+        """Choose the next row: the one whose joint mutual information with those chosen
+        grows most."""
+        probs, indices = self.probs, self.indices
+        scores = joint_entropy_with(self._joint, self._weights, probs) - self.conditional
+        scores -= self.conditional[indices].sum()
+        if indices:
+            scores[indices] = -torch.inf
+        best = int(scores.argmax())
+        indices.append(best)
+        self.gains.append(float(scores[best]) - self._previous)
+        self._previous = float(scores[best])
+        if self.done:
+            return
+        selected = probs[:, indices]
+        if probs.shape[2] ** len(indices) <= self.max_configs:
+            self._joint = _exact_joint(selected)
+            self._weights = torch.ones(self._joint.shape[1], dtype=probs.dtype)
+        else:
+            self._joint = _sampled_joint(selected, self.max_configs, self.generator)
+            self._weights = 1.0 / (self._joint.shape[1] * self._joint.mean(dim=0))
+
+    def selection(self) -> BatchSelection:
+        """The rows chosen so far, in order, with their gains."""
+        return BatchSelection(list(self.indices), list(self.gains))
 
 
 def batchbald(
@@ -95,30 +165,7 @@ def batchbald(
 ) -> BatchSelection:
     """Greedy BatchBALD: k rows (at most B) maximising joint mutual information.
     probs: (N, B, C) probabilities of the same N sampled networks for every row."""
-    if probs.dim() != 3:
-        raise ValueError(f"probs must be (N, B, C), got shape {tuple(probs.shape)}")
-    probs = probs.double()
-    n_passes, rows, n_classes = probs.shape
-    conditional = entropy(probs).mean(dim=0)
-    generator = torch.Generator().manual_seed(seed)
-    indices: list[int] = []
-    gains: list[float] = []
-    previous = 0.0
-    joint, weights = torch.ones(n_passes, 1, dtype=probs.dtype), torch.ones(1, dtype=probs.dtype)
-    for _ in range(min(k, rows)):
-        scores = joint_entropy_with(joint, weights, probs) - conditional
-        scores -= conditional[indices].sum()
-        if indices:
-            scores[indices] = -torch.inf
-        best = int(scores.argmax())
-        indices.append(best)
-        gains.append(float(scores[best]) - previous)
-        previous = float(scores[best])
-        selected = probs[:, indices]
-        if n_classes ** len(indices) <= max_configs:
-            joint = _exact_joint(selected)
-            weights = torch.ones(joint.shape[1], dtype=probs.dtype)
-        else:
-            joint = _sampled_joint(selected, max_configs, generator)
-            weights = 1.0 / (joint.shape[1] * joint.mean(dim=0))
-    return BatchSelection(indices, gains)
+    greedy = GreedySelection(probs, k, seed, max_configs)
+    while not greedy.done:
+        greedy.pick()
+    return greedy.selection()

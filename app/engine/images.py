@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from app.engine.progress import checkpoint
 from app.errors import InvalidInputError, ModelLoadError
 
 if TYPE_CHECKING:
@@ -29,10 +30,16 @@ if TYPE_CHECKING:
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 """Encodings the server decodes; anything else is refused before its pixels are read."""
+MAX_JPEG_SCANS = 100
+"""Most scans a JPEG may have. A baseline JPEG has one per channel, a progressive one about 10
+(libjpeg's and mozjpeg's defaults); each scan costs a pass over the whole image, so a crafted
+file repeating a scan thousands of times would take seconds to minutes to decode."""
+_JPEG_START_OF_SCAN = b"\xff\xda"
+_SIXTEEN_BIT_GREY = {"I;16", "I;16B", "I;16L"}
 
 VISION_EXTRA = 'image models need Pillow: pip install "mcdrop[vision]"'
 
-_GREY_MODES = {"1", "L", "LA", "La"}
+_GREY_MODES = {"1", "L", "LA", "La", *_SIXTEEN_BIT_GREY}
 _COLOUR_MODES = {"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr"}
 
 
@@ -57,6 +64,11 @@ class ImagePipeline(Protocol):
         """One line saying what is done to an image (check-model and metadata show it)."""
         ...
 
+    def largest_pixels(self, width: int, height: int) -> int:
+        """Pixels of the largest image this pipeline makes from a ``width`` x ``height`` one
+        (a resize can make it larger than the input): checked before anything is decoded."""
+        ...
+
 
 @dataclass(frozen=True)
 class ImagePreprocessing:
@@ -75,6 +87,14 @@ class ImagePreprocessing:
     def __call__(self, image: Image.Image) -> Tensor:
         """(C, H, W) float32 row; see :func:`preprocess`."""
         return preprocess(image, self)
+
+    def largest_pixels(self, width: int, height: int) -> int:
+        """The resized image's pixels (or the input's, or the output's, whichever is larger)."""
+        resized = width * height
+        if self.resize is not None:
+            new_width, new_height = resized_size(width, height, self.resize)
+            resized = new_width * new_height
+        return max(width * height, resized, self.size[0] * self.size[1])
 
     def describe(self) -> str:
         """E.g. ``grey, shorter side -> 36, centre crop 32x32, /255, mean [0.1] std [0.3]``."""
@@ -111,27 +131,26 @@ def encoded_image(row: Any) -> bytes | None:
     return None
 
 
-def decode_image(data: bytes, max_pixels: int, field: str) -> Image.Image:
+def decode_image(
+    data: bytes, max_pixels: int, field: str, pipeline: ImagePipeline | None = None
+) -> Image.Image:
     """A fully decoded Pillow image; InvalidImageError (naming ``field``) when ``data`` is not a
-    PNG, JPEG or WebP image, is corrupt, or has more than ``max_pixels`` pixels. The pixel count
-    is read from the header, so a decompression bomb is refused before it is expanded."""
+    PNG, JPEG or WebP image, is corrupt, has more than ``max_pixels`` pixels (or would have after
+    ``pipeline``'s resize), or is a JPEG of more than ``MAX_JPEG_SCANS`` scans. Every check reads
+    the header only, so a decompression bomb or a scan bomb is refused before it is expanded."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         image = Image.open(io.BytesIO(data), formats=list(FORMATS))
-    except (UnidentifiedImageError, ValueError, TypeError):
+    except UnidentifiedImageError:
         raise InvalidImageError(field, f"is not a {', '.join(FORMATS)} image") from None
+    except (ValueError, TypeError) as exc:
+        raise InvalidImageError(field, _unreadable_header(exc)) from None
     except Image.DecompressionBombError:
         raise InvalidImageError(field, _bomb(max_pixels)) from None
     except (OSError, SyntaxError) as exc:
         raise InvalidImageError(field, f"is not a readable image ({exc})") from None
-    width, height = image.size
-    if width * height > max_pixels:
-        raise InvalidImageError(
-            field,
-            f"is {width}x{height} = {width * height} pixels, more than the limit of "
-            f"{max_pixels} (max_image_pixels)",
-        )
+    _check_decoding_cost(image, data, max_pixels, field, pipeline)
     try:
         image.load()
     except Image.DecompressionBombError:
@@ -139,6 +158,36 @@ def decode_image(data: bytes, max_pixels: int, field: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidImageError(field, f"is a corrupt {image.format} image ({exc})") from None
     return image
+
+
+def _unreadable_header(exc: Exception) -> str:
+    if "decompressed data too large" in str(exc).lower():
+        # Pillow's own bound on a compressed text (zTXt, iTXt) or colour-profile (iCCP) chunk.
+        return "is a PNG with a compressed text or colour-profile chunk too large to expand"
+    return f"is not a {', '.join(FORMATS)} image"
+
+
+def _check_decoding_cost(
+    image: Image.Image, data: bytes, max_pixels: int, field: str, pipeline: ImagePipeline | None
+) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InvalidImageError(
+            field,
+            f"is {width}x{height} = {width * height} pixels, more than the limit of "
+            f"{max_pixels} (max_image_pixels)",
+        )
+    largest = pipeline.largest_pixels(width, height) if pipeline is not None else 0
+    if largest > max_pixels:
+        raise InvalidImageError(
+            field,
+            f"is {width}x{height}: resized for this model it would be {largest} pixels, more "
+            f"than the limit of {max_pixels} (max_image_pixels)",
+        )
+    if image.format == "JPEG" and (scans := data.count(_JPEG_START_OF_SCAN)) > MAX_JPEG_SCANS:
+        raise InvalidImageError(
+            field, f"is a JPEG of {scans} scans, more than the limit of {MAX_JPEG_SCANS}"
+        )
 
 
 def _bomb(max_pixels: int) -> str:
@@ -151,14 +200,17 @@ def to_channels(image: Image.Image, channels: int, field: str) -> Image.Image:
 
     Grey becomes RGB by repeating it, palettes and CMYK are converted, alpha is dropped. A colour
     image becomes grey only when its bands are equal (grey saved as RGB): a colour photo sent to
-    a grey model is refused (InvalidImageError), not silently averaged. Other modes (16-bit,
-    float) are refused.
+    a grey model is refused (InvalidImageError), not silently averaged. 16-bit images keep their
+    top 8 bits, grey as colour (Pillow already reads a 16-bit RGB PNG so); other modes (32-bit
+    integer, float) are refused.
     """
     mode = image.mode
     if mode not in _GREY_MODES | _COLOUR_MODES:
         raise InvalidImageError(
-            field, f"has pixel mode {mode}; send 8-bit grey, RGB or RGBA images"
+            field, f"has pixel mode {mode}; send 8- or 16-bit grey, RGB or RGBA images"
         )
+    if mode in _SIXTEEN_BIT_GREY:
+        image = _top_eight_bits(image)
     if channels == 3:
         return image.convert("RGB")
     if mode in _GREY_MODES:
@@ -171,6 +223,21 @@ def to_channels(image: Image.Image, channels: int, field: str) -> Image.Image:
     return image.convert("RGB").getchannel(0)
 
 
+def _top_eight_bits(image: Image.Image) -> Image.Image:
+    """A 16-bit grey image as 8-bit grey: value >> 8, the rule Pillow applies to 16-bit RGB."""
+    from PIL import Image
+
+    pixels = np.asarray(image).astype(np.uint16)
+    return Image.fromarray((pixels >> 8).astype(np.uint8), mode="L")
+
+
+def resized_size(width: int, height: int, shorter_side: int) -> tuple[int, int]:
+    """(width, height) with the shorter side scaled to ``shorter_side``, aspect kept."""
+    if height <= width:
+        return max(1, round(width * shorter_side / height)), shorter_side
+    return shorter_side, max(1, round(height * shorter_side / width))
+
+
 def resize_and_crop(image: Image.Image, spec: ImagePreprocessing) -> Image.Image:
     """Shorter side -> ``spec.resize`` (if set), then the central ``spec.size`` crop (or a plain
     resize to ``spec.size`` without centre crop). Bilinear with antialiasing, as torchvision."""
@@ -178,12 +245,7 @@ def resize_and_crop(image: Image.Image, spec: ImagePreprocessing) -> Image.Image
 
     height, width = spec.size
     if spec.resize is not None:
-        w, h = image.size
-        short = min(w, h)
-        new = (spec.resize, max(1, round(h * spec.resize / w)))
-        if h == short:
-            new = (max(1, round(w * spec.resize / h)), spec.resize)
-        image = image.resize(new, Image.Resampling.BILINEAR)
+        image = image.resize(resized_size(*image.size, spec.resize), Image.Resampling.BILINEAR)
     if not spec.center_crop:
         return image.resize((width, height), Image.Resampling.BILINEAR)
     w, h = image.size
@@ -231,7 +293,9 @@ def images_to_tensor(
         where = f"{field}[{index}]"
         if data is None:
             raise InvalidInputError(where, "is not an image, but other rows are: send one kind")
-        image = to_channels(decode_image(data, max_pixels, where), pipeline.channels, where)
+        checkpoint()  # between images: a request past its deadline stops decoding here
+        decoded = decode_image(data, max_pixels, where, pipeline)
+        image = to_channels(decoded, pipeline.channels, where)
         try:
             tensors.append(pipeline(image))
         except Exception as exc:  # a processor's own checks (odd sizes) are the client's problem

@@ -125,6 +125,12 @@ class TopK:
     def ranking(self, n_samples: int, seed: int) -> Ranking:
         """The final picks: the top k, or BatchBALD's joint choice among the candidates."""
         positions, scores = self.picks(seed)
+        return self.ranking_of(positions, scores, n_samples, seed)
+
+    def ranking_of(
+        self, positions: list[int], scores: list[float], n_samples: int, seed: int
+    ) -> Ranking:
+        """The Ranking of picks given as positions among the kept rows."""
         return Ranking(
             [int(self.indices[i]) for i in positions], scores, self.strategy, n_samples, seed
         )

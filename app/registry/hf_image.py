@@ -90,6 +90,21 @@ class ImageProcessorPipeline:
         values: Tensor = self.processor(images=image, return_tensors="pt")["pixel_values"][0]
         return values.float()
 
+    def largest_pixels(self, width: int, height: int) -> int:
+        """Pixels after the processor's resize: a fixed ``height`` x ``width``, or the shorter
+        side scaled to ``shortest_edge`` (the longer one capped at ``longest_edge``)."""
+        size = getattr(self.processor, "size", None) or {}
+        if not getattr(self.processor, "do_resize", True):
+            return width * height
+        if "height" in size and "width" in size:
+            return max(width * height, int(size["height"]) * int(size["width"]))
+        if "shortest_edge" in size:
+            scale = int(size["shortest_edge"]) / min(width, height)
+            if "longest_edge" in size:
+                scale = min(scale, int(size["longest_edge"]) / max(width, height))
+            return max(width * height, round(width * scale) * round(height * scale))
+        return width * height
+
     def describe(self) -> str:
         """The processor's class and its steps' settings."""
         settings = ("size", "crop_size", "do_center_crop", "rescale_factor", "image_mean")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from app.engine.progress import checkpoint
 from app.errors import InvalidInputError, ModelLoadError
 from app.registry.huggingface import require_transformers
 
@@ -50,7 +51,9 @@ class TextEncoder:
             raise InvalidInputError(
                 field, f"has {len(rows)} rows, more than the limit of {max_rows}"
             )
-        return self.encode([self._row(row, f"{field}[{i}]") for i, row in enumerate(rows)])
+        texts = [self._row(row, f"{field}[{i}]") for i, row in enumerate(rows)]
+        checkpoint()  # a request already past its deadline is not tokenized
+        return self.encode(texts)
 
     def _row(self, row: Any, field: str) -> TextRow:
         if isinstance(row, dict):

@@ -31,7 +31,7 @@ export function buildInput(info, hints) {
   const type = hints.input?.type ?? info.input_type;
   const shape = hints.input?.shape ?? info.input_shape ?? [];
   if (type === "image") return imageUpload();
-  if (type === "text") return textBox(hints.input?.max_length);
+  if (type === "text") return textBox(hints.input?.max_characters);
   const grid = imageGrid(shape, hints);
   if (grid) return drawingCanvas(grid, shape, hints.value_range ?? [0, 1]);
   if (hints.feature_names) return namedFields(hints.feature_names, shape);
@@ -56,8 +56,8 @@ function imageUpload() {
   return { kind: "image", node: h("div", {}, h("label", { for: "image-file" }, "Image file"), file, preview), read };
 }
 
-function textBox(maxLength) {
-  const area = h("textarea", { id: "text-input", rows: 4, maxlength: maxLength ?? false });
+function textBox(maxCharacters) {
+  const area = h("textarea", { id: "text-input", rows: 4, maxlength: maxCharacters ?? false });
   const read = async () => {
     if (!area.value.trim()) throw new Error("Type some text first.");
     return area.value;

@@ -89,6 +89,25 @@ def test_multipart_files_with_options_as_form_fields(client: TestClient) -> None
     assert as_form.json()["n_samples"] == 30 and as_form.json()["seed"] == 7
 
 
+def test_a_truncated_multipart_body_is_refused_as_truncated(client: TestClient) -> None:
+    boundary = "mcdrop-test-boundary"
+    whole = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="0.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + picture("digit-0.png")
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    assert client.post(PREDICT, content=whole, headers=headers).status_code == 200
+    cut = client.post(PREDICT, content=whole[: len(whole) // 2], headers=headers)
+    assert cut.status_code == 422
+    assert cut.json()["error"] == (
+        "body: the multipart body is truncated: it ends before its closing boundary"
+    )
+
+
 def test_v2_bytes_as_base64_json_and_as_binary_data(client: TestClient) -> None:
     data = [picture("digit-3.png"), picture("noise.png")]
     parameters = {"n_samples": 30, "seed": 7}

@@ -48,6 +48,13 @@ def test_the_page_and_every_asset_it_loads_are_served(demo_client: TestClient) -
         assert response.content == (ASSETS_DIR / name).read_bytes()
 
 
+def test_head_of_the_page_answers_like_get_without_a_body(demo_client: TestClient) -> None:
+    head, get = demo_client.head("/"), demo_client.get("/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
 def test_nothing_is_loaded_from_another_origin() -> None:
     loads = (
         r"""(?:src|href)=["'](?!/[^/]|#|data:)|url\((?!["']?data:)|@import"""

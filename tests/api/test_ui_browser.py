@@ -230,6 +230,17 @@ def test_every_input_kind_is_built_from_the_card(
         """
     )
     assert kinds == ["image", "text", "canvas", "canvas", "fields", "csv"]
+    # The text box stops at the card's character limit (what the server checks), not at its
+    # token count.
+    limit = browser.execute_async_script(
+        """
+        const done = arguments[arguments.length - 1];
+        import('/ui/inputs.js').then((m) => done(m.buildInput({input_shape: [16]},
+          {input: {type: 'text', max_length: 16, max_characters: 300}})
+          .node.querySelector('textarea').maxLength));
+        """
+    )
+    assert limit == 300
     image = tmp_path / "pixel.png"
     image.write_bytes(base64.b64decode(_ONE_PIXEL_PNG))
     browser.execute_script(

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from app.engine.images import (
+    MAX_JPEG_SCANS,
     ImagePreprocessing,
     InvalidImageError,
     decode_image,
@@ -128,8 +129,79 @@ def test_channel_conversion_and_the_wrong_channel_count() -> None:
     assert to_channels(rgba, 3, "x").getpixel((0, 0)) == (1, 2, 3)
     with pytest.raises(InvalidImageError, match=r"inputs\[1\]: has 3 colour channels \(RGB\)"):
         to_channels(Image.new("RGB", (2, 2), (1, 2, 3)), 1, "inputs[1]")
-    with pytest.raises(InvalidImageError, match="pixel mode I;16"):
-        to_channels(Image.new("I;16", (2, 2)), 1, "x")
+    with pytest.raises(InvalidImageError, match="pixel mode I"):
+        to_channels(Image.new("I", (2, 2)), 1, "x")  # 32-bit integers: no rule for them
+    with pytest.raises(InvalidImageError, match="pixel mode F"):
+        to_channels(Image.new("F", (2, 2)), 1, "x")
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_sixteen_bit_grey_and_colour_keep_their_top_eight_bits(channels: int) -> None:
+    # One rule for both: Pillow reads a 16-bit RGB PNG as its top 8 bits; grey does the same.
+    values = np.array([[0, 255, 256], [4660, 65280, 65535]], dtype=np.uint16)
+    grey = decode_image(_png_bytes(Image.fromarray(values)), 100, "x")
+    assert grey.mode.startswith("I;16")
+    expected = (values >> 8).astype(np.uint8)
+    converted = np.asarray(to_channels(grey, channels, "x"))
+    assert (converted if channels == 1 else converted[..., 0]).tolist() == expected.tolist()
+    rgb16 = _sixteen_bit_rgb_png(values)
+    colour = np.asarray(to_channels(decode_image(rgb16, 100, "x"), 3, "x"))
+    assert colour[..., 0].tolist() == expected.tolist()
+
+
+def _sixteen_bit_rgb_png(values: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG written by hand (Pillow cannot save one)."""
+    height, width = values.shape
+    raw = b"".join(b"\x00" + b"".join(int(v).to_bytes(2, "big") * 3 for v in row) for row in values)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    body = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw))
+    return b"\x89PNG\r\n\x1a\n" + body + _png_chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("chunk", "payload"),
+    [(b"zTXt", b"comment\x00\x00"), (b"iCCP", b"profile\x00\x00")],
+)
+def test_a_compressed_chunk_bomb_is_refused_as_what_it_is(chunk: bytes, payload: bytes) -> None:
+    # 64 MB of zeros compress to ~64 KB: Pillow refuses to expand a text or profile chunk past
+    # its limit; the answer says so instead of "is not an image".
+    bomb = _png_chunk(chunk, payload + zlib.compress(b"\x00" * 64_000_000, 9))
+    png = encode(Image.new("L", (4, 4)))
+    data = png[:33] + bomb + png[33:]  # after the signature and IHDR
+    with pytest.raises(InvalidImageError, match="compressed text or colour-profile chunk"):
+        decode_image(data, LIMIT, "inputs[0]")
+
+
+def _repeat_last_scan(jpeg: bytes, times: int) -> bytes:
+    """A progressive JPEG with its last scan repeated: every repeat is a pass over the image."""
+    last = jpeg.rindex(b"\xff\xda")
+    return jpeg[:last] + jpeg[last:-2] * times + b"\xff\xd9"
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_from_its_markers() -> None:
+    progressive = encode(Image.new("L", (64, 64), 128), "JPEG", progressive=True)
+    scans = progressive.count(b"\xff\xda")
+    assert 1 < scans <= MAX_JPEG_SCANS
+    assert decode_image(progressive, LIMIT, "x").size == (64, 64)
+    crafted = _repeat_last_scan(progressive, MAX_JPEG_SCANS + 1)
+    with pytest.raises(InvalidImageError, match=rf"is a JPEG of {scans + MAX_JPEG_SCANS} scans"):
+        decode_image(crafted, LIMIT, "inputs[0]")
+
+
+def test_an_image_a_resize_would_blow_up_is_refused_before_decoding() -> None:
+    # 1000 x 1 with the shorter side resized to 32 would be 32000 x 32 = 1,024,000 pixels.
+    spec = ImagePreprocessing(channels=1, size=(32, 32), resize=32)
+    assert spec.largest_pixels(1000, 1) == 32_000 * 32
+    thin = encode(Image.new("L", (1000, 1)))
+    with pytest.raises(InvalidImageError, match="resized for this model it would be 1024000"):
+        decode_image(thin, LIMIT, "inputs[0]", spec)
+    assert decode_image(thin, 2_000_000, "inputs[0]", spec).size == (1000, 1)
 
 
 def test_encoded_image_reads_bytes_and_b64_objects_only() -> None:
