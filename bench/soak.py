@@ -3,12 +3,15 @@
 Starts `mcdrop serve` on 127.0.0.1 (loopback only), sends a bounded mix of requests from many
 concurrent clients for a bounded time, then reports requests, status counts, latency
 percentiles and the server's resident memory at the start (after warm-up) and at the end.
-Valid predictions come from a pool of seeded requests whose answers were first taken alone:
-every 200 must be bit-identical to that solo answer, whatever it was fused with. Crafted
-requests (inputs beyond the dtype's range, overflowing outputs, extreme options, bad targets)
-are fused with them and must each get a 4xx. Exits non-zero if any answer other than 200 or a
-deliberate 4xx/503 came back (a 5xx, a failed connection), a valid answer differed from its solo
-answer, a crafted one was not refused, or memory grew by 10% or more.
+Valid requests (float rows, images, texts, v2, rank) come from a pool of seeded requests whose
+answers were first taken alone: every 200 must be bit-identical to that solo answer, whatever
+it was fused with. Crafted requests (inputs beyond the dtype's range, overflowing outputs,
+extreme options, bad targets, image and compression bombs, truncated uploads, rank requests past
+the work limit) are mixed in and must each get a 4xx; a few large valid images (2048 x 2048
+noise) load the decode threads. A prober asks for liveness every 0.1 s throughout. Exits
+non-zero if any answer other than 200 or a deliberate 4xx/503 came back (a 5xx, a failed
+connection), a valid answer differed from its solo answer, a crafted one was not refused,
+liveness p99 reached 1 s, or memory grew by 10% or more.
 
     python -m bench.soak --duration 300 --concurrency 64 --max-requests 1000000
 """
@@ -31,6 +34,13 @@ from typing import Any
 import httpx
 
 from bench.common import MODELS, REPO, example_inputs
+from bench.soak_inputs import (
+    CRAFTED_IMAGES,
+    large_image_request,
+    valid_image,
+    valid_rank,
+    valid_text,
+)
 
 Request = tuple[str, str, dict[str, Any]]  # method, path, httpx keyword arguments
 _JSON = {"content-type": "application/json"}
@@ -55,7 +65,10 @@ def valid_pool() -> list[Request]:
 
 def _valid(rng: random.Random, seed: int) -> Request:
     """A seeded valid request: v1 classifiers, "auto" regression, v2."""
-    pick = rng.random() * 0.6
+    pick = rng.random() * 0.75
+    if pick >= 0.6:
+        kinds = (valid_image, valid_text, valid_rank)
+        return kinds[int((pick - 0.6) / 0.05)](rng, seed)
     if pick < 0.25:
         body = {"inputs": _rows([64], rng.randint(1, 8), seed), "n_samples": 100, "seed": seed}
         return "POST", "/v1/models/digits-mlp/predict", {"json": body}
@@ -91,6 +104,7 @@ CRAFTED: list[Request] = [
      {"json": {"inputs": [[1.0] * 64], "targets": ["7" * 5000]}}),
     ("POST", "/v2/models/digits-mlp/infer", {"json": {"inputs": [
         {"name": "input", "shape": [1, 64], "datatype": "FP64", "data": [1e308] * 64}]}}),
+    *CRAFTED_IMAGES,
 ]  # fmt: skip
 """Requests crafted to fail inside a fused run or on the way in: each must get a 4xx."""
 
@@ -99,6 +113,8 @@ def traffic(rng: random.Random, pool: list[Request]) -> tuple[Request, str]:
     """One request of the mix and its kind (``valid:<i>``, ``crafted``, ``other``): ~55%
     valid predictions from the pool, ~10% crafted, ~25% invalid, ~10% health/metrics."""
     pick = rng.random()
+    if pick < 0.005:
+        return large_image_request(), "other"
     if pick < 0.55:
         index = rng.randrange(len(pool))
         return pool[index], f"valid:{index}"
@@ -151,11 +167,15 @@ def solo_answers(base: str, pool: list[Request]) -> list[Any]:
 
 
 async def run_clients(
-    base: str, args: argparse.Namespace, solo: list[Any], checks: collections.Counter[str]
+    base: str,
+    args: argparse.Namespace,
+    solo: list[Any],
+    checks: collections.Counter[str],
+    liveness: list[float],
 ) -> tuple[collections.Counter[str], list[float]]:
     """Status counts (as text) and latencies of ``args.concurrency`` clients' requests;
     ``checks`` counts valid answers identical to / different from their solo answer and
-    crafted requests refused / not refused."""
+    crafted requests refused / not refused; ``liveness`` gets the prober's latencies."""
     pool = valid_pool()
     statuses: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
@@ -180,7 +200,15 @@ async def run_clients(
                     statuses[label] += 1
                 latencies.append(time.perf_counter() - started)
 
-        await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
+        async def prober() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as alone:
+                while time.monotonic() < deadline and budget[0] > 0:
+                    started = time.perf_counter()
+                    await alone.get("/v2/health/live")
+                    liveness.append(time.perf_counter() - started)
+                    await asyncio.sleep(0.1)
+
+        await asyncio.gather(prober(), *(worker(i) for i in range(args.concurrency)))
     return statuses, latencies
 
 
@@ -219,11 +247,12 @@ def main() -> int:
                 time.sleep(0.2)
         solo = solo_answers(base, valid_pool())
         warm = argparse.Namespace(**{**vars(args), "duration": 10.0, "max_requests": 2000})
-        asyncio.run(run_clients(base, warm, solo, collections.Counter()))
+        asyncio.run(run_clients(base, warm, solo, collections.Counter(), []))
         rss_start = rss_kib(server.pid)
         started = time.monotonic()
         checks: collections.Counter[str] = collections.Counter()
-        statuses, latencies = asyncio.run(run_clients(base, args, solo, checks))
+        liveness: list[float] = []
+        statuses, latencies = asyncio.run(run_clients(base, args, solo, checks, liveness))
         elapsed = time.monotonic() - started
         rss_end = rss_kib(server.pid)
         healthy = httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
@@ -241,6 +270,9 @@ def main() -> int:
         "statuses": dict(sorted(statuses.items())),
         "p50_ms": round(statistics.median(ordered) * 1e3, 1),
         "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1e3, 1),
+        "liveness_probes": len(liveness),
+        "liveness_p99_ms": round(sorted(liveness)[int(0.99 * (len(liveness) - 1))] * 1e3, 1),
+        "liveness_max_ms": round(max(liveness) * 1e3, 1),
         "rss_start_mib": round(rss_start / 1024, 1),
         "rss_end_mib": round(rss_end / 1024, 1),
         "rss_growth_pct": round(100 * (rss_end - rss_start) / rss_start, 2),
@@ -252,7 +284,8 @@ def main() -> int:
     if args.out is not None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
     refused = set(checks) <= {"crafted_4xx", "valid_identical"}
-    ok = unexpected == 0 and refused and report["rss_growth_pct"] < 10 and healthy
+    lively = report["liveness_p99_ms"] < 1000
+    ok = unexpected == 0 and refused and report["rss_growth_pct"] < 10 and healthy and lively
     return 0 if ok else 1
 
 

@@ -89,6 +89,31 @@ def test_multipart_files_with_options_as_form_fields(client: TestClient) -> None
     assert as_form.json()["n_samples"] == 30 and as_form.json()["seed"] == 7
 
 
+def test_a_thin_image_a_resize_would_blow_up_is_refused_from_its_header(
+    client: TestClient,
+) -> None:
+    # 1000 x 1 (a few hundred bytes): the card resizes the shorter side to 32, which would
+    # make 32000 x 32 pixels; refused before anything is allocated.
+    thin = png(Image.new("L", (1000, 1)))
+    response = client.post(PREDICT, json={"inputs": [{"b64": b64(thin)}], **OPTIONS})
+    assert response.status_code == 422
+    assert response.json()["error"] == (
+        "inputs[0]: is 1000x1: resized for this model it would be 1024000 pixels, more than "
+        "the limit of 10000 (max_image_pixels)"
+    )
+
+
+def test_a_jpeg_repeating_its_scans_is_refused_from_its_markers(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (32, 32), 90).save(buffer, format="JPEG", progressive=True)
+    jpeg = buffer.getvalue()
+    last = jpeg.rindex(b"\xff\xda")
+    crafted = jpeg[:last] + jpeg[last:-2] * 2000 + b"\xff\xd9"
+    response = client.post(PREDICT, json={"inputs": [{"b64": b64(crafted)}], **OPTIONS})
+    assert response.status_code == 422
+    assert "scans, more than the limit of 100" in response.json()["error"]
+
+
 def test_a_truncated_multipart_body_is_refused_as_truncated(client: TestClient) -> None:
     boundary = "mcdrop-test-boundary"
     whole = (

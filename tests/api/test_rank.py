@@ -132,3 +132,11 @@ def test_rank_requests_are_counted(demo_client: TestClient) -> None:
         )
         == 1.0
     )
+
+
+def test_a_batchbald_selection_past_the_work_limit_is_a_422_up_front(
+    demo_client: TestClient,
+) -> None:
+    response = _rank(demo_client, k=1000, strategy="batchbald", n_samples=2000, candidates=1000)
+    assert response.status_code == 422
+    assert "(max_rank_selection_work)" in response.json()["error"]
