@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from torch import Tensor
+
 from app.config import Settings
 from app.dataplane.accounting import Accounting
 from app.dataplane.batcher import ModelBatcher
@@ -26,7 +28,6 @@ from app.dataplane.ranking import RankingJob, RankQuery
 from app.dataplane.worker import InferenceThread
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
-from app.engine.evaluation.runner import parse_targets
 from app.engine.predictor import Prediction
 from app.engine.ranking import Ranking
 from app.errors import (
@@ -35,7 +36,7 @@ from app.errors import (
     OverloadedError,
     ShuttingDownError,
 )
-from app.feedback import FeedbackScore, FeedbackStore, score_matches
+from app.feedback import FeedbackScore, FeedbackStore, HeldPrediction, Owner, score_matches
 from app.metrics import Metrics
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
@@ -63,7 +64,9 @@ class DataPlane:
         self._abandoned = False
         self._steps: set[asyncio.Future[Any]] = set()
         self.feedback = FeedbackStore(
-            settings.feedback_max_predictions, settings.feedback_max_age_s
+            settings.feedback_max_predictions,
+            settings.feedback_max_age_s,
+            settings.feedback_max_bytes,
         )
         """Recent /v1 predictions awaiting labels (touched on the event loop only)."""
         self._evaluating = asyncio.Semaphore(1)
@@ -77,10 +80,28 @@ class DataPlane:
         options: PredictOptions,
         endpoint: str,
         version: str | None = None,
-        request_id: str | None = None,
     ) -> tuple[ServedModel, Prediction]:
-        """Validate, sample (fused with concurrent requests) and summarise one request; with a
-        ``request_id``, hold it for labelled feedback."""
+        """Validate, sample (fused with concurrent requests) and summarise one request."""
+        model, _, prediction = await self._predict(name, rows, options, endpoint, version)
+        return model, prediction
+
+    async def predict_held(
+        self, name: str, rows: Rows, options: PredictOptions, endpoint: str, owner: Owner
+    ) -> tuple[ServedModel, Prediction, str | None]:
+        """A prediction held for labelled feedback by ``owner``, with the ``prediction_id`` it
+        is held under (None when the store is off or the prediction is too large for it)."""
+        model, inputs, prediction = await self._predict(name, rows, options, endpoint)
+        prediction_id = self.feedback.remember(owner, model.name, inputs, prediction)
+        return model, prediction, prediction_id
+
+    async def _predict(
+        self,
+        name: str,
+        rows: Rows,
+        options: PredictOptions,
+        endpoint: str,
+        version: str | None = None,
+    ) -> tuple[ServedModel, Tensor, Prediction]:
         with self.accounting.track(name, endpoint):
             if self._draining:
                 raise ShuttingDownError()
@@ -90,41 +111,48 @@ class DataPlane:
             ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
             prediction = await batcher.result(ticket, timeout_s=self.settings.request_timeout_s)
             self.accounting.observe_prediction(model.name, int(request.inputs.shape[0]), prediction)
-            if request_id is not None:
-                self.feedback.remember(request_id, model.name, request.inputs, prediction)
-            return model, prediction
+            return model, request.inputs, prediction
 
     async def record_feedback(
         self,
         name: str,
         targets: Sequence[Any],
         endpoint: str,
-        request_id: str | None = None,
+        owner: Owner,
+        prediction_id: str | None = None,
         rows: Rows | None = None,
     ) -> tuple[ServedModel, FeedbackScore]:
-        """Match labels to held predictions (by request id, or by exact rows), score them and
-        count them in the live-coverage metrics. Admitted like any route; 404 for predictions
-        never held, 410 for those expired, pushed out or already labelled."""
+        """Match labels to ``owner``'s held predictions (by prediction id, or by exact rows),
+        score them and count them in the live-coverage metrics. Admitted like any route; 404
+        for predictions never held (or held for another owner), 410 for those expired, pushed
+        out or already labelled; refused labels (422) leave the prediction held."""
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
-            spec = model.predictor.spec
-            parsed = parse_targets(targets, spec, model.card.labels, model.output_shape)
+            parsed = self.policy.targets(model, targets)
             async with self.admitted(model) as step:
-                if request_id is not None:
-                    held, unused = self.feedback.take(model.name, request_id, len(targets))
-                    matches = [(held, int(row)) for row in unused]
-                    parsed = parsed[unused]
+                if prediction_id is not None:
+                    held, unused = self.feedback.find(
+                        owner, model.name, prediction_id, len(targets)
+                    )
+                    matches = [(held, int(row), int(row)) for row in unused]
+                    score = await step(score_matches, matches, parsed)
+                    self.feedback.settle(held)
                 else:
                     assert rows is not None
-                    inputs = self.policy.feedback_rows(model, rows)
-                    if int(inputs.shape[0]) != len(targets):
-                        raise InvalidInputError(
-                            "targets", f"has {len(targets)} entries for {inputs.shape[0]} rows"
-                        )
-                    matches = self.feedback.take_rows(model.name, inputs)
-                score = await step(score_matches, matches, parsed)
+                    found = self._find_rows(model, owner, rows, len(targets))
+                    matches = [(held, row, entry) for entry, (held, row) in enumerate(found)]
+                    score = await step(score_matches, matches, parsed)
+                    self.feedback.settle_rows(found)
             self.accounting.observe_feedback(model.name, score)
             return model, score
+
+    def _find_rows(
+        self, model: ServedModel, owner: Owner, rows: Rows, targets: int
+    ) -> list[tuple[HeldPrediction, int]]:
+        inputs = self.policy.feedback_rows(model, rows)
+        if int(inputs.shape[0]) != targets:
+            raise InvalidInputError("targets", f"has {targets} entries for {inputs.shape[0]} rows")
+        return self.feedback.find_rows(owner, model.name, inputs)
 
     async def evaluate(
         self,
@@ -146,7 +174,8 @@ class DataPlane:
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
             request = self.policy.evaluation(model, rows, options)
-            job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
+            parsed = self.policy.targets(model, targets)
+            job = EvaluationJob.of(model, request, parsed, coverages, ranking_score)
             async with self.admitted(model) as step, step.exclusive(self._evaluating):
                 # One at a time: each holds every pass of its rows (max_evaluation_values).
                 return model, await job.run(step, self.settings.max_batch_rows)

@@ -13,7 +13,7 @@ from app.api.schemas import EvaluateResponse
 from app.engine.evaluation import evaluate, parse_targets
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import load_model_folder
-from tests.support import BUNDLED_MODELS, metric_value
+from tests.support import BUNDLED_MODELS, metric_value, tiny_state
 
 DIGITS = load_digits()
 ROWS = DIGITS.data[:120].tolist()
@@ -91,3 +91,34 @@ def test_evaluations_are_counted_but_not_observed_as_traffic(demo_client: TestCl
     labels = {"model": "digits-mlp", "endpoint": "v1_evaluate", "outcome": "success"}
     assert metric_value(text, "mcdrop_requests_total", labels) == 1
     assert metric_value(text, "mcdrop_predictive_entropy_count", {"model": "digits-mlp"}) == 0
+
+
+def test_overflowing_targets_and_inputs_are_refused_like_predict(
+    model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
+) -> None:
+    regression = model_factory(
+        "line",
+        task="regression",
+        state=tiny_state(1, 2, 1),
+        kwargs={"in_features": 1, "hidden": 2, "out_features": 1},
+        card={"input": {"shape": [1], "dtype": "float32"}},
+    )
+    model_factory("cls")  # float32 TinyNet y = 2x + 1 on two features
+    client = client_for(regression.parent)
+    for target in (1e308, 1e200):
+        body = {"inputs": [[0.0], [1.0]], "targets": [1.0, target], "seed": 0}
+        answer = client.post("/v1/models/line/evaluate", json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"] == (
+            "targets[1]: holds a value beyond the model's range (|x| <= 3.403e+38)"
+        )
+    for name, rows, targets in (
+        ("line", [[0.0], [3e38]], [1.0, 1.0]),
+        ("cls", [[0.0, 1.0], [3e38, 0.0]], [0, 1]),
+    ):
+        predicted = client.post(f"/v1/models/{name}/predict", json={"inputs": rows, "seed": 0})
+        body = {"inputs": rows, "targets": targets, "seed": 0}
+        evaluated = client.post(f"/v1/models/{name}/evaluate", json=body)
+        assert predicted.status_code == evaluated.status_code == 422, evaluated.text
+        assert evaluated.json()["error"] == predicted.json()["error"]
+        assert evaluated.json()["error"].startswith("inputs[1]: the model's output")
