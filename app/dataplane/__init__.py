@@ -2,7 +2,8 @@
 
 ``policy`` (defaults and limits, pure), ``plane`` (admission, deadlines, draining; predict,
 evaluate and any admitted job), ``batcher`` (concurrent predictions fused into one sampling run),
-``evaluation`` (an evaluation as short steps), ``worker`` (the inference thread) and
+``step`` (one function of an admitted job, within its deadline), ``evaluation`` (an
+evaluation as short steps), ``worker`` (the inference thread) and
 ``accounting`` (request metrics).
 
 A route uses one ``DataPlane``: ``await plane.predict(name, rows, options, endpoint)`` for
@@ -15,7 +16,8 @@ inference thread; both are admitted (``max_queue``, deadline, draining) and coun
 from __future__ import annotations
 
 from app.dataplane.accounting import Accounting, outcome_of
-from app.dataplane.plane import DataPlane, Step
+from app.dataplane.plane import DataPlane
 from app.dataplane.policy import PredictOptions, RequestPolicy
+from app.dataplane.step import Step
 
 __all__ = ["Accounting", "DataPlane", "PredictOptions", "RequestPolicy", "Step", "outcome_of"]

@@ -25,13 +25,13 @@ from app.dataplane.batcher import ModelBatcher
 from app.dataplane.evaluation import EvaluationJob
 from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
 from app.dataplane.ranking import RankingJob, RankQuery
+from app.dataplane.step import Step
 from app.dataplane.worker import InferenceThread
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
 from app.engine.predictor import Prediction
 from app.engine.ranking import Ranking
 from app.errors import (
-    DeadlineExceededError,
     InvalidInputError,
     OverloadedError,
     ShuttingDownError,
@@ -272,48 +272,3 @@ class DataPlane:
     def abandoned(self) -> bool:
         """True once ``close`` gave up waiting: no step of any job starts any more."""
         return self._abandoned
-
-
-class Step:
-    """Runs one function of an admitted job on the inference thread, within its deadline."""
-
-    def __init__(self, executor: InferenceThread, deadline: float, plane: DataPlane) -> None:
-        self._executor = executor
-        self.deadline = deadline
-        self._plane = plane
-
-    @asynccontextmanager
-    async def exclusive(self, lock: asyncio.Semaphore) -> AsyncIterator[None]:
-        """Hold ``lock`` for the rest of the job; waiting for it counts against the deadline."""
-        try:
-            await asyncio.wait_for(lock.acquire(), max(0.0, self.deadline - time.monotonic()))
-        except TimeoutError:
-            raise DeadlineExceededError(self._plane.settings.request_timeout_s) from None
-        try:
-            yield
-        finally:
-            lock.release()
-
-    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the inference thread; DeadlineExceededError once the job's deadline
-        passes (a call not yet started never starts), ShuttingDownError once the plane
-        abandoned its work."""
-        if self._plane.abandoned:
-            raise ShuttingDownError()
-        remaining = self.deadline - time.monotonic()
-        timeout = self._plane.settings.request_timeout_s
-        if remaining <= 0:
-            raise DeadlineExceededError(timeout)
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        self._plane._steps.add(future)
-        try:
-            return await asyncio.wait_for(future, remaining)
-        except TimeoutError:
-            raise DeadlineExceededError(timeout) from None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._plane.abandoned and task is not None and not task.cancelling():
-                raise ShuttingDownError() from None
-            raise
-        finally:
-            self._plane._steps.discard(future)
