@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
@@ -122,3 +124,28 @@ def test_overflowing_targets_and_inputs_are_refused_like_predict(
         assert predicted.status_code == evaluated.status_code == 422, evaluated.text
         assert evaluated.json()["error"] == predicted.json()["error"]
         assert evaluated.json()["error"].startswith("inputs[1]: the model's output")
+
+
+def test_a_variance_head_that_underflows_to_zero_is_floored(
+    model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
+) -> None:
+    # TinyNet outputs (2 x0 + 1, 2 x1 + 1) = (mean, log variance) without dropout; at
+    # x = (0, -100) every pass has mean 1 and log variance 1 (both units dropped) or -199 or
+    # -399, whose exp is 0 in float32
+    folder = model_factory("het", task="regression", card={"regression": {"variance_head": True}})
+    client = client_for(folder.parent)
+    body = {"inputs": [[0.0, -100.0]], "seed": 2, "n_samples": 40}
+    row = client.post("/v1/models/het/predict", json=body).json()["predictions"][0]
+    assert row["mean"] == [1.0]
+    e_passes = round(row["aleatoric_variance"][0] * 40 / math.e)
+    assert 0 < e_passes < 40 and row["aleatoric_variance"][0] == pytest.approx(
+        e_passes * math.e / 40
+    )
+    answer = client.post("/v1/models/het/evaluate", json={**body, "targets": [1.0]})
+    assert answer.status_code == 200, answer.text
+    tiny = torch.finfo(torch.float32).tiny
+    density = e_passes / math.sqrt(2 * math.pi * math.e) + (40 - e_passes) / math.sqrt(
+        2 * math.pi * tiny
+    )
+    expected = math.log(density / 40)
+    assert answer.json()["regression"]["log_likelihood"] == pytest.approx(expected, rel=1e-9)

@@ -280,3 +280,24 @@ def test_non_finite_feedback_is_refused_and_metrics_stay_finite(
         client.get("/metrics").text, "mcdrop_feedback_log_likelihood_sum", {"model": "line"}
     )
     assert math.isfinite(total) and total == pytest.approx(3 * answer.json()["log_likelihood"])
+
+
+def test_feedback_max_bytes_bounds_the_held_predictions(
+    model_factory: Factory, client_for: Callable[..., TestClient]
+) -> None:
+    models = _models(model_factory, conformal=False)
+    probe = client_for(models)
+    _predict(probe, "line", ROWS)
+    size = probe.app.state.mcdrop.dataplane.feedback.nbytes  # type: ignore[attr-defined]
+    assert size > 0  # what one 3-row prediction of this model counts
+    client = client_for(models, feedback_max_bytes=2 * size + size // 2)
+    ids = [_predict(client, "line", ROWS)[0] for _ in range(3)]
+    store = client.app.state.mcdrop.dataplane.feedback  # type: ignore[attr-defined]
+    assert len(store) == 2 and store.nbytes == 2 * size
+    url = "/v1/models/line/feedback"
+    gone = client.post(url, json={"prediction_id": ids[0], "targets": [1, 2, 3]})
+    assert gone.status_code == 410 and "pushed out" in gone.json()["error"]
+    assert client.post(url, json={"prediction_id": ids[2], "targets": [1, 2, 3]}).status_code == 200
+    small = client_for(models, feedback_max_bytes=size - 1)
+    answer = small.post("/v1/models/line/predict", json={"inputs": ROWS, "seed": 1}).json()
+    assert "prediction_id" not in answer  # larger than the whole store: not held

@@ -222,11 +222,16 @@ def regression_report(
 ) -> RegressionReport:
     """Every regression metric from MC means (N, B, D), their noise and targets (B, D).
 
-    Refuses (InvalidInputError) a row whose statistics are not finite (``inputs[i]``) or whose
-    squared error, log-likelihood or CRPS is not finite in float64 (``targets[i]``).
+    Per-pass variances are floored at their dtype's smallest normal number. Refuses
+    (InvalidInputError) a row whose statistics are not finite (``inputs[i]``) or whose squared
+    error, log-likelihood or CRPS is not finite in float64 (``targets[i]``).
     """
     preds = preds.double()
-    noise = noise_var.double() if isinstance(noise_var, Tensor) else noise_var
+    noise = noise_var
+    if isinstance(noise_var, Tensor):
+        # A variance head's exp(log variance) can underflow to 0: the density would be
+        # infinite, so it is floored at the dtype's smallest normal number (as feedback is).
+        noise = noise_var.clamp_min(torch.finfo(noise_var.dtype).tiny).double()
     targets = targets.double()
     stats = regression_stats(preds, noise, level)
     refuse_non_finite_rows("inputs", _fields(stats), OUTPUT_NOT_FINITE)
