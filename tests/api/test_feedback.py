@@ -267,6 +267,9 @@ def test_non_finite_feedback_is_refused_and_metrics_stay_finite(
         answer = client.post(url, json={"prediction_id": prediction_id, "targets": targets})
         assert answer.status_code == 422, targets
         assert answer.json()["error"].startswith(f"targets[{entry}]: holds a value beyond")
+    single_id, _ = _predict(client, "line", [[0.0]])
+    probe = client.post(url, json={"prediction_id": single_id, "targets": [1e308]})  # the issue's
+    assert probe.status_code == 422 and probe.json()["error"].startswith("targets[0]: holds")
     by_rows = client.post(url, json={"inputs": ROWS, "targets": [1.0, 1e308, 1.0]})
     assert by_rows.status_code == 422 and by_rows.json()["error"].startswith("targets[1]")
     text = client.get("/metrics").text
