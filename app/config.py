@@ -162,6 +162,11 @@ class Settings(BaseSettings):
     feedback_max_age_s: float = Field(default=3600.0, gt=0.0)
     """A prediction older than this can no longer receive feedback (410)."""
 
+    feedback_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Memory (bytes, per worker) the held predictions may take together, counted as their
+    tensors plus measured per-object overheads; the oldest go first. A prediction larger than
+    this alone is not held (its answer has no ``prediction_id``)."""
+
     max_rows_per_rank: int = Field(default=4096, ge=1)
     """Most rows one ``/v1/models/{name}/rank`` request may carry. They are sampled in steps
     of at most ``max_batch_rows`` folded rows and only the best rows are kept, so a rank

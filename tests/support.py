@@ -200,3 +200,10 @@ def load_script(name: str) -> ModuleType:
         return module
     finally:
         sys.path.remove(scripts)
+
+
+def numbers_of(answer: Any) -> Any:
+    """A /v1 predict answer without its ``prediction_id`` (fresh for every prediction, so two
+    answers of the same request differ there and nowhere else)."""
+    assert isinstance(answer["prediction_id"], str)
+    return {key: value for key, value in answer.items() if key != "prediction_id"}

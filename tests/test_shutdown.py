@@ -202,10 +202,11 @@ def test_a_disconnected_evaluation_stops_and_frees_the_model_for_predictions(
             client.sendall(head.encode() + body)
             _wait_for_metric(base, "mcdrop_inflight_requests", {"model": "diabetes-mlp"}, 1)
             time.sleep(0.5)  # sampling has started
-        started = time.monotonic()
+        # Answered within its own deadline, between two of the evaluation's steps; and the
+        # evaluation is counted cancelled well before its 1,000 passes (about 25 s here) could
+        # end: had it run on, it would be counted only then, and as answered, not cancelled.
         status, _ = _answer(f"{base}/v1/models/diabetes-mlp/predict", {"inputs": [[0.0] * 10]})
         assert status == 200
-        assert time.monotonic() - started < 10  # not queued behind the 1,000 passes (~25 s)
         labels = {"model": "diabetes-mlp", "endpoint": "v1_evaluate", "outcome": "cancelled"}
         _wait_for_metric(base, "mcdrop_requests_total", labels, 1)
     finally:

@@ -6,6 +6,7 @@ known key in constant time. Keys are never logged.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,15 @@ def caller_role(keys: ApiKeys, request: Request) -> Role | None:
     """The role of the request's key; None without a valid key (or when keys are off)."""
     key = presented_key(request)
     return keys.role_of(key) if keys.enabled and key else None
+
+
+def caller_identity(keys: ApiKeys, request: Request) -> str | None:
+    """Who is calling, for the predictions they own: a digest of their valid key (never the
+    key itself), or None when keys are off (then every caller is the same one)."""
+    key = presented_key(request)
+    if not keys.enabled or not key or keys.role_of(key) is None:
+        return None
+    return hashlib.blake2b(key.encode(), digest_size=16, person=b"mcdrop-owner").hexdigest()
 
 
 def check_access(keys: ApiKeys, request: Request, needed: Role) -> None:

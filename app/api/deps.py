@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.auth import caller_identity
 from app.config import Settings
 from app.dataplane import DataPlane
 from app.metrics import Metrics
@@ -38,6 +39,11 @@ async def get_metrics(request: Request) -> Metrics:
     return _state(request).metrics
 
 
+async def get_caller(request: Request) -> str | None:
+    """The caller's identity for owned resources (``auth.caller_identity``)."""
+    return caller_identity(request.app.state.api_keys, request)
+
+
 async def get_settings(request: Request) -> Settings:
     return _state(request).settings
 
@@ -47,3 +53,4 @@ DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+CallerDep = Annotated[str | None, Depends(get_caller)]

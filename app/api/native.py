@@ -7,7 +7,7 @@ import math
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.api.deps import DataPlaneDep, RepositoryDep
+from app.api.deps import CallerDep, DataPlaneDep, RepositoryDep
 from app.api.encoding import answer_values, serialise
 from app.api.images import PREDICT_OPENAPI, PredictBody
 from app.api.schemas import (
@@ -51,20 +51,16 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     openapi_extra=PREDICT_OPENAPI,
 )
 async def predict(
-    name: str, body: PredictBody, request: Request, dataplane: DataPlaneDep
+    name: str, body: PredictBody, caller: CallerDep, dataplane: DataPlaneDep
 ) -> Response:
-    """Mean prediction and uncertainty for each input row from N MC dropout passes."""
-    request_id = request_id_of(request)
-    model, prediction = await dataplane.predict(
-        name,
-        body.inputs,
-        body.options(body.return_samples),
-        endpoint="v1_predict",
-        request_id=request_id,
+    """Mean prediction and uncertainty for each input row from N MC dropout passes; held for
+    feedback under the returned ``prediction_id``."""
+    model, prediction, prediction_id = await dataplane.predict_held(
+        name, body.inputs, body.options(body.return_samples), "v1_predict", owner=caller
     )
 
     def encode() -> str:
-        response = predict_response(model, prediction)
+        response = predict_response(model, prediction, prediction_id)
         # Serialised here, once: returning the model would make FastAPI validate it again.
         return response.model_dump_json(exclude_none=True)
 
@@ -73,11 +69,18 @@ async def predict(
 
 
 @router.post("/models/{name}/feedback", name="v1_feedback")
-async def feedback(name: str, body: FeedbackRequest, dataplane: DataPlaneDep) -> FeedbackResponse:
-    """Labels for recent predictions (by request id or by rows): checks whether the served
-    intervals and sets held, and counts it in the live-coverage metrics."""
+async def feedback(
+    name: str, body: FeedbackRequest, caller: CallerDep, dataplane: DataPlaneDep
+) -> FeedbackResponse:
+    """Labels for the caller's recent predictions (by prediction id or by rows): checks
+    whether the served intervals and sets held, and counts it in the live-coverage metrics."""
     model, score = await dataplane.record_feedback(
-        name, body.targets, "v1_feedback", request_id=body.request_id, rows=body.inputs
+        name,
+        body.targets,
+        "v1_feedback",
+        owner=caller,
+        prediction_id=body.prediction_id,
+        rows=body.inputs,
     )
     return FeedbackResponse(
         model=model.name,
@@ -99,7 +102,9 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def predict_response(model: ServedModel, prediction: Prediction) -> PredictResponse:
+def predict_response(
+    model: ServedModel, prediction: Prediction, prediction_id: str | None = None
+) -> PredictResponse:
     """The v1 answer of one prediction (a non-finite MC standard error is left out)."""
     error = prediction.mc_standard_error
     return PredictResponse(
@@ -112,6 +117,7 @@ def predict_response(model: ServedModel, prediction: Prediction) -> PredictRespo
         mc_standard_error=error if math.isfinite(error) else None,
         converged=prediction.converged,
         predictions=prediction_rows(model, prediction),
+        prediction_id=prediction_id,
     )
 
 

@@ -103,6 +103,11 @@ class PredictResponse(BaseModel):
         default=None, description='With "auto": whether the tolerance was met before the cap.'
     )
     predictions: list[ClassificationRow] | list[RegressionRow]
+    prediction_id: str | None = Field(
+        default=None,
+        description="Names this prediction in a later `/feedback` (by the same API key); absent "
+        "when the server holds no predictions for feedback.",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -162,20 +167,21 @@ class EvaluateResponse(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    """Labels for rows the server predicted: by the prediction's request id, or by the rows."""
+    """Labels for rows the server predicted: by the prediction's id, or by the rows."""
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str | None = Field(
+    prediction_id: str | None = Field(
         default=None,
-        max_length=200,
-        description="The `request_id` (X-Request-ID) a /v1 prediction returned; `targets` then "
-        "holds one target per row of that request.",
+        max_length=64,
+        description="The `prediction_id` a /v1 prediction returned (only the API key that made "
+        "the prediction can label it); `targets` then holds one target per row of it.",
     )
     inputs: list[Any] | None = Field(
         default=None,
         min_length=1,
-        description="Or the input rows themselves, each matched to its latest prediction.",
+        description="Or the input rows themselves, each matched to the latest prediction of "
+        "them made by the same API key.",
     )
     targets: list[Any] = Field(
         min_length=1,
@@ -184,8 +190,8 @@ class FeedbackRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_way(self) -> FeedbackRequest:
-        if (self.request_id is None) == (self.inputs is None):
-            raise ValueError("give exactly one of 'request_id' or 'inputs'")
+        if (self.prediction_id is None) == (self.inputs is None):
+            raise ValueError("give exactly one of 'prediction_id' or 'inputs'")
         return self
 
 

@@ -2,7 +2,8 @@
 
 ``policy`` (defaults and limits, pure), ``plane`` (admission, deadlines, draining; predict,
 evaluate and any admitted job), ``batcher`` (concurrent predictions fused into one sampling run),
-``evaluation`` (an evaluation as short steps), ``worker`` (the inference thread) and
+``step`` (one function of an admitted job, within its deadline), ``evaluation`` (an
+evaluation as short steps), ``worker`` (the inference thread) and
 ``accounting`` (request metrics).
 
 A route uses one ``DataPlane``: ``await plane.predict(name, rows, options, endpoint)`` for

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from app.engine.abstention import RankingScore
 from app.engine.adaptive import mc_standard_error, next_sample_count
-from app.engine.evaluation.runner import Evaluation, parse_targets, score
+from app.engine.evaluation.runner import Evaluation, score
 from app.engine.predictor import PredictionRequest, Predictor
 from app.engine.sampling import ROW_ALIGN
 from app.registry.loading import ServedModel
@@ -46,14 +46,12 @@ class EvaluationJob:
         cls,
         model: ServedModel,
         request: PredictionRequest,
-        targets: Sequence[Any],
+        targets: Tensor,
         coverages: Sequence[float],
         ranking_score: RankingScore,
     ) -> EvaluationJob:
-        """Check the targets against the model and the rows (422 naming the entry if not)."""
-        spec = model.predictor.spec
-        parsed = parse_targets(targets, spec, model.card.labels, model.output_shape)
-        return cls(model.predictor, request, parsed, coverages, ranking_score)
+        """The job of checked rows and targets (from ``RequestPolicy.targets``)."""
+        return cls(model.predictor, request, targets, coverages, ranking_score)
 
     async def run(self, step: StepRunner, max_folded_rows: int) -> Evaluation:
         """Sample (adaptively with ``"auto"``) and score, one short step at a time."""

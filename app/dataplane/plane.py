@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from torch import Tensor
+
 from app.config import Settings
 from app.dataplane.accounting import Accounting
 from app.dataplane.batcher import ModelBatcher, Ticket
@@ -28,7 +30,6 @@ from app.dataplane.step import Step, Workers
 from app.dataplane.worker import InferenceThread
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import DEFAULT_COVERAGES, Evaluation
-from app.engine.evaluation.runner import parse_targets
 from app.engine.predictor import Prediction
 from app.engine.ranking import Ranking
 from app.errors import (
@@ -37,7 +38,7 @@ from app.errors import (
     OverloadedError,
     ShuttingDownError,
 )
-from app.feedback import FeedbackScore, FeedbackStore, score_matches
+from app.feedback import FeedbackScore, FeedbackStore, HeldPrediction, Owner, score_matches
 from app.metrics import Metrics
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
@@ -66,7 +67,9 @@ class DataPlane:
         self._jobs: Counter[str] = Counter()
         self._draining = False
         self.feedback = FeedbackStore(
-            settings.feedback_max_predictions, settings.feedback_max_age_s
+            settings.feedback_max_predictions,
+            settings.feedback_max_age_s,
+            settings.feedback_max_bytes,
         )
         """Recent /v1 predictions awaiting labels (touched on the event loop only)."""
         self._evaluating = asyncio.Semaphore(1)
@@ -80,10 +83,28 @@ class DataPlane:
         options: PredictOptions,
         endpoint: str,
         version: str | None = None,
-        request_id: str | None = None,
     ) -> tuple[ServedModel, Prediction]:
-        """Validate, sample (fused with concurrent requests) and summarise one request; with a
-        ``request_id``, hold it for labelled feedback."""
+        """Validate, sample (fused with concurrent requests) and summarise one request."""
+        model, _, prediction = await self._predict(name, rows, options, endpoint, version)
+        return model, prediction
+
+    async def predict_held(
+        self, name: str, rows: Rows, options: PredictOptions, endpoint: str, owner: Owner
+    ) -> tuple[ServedModel, Prediction, str | None]:
+        """A prediction held for labelled feedback by ``owner``, with the ``prediction_id`` it
+        is held under (None when the store is off or the prediction is too large for it)."""
+        model, inputs, prediction = await self._predict(name, rows, options, endpoint)
+        prediction_id = self.feedback.remember(owner, model.name, inputs, prediction)
+        return model, prediction, prediction_id
+
+    async def _predict(
+        self,
+        name: str,
+        rows: Rows,
+        options: PredictOptions,
+        endpoint: str,
+        version: str | None = None,
+    ) -> tuple[ServedModel, Tensor, Prediction]:
         with self.accounting.track(name, endpoint):
             if self._draining:
                 raise ShuttingDownError()
@@ -94,41 +115,48 @@ class DataPlane:
             ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
             prediction = await self._result(batcher, ticket, step.deadline)
             self.accounting.observe_prediction(model.name, int(request.inputs.shape[0]), prediction)
-            if request_id is not None:
-                self.feedback.remember(request_id, model.name, request.inputs, prediction)
-            return model, prediction
+            return model, request.inputs, prediction
 
     async def record_feedback(
         self,
         name: str,
         targets: Sequence[Any],
         endpoint: str,
-        request_id: str | None = None,
+        owner: Owner,
+        prediction_id: str | None = None,
         rows: Rows | None = None,
     ) -> tuple[ServedModel, FeedbackScore]:
-        """Match labels to held predictions (by request id, or by exact rows), score them and
-        count them in the live-coverage metrics. Admitted like any route; 404 for predictions
-        never held, 410 for those expired, pushed out or already labelled."""
+        """Match labels to ``owner``'s held predictions (by prediction id, or by exact rows),
+        score them and count them in the live-coverage metrics. Admitted like any route; 404
+        for predictions never held (or held for another owner), 410 for those expired, pushed
+        out or already labelled; refused labels (422) leave the prediction held."""
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
-            spec = model.predictor.spec
-            parsed = parse_targets(targets, spec, model.card.labels, model.output_shape)
+            parsed = self.policy.targets(model, targets)
             async with self.admitted(model) as step:
-                if request_id is not None:
-                    held, unused = self.feedback.take(model.name, request_id, len(targets))
-                    matches = [(held, int(row)) for row in unused]
-                    parsed = parsed[unused]
+                if prediction_id is not None:
+                    held, unused = self.feedback.find(
+                        owner, model.name, prediction_id, len(targets)
+                    )
+                    matches = [(held, int(row), int(row)) for row in unused]
+                    score = await step(score_matches, matches, parsed)
+                    self.feedback.settle(held)
                 else:
                     assert rows is not None
-                    inputs = await step.prepare(self.policy.feedback_rows, model, rows)
-                    if int(inputs.shape[0]) != len(targets):
-                        raise InvalidInputError(
-                            "targets", f"has {len(targets)} entries for {inputs.shape[0]} rows"
-                        )
-                    matches = self.feedback.take_rows(model.name, inputs)
-                score = await step(score_matches, matches, parsed)
+                    found = await self._find_rows(step, model, owner, rows, len(targets))
+                    matches = [(held, row, entry) for entry, (held, row) in enumerate(found)]
+                    score = await step(score_matches, matches, parsed)
+                    self.feedback.settle_rows(found)
             self.accounting.observe_feedback(model.name, score)
             return model, score
+
+    async def _find_rows(
+        self, step: Step, model: ServedModel, owner: Owner, rows: Rows, targets: int
+    ) -> list[tuple[HeldPrediction, int]]:
+        inputs = await step.prepare(self.policy.feedback_rows, model, rows)
+        if int(inputs.shape[0]) != targets:
+            raise InvalidInputError("targets", f"has {targets} entries for {inputs.shape[0]} rows")
+        return self.feedback.find_rows(owner, model.name, inputs)
 
     async def evaluate(
         self,
@@ -149,9 +177,10 @@ class DataPlane:
         """
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name)
+            parsed = self.policy.targets(model, targets)
             async with self.admitted(model) as step:
                 request = await step.prepare(self.policy.evaluation, model, rows, options)
-                job = EvaluationJob.of(model, request, targets, coverages, ranking_score)
+                job = EvaluationJob.of(model, request, parsed, coverages, ranking_score)
                 async with step.exclusive(self._evaluating):
                     # One at a time: each holds every pass of its rows (max_evaluation_values).
                     return model, await job.run(step, self.settings.max_batch_rows)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from app.config import Settings
 from app.engine.device import resolve_dtype
+from app.engine.evaluation.runner import parse_targets
 from app.engine.inputs import check_input_range
 from app.engine.predictor import PredictionRequest
 from app.errors import InvalidInputError
@@ -93,6 +94,16 @@ class RequestPolicy:
                 f"outputs = {values} values exceeds the limit of {limit} (max_evaluation_values)",
             )
         return request
+
+    def targets(self, model: ServedModel, targets: Sequence[Any]) -> Tensor:
+        """The targets of an evaluation or a feedback, parsed (`parse_targets`), and for
+        regression within the model dtype's range like the inputs (``targets[i]`` names the
+        entry): a prediction cannot come near a larger one, and its scores would overflow."""
+        spec = model.predictor.spec
+        parsed = parse_targets(targets, spec, model.card.labels, model.output_shape)
+        if spec.task == "regression":
+            check_input_range(parsed, self.input_limit, field="targets")
+        return parsed
 
     def feedback_rows(self, model: ServedModel, rows: Rows) -> Tensor:
         """The rows of a feedback as the prediction saw them (same limit and checks), so that

@@ -92,7 +92,7 @@ class RankingJob:
         predictor = self.predictor
         raw = predictor.sample_raw(rows, self.request.n_samples, seed)
         scored = score_passes(
-            predictor.passes_of(raw, seed), predictor.spec.task, self.query.strategy
+            predictor.passes_of(raw, seed), predictor.spec.task, self.query.strategy, offset
         )
         top.add(offset, scored)
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from app.engine.abstention import AbstentionRule, abstention_flags
 from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
 from app.engine.conformal import ConformalOutput, ConformalRule, apply_rule
+from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
 from app.engine.sampling import SampleJob, Sampler
 from app.engine.stats import (
     ClassificationStats,
@@ -27,7 +28,6 @@ from app.engine.stats import (
     classification_stats,
     regression_stats,
 )
-from app.errors import InvalidInputError
 
 _SEEDS: tuple[int, random.Random] = (os.getpid(), random.Random())
 
@@ -274,22 +274,4 @@ def check_finite(prediction: Prediction) -> None:
     tensors = [getattr(prediction.stats, f.name) for f in dataclasses.fields(prediction.stats)]
     if prediction.samples is not None:
         tensors.append(prediction.samples.transpose(0, 1))
-    row = _first_non_finite_row(tensors)
-    if row is not None:
-        raise InvalidInputError(
-            f"inputs[{row}]",
-            "the model's output for this row is not finite (NaN or infinity): the input is "
-            "outside what the model can compute",
-        )
-
-
-def _first_non_finite_row(tensors: Sequence[Tensor]) -> int | None:
-    """The first row (dim 0 of every tensor, (B, ...)) holding a NaN or infinity, or None."""
-    bad: Tensor | None = None
-    for tensor in tensors:
-        if tensor.is_floating_point():
-            rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1)
-            bad = rows if bad is None else bad | rows
-    if bad is None or not bool(bad.any()):
-        return None
-    return int(bad.nonzero()[0])
+    refuse_non_finite_rows("inputs", tensors, OUTPUT_NOT_FINITE)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from app.engine.acquisition import Strategy, classification_score, predictive_std
 from app.engine.batchbald import DEFAULT_MAX_CONFIGS, batchbald
+from app.engine.finite import OUTPUT_NOT_FINITE, check_passes_finite, refuse_non_finite_rows
 from app.engine.predictor import Passes, PredictionRequest, Predictor
 
 
@@ -56,15 +57,21 @@ def score_rows(
     return score_passes(predictor.sample_passes(request), predictor.spec.task, strategy)
 
 
-def score_passes(passes: Passes, task: str, strategy: Strategy) -> ScoredRows:
-    """Each row's acquisition score from its passes (values (N, B, ...))."""
+def score_passes(passes: Passes, task: str, strategy: Strategy, offset: int = 0) -> ScoredRows:
+    """Each row's acquisition score from its passes (values (N, B, ...)). A row whose passes
+    or score are not finite is refused as ``inputs[offset + i]`` (InvalidInputError), as
+    predict refuses it: an overflowing row must never be picked first."""
+    check_passes_finite(passes.values, passes.noise_variance, offset)
     if task == "regression":
         if strategy != "std":
             raise ValueError(f"strategy '{strategy}' does not apply to regression; use 'std'")
         assert passes.noise_variance is not None
-        return ScoredRows(predictive_std(passes.values, passes.noise_variance), None)
-    scores = classification_score(strategy, passes.values)
-    return ScoredRows(scores, passes.values if strategy == "batchbald" else None)
+        scored = ScoredRows(predictive_std(passes.values, passes.noise_variance), None)
+    else:
+        scores = classification_score(strategy, passes.values)
+        scored = ScoredRows(scores, passes.values if strategy == "batchbald" else None)
+    refuse_non_finite_rows("inputs", [scored.scores], OUTPUT_NOT_FINITE, offset)
+    return scored
 
 
 @dataclass

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
@@ -13,7 +15,7 @@ from app.api.schemas import EvaluateResponse
 from app.engine.evaluation import evaluate, parse_targets
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import load_model_folder
-from tests.support import BUNDLED_MODELS, metric_value
+from tests.support import BUNDLED_MODELS, metric_value, tiny_state
 
 DIGITS = load_digits()
 ROWS = DIGITS.data[:120].tolist()
@@ -91,3 +93,59 @@ def test_evaluations_are_counted_but_not_observed_as_traffic(demo_client: TestCl
     labels = {"model": "digits-mlp", "endpoint": "v1_evaluate", "outcome": "success"}
     assert metric_value(text, "mcdrop_requests_total", labels) == 1
     assert metric_value(text, "mcdrop_predictive_entropy_count", {"model": "digits-mlp"}) == 0
+
+
+def test_overflowing_targets_and_inputs_are_refused_like_predict(
+    model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
+) -> None:
+    regression = model_factory(
+        "line",
+        task="regression",
+        state=tiny_state(1, 2, 1),
+        kwargs={"in_features": 1, "hidden": 2, "out_features": 1},
+        card={"input": {"shape": [1], "dtype": "float32"}},
+    )
+    model_factory("cls")  # float32 TinyNet y = 2x + 1 on two features
+    client = client_for(regression.parent)
+    for target in (1e308, 1e200):
+        body = {"inputs": [[0.0], [1.0]], "targets": [1.0, target], "seed": 0}
+        answer = client.post("/v1/models/line/evaluate", json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"] == (
+            "targets[1]: holds a value beyond the model's range (|x| <= 3.403e+38)"
+        )
+    for name, rows, targets in (
+        ("line", [[0.0], [3e38]], [1.0, 1.0]),
+        ("cls", [[0.0, 1.0], [3e38, 0.0]], [0, 1]),
+    ):
+        predicted = client.post(f"/v1/models/{name}/predict", json={"inputs": rows, "seed": 0})
+        body = {"inputs": rows, "targets": targets, "seed": 0}
+        evaluated = client.post(f"/v1/models/{name}/evaluate", json=body)
+        assert predicted.status_code == evaluated.status_code == 422, evaluated.text
+        assert evaluated.json()["error"] == predicted.json()["error"]
+        assert evaluated.json()["error"].startswith("inputs[1]: the model's output")
+
+
+def test_a_variance_head_that_underflows_to_zero_is_floored(
+    model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
+) -> None:
+    # TinyNet outputs (2 x0 + 1, 2 x1 + 1) = (mean, log variance) without dropout; at
+    # x = (0, -100) every pass has mean 1 and log variance 1 (both units dropped) or -199 or
+    # -399, whose exp is 0 in float32
+    folder = model_factory("het", task="regression", card={"regression": {"variance_head": True}})
+    client = client_for(folder.parent)
+    body = {"inputs": [[0.0, -100.0]], "seed": 2, "n_samples": 40}
+    row = client.post("/v1/models/het/predict", json=body).json()["predictions"][0]
+    assert row["mean"] == [1.0]
+    e_passes = round(row["aleatoric_variance"][0] * 40 / math.e)
+    assert 0 < e_passes < 40 and row["aleatoric_variance"][0] == pytest.approx(
+        e_passes * math.e / 40
+    )
+    answer = client.post("/v1/models/het/evaluate", json={**body, "targets": [1.0]})
+    assert answer.status_code == 200, answer.text
+    tiny = torch.finfo(torch.float32).tiny
+    density = e_passes / math.sqrt(2 * math.pi * math.e) + (40 - e_passes) / math.sqrt(
+        2 * math.pi * tiny
+    )
+    expected = math.log(density / 40)
+    assert answer.json()["regression"]["log_likelihood"] == pytest.approx(expected, rel=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
 from tests.engine.error_bounds import FLOAT32_UNIT
-from tests.support import metric_value
+from tests.support import metric_value, tiny_state
 
 ROWS = [image.reshape(-1).tolist() for image in load_digits().images[:40]]
 
@@ -140,3 +141,28 @@ def test_a_batchbald_selection_past_the_work_limit_is_a_422_up_front(
     response = _rank(demo_client, k=1000, strategy="batchbald", n_samples=2000, candidates=1000)
     assert response.status_code == 422
     assert "(max_rank_selection_work)" in response.json()["error"]
+
+
+def test_overflowing_rows_are_refused_like_predict(
+    model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
+) -> None:
+    regression = model_factory(
+        "line",
+        task="regression",
+        state=tiny_state(1, 2, 1),
+        kwargs={"in_features": 1, "hidden": 2, "out_features": 1},
+        card={"input": {"shape": [1], "dtype": "float32"}},
+    )
+    model_factory("cls")
+    # 20 passes in steps of 40 folded rows: two rows a step, so row 3 is in the second step
+    client = client_for(regression.parent, max_batch_rows=40)
+    cases = [("line", "std", [[0.0], [1.0], [2.0], [3e38], [4.0]])]
+    cls_rows = [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3e38, 0.0], [1.0, 1.0]]
+    cases += [("cls", strategy, cls_rows) for strategy in ("bald", "batchbald", "entropy")]
+    for name, strategy, rows in cases:
+        predicted = client.post(f"/v1/models/{name}/predict", json={"inputs": rows, "seed": 0})
+        body = {"inputs": rows, "k": 1, "strategy": strategy, "n_samples": 20, "seed": 0}
+        ranked = client.post(f"/v1/models/{name}/rank", json=body)
+        assert predicted.status_code == ranked.status_code == 422, (strategy, ranked.text)
+        assert ranked.json()["error"] == predicted.json()["error"]
+        assert ranked.json()["error"].startswith("inputs[3]: the model's output")

@@ -8,10 +8,11 @@ from sklearn.datasets import load_digits
 
 from app.engine.acquisition import bald, classification_score
 from app.engine.batchbald import _exact_joint, batchbald, joint_entropy_with
-from app.engine.predictor import PredictionRequest
-from app.engine.ranking import ScoredRows, TopK, rank, score_rows
+from app.engine.predictor import Passes, PredictionRequest
+from app.engine.ranking import ScoredRows, TopK, rank, score_passes, score_rows
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.engine.stats.classification import entropy
+from app.errors import InvalidInputError
 from app.registry.loading import ServedModel, load_model_folder
 from tests.engine.error_bounds import (
     bald_bound,
@@ -198,3 +199,16 @@ def test_classification_strategy_refused_for_regression() -> None:
 def test_k_must_be_positive() -> None:
     with pytest.raises(ValueError, match="k must be at least 1"):
         TopK.for_strategy("bald", 0)
+
+
+def test_rows_whose_passes_or_scores_are_not_finite_are_refused_by_position() -> None:
+    probs = torch.full((4, 3, 2), 0.5)
+    probs[2, 1] = float("nan")
+    with pytest.raises(InvalidInputError, match=r"^inputs\[11\]: the model's output"):
+        score_passes(Passes(probs, None, 0), "classification", "bald", offset=10)
+    # float32 passes of +-3e38 are finite, their variance is not (as float32)
+    means = torch.tensor([[[0.0], [3e38]], [[0.0], [-3e38]]])
+    with pytest.raises(InvalidInputError, match=r"^inputs\[1\]"):
+        score_passes(Passes(means, 1.0, 0), "regression", "std")
+    finite = score_passes(Passes(torch.full((4, 3, 2), 0.5), None, 0), "classification", "bald")
+    assert finite.scores.tolist() == [0.0, 0.0, 0.0]

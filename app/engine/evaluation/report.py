@@ -6,6 +6,7 @@ the CLI draws its pictures from them, whether it evaluated locally or over HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,18 +26,23 @@ from app.engine.evaluation.classification import (
     risk_coverage_curve,
     selective_risk,
 )
-from app.engine.evaluation.regression import (
-    interval_coverage,
-    mc_test_log_likelihood,
-    mixture_crps,
-    rmse,
+from app.engine.evaluation.regression import interval_coverage, mixture_crps
+from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
+from app.engine.stats import (
+    classification_stats,
+    mc_log_likelihood,
+    predictive_interval,
+    regression_stats,
 )
-from app.engine.stats import classification_stats, predictive_interval, regression_stats
 
 DEFAULT_COVERAGES = (0.5, 0.8, 0.9, 0.95, 1.0)
 CALIBRATION_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 CURVE_POINTS = 100
 HISTOGRAM_BINS = 30
+TARGET_TOO_FAR = (
+    "is too far from the prediction: its squared error, log-likelihood or CRPS is not finite "
+    "in float64"
+)
 
 
 @dataclass(frozen=True)
@@ -207,14 +213,32 @@ def classification_report(
     )
 
 
+def _fields(stats: object) -> list[Tensor]:
+    return [getattr(stats, f.name) for f in dataclasses.fields(stats)]  # type: ignore[arg-type]
+
+
 def regression_report(
     preds: Tensor, noise_var: float | Tensor, targets: Tensor, level: float
 ) -> RegressionReport:
-    """Every regression metric from MC means (N, B, D), their noise and targets (B, D)."""
+    """Every regression metric from MC means (N, B, D), their noise and targets (B, D).
+
+    Per-pass variances are floored at their dtype's smallest normal number. Refuses
+    (InvalidInputError) a row whose statistics are not finite (``inputs[i]``) or whose squared
+    error, log-likelihood or CRPS is not finite in float64 (``targets[i]``).
+    """
     preds = preds.double()
-    noise = noise_var.double() if isinstance(noise_var, Tensor) else noise_var
+    noise = noise_var
+    if isinstance(noise_var, Tensor):
+        # A variance head's exp(log variance) can underflow to 0: the density would be
+        # infinite, so it is floored at the dtype's smallest normal number (as feedback is).
+        noise = noise_var.clamp_min(torch.finfo(noise_var.dtype).tiny).double()
     targets = targets.double()
     stats = regression_stats(preds, noise, level)
+    refuse_non_finite_rows("inputs", _fields(stats), OUTPUT_NOT_FINITE)
+    squared_error = (stats.mean - targets) ** 2
+    log_likelihood = mc_log_likelihood(preds, noise, targets)
+    crps = mixture_crps(preds, noise, targets)
+    refuse_non_finite_rows("targets", [squared_error, log_likelihood, crps], TARGET_TOO_FAR)
     inside = ((targets >= stats.pi_lower) & (targets <= stats.pi_upper)).all(dim=1)
     groups = {"inside the interval": inside, "outside": ~inside}
     calibration = []
@@ -224,11 +248,11 @@ def regression_report(
             CoveragePoint(level=nominal, coverage=float(interval_coverage(lower, upper, targets)))
         )
     return RegressionReport(
-        rmse=float(rmse(stats.mean, targets)),
-        log_likelihood=float(mc_test_log_likelihood(preds, noise, targets)),
+        rmse=float(squared_error.mean().sqrt()),
+        log_likelihood=float(log_likelihood.mean()),
         pi_level=level,
         pi_coverage=float(interval_coverage(stats.pi_lower, stats.pi_upper, targets)),
-        crps=float(mixture_crps(preds, noise, targets).mean()),
+        crps=float(crps.mean()),
         interval_calibration=calibration,
         histograms={
             "std": histogram(stats.std.mean(dim=1), groups, from_zero=False),

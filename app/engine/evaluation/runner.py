@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from app.engine.evaluation.report import (
     classification_report,
     regression_report,
 )
+from app.engine.finite import check_passes_finite
 from app.engine.predictor import Passes, PredictionRequest, Predictor, TaskSpec
 from app.errors import InvalidInputError
 
@@ -139,16 +141,19 @@ def score(
     conformal: ConformalRule | None = None,
 ) -> Evaluation:
     """Score sampled passes (N, B, ...) against `targets` (B, ...) from `parse_targets`; with
-    the model's conformal rule, also its band's or sets' coverage."""
+    the model's conformal rule, also its band's or sets' coverage. Every number of the answer
+    is finite: a row whose passes are not is refused as ``inputs[i]``, a target whose scores
+    are not as ``targets[i]`` (InvalidInputError)."""
     rows = int(passes.values.shape[1])
     if targets.shape[0] != rows:
         raise InvalidInputError("targets", f"has {targets.shape[0]} entries for {rows} input rows")
+    check_passes_finite(passes.values, passes.noise_variance)
     classification = regression = None
     if passes.noise_variance is None:
         classification = classification_report(passes.values, targets, coverages, ranking_score)
     else:
         regression = regression_report(passes.values, passes.noise_variance, targets, ci_level)
-    return Evaluation(
+    evaluation = Evaluation(
         n_samples=int(passes.values.shape[0]),
         seed=passes.seed,
         ci_level=ci_level,
@@ -157,6 +162,25 @@ def score(
         regression=regression,
         conformal=_conformal(conformal, passes, targets),
     )
+    if not all_finite(evaluation):
+        # Every row's scores were finite (checked per row), so their mean overflowed.
+        raise InvalidInputError(
+            "targets", "the rows' scores together exceed what float64 holds: evaluate fewer rows"
+        )
+    return evaluation
+
+
+def all_finite(value: object) -> bool:
+    """Whether every float in a report (dataclasses, lists, dicts of them) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(all_finite(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, list | tuple):
+        return all(all_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(all_finite(item) for item in value.values())
+    return True
 
 
 def _conformal(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from app.engine.evaluation import classification_report, evaluate, parse_targets
-from app.engine.predictor import PredictionRequest, TaskSpec
+from app.engine.evaluation import CoveragePoint, classification_report, evaluate, parse_targets
+from app.engine.evaluation.runner import all_finite, score
+from app.engine.predictor import Passes, PredictionRequest, TaskSpec
 from app.errors import InvalidInputError
 from app.registry.loading import load_model_folder
 
@@ -68,3 +70,27 @@ def test_regression_evaluation_uses_the_card_tau(model_factory: Callable[..., Pa
     assert result.regression.pi_level == 0.8
     passes = model.predictor.sample_passes(request)
     assert passes.noise_variance == 0.25  # 1 / tau, tau = 4
+
+
+def test_scores_refuse_rows_that_are_not_finite() -> None:
+    passes = Passes(torch.tensor([[[0.0], [float("inf")]]]), 1.0, 0)  # N = 1, B = 2
+    with pytest.raises(InvalidInputError, match=r"^inputs\[1\]: the model's output"):
+        score(passes, torch.zeros(2, 1, dtype=torch.float64), 0.9)
+    probs = torch.tensor([[[0.5, 0.5], [float("nan"), 0.5]]])
+    with pytest.raises(InvalidInputError, match=r"^inputs\[1\]"):
+        score(Passes(probs, None, 0), torch.tensor([0, 1]), 0.9)
+    # without the server's range check (the CLI, a float64 model): 1e200 squares to infinity
+    finite = Passes(torch.zeros(3, 2, 1, dtype=torch.float64), 1.0, 0)
+    targets = torch.tensor([[1.0], [1e200]], dtype=torch.float64)
+    with pytest.raises(InvalidInputError, match=r"^targets\[1\]: is too far"):
+        score(finite, targets, 0.9)
+    report = score(finite, torch.tensor([[1.0], [-1.0]], dtype=torch.float64), 0.9).regression
+    assert report is not None and report.rmse == 1.0  # all passes 0, |residual| 1
+    assert report.log_likelihood == pytest.approx(-0.5 * math.log(2 * math.pi) - 0.5)
+
+
+def test_all_finite_walks_the_whole_report() -> None:
+    point = CoveragePoint(level=0.5, coverage=0.5)
+    assert all_finite([point, {"a": (1.0, None, "x", 3)}])
+    assert not all_finite({"a": [CoveragePoint(level=0.5, coverage=float("inf"))]})
+    assert not all_finite(point.__class__(level=float("nan"), coverage=0.0))
