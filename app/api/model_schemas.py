@@ -15,8 +15,9 @@ class DropoutInfo(BaseModel):
     name: str
     kind: str
     p: float
-    site: Literal["attention", "hidden", "functional"] = "hidden"
-    """``attention``: attention probabilities; ``functional``: an F.dropout call in a forward."""
+    site: Literal["attention", "hidden", "functional", "recurrent"] = "hidden"
+    """``attention``: attention probabilities; ``functional``: an F.dropout call in a forward;
+    ``recurrent``: between two layers of a stacked LSTM/GRU/RNN (its ``dropout`` argument)."""
     sampled: bool = True
     """Whether MC passes draw masks for it (the card's ``mc_dropout`` chooses)."""
 

@@ -14,6 +14,7 @@ from numbers import Real
 
 from torch import fx, nn
 from torch.nn import functional
+from torch.nn.modules.dropout import _DropoutNd
 
 from app.engine.dropout import DropoutLayer, MaskKind
 
@@ -58,10 +59,24 @@ def dropout_input(node: fx.Node) -> fx.Node:
     return value
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with every dropout module (subclasses of torch's dropout defined
+    outside torch too) kept as one call, so it stays a dropout site."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _DropoutNd) or super().is_leaf_module(m, module_qualified_name)
+
+
+def symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace`` with dropout modules as leaves."""
+    graph = _Tracer().trace(model)
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
 def trace_sites(model: nn.Module, module_names: set[str], first_index: int) -> TracedSites | None:
     """Trace ``model`` and list its dropout sites; None when it cannot be traced."""
     try:
-        traced = fx.symbolic_trace(model)
+        traced = symbolic_trace(model)
     except Exception:  # tracing raises many kinds of errors on dynamic models
         return None
     return sites_of(traced, module_names, first_index)

@@ -296,7 +296,8 @@ class ChunkDropout:
             return self._mask(piece, layer, call, n, shape, like.dtype).unsqueeze(1)
 
         if len(self.pieces) == 1 and first.covered_samples * first.rows == first.padded_rows:
-            return torch.mul(rows_of(first, 0), scaled(first)).view(-1, *like.shape[1:])
+            # reshape: an unfolded value need not be contiguous (an RNN's batch-first output)
+            return torch.mul(rows_of(first, 0), scaled(first)).reshape(-1, *like.shape[1:])
 
         def mask(piece: _Piece, offset: int, target: Tensor) -> None:
             torch.mul(rows_of(piece, offset), scaled(piece), out=target)

@@ -31,6 +31,7 @@ from app.engine.images import ImagePipeline, images_to_tensor, require_pillow
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Predictor, TaskSpec
 from app.engine.prefix import ModelSplit, fx_split, whole_model_split
+from app.engine.recurrent import unroll_recurrent_dropout
 from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
 from app.engine.selection import select_dropout
@@ -178,6 +179,8 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     if card.weights.file is not None:
         _load_weights(module, card, folder)
     module.eval().to(options.device, options.dtype)
+    if not isinstance(module, torch.jit.ScriptModule):
+        unroll_recurrent_dropout(module)
     modules = find_dropout_layers(module)
     probe = _probe_input(card, options, rows=3)
     if isinstance(module, torch.jit.ScriptModule):

@@ -11,10 +11,11 @@ from torch import Tensor, nn
 from app.engine.dropout import DropoutLayer
 from app.engine.images import ImagePipeline
 from app.engine.prefix import ModelSplit
+from app.engine.recurrent import RecurrentDropout
 from app.registry.card import ModelCard
 from app.registry.text import TextEncoder
 
-SiteRole = Literal["attention", "hidden", "functional"]
+SiteRole = Literal["attention", "hidden", "functional", "recurrent"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class DropoutSite:
     p: float
     role: SiteRole
     """``attention``: on attention probabilities; ``functional``: an ``F.dropout`` call in a
-    forward; ``hidden``: any other dropout module."""
+    forward; ``recurrent``: between two layers of a stacked LSTM/GRU/RNN; ``hidden``: any other
+    dropout module."""
     sampled: bool
 
 
@@ -59,14 +61,16 @@ def describe_sites(
             name=layer.name,
             kind=type(layer.module).__name__,
             p=layer.p,
-            role=_role(layer.name, attention),
+            role=_role(layer, attention),
             sampled=layer.name in chosen,
         )
         for layer in found
     ]
 
 
-def _role(name: str, attention: Collection[str]) -> SiteRole:
-    if name in attention:
+def _role(layer: DropoutLayer, attention: Collection[str]) -> SiteRole:
+    if layer.name in attention:
         return "attention"
-    return "functional" if name.startswith("functional:") else "hidden"
+    if isinstance(layer.module, RecurrentDropout):
+        return "recurrent"
+    return "functional" if layer.name.startswith("functional:") else "hidden"
