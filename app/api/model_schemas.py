@@ -22,6 +22,33 @@ class DropoutInfo(BaseModel):
     """Whether MC passes draw masks for it (the card's ``mc_dropout`` chooses)."""
 
 
+class UnsampledInfo(BaseModel):
+    """A source of randomness in the model that MC passes do not sample."""
+
+    name: str = Field(description="Module path ('' for the model's own forward).")
+    kind: str
+    reason: str
+    acknowledged: bool = Field(
+        default=False, description="The card names it in unsampled: left off on purpose."
+    )
+
+
+class AuditInfo(BaseModel):
+    """The stochasticity audit at load, on the input kind's probe rows."""
+
+    passes: int
+    seconds: float
+    reference_std: float | None = Field(
+        default=None,
+        description="Root mean per-element variance of the model's own torch MC dropout.",
+    )
+    sampled_std: float | None = Field(default=None, description="The same of mcdrop's passes.")
+    z: float | None = Field(
+        default=None, description="Standard errors the reference's variance exceeds mcdrop's."
+    )
+    note: str | None = None
+
+
 class ModelInfo(BaseModel):
     """What a client needs to know to call a model."""
 
@@ -51,6 +78,8 @@ class ModelInfo(BaseModel):
     prefix_fraction: float = 0.0
     prefix_note: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    unsampled: list[UnsampledInfo] = Field(default_factory=list)
+    audit: AuditInfo | None = None
 
 
 class ModelList(BaseModel):

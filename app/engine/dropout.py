@@ -27,7 +27,7 @@ from app.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 _SELU_ALPHA_PRIME = 1.7580993408473766
-_FUNCTIONAL_DROPOUT = re.compile(r"\b(?:F|functional)\.(?:feature_alpha_|alpha_)?dropout\w*\(")
+FUNCTIONAL_DROPOUT_CALL = re.compile(r"\b(?:F|functional)\.(?:feature_alpha_|alpha_)?dropout\w*\(")
 
 
 class MaskKind(Enum):
@@ -147,7 +147,7 @@ def warn_functional_dropout(model: nn.Module, model_name: str) -> list[str]:
             source = inspect.getsource(cls.forward)
         except (OSError, TypeError):
             continue
-        if _FUNCTIONAL_DROPOUT.search(source):
+        if FUNCTIONAL_DROPOUT_CALL.search(source):
             offenders.append(f"{cls.__module__}.{cls.__qualname__}")
     for qualname in sorted(set(offenders)):
         logger.warning(

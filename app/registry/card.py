@@ -252,6 +252,9 @@ class ModelCard(_Strict):
     """Dropout sites sampled: ``all``; ``head`` (only the dropout after the encoder or backbone:
     the backbone runs once per row, the head N times); or a list of dropout site names."""
     conformal: ConformalSpec | None = None
+    unsampled: list[str] = Field(default_factory=list)
+    """Modules acknowledged as sources of randomness mcdrop does not sample (a custom noise
+    layer left off on purpose): the audit lists them instead of warning about them."""
 
     @model_validator(mode="before")
     @classmethod

@@ -144,6 +144,7 @@ def load_image_classifier(card: ModelCard, folder: Path) -> Network:
     return Network(
         card=card,
         module=classifier,
+        module_prefix="model.",
         layers=layers,
         sites=describe_sites(found, layers, attention_sites(model)),
         split=sampling_split(

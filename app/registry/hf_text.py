@@ -59,6 +59,7 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
     return Network(
         card=card,
         module=classifier,
+        module_prefix="model.",
         layers=layers,
         sites=describe_sites(found, layers, attention),
         split=sampling_split(classifier, layers, head, lambda: head_split(classifier)),

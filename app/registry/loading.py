@@ -36,6 +36,7 @@ from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
+from app.registry.auditing import Audit, audit_network, refuse_without_sampled_sites
 from app.registry.card import ImageInputSpec, ModelCard, read_card
 from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
@@ -76,6 +77,9 @@ class ServedModel:
     images: ImagePipeline | None = None
     """Image models: decoded images -> input rows (float rows of the input shape work too)."""
     max_image_pixels: int = 16_777_216
+    audit: Audit | None = None
+    """The stochasticity audit at load: sources of randomness not sampled, and the variance
+    of the model's own torch MC dropout against mcdrop's passes on the probe."""
 
     @property
     def name(self) -> str:
@@ -125,6 +129,7 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         )
     output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
     _check_output(card, output_shape)
+    audit = audit_network(network, sampler)
     spec = TaskSpec(
         task=card.task,
         noise_variance=(
@@ -153,8 +158,9 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         split=network.split,
         predictor=Predictor(sampler, spec),
         load_seconds=elapsed,
-        warnings=network.warnings,
+        warnings=network.warnings + audit.warnings,
         dropout_sites=network.sites,
+        audit=audit,
         text=network.text,
         images=network.images,
         max_image_pixels=options.max_image_pixels,
@@ -195,14 +201,20 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     head = set(traced.order[-1:]) if traced is not None else _last(modules)
     reached = [x for x in found if traced is None or x.name in traced.order]
     layers = select_dropout(reached, card.mc_dropout, head, card.name)
+    if all(layer.p <= 0.0 for layer in layers):
+        refuse_without_sampled_sites(module, probe, card.name)
     require_active_dropout(layers, card.name)
     split = fx_split(module, layers, probe)
-    unreached = warn_functional_dropout(module, card.name) if traced is None else []
+    # Untraceable code is named by the audit; traced calls need the split's compiled suffix.
+    dropped = [layer.name for layer in layers if layer.name.startswith(FUNCTIONAL_PREFIX)]
     if not split.applies_dropout:  # hooks reach modules only
-        unreached += [layer.name for layer in layers if layer.name.startswith(FUNCTIONAL_PREFIX)]
         layers = _modules_only(layers)
     sites = describe_sites(found, layers)
-    return Network(card, module, layers, sites, split, probe, _unreached(unreached), images=images)
+    owners = traced.owners if traced is not None else {}
+    warnings = _unreached(dropped if not split.applies_dropout else [])
+    return Network(
+        card, module, layers, sites, split, probe, warnings, images=images, site_owners=owners
+    )
 
 
 def _modules_only(layers: list[DropoutLayer]) -> list[DropoutLayer]:
@@ -216,7 +228,12 @@ def _last(layers: list[DropoutLayer]) -> set[str]:
 
 
 def _unreached(names: list[str]) -> list[str]:
-    return [f"functional dropout in {name} is not sampled" for name in names]
+    return [
+        f"functional dropout in {name} is not sampled: mcdrop keeps the model in eval mode and "
+        "reaches such a call only in a model torch.fx can split, so that dropout never samples "
+        "(use an nn.Dropout module)"
+        for name in names
+    ]
 
 
 def sha256_of(path: Path) -> str:

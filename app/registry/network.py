@@ -47,6 +47,10 @@ class Network:
     warnings: list[str] = field(default_factory=list)
     text: TextEncoder | None = None
     images: ImagePipeline | None = None
+    site_owners: dict[str, str] = field(default_factory=dict)
+    """Functional dropout sites -> the module whose forward makes the call ('' the model's)."""
+    module_prefix: str = ""
+    """What ``module``'s own names put before the site names (a wrapper's attribute)."""
 
 
 def describe_sites(
