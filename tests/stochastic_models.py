@@ -77,6 +77,21 @@ SOURCE = textwrap.dedent(
             return self.head(self.drop(self.locked(out).mean(1)))
 
 
+    class TimeLockedLSTM(nn.Module):
+        """An LSTM whose output dropout is an nn.Dropout (for mcdrop's shared masks) or, as the
+        reference, a LockedDropout: both one mask per sequence and unit when locked."""
+
+        def __init__(self, p: float = 0.5, locked: bool = False) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(4, 16, batch_first=True)
+            self.drop = LockedDropout(p) if locked else nn.Dropout(p)
+            self.head = nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.rnn(x)
+            return self.head(self.drop(out).mean(1))
+
+
     class DropConnectLinear(nn.Linear):
         """DropConnect: dropout on the weights in training mode."""
 
@@ -187,14 +202,15 @@ def write_folder(
     return folder
 
 
-def reference_network(folder: Path) -> nn.Module:
-    """The folder's model built from its own code and weights, untouched by mcdrop."""
+def reference_network(folder: Path, **overrides: Any) -> nn.Module:
+    """The folder's model built from its own code and weights, untouched by mcdrop (``overrides``
+    change constructor arguments)."""
     from safetensors.torch import load_file
 
     card = yaml.safe_load((folder / "model.yaml").read_text())
     architecture = card["architecture"]
     network: nn.Module = getattr(source_module(folder), architecture["class"])(
-        **architecture["kwargs"]
+        **{**architecture["kwargs"], **overrides}
     )
     network.load_state_dict(load_file(str(folder / "w.safetensors")))
     return network.eval()

@@ -48,6 +48,9 @@ class DropoutLayer:
     module: nn.Module
     mask_kind: MaskKind
     alpha: bool
+    shared: tuple[int, ...] = ()
+    """Dimensions of one row's activation (0 = the first after the batch) that share one mask
+    value (a time-locked mask); empty for torch's own semantics."""
 
     @property
     def p(self) -> float:
@@ -160,11 +163,22 @@ def warn_functional_dropout(model: nn.Module, model_name: str) -> list[str]:
     return sorted(set(offenders))
 
 
-def mask_shape(kind: MaskKind, feature_shape: torch.Size) -> tuple[int, ...]:
-    """Shape of one sample's mask for activations of ``feature_shape`` (one row, no batch dim)."""
+def mask_shape(
+    kind: MaskKind, feature_shape: torch.Size, shared: tuple[int, ...] = ()
+) -> tuple[int, ...]:
+    """Shape of one sample's mask for activations of ``feature_shape`` (one row, no batch dim);
+    the ``shared`` dimensions (of ``feature_shape``) get size 1: one mask value over them."""
     if kind is MaskKind.CHANNEL and len(feature_shape) >= 2:
-        return (feature_shape[0],) + (1,) * (len(feature_shape) - 1)
-    return tuple(feature_shape)
+        shape = (feature_shape[0],) + (1,) * (len(feature_shape) - 1)
+    else:
+        shape = tuple(feature_shape)
+    beyond = [d + 1 for d in shared if d >= len(shape)]
+    if beyond:
+        raise ValueError(
+            f"mask shared over dimension(s) {beyond} of a ({len(shape) + 1}-dimensional) "
+            f"activation of row shape {list(feature_shape)}"
+        )
+    return tuple(1 if d in shared else size for d, size in enumerate(shape))
 
 
 def apply_mask(x: Tensor, keep: Tensor, p: float, alpha: bool) -> Tensor:

@@ -281,7 +281,7 @@ class ChunkDropout:
             return x if layer.p <= 0.0 else self._alpha(layer, call, x)
         first = self.pieces[0]
         like = self.prefix_outputs[first.job][x.index] if isinstance(x, Unfolded) else x
-        shape = mask_shape(layer.mask_kind, like.shape[1:])
+        shape = mask_shape(layer.mask_kind, like.shape[1:], layer.shared)
 
         def rows_of(piece: _Piece, offset: int) -> Tensor:
             """The piece's input: (samples, rows, *F) of x, or the unfolded value (rows, *F)."""
@@ -306,7 +306,7 @@ class ChunkDropout:
 
     def _alpha(self, layer: DropoutLayer, call: int, x: Tensor) -> Tensor:
         """Alpha dropout on folded activations (keeps SELU's self-normalisation)."""
-        shape = mask_shape(layer.mask_kind, x.shape[1:])
+        shape = mask_shape(layer.mask_kind, x.shape[1:], layer.shared)
 
         def mask(piece: _Piece, offset: int, target: Tensor) -> None:
             n = piece.covered_samples
@@ -328,7 +328,8 @@ class ChunkDropout:
     ) -> Tensor:
         """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job (after a
         first-positions cut: the first positions of the whole sequence's masks)."""
-        drawn = drawn_shape(shape) if layer.mask_kind is MaskKind.ELEMENT else shape
+        positional = layer.mask_kind is MaskKind.ELEMENT and not layer.shared
+        drawn = drawn_shape(shape) if positional else shape
         masks = self.masks[piece.job].scaled_mask(
             _stream(layer, call), piece.t0, piece.t0 + n, drawn, layer.p, dtype
         )

@@ -190,6 +190,11 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     modules = find_dropout_layers(module)
     probe = _probe_input(card, options, rows=3)
     if isinstance(module, torch.jit.ScriptModule):
+        if card.dropout_share:
+            raise ModelLoadError(
+                f"model '{card.name}': mc_dropout.share needs mcdrop's own masks; a TorchScript "
+                "model's dropout draws torch's (export the model as a Python file instead)"
+            )
         layers = select_dropout(modules, card.mc_dropout, _last(modules), card.name)
         split = whole_model_split(module, reason="TorchScript model: no prefix split")
         unreached = warn_functional_dropout(module, card.name)
@@ -200,7 +205,7 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     found = modules + (traced.functional if traced is not None else [])
     head = set(traced.order[-1:]) if traced is not None else _last(modules)
     reached = [x for x in found if traced is None or x.name in traced.order]
-    layers = select_dropout(reached, card.mc_dropout, head, card.name)
+    layers = select_dropout(reached, card.mc_dropout, head, card.name, card.dropout_share)
     if all(layer.p <= 0.0 for layer in layers):
         refuse_without_sampled_sites(module, probe, card.name)
     require_active_dropout(layers, card.name)
