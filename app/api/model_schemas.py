@@ -15,11 +15,14 @@ class DropoutInfo(BaseModel):
     name: str
     kind: str
     p: float
-    site: Literal["attention", "hidden", "functional", "recurrent"] = "hidden"
+    site: Literal["attention", "hidden", "functional", "recurrent", "module"] = "hidden"
     """``attention``: attention probabilities; ``functional``: an F.dropout call in a forward;
-    ``recurrent``: between two layers of a stacked LSTM/GRU/RNN (its ``dropout`` argument)."""
+    ``recurrent``: between two layers of a stacked LSTM/GRU/RNN (its ``dropout`` argument);
+    ``module``: a custom stochastic module the card names, run as it is (see ``note``)."""
     sampled: bool = True
     """Whether MC passes draw masks for it (the card's ``mc_dropout`` chooses)."""
+    note: str | None = None
+    """How it is sampled, where that is not mcdrop's own masks (what that guarantees)."""
 
 
 class UnsampledInfo(BaseModel):

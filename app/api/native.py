@@ -24,6 +24,7 @@ from app.api.schemas import (
     UnsampledInfo,
 )
 from app.engine.conformal import ConformalOutput
+from app.engine.module_sites import SAMPLED_MODULE_NOTE
 from app.engine.predictor import Prediction
 from app.engine.selection import describe_choice
 from app.engine.stats import ClassificationStats, RegressionStats
@@ -149,7 +150,14 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         mc_dropout=describe_choice(card.mc_dropout),
         dropout_layers=len(model.dropout_layers),
         dropout=[
-            DropoutInfo(name=s.name, kind=s.kind, p=s.p, site=s.role, sampled=s.sampled)
+            DropoutInfo(
+                name=s.name,
+                kind=s.kind,
+                p=s.p,
+                site=s.role,
+                sampled=s.sampled,
+                note=SAMPLED_MODULE_NOTE if s.role == "module" else None,
+            )
             for s in model.dropout_sites
         ],
         prefix_fraction=model.split.prefix_fraction,

@@ -37,6 +37,9 @@ class MaskKind(Enum):
     """One Bernoulli per feature element (nn.Dropout)."""
     CHANNEL = "channel"
     """One Bernoulli per channel, shared over spatial positions (Dropout1d/2d/3d)."""
+    MODULE = "module"
+    """A custom stochastic module run as it is, in training mode under a seeded generator
+    (:mod:`app.engine.module_sites`)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,13 @@ class DropoutLayer:
 
     @property
     def p(self) -> float:
-        return float(getattr(self.module, "p", 0.0))
+        p = getattr(self.module, "p", 0.0)
+        return float(p) if isinstance(p, int | float) else 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether sampling it changes anything: p > 0, or a stochastic module run as it is."""
+        return self.mask_kind is MaskKind.MODULE or self.p > 0.0
 
 
 _CHANNEL_DROPOUTS = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"}
@@ -115,7 +124,7 @@ def require_active_dropout(layers: list[DropoutLayer], model_name: str) -> None:
             f"graph ({', '.join(traced)} ignore the training switch); export with "
             "torch.jit.script"
         )
-    if all(layer.p <= 0.0 for layer in layers):
+    if not any(layer.active for layer in layers):
         names = ", ".join(layer.name for layer in layers)
         raise ModelLoadError(
             f"model '{model_name}' has dropout modules ({names}) but every one has p = 0, "

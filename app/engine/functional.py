@@ -8,7 +8,7 @@ with ``torch.fx``, each such call is a graph node: it becomes a dropout site of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from numbers import Real
 
@@ -63,22 +63,31 @@ def dropout_input(node: fx.Node) -> fx.Node:
 
 class _Tracer(fx.Tracer):
     """torch.fx's tracer, with every dropout module (subclasses of torch's dropout defined
-    outside torch too) kept as one call, so it stays a dropout site."""
+    outside torch too) and every module named in ``leaves`` kept as one call, so each stays a
+    dropout site."""
+
+    def __init__(self, leaves: Collection[str]) -> None:
+        super().__init__()
+        self.leaves = set(leaves)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, _DropoutNd) or super().is_leaf_module(m, module_qualified_name)
+        return (
+            isinstance(m, _DropoutNd)
+            or module_qualified_name in self.leaves
+            or super().is_leaf_module(m, module_qualified_name)
+        )
 
 
-def symbolic_trace(model: nn.Module) -> fx.GraphModule:
-    """``torch.fx.symbolic_trace`` with dropout modules as leaves."""
-    graph = _Tracer().trace(model)
+def symbolic_trace(model: nn.Module, leaves: Collection[str] = ()) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace`` with dropout modules (and ``leaves``) as leaves."""
+    graph = _Tracer(leaves).trace(model)
     return fx.GraphModule(model, graph, type(model).__name__)
 
 
 def trace_sites(model: nn.Module, module_names: set[str], first_index: int) -> TracedSites | None:
     """Trace ``model`` and list its dropout sites; None when it cannot be traced."""
     try:
-        traced = symbolic_trace(model)
+        traced = symbolic_trace(model, module_names)
     except Exception:  # tracing raises many kinds of errors on dynamic models
         return None
     return sites_of(traced, module_names, first_index)

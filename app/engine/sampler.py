@@ -26,6 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from app.engine.dropout import DropoutLayer, MaskKind, apply_mask, mask_shape
 from app.engine.masks import MaskSource
+from app.engine.module_sites import sample_module
 from app.engine.positions import drawn_shape
 from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
 from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
@@ -275,6 +276,8 @@ class ChunkDropout:
         (value (B, *F) times each sample's mask, broadcast over rows: the same values as
         folding first and masking after)."""
         layer = self.layers[index]
+        if layer.mask_kind is MaskKind.MODULE:
+            return self._module(layer, call, x)
         if layer.p <= 0.0 or layer.alpha:
             if isinstance(x, Unfolded):
                 x = _fold_value(self.pieces, self.prefix_outputs, x.index)
@@ -303,6 +306,24 @@ class ChunkDropout:
             torch.mul(rows_of(piece, offset), scaled(piece), out=target)
 
         return _write_pieces(self.pieces, like, mask)
+
+    def _module(self, layer: DropoutLayer, call: int, x: Tensor | Unfolded) -> Tensor:
+        """A stochastic module run pass by pass under seeded generators (its rows alone)."""
+        offsets = [0]
+        for piece in self.pieces:
+            offsets.append(offsets[-1] + piece.padded_rows)
+
+        def rows_of(index: int, k: int) -> Tensor:
+            piece = self.pieces[index]
+            if isinstance(x, Unfolded):
+                return self.prefix_outputs[piece.job][x.index]
+            start = offsets[index] + k * piece.rows
+            return x[start : start + piece.rows]
+
+        pieces = [
+            (self.masks[p.job].seed, p.t0, p.covered_samples, p.padded_rows) for p in self.pieces
+        ]
+        return sample_module(layer.module, _stream(layer, call), pieces, rows_of)
 
     def _alpha(self, layer: DropoutLayer, call: int, x: Tensor) -> Tensor:
         """Alpha dropout on folded activations (keeps SELU's self-normalisation)."""

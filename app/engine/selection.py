@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
-from app.engine.dropout import DropoutLayer
+from app.engine.dropout import DropoutLayer, MaskKind
 from app.errors import ModelLoadError
 
 DropoutChoice = Literal["all", "head"] | list[str]
@@ -44,6 +44,8 @@ def select_dropout(
                 f"{', '.join(unknown)}; the model has: {', '.join(names)}"
             )
         chosen = [layer for layer in layers if layer.name in choice]
+    modules = [layer for layer in layers if layer.mask_kind is MaskKind.MODULE]
+    chosen = [layer for layer in layers if layer in chosen or layer in modules]
     share = share or {}
     unsampled = sorted(set(share) - {layer.name for layer in chosen})
     if unsampled:

@@ -84,7 +84,8 @@ def _finding_warning(finding: Finding) -> str:
     return (
         f"{finding.label} is a source of randomness mcdrop does not sample ({_why(finding)}): "
         "the answers miss its uncertainty. Use nn.Dropout modules (or F.dropout in code "
-        f"torch.fx can trace), or acknowledge it in the card with unsampled: [{finding.name}]"
+        f"torch.fx can trace), sample it as it is with mc_dropout: {{modules: [{finding.name}]}}, "
+        f"or acknowledge it in the card with unsampled: [{finding.name}]"
     )
 
 

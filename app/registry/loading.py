@@ -22,6 +22,7 @@ from app.engine.abstention import AbstentionRule
 from app.engine.conformal import ConformalRule
 from app.engine.dropout import (
     DropoutLayer,
+    MaskKind,
     find_dropout_layers,
     require_active_dropout,
     warn_functional_dropout,
@@ -188,6 +189,7 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     if not isinstance(module, torch.jit.ScriptModule):
         unroll_recurrent_dropout(module)
     modules = find_dropout_layers(module)
+    modules += module_sites(module, card, len(modules), {layer.name for layer in modules})
     probe = _probe_input(card, options, rows=3)
     if isinstance(module, torch.jit.ScriptModule):
         if card.dropout_share:
@@ -206,7 +208,7 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     head = set(traced.order[-1:]) if traced is not None else _last(modules)
     reached = [x for x in found if traced is None or x.name in traced.order]
     layers = select_dropout(reached, card.mc_dropout, head, card.name, card.dropout_share)
-    if all(layer.p <= 0.0 for layer in layers):
+    if not any(layer.active for layer in layers):
         refuse_without_sampled_sites(module, probe, card.name)
     require_active_dropout(layers, card.name)
     split = fx_split(module, layers, probe)
@@ -220,6 +222,29 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     return Network(
         card, module, layers, sites, split, probe, warnings, images=images, site_owners=owners
     )
+
+
+def module_sites(
+    module: nn.Module, card: ModelCard, first: int, dropout: set[str]
+) -> list[DropoutLayer]:
+    """The card's ``mc_dropout.modules`` as sites run as they are; ModelLoadError for a name
+    that is no module, a module holding dropout sites, or a TorchScript model."""
+    if card.sampled_modules and isinstance(module, torch.jit.ScriptModule):
+        raise ModelLoadError(f"model '{card.name}': mc_dropout.modules needs a Python model")
+    names = {name for name, _ in module.named_modules()}
+    sites = []
+    for index, name in enumerate(card.sampled_modules):
+        if name not in names or not name:
+            raise ModelLoadError(f"model '{card.name}': mc_dropout.modules: no module '{name}'")
+        inner = sorted(d for d in dropout if d.startswith(f"{name}."))
+        if inner:
+            raise ModelLoadError(
+                f"model '{card.name}': mc_dropout.modules: '{name}' holds dropout sites "
+                f"({', '.join(inner)}); name the innermost stochastic module"
+            )
+        target = module.get_submodule(name)
+        sites.append(DropoutLayer(first + index, name, target, MaskKind.MODULE, False))
+    return sites
 
 
 def _modules_only(layers: list[DropoutLayer]) -> list[DropoutLayer]:

@@ -8,14 +8,14 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from app.engine.dropout import DropoutLayer
+from app.engine.dropout import DropoutLayer, MaskKind
 from app.engine.images import ImagePipeline
 from app.engine.prefix import ModelSplit
 from app.engine.recurrent import RecurrentDropout
 from app.registry.card import ModelCard
 from app.registry.text import TextEncoder
 
-SiteRole = Literal["attention", "hidden", "functional", "recurrent"]
+SiteRole = Literal["attention", "hidden", "functional", "recurrent", "module"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,9 @@ class DropoutSite:
     p: float
     role: SiteRole
     """``attention``: on attention probabilities; ``functional``: an ``F.dropout`` call in a
-    forward; ``recurrent``: between two layers of a stacked LSTM/GRU/RNN; ``hidden``: any other
-    dropout module."""
+    forward; ``recurrent``: between two layers of a stacked LSTM/GRU/RNN; ``module``: a custom
+    stochastic module run as it is under a seeded generator; ``hidden``: any other dropout
+    module."""
     sampled: bool
 
 
@@ -77,4 +78,6 @@ def _role(layer: DropoutLayer, attention: Collection[str]) -> SiteRole:
         return "attention"
     if isinstance(layer.module, RecurrentDropout):
         return "recurrent"
+    if layer.mask_kind is MaskKind.MODULE:
+        return "module"
     return "functional" if layer.name.startswith("functional:") else "hidden"
