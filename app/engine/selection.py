@@ -46,7 +46,13 @@ def select_dropout(
         chosen = [layer for layer in layers if layer.name in choice]
     modules = [layer for layer in layers if layer.mask_kind is MaskKind.MODULE]
     chosen = [layer for layer in layers if layer in chosen or layer in modules]
-    share = share or {}
+    return _with_share(chosen, share or {}, model_name)
+
+
+def _with_share(
+    chosen: list[DropoutLayer], share: Mapping[str, Sequence[int]], model_name: str
+) -> list[DropoutLayer]:
+    """The chosen layers re-indexed, each with its shared dimensions (card dims minus 1)."""
     unsampled = sorted(set(share) - {layer.name for layer in chosen})
     if unsampled:
         raise ModelLoadError(

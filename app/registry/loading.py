@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +20,20 @@ from torch import Tensor, nn
 from app.architectures import build_bundled
 from app.engine.abstention import AbstentionRule
 from app.engine.conformal import ConformalRule
-from app.engine.dropout import (
-    DropoutLayer,
-    MaskKind,
-    find_dropout_layers,
-    require_active_dropout,
-    warn_functional_dropout,
-)
-from app.engine.functional import FUNCTIONAL_PREFIX, trace_sites
+from app.engine.dropout import DropoutLayer, require_active_dropout
 from app.engine.images import ImagePipeline, images_to_tensor, require_pillow
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Predictor, TaskSpec
-from app.engine.prefix import ModelSplit, fx_split, whole_model_split
-from app.engine.recurrent import unroll_recurrent_dropout
+from app.engine.prefix import ModelSplit
 from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
-from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
-from app.registry.auditing import Audit, audit_network, refuse_without_sampled_sites
+from app.registry.auditing import Audit, audit_network
 from app.registry.card import ImageInputSpec, ModelCard, read_card
 from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
-from app.registry.network import DropoutSite, Network, describe_sites
+from app.registry.network import DropoutSite, Network
+from app.registry.sites import torch_network
 from app.registry.text import TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -186,84 +178,7 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     if card.weights.file is not None:
         _load_weights(module, card, folder)
     module.eval().to(options.device, options.dtype)
-    if not isinstance(module, torch.jit.ScriptModule):
-        unroll_recurrent_dropout(module)
-    modules = find_dropout_layers(module)
-    modules += module_sites(module, card, len(modules), {layer.name for layer in modules})
-    probe = _probe_input(card, options, rows=3)
-    if isinstance(module, torch.jit.ScriptModule):
-        if card.dropout_share:
-            raise ModelLoadError(
-                f"model '{card.name}': mc_dropout.share needs mcdrop's own masks; a TorchScript "
-                "model's dropout draws torch's (export the model as a Python file instead)"
-            )
-        layers = select_dropout(modules, card.mc_dropout, _last(modules), card.name)
-        split = whole_model_split(module, reason="TorchScript model: no prefix split")
-        unreached = warn_functional_dropout(module, card.name)
-        sites = describe_sites(modules, layers)
-        warnings = _unreached(unreached)
-        return Network(card, module, layers, sites, split, probe, warnings, images=images)
-    traced = trace_sites(module, {layer.name for layer in modules}, len(modules))
-    found = modules + (traced.functional if traced is not None else [])
-    head = set(traced.order[-1:]) if traced is not None else _last(modules)
-    reached = [x for x in found if traced is None or x.name in traced.order]
-    layers = select_dropout(reached, card.mc_dropout, head, card.name, card.dropout_share)
-    if not any(layer.active for layer in layers):
-        refuse_without_sampled_sites(module, probe, card.name)
-    require_active_dropout(layers, card.name)
-    split = fx_split(module, layers, probe)
-    # Untraceable code is named by the audit; traced calls need the split's compiled suffix.
-    dropped = [layer.name for layer in layers if layer.name.startswith(FUNCTIONAL_PREFIX)]
-    if not split.applies_dropout:  # hooks reach modules only
-        layers = _modules_only(layers)
-    sites = describe_sites(found, layers)
-    owners = traced.owners if traced is not None else {}
-    warnings = _unreached(dropped if not split.applies_dropout else [])
-    return Network(
-        card, module, layers, sites, split, probe, warnings, images=images, site_owners=owners
-    )
-
-
-def module_sites(
-    module: nn.Module, card: ModelCard, first: int, dropout: set[str]
-) -> list[DropoutLayer]:
-    """The card's ``mc_dropout.modules`` as sites run as they are; ModelLoadError for a name
-    that is no module, a module holding dropout sites, or a TorchScript model."""
-    if card.sampled_modules and isinstance(module, torch.jit.ScriptModule):
-        raise ModelLoadError(f"model '{card.name}': mc_dropout.modules needs a Python model")
-    names = {name for name, _ in module.named_modules()}
-    sites = []
-    for index, name in enumerate(card.sampled_modules):
-        if name not in names or not name:
-            raise ModelLoadError(f"model '{card.name}': mc_dropout.modules: no module '{name}'")
-        inner = sorted(d for d in dropout if d.startswith(f"{name}."))
-        if inner:
-            raise ModelLoadError(
-                f"model '{card.name}': mc_dropout.modules: '{name}' holds dropout sites "
-                f"({', '.join(inner)}); name the innermost stochastic module"
-            )
-        target = module.get_submodule(name)
-        sites.append(DropoutLayer(first + index, name, target, MaskKind.MODULE, False))
-    return sites
-
-
-def _modules_only(layers: list[DropoutLayer]) -> list[DropoutLayer]:
-    kept = [layer for layer in layers if not layer.name.startswith(FUNCTIONAL_PREFIX)]
-    return [replace(layer, index=index) for index, layer in enumerate(kept)]
-
-
-def _last(layers: list[DropoutLayer]) -> set[str]:
-    """The head of a model that cannot be traced: its last dropout module registered."""
-    return {layers[-1].name} if layers else set()
-
-
-def _unreached(names: list[str]) -> list[str]:
-    return [
-        f"functional dropout in {name} is not sampled: mcdrop keeps the model in eval mode and "
-        "reaches such a call only in a model torch.fx can split, so that dropout never samples "
-        "(use an nn.Dropout module)"
-        for name in names
-    ]
+    return torch_network(card, module, _probe_input(card, options, rows=3), images)
 
 
 def sha256_of(path: Path) -> str:
