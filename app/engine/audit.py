@@ -34,6 +34,7 @@ from torch.utils.hooks import RemovableHandle
 
 from app.engine.dropout import FUNCTIONAL_DROPOUT_CALL
 from app.engine.sampling import Sampler
+from app.engine.scripted import GLOBAL_RNG_LOCK
 
 Z = 5.0
 """Standard errors by which the reference's variance must exceed mcdrop's to count."""
@@ -289,9 +290,11 @@ def _output(model: nn.Module, probe: Tensor) -> Tensor:
 
 @contextmanager
 def _rng(device: torch.device) -> Iterator[None]:
-    """The global generators' states restored after (the audit leaves no trace on them)."""
+    """The global generators held (a TorchScript sampler or a stochastic module site serving
+    another model seeds and draws them under the same lock) and restored after: the audit
+    leaves no trace on them."""
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
         yield
 
 
