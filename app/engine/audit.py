@@ -46,6 +46,10 @@ RANDOM_IN_TRAINING = "random in training mode"
 RANDOM_IN_EVAL = "draws random numbers in eval mode"
 
 
+class SampleRunError(Exception):
+    """mcdrop's own sample run on the probe rows failed: the model cannot be served."""
+
+
 @dataclass(frozen=True)
 class Finding:
     """A module that is a source of randomness mcdrop does not sample."""
@@ -58,6 +62,8 @@ class Finding:
     """``RANDOM_IN_TRAINING`` or ``RANDOM_IN_EVAL``."""
     calls_dropout: bool = False
     """Its forward calls functional dropout (``F.dropout`` and kin) that mcdrop did not reach."""
+    scripted: bool = False
+    """A TorchScript submodule (``kind`` is its original class name)."""
 
     @property
     def label(self) -> str:
@@ -123,11 +129,14 @@ def audit_model(
     """Audit ``model`` (kept in eval, restored after) against its ``sampler`` on probe rows
     (B, ...). ``known``: module names mcdrop samples or leaves off on purpose (not findings);
     ``frozen``: modules kept in eval in the reference (sites unsampled on purpose). A failing
-    sample run raises (the model cannot be served)."""
+    sample run raises :class:`SampleRunError` (the model cannot be served)."""
     started = time.perf_counter()
     findings = stochastic_modules(model, probe, known)
-    with torch.inference_mode():
-        sampled = sampler.sample(probe, passes, seed=0)
+    try:
+        with torch.inference_mode():
+            sampled = sampler.sample(probe, passes, seed=0)
+    except Exception as exc:
+        raise SampleRunError(f"{type(exc).__name__}: {exc}") from exc
     note = None
     gap = None
     try:
@@ -228,7 +237,9 @@ def _inside(name: str, ancestor: str) -> bool:
 def _finding(name: str, module: nn.Module, reason: str) -> Finding:
     source = _forward_source(module)
     calls = source is not None and FUNCTIONAL_DROPOUT_CALL.search(source) is not None
-    return Finding(name, type(module).__name__, reason, calls)
+    scripted = isinstance(module, torch.jit.ScriptModule)
+    kind = str(getattr(module, "original_name", "")) if scripted else ""
+    return Finding(name, kind or type(module).__name__, reason, calls, scripted)
 
 
 def _forward_source(module: nn.Module) -> str | None:
@@ -237,7 +248,7 @@ def _forward_source(module: nn.Module) -> str | None:
         if isinstance(module, torch.jit.ScriptModule):
             return str(module.code)
         return inspect.getsource(type(module).forward)
-    except (OSError, TypeError, RuntimeError):
+    except (OSError, TypeError, RuntimeError, AttributeError):  # no readable code
         return None
 
 

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
-from app.engine.audit import RANDOM_IN_EVAL, AuditReport, Finding, audit_model, stochastic_modules
+from app.engine.audit import (
+    RANDOM_IN_EVAL,
+    AuditReport,
+    Finding,
+    SampleRunError,
+    audit_model,
+    stochastic_modules,
+)
 from app.engine.sampling import Sampler
 from app.errors import ModelLoadError
 from app.registry.network import Network
@@ -46,7 +53,7 @@ def audit_network(network: Network, sampler: Sampler) -> Audit:
         report = audit_model(
             network.module, sampler, network.probe, known=known, frozen=frozen | acknowledged
         )
-    except Exception as exc:
+    except SampleRunError as exc:
         raise ModelLoadError(
             f"model '{network.card.name}': a sample run on the probe rows failed: {exc}"
         ) from exc
@@ -81,11 +88,16 @@ def refuse_without_sampled_sites(network_module: nn.Module, probe: Tensor, name:
 
 
 def _finding_warning(finding: Finding) -> str:
+    as_is = (
+        ""
+        if finding.scripted
+        else f"sample it as it is with mc_dropout: {{modules: [{finding.name}]}}, "
+    )
     return (
         f"{finding.label} is a source of randomness mcdrop does not sample ({_why(finding)}): "
         "the answers miss its uncertainty. Use nn.Dropout modules (or F.dropout in code "
-        f"torch.fx can trace), sample it as it is with mc_dropout: {{modules: [{finding.name}]}}, "
-        f"or acknowledge it in the card with unsampled: [{finding.name}]"
+        f"torch.fx can trace), {as_is}or acknowledge it in the card with "
+        f"unsampled: [{finding.name}]"
     )
 
 

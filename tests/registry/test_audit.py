@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from fastapi.testclient import TestClient
 
 from app.cli import main
@@ -168,3 +169,19 @@ def test_check_model_shows_an_acknowledged_source_and_passes(
     assert code == 0, out
     rows = [line.split() for line in out.splitlines() if line.startswith("locked ")]
     assert rows == [["locked", "LockedDropout", "random", "in", "training", "mode", "yes"]]
+
+
+def test_a_torchscript_stacked_lstm_is_named_not_passed_as_ok(tmp_path: Path) -> None:
+    """TorchScript cannot be unrolled; its LSTM's inter-layer dropout is named by the audit."""
+    kwargs = {"kind": "lstm", "layers": 2, "p": 0.5}
+    folder = write_folder(tmp_path, "ts", "SpeechRNN", kwargs)
+    scripted = torch.jit.script(reference_network(folder))
+    torch.jit.save(scripted, str(folder / "model.ts"))
+    card = yaml.safe_load((folder / "model.yaml").read_text())
+    card |= {"architecture": {"torchscript": "model.ts"}, "weights": {}}
+    (folder / "model.yaml").write_text(yaml.safe_dump(card))
+    model = load_model_folder(folder)
+    assert model.audit is not None
+    assert [(u.name, u.kind) for u in model.audit.unsampled] == [("rnn", "LSTM")]
+    assert len(model.warnings) == 1 and "module 'rnn' (LSTM)" in model.warnings[0]
+    assert "mc_dropout: {modules" not in model.warnings[0]  # TorchScript cannot take it
