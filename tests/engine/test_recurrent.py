@@ -110,3 +110,19 @@ def test_prefix_split_runs_the_first_layer_once_per_row(batch_first: bool) -> No
     assert split.prefix_fraction > 0.3  # layer 0 of two (plus the head) runs once per row
     with torch.no_grad():
         assert torch.equal(net(x), reference(x))
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_an_lstm_with_projections_is_stacked_exactly(bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    rnn = nn.LSTM(
+        3, 6, num_layers=3, dropout=0.5, batch_first=True, bidirectional=bidirectional, proj_size=4
+    ).eval()
+    directions = 2 if bidirectional else 1
+    x = torch.randn(2, 5, 3)
+    hx = (torch.randn(3 * directions, 2, 4), torch.randn(3 * directions, 2, 6))
+    with torch.no_grad():
+        for initial in (None, hx):
+            ours = torch.utils._pytree.tree_leaves(StackedRNN(rnn)(x, initial))
+            theirs = torch.utils._pytree.tree_leaves(rnn(x, initial))
+            assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
