@@ -15,10 +15,41 @@ class DropoutInfo(BaseModel):
     name: str
     kind: str
     p: float
-    site: Literal["attention", "hidden", "functional"] = "hidden"
-    """``attention``: attention probabilities; ``functional``: an F.dropout call in a forward."""
+    site: Literal["attention", "hidden", "functional", "recurrent", "module"] = "hidden"
+    """``attention``: attention probabilities; ``functional``: an F.dropout call in a forward;
+    ``recurrent``: between two layers of a stacked LSTM/GRU/RNN (its ``dropout`` argument);
+    ``module``: a custom stochastic module the card names, run as it is (see ``note``)."""
     sampled: bool = True
     """Whether MC passes draw masks for it (the card's ``mc_dropout`` chooses)."""
+    note: str | None = None
+    """How it is sampled, where that is not mcdrop's own masks (what that guarantees)."""
+
+
+class UnsampledInfo(BaseModel):
+    """A source of randomness in the model that MC passes do not sample."""
+
+    name: str = Field(description="Module path ('' for the model's own forward).")
+    kind: str
+    reason: str
+    acknowledged: bool = Field(
+        default=False, description="The card names it in unsampled: left off on purpose."
+    )
+
+
+class AuditInfo(BaseModel):
+    """The stochasticity audit at load, on the input kind's probe rows."""
+
+    passes: int
+    seconds: float
+    reference_std: float | None = Field(
+        default=None,
+        description="Root mean per-element variance of the model's own torch MC dropout.",
+    )
+    sampled_std: float | None = Field(default=None, description="The same of mcdrop's passes.")
+    z: float | None = Field(
+        default=None, description="Standard errors the reference's variance exceeds mcdrop's."
+    )
+    note: str | None = None
 
 
 class ModelInfo(BaseModel):
@@ -50,6 +81,8 @@ class ModelInfo(BaseModel):
     prefix_fraction: float = 0.0
     prefix_note: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    unsampled: list[UnsampledInfo] = Field(default_factory=list)
+    audit: AuditInfo | None = None
 
 
 class ModelList(BaseModel):

@@ -11,6 +11,7 @@ from app.api.deps import CallerDep, DataPlaneDep, RepositoryDep
 from app.api.encoding import answer_values, serialise
 from app.api.images import PREDICT_OPENAPI, PredictBody
 from app.api.schemas import (
+    AuditInfo,
     ClassificationRow,
     DropoutInfo,
     FeedbackRequest,
@@ -20,11 +21,14 @@ from app.api.schemas import (
     ModelList,
     PredictResponse,
     RegressionRow,
+    UnsampledInfo,
 )
 from app.engine.conformal import ConformalOutput
+from app.engine.module_sites import SAMPLED_MODULE_NOTE
 from app.engine.predictor import Prediction
 from app.engine.selection import describe_choice
 from app.engine.stats import ClassificationStats, RegressionStats
+from app.registry.auditing import Audit
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelEntry
 
@@ -132,7 +136,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
     model = entry.model
     if model is None:
         return ModelInfo(name=entry.name, version=None, task=None, ready=False, error=entry.error)
-    card = model.card
+    card, audit = model.card, model.audit
     return ModelInfo(
         name=card.name,
         version=card.version,
@@ -152,12 +156,35 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         mc_dropout=describe_choice(card.mc_dropout),
         dropout_layers=len(model.dropout_layers),
         dropout=[
-            DropoutInfo(name=s.name, kind=s.kind, p=s.p, site=s.role, sampled=s.sampled)
+            DropoutInfo(
+                name=s.name,
+                kind=s.kind,
+                p=s.p,
+                site=s.role,
+                sampled=s.sampled,
+                note=SAMPLED_MODULE_NOTE if s.role == "module" else None,
+            )
             for s in model.dropout_sites
         ],
         prefix_fraction=model.split.prefix_fraction,
         prefix_note=model.split.reason,
         warnings=model.warnings,
+        unsampled=[UnsampledInfo(**vars(u)) for u in audit.unsampled] if audit else [],
+        audit=_audit_info(audit),
+    )
+
+
+def _audit_info(audit: Audit | None) -> AuditInfo | None:
+    if audit is None:
+        return None
+    report, gap = audit.report, audit.report.gap
+    return AuditInfo(
+        passes=report.passes,
+        seconds=round(report.seconds, 4),
+        reference_std=gap.reference**0.5 if gap else None,
+        sampled_std=gap.sampled**0.5 if gap else None,
+        z=round(gap.z, 2) if gap and math.isfinite(gap.z) else None,
+        note=report.note,
     )
 
 

@@ -7,11 +7,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.api.mc_options import MCOptions
+from app.api.model_schemas import AuditInfo as AuditInfo
 
 # Defined without torch for the command-line client; re-exported here with the other bodies.
 from app.api.model_schemas import DropoutInfo as DropoutInfo
 from app.api.model_schemas import ModelInfo as ModelInfo
 from app.api.model_schemas import ModelList as ModelList
+from app.api.model_schemas import UnsampledInfo as UnsampledInfo
 from app.engine.abstention import RankingScore
 from app.engine.evaluation import (
     DEFAULT_COVERAGES,

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from app.commands._output import table
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import McdropError
+from app.registry.auditing import Audit
 from app.registry.card import read_card
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
 
@@ -79,6 +80,8 @@ def describe(model: ServedModel) -> str:
             f"({model.split.reason})",
         ],
     ]
+    if model.audit is not None:
+        facts.append(["audit", describe_audit(model.audit)])
     if card.architecture.file is not None:
         facts.append(["code", f"{card.architecture.file}: {PYTHON_CODE_NOTE}"])
     if model.images is not None:
@@ -92,7 +95,29 @@ def describe(model: ServedModel) -> str:
         ),
         "",
     ]
+    unsampled = model.audit.unsampled if model.audit is not None else []
+    if unsampled:
+        rows = [
+            [u.name or "(the model's forward)", u.kind, u.reason, "yes" if u.acknowledged else "NO"]
+            for u in unsampled
+        ]
+        lines += [table(["not sampled", "kind", "why", "acknowledged"], rows), ""]
     return "\n".join(lines)
+
+
+def describe_audit(audit: Audit) -> str:
+    """The stochasticity audit in one line: its cost and the two variances compared."""
+    report, gap = audit.report, audit.report.gap
+    text = f"{report.seconds:.3f} s"
+    if gap is not None:
+        text += (
+            f"; on the probe rows the model's own torch MC dropout has std "
+            f"{gap.reference**0.5:.4g}, mcdrop's passes {gap.sampled**0.5:.4g} "
+            f"({report.passes} passes each, z = {gap.z:.1f})"
+        )
+    if report.note is not None:
+        text += f"; {report.note}"
+    return text
 
 
 def _load(folder: Path, report: Report) -> ServedModel | None:
@@ -104,11 +129,7 @@ def _load(folder: Path, report: Report) -> ServedModel | None:
         return None
     if card.weights.file is not None and card.weights.sha256 is None:
         report.warnings.append("weights.sha256 missing in model.yaml: the file is not verified")
-    report.problems.extend(
-        f"{w}: mcdrop keeps the model in eval mode, so that dropout never samples "
-        "(use an nn.Dropout module)"
-        for w in model.warnings
-    )
+    report.problems.extend(model.warnings)
     return model
 
 

@@ -27,7 +27,7 @@ from app.errors import ModelLoadError
 logger = logging.getLogger(__name__)
 
 _SELU_ALPHA_PRIME = 1.7580993408473766
-_FUNCTIONAL_DROPOUT = re.compile(r"\b(?:F|functional)\.(?:feature_alpha_|alpha_)?dropout\w*\(")
+FUNCTIONAL_DROPOUT_CALL = re.compile(r"\b(?:F|functional)\.(?:feature_alpha_|alpha_)?dropout\w*\(")
 
 
 class MaskKind(Enum):
@@ -37,6 +37,9 @@ class MaskKind(Enum):
     """One Bernoulli per feature element (nn.Dropout)."""
     CHANNEL = "channel"
     """One Bernoulli per channel, shared over spatial positions (Dropout1d/2d/3d)."""
+    MODULE = "module"
+    """A custom stochastic module run as it is, in training mode under a seeded generator
+    (:mod:`app.engine.module_sites`)."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +51,19 @@ class DropoutLayer:
     module: nn.Module
     mask_kind: MaskKind
     alpha: bool
+    shared: tuple[int, ...] = ()
+    """Dimensions of one row's activation (0 = the first after the batch) that share one mask
+    value (a time-locked mask); empty for torch's own semantics."""
 
     @property
     def p(self) -> float:
-        return float(getattr(self.module, "p", 0.0))
+        p = getattr(self.module, "p", 0.0)
+        return float(p) if isinstance(p, int | float) else 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether sampling it changes anything: p > 0, or a stochastic module run as it is."""
+        return self.mask_kind is MaskKind.MODULE or self.p > 0.0
 
 
 _CHANNEL_DROPOUTS = {"Dropout1d", "Dropout2d", "Dropout3d", "FeatureAlphaDropout"}
@@ -112,7 +124,7 @@ def require_active_dropout(layers: list[DropoutLayer], model_name: str) -> None:
             f"graph ({', '.join(traced)} ignore the training switch); export with "
             "torch.jit.script"
         )
-    if all(layer.p <= 0.0 for layer in layers):
+    if not any(layer.active for layer in layers):
         names = ", ".join(layer.name for layer in layers)
         raise ModelLoadError(
             f"model '{model_name}' has dropout modules ({names}) but every one has p = 0, "
@@ -147,7 +159,7 @@ def warn_functional_dropout(model: nn.Module, model_name: str) -> list[str]:
             source = inspect.getsource(cls.forward)
         except (OSError, TypeError):
             continue
-        if _FUNCTIONAL_DROPOUT.search(source):
+        if FUNCTIONAL_DROPOUT_CALL.search(source):
             offenders.append(f"{cls.__module__}.{cls.__qualname__}")
     for qualname in sorted(set(offenders)):
         logger.warning(
@@ -160,11 +172,22 @@ def warn_functional_dropout(model: nn.Module, model_name: str) -> list[str]:
     return sorted(set(offenders))
 
 
-def mask_shape(kind: MaskKind, feature_shape: torch.Size) -> tuple[int, ...]:
-    """Shape of one sample's mask for activations of ``feature_shape`` (one row, no batch dim)."""
+def mask_shape(
+    kind: MaskKind, feature_shape: torch.Size, shared: tuple[int, ...] = ()
+) -> tuple[int, ...]:
+    """Shape of one sample's mask for activations of ``feature_shape`` (one row, no batch dim);
+    the ``shared`` dimensions (of ``feature_shape``) get size 1: one mask value over them."""
     if kind is MaskKind.CHANNEL and len(feature_shape) >= 2:
-        return (feature_shape[0],) + (1,) * (len(feature_shape) - 1)
-    return tuple(feature_shape)
+        shape = (feature_shape[0],) + (1,) * (len(feature_shape) - 1)
+    else:
+        shape = tuple(feature_shape)
+    beyond = [d + 1 for d in shared if d >= len(shape)]
+    if beyond:
+        raise ValueError(
+            f"mask shared over dimension(s) {beyond} of a ({len(shape) + 1}-dimensional) "
+            f"activation of row shape {list(feature_shape)}"
+        )
+    return tuple(1 if d in shared else size for d, size in enumerate(shape))
 
 
 def apply_mask(x: Tensor, keep: Tensor, p: float, alpha: bool) -> Tensor:

@@ -8,12 +8,13 @@ with ``torch.fx``, each such call is a graph node: it becomes a dropout site of 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from numbers import Real
 
 from torch import fx, nn
 from torch.nn import functional
+from torch.nn.modules.dropout import _DropoutNd
 
 from app.engine.dropout import DropoutLayer, MaskKind
 
@@ -39,6 +40,8 @@ class TracedSites:
     functional: list[DropoutLayer]
     """The functional calls as dropout layers (indices from ``first_index``), each with a
     stand-in module holding its p."""
+    owners: dict[str, str] = field(default_factory=dict)
+    """Functional site name -> the module whose forward makes the call ('' the model's own)."""
 
 
 def dropout_key(node: fx.Node) -> str | None:
@@ -58,10 +61,33 @@ def dropout_input(node: fx.Node) -> fx.Node:
     return value
 
 
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer, with every dropout module (subclasses of torch's dropout defined
+    outside torch too) and every module named in ``leaves`` kept as one call, so each stays a
+    dropout site."""
+
+    def __init__(self, leaves: Collection[str]) -> None:
+        super().__init__()
+        self.leaves = set(leaves)
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return (
+            isinstance(m, _DropoutNd)
+            or module_qualified_name in self.leaves
+            or super().is_leaf_module(m, module_qualified_name)
+        )
+
+
+def symbolic_trace(model: nn.Module, leaves: Collection[str] = ()) -> fx.GraphModule:
+    """``torch.fx.symbolic_trace`` with dropout modules (and ``leaves``) as leaves."""
+    graph = _Tracer(leaves).trace(model)
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
 def trace_sites(model: nn.Module, module_names: set[str], first_index: int) -> TracedSites | None:
     """Trace ``model`` and list its dropout sites; None when it cannot be traced."""
     try:
-        traced = fx.symbolic_trace(model)
+        traced = symbolic_trace(model, module_names)
     except Exception:  # tracing raises many kinds of errors on dynamic models
         return None
     return sites_of(traced, module_names, first_index)
@@ -69,16 +95,23 @@ def trace_sites(model: nn.Module, module_names: set[str], first_index: int) -> T
 
 def sites_of(traced: fx.GraphModule, module_names: set[str], first_index: int) -> TracedSites:
     """Tag the graph's functional dropout nodes (``dropout_key`` then names them) and list every
-    dropout site in graph order. A call whose p is not a constant number is left untouched."""
+    dropout site in graph order. A call whose p is not a constant number, or whose input does not
+    depend on the model's input (DropConnect's dropout on a weight: no per-row activation to
+    mask), is left untouched."""
     order: list[str] = []
     found: list[DropoutLayer] = []
+    owners: dict[str, str] = {}
+    batched: set[fx.Node] = set()
     for node in traced.graph.nodes:
+        if node.op == "placeholder" or any(a in batched for a in node.all_input_nodes):
+            batched.add(node)
         if node.op == "call_module" and str(node.target) in module_names:
             order.append(str(node.target))
             continue
         kind = _FUNCTIONS.get(node.target) if node.op == "call_function" else None
         p = _constant_p(node)
-        if kind is None or p is None:
+        source = node.args[0] if node.args else node.kwargs.get("input")
+        if kind is None or p is None or source not in batched:
             continue
         module_type, mask_kind, alpha = kind
         name = f"{FUNCTIONAL_PREFIX}{node.name}"
@@ -86,7 +119,9 @@ def sites_of(traced: fx.GraphModule, module_names: set[str], first_index: int) -
         order.append(name)
         layer = DropoutLayer(first_index + len(found), name, module_type(p), mask_kind, alpha)
         found.append(layer)
-    return TracedSites(order, found)
+        stack = node.meta.get("nn_module_stack") or {}
+        owners[name] = str(list(stack.values())[-1][0]) if stack else ""
+    return TracedSites(order, found, owners)
 
 
 def _constant_p(node: fx.Node) -> float | None:

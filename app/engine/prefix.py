@@ -28,7 +28,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from app.engine.compiled import DropoutApplier, compile_graph
 from app.engine.dropout import DropoutLayer
-from app.engine.functional import dropout_key, sites_of
+from app.engine.functional import dropout_key, sites_of, symbolic_trace
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def fx_split(model: nn.Module, dropout_layers: Iterable[DropoutLayer], probe: Te
 
 
 def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) -> ModelSplit:
-    traced = fx.symbolic_trace(model)
+    traced = symbolic_trace(model, dropout_names)
     sites_of(traced, set(), 0)  # tags functional dropout calls, which dropout_key then names
     nodes = list(traced.graph.nodes)
     stochastic = _downstream_of(nodes, lambda n: dropout_key(n) in dropout_names)

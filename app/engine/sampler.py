@@ -26,6 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from app.engine.dropout import DropoutLayer, MaskKind, apply_mask, mask_shape
 from app.engine.masks import MaskSource
+from app.engine.module_sites import sample_module
 from app.engine.positions import drawn_shape
 from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
 from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
@@ -275,13 +276,15 @@ class ChunkDropout:
         (value (B, *F) times each sample's mask, broadcast over rows: the same values as
         folding first and masking after)."""
         layer = self.layers[index]
+        if layer.mask_kind is MaskKind.MODULE:
+            return self._module(layer, call, x)
         if layer.p <= 0.0 or layer.alpha:
             if isinstance(x, Unfolded):
                 x = _fold_value(self.pieces, self.prefix_outputs, x.index)
             return x if layer.p <= 0.0 else self._alpha(layer, call, x)
         first = self.pieces[0]
         like = self.prefix_outputs[first.job][x.index] if isinstance(x, Unfolded) else x
-        shape = mask_shape(layer.mask_kind, like.shape[1:])
+        shape = mask_shape(layer.mask_kind, like.shape[1:], layer.shared)
 
         def rows_of(piece: _Piece, offset: int) -> Tensor:
             """The piece's input: (samples, rows, *F) of x, or the unfolded value (rows, *F)."""
@@ -296,16 +299,35 @@ class ChunkDropout:
             return self._mask(piece, layer, call, n, shape, like.dtype).unsqueeze(1)
 
         if len(self.pieces) == 1 and first.covered_samples * first.rows == first.padded_rows:
-            return torch.mul(rows_of(first, 0), scaled(first)).view(-1, *like.shape[1:])
+            # reshape: an unfolded value need not be contiguous (an RNN's batch-first output)
+            return torch.mul(rows_of(first, 0), scaled(first)).reshape(-1, *like.shape[1:])
 
         def mask(piece: _Piece, offset: int, target: Tensor) -> None:
             torch.mul(rows_of(piece, offset), scaled(piece), out=target)
 
         return _write_pieces(self.pieces, like, mask)
 
+    def _module(self, layer: DropoutLayer, call: int, x: Tensor | Unfolded) -> Tensor:
+        """A stochastic module run pass by pass under seeded generators (its rows alone)."""
+        offsets = [0]
+        for piece in self.pieces:
+            offsets.append(offsets[-1] + piece.padded_rows)
+
+        def rows_of(index: int, k: int) -> Tensor:
+            piece = self.pieces[index]
+            if isinstance(x, Unfolded):
+                return self.prefix_outputs[piece.job][x.index]
+            start = offsets[index] + k * piece.rows
+            return x[start : start + piece.rows]
+
+        pieces = [
+            (self.masks[p.job].seed, p.t0, p.covered_samples, p.padded_rows) for p in self.pieces
+        ]
+        return sample_module(layer.module, _stream(layer, call), pieces, rows_of)
+
     def _alpha(self, layer: DropoutLayer, call: int, x: Tensor) -> Tensor:
         """Alpha dropout on folded activations (keeps SELU's self-normalisation)."""
-        shape = mask_shape(layer.mask_kind, x.shape[1:])
+        shape = mask_shape(layer.mask_kind, x.shape[1:], layer.shared)
 
         def mask(piece: _Piece, offset: int, target: Tensor) -> None:
             n = piece.covered_samples
@@ -327,7 +349,8 @@ class ChunkDropout:
     ) -> Tensor:
         """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job (after a
         first-positions cut: the first positions of the whole sequence's masks)."""
-        drawn = drawn_shape(shape) if layer.mask_kind is MaskKind.ELEMENT else shape
+        positional = layer.mask_kind is MaskKind.ELEMENT and not layer.shared
+        drawn = drawn_shape(shape) if positional else shape
         masks = self.masks[piece.job].scaled_mask(
             _stream(layer, call), piece.t0, piece.t0 + n, drawn, layer.p, dtype
         )

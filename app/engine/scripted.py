@@ -29,7 +29,7 @@ CELL_ROWS = 1024
 ``ROW_ALIGN`` passes a cell (within ``max_rows``): few calls for long runs, little waste for
 short ones."""
 
-_GLOBAL_RNG_LOCK = threading.Lock()
+GLOBAL_RNG_LOCK = threading.Lock()
 
 
 class ScriptedSampler(Sampler):
@@ -38,7 +38,7 @@ class ScriptedSampler(Sampler):
 
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
         """MC outputs (N_j, B_j, *output_shape) for every job, one job at a time."""
-        with _GLOBAL_RNG_LOCK, torch.inference_mode(), torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG_LOCK, torch.inference_mode(), torch.random.fork_rng(devices=[]):
             self._set_dropout(True)
             try:
                 return [self._sample_job(job) for job in jobs]

@@ -250,8 +250,36 @@ class ModelCard(_Strict):
     training: dict[str, Any] = Field(default_factory=dict)
     mc_dropout: Literal["all", "head"] | list[str] = "all"
     """Dropout sites sampled: ``all``; ``head`` (only the dropout after the encoder or backbone:
-    the backbone runs once per row, the head N times); or a list of dropout site names."""
+    the backbone runs once per row, the head N times); or a list of dropout site names. The
+    mapping form ``{sites: <one of those>, share: {SITE: [dims]}}`` sets ``dropout_share`` too."""
+    dropout_share: dict[str, list[Annotated[int, Field(ge=1)]]] = Field(default_factory=dict)
+    """Sampled site -> dimensions of its activation (the batch is 0) that share one mask: a
+    time-locked (variational) mask, one per sequence and unit (Gal & Ghahramani 2016)."""
+    sampled_modules: list[str] = Field(default_factory=list)
+    """Custom stochastic modules sampled as they are (``mc_dropout: {modules: [...]}``): each
+    pass runs them in training mode under a seeded generator (Python-file and bundled models)."""
     conformal: ConformalSpec | None = None
+    unsampled: list[str] = Field(default_factory=list)
+    """Modules acknowledged as sources of randomness mcdrop does not sample (a custom noise
+    layer left off on purpose): the audit lists them instead of warning about them."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mc_dropout_mapping(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("mc_dropout"), dict):
+            return data
+        spec = data["mc_dropout"]
+        unknown = sorted(set(spec) - {"sites", "share", "modules"})
+        if unknown:
+            raise ValueError(f"mc_dropout: unknown keys {unknown} (sites, share, modules)")
+        if "dropout_share" in data or "sampled_modules" in data:
+            raise ValueError("give mc_dropout's share and modules once, in mc_dropout")
+        return {
+            **data,
+            "mc_dropout": spec.get("sites", "all"),
+            "dropout_share": spec.get("share") or {},
+            "sampled_modules": spec.get("modules") or [],
+        }
 
     @model_validator(mode="before")
     @classmethod

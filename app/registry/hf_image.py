@@ -154,11 +154,12 @@ def load_image_classifier(card: ModelCard, folder: Path) -> Network:
     card = card.model_copy(update=update)
     found = find_dropout_layers(model)
     head = {architecture.head} if architecture.head is not None else set()
-    layers = select_dropout(found, card.mc_dropout, head, card.name)
+    layers = select_dropout(found, card.mc_dropout, head, card.name, card.dropout_share)
     classifier = PretrainedImageClassifier(model).eval()
     return Network(
         card=card,
         module=classifier,
+        module_prefix="model.",
         layers=layers,
         sites=describe_sites(found, layers, attention_sites(model)),
         split=sampling_split(

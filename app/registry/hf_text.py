@@ -47,7 +47,11 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
     found = find_dropout_layers(model)
     head = head_sites(model, architecture)
     layers = select_dropout(
-        _samplable(found, model, architecture, card), card.mc_dropout, head, card.name
+        _samplable(found, model, architecture, card),
+        card.mc_dropout,
+        head,
+        card.name,
+        card.dropout_share,
     )
     attention = attention_sites(model)
     if not attention:
@@ -59,6 +63,7 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
     return Network(
         card=card,
         module=classifier,
+        module_prefix="model.",
         layers=layers,
         sites=describe_sites(found, layers, attention),
         split=sampling_split(classifier, layers, head, lambda: head_split(classifier)),

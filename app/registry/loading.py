@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +20,20 @@ from torch import Tensor, nn
 from app.architectures import build_bundled
 from app.engine.abstention import AbstentionRule
 from app.engine.conformal import ConformalRule
-from app.engine.dropout import (
-    DropoutLayer,
-    find_dropout_layers,
-    require_active_dropout,
-    warn_functional_dropout,
-)
-from app.engine.functional import FUNCTIONAL_PREFIX, trace_sites
+from app.engine.dropout import DropoutLayer, require_active_dropout
 from app.engine.images import ImagePipeline, images_to_tensor, require_pillow
 from app.engine.inputs import rows_to_tensor
 from app.engine.predictor import Predictor, TaskSpec
-from app.engine.prefix import ModelSplit, fx_split, whole_model_split
+from app.engine.prefix import ModelSplit
 from app.engine.sampler import MCSampler
 from app.engine.scripted import ScriptedSampler
-from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
+from app.registry.auditing import Audit, audit_network
 from app.registry.card import ImageInputSpec, ModelCard, read_card
 from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
-from app.registry.network import DropoutSite, Network, describe_sites
+from app.registry.network import DropoutSite, Network
+from app.registry.sites import torch_network
 from app.registry.text import TextEncoder
 
 logger = logging.getLogger(__name__)
@@ -75,6 +70,9 @@ class ServedModel:
     images: ImagePipeline | None = None
     """Image models: decoded images -> input rows (float rows of the input shape work too)."""
     max_image_pixels: int = 16_777_216
+    audit: Audit | None = None
+    """The stochasticity audit at load: sources of randomness not sampled, and the variance
+    of the model's own torch MC dropout against mcdrop's passes on the probe."""
 
     @property
     def name(self) -> str:
@@ -124,6 +122,7 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         )
     output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
     _check_output(card, output_shape)
+    audit = audit_network(network, sampler)
     spec = TaskSpec(
         task=card.task,
         noise_variance=(
@@ -152,8 +151,9 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         split=network.split,
         predictor=Predictor(sampler, spec),
         load_seconds=elapsed,
-        warnings=network.warnings,
+        warnings=network.warnings + audit.warnings,
         dropout_sites=network.sites,
+        audit=audit,
         text=network.text,
         images=network.images,
         max_image_pixels=options.max_image_pixels,
@@ -178,42 +178,7 @@ def _load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     if card.weights.file is not None:
         _load_weights(module, card, folder)
     module.eval().to(options.device, options.dtype)
-    modules = find_dropout_layers(module)
-    probe = _probe_input(card, options, rows=3)
-    if isinstance(module, torch.jit.ScriptModule):
-        layers = select_dropout(modules, card.mc_dropout, _last(modules), card.name)
-        split = whole_model_split(module, reason="TorchScript model: no prefix split")
-        unreached = warn_functional_dropout(module, card.name)
-        sites = describe_sites(modules, layers)
-        warnings = _unreached(unreached)
-        return Network(card, module, layers, sites, split, probe, warnings, images=images)
-    traced = trace_sites(module, {layer.name for layer in modules}, len(modules))
-    found = modules + (traced.functional if traced is not None else [])
-    head = set(traced.order[-1:]) if traced is not None else _last(modules)
-    reached = [x for x in found if traced is None or x.name in traced.order]
-    layers = select_dropout(reached, card.mc_dropout, head, card.name)
-    require_active_dropout(layers, card.name)
-    split = fx_split(module, layers, probe)
-    unreached = warn_functional_dropout(module, card.name) if traced is None else []
-    if not split.applies_dropout:  # hooks reach modules only
-        unreached += [layer.name for layer in layers if layer.name.startswith(FUNCTIONAL_PREFIX)]
-        layers = _modules_only(layers)
-    sites = describe_sites(found, layers)
-    return Network(card, module, layers, sites, split, probe, _unreached(unreached), images=images)
-
-
-def _modules_only(layers: list[DropoutLayer]) -> list[DropoutLayer]:
-    kept = [layer for layer in layers if not layer.name.startswith(FUNCTIONAL_PREFIX)]
-    return [replace(layer, index=index) for index, layer in enumerate(kept)]
-
-
-def _last(layers: list[DropoutLayer]) -> set[str]:
-    """The head of a model that cannot be traced: its last dropout module registered."""
-    return {layers[-1].name} if layers else set()
-
-
-def _unreached(names: list[str]) -> list[str]:
-    return [f"functional dropout in {name} is not sampled" for name in names]
+    return torch_network(card, module, _probe_input(card, options, rows=3), images)
 
 
 def sha256_of(path: Path) -> str:

@@ -8,13 +8,14 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from app.engine.dropout import DropoutLayer
+from app.engine.dropout import DropoutLayer, MaskKind
 from app.engine.images import ImagePipeline
 from app.engine.prefix import ModelSplit
+from app.engine.recurrent import RecurrentDropout
 from app.registry.card import ModelCard
 from app.registry.text import TextEncoder
 
-SiteRole = Literal["attention", "hidden", "functional"]
+SiteRole = Literal["attention", "hidden", "functional", "recurrent", "module"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,9 @@ class DropoutSite:
     p: float
     role: SiteRole
     """``attention``: on attention probabilities; ``functional``: an ``F.dropout`` call in a
-    forward; ``hidden``: any other dropout module."""
+    forward; ``recurrent``: between two layers of a stacked LSTM/GRU/RNN; ``module``: a custom
+    stochastic module run as it is under a seeded generator; ``hidden``: any other dropout
+    module."""
     sampled: bool
 
 
@@ -45,6 +48,10 @@ class Network:
     warnings: list[str] = field(default_factory=list)
     text: TextEncoder | None = None
     images: ImagePipeline | None = None
+    site_owners: dict[str, str] = field(default_factory=dict)
+    """Functional dropout sites -> the module whose forward makes the call ('' the model's)."""
+    module_prefix: str = ""
+    """What ``module``'s own names put before the site names (a wrapper's attribute)."""
 
 
 def describe_sites(
@@ -59,14 +66,18 @@ def describe_sites(
             name=layer.name,
             kind=type(layer.module).__name__,
             p=layer.p,
-            role=_role(layer.name, attention),
+            role=_role(layer, attention),
             sampled=layer.name in chosen,
         )
         for layer in found
     ]
 
 
-def _role(name: str, attention: Collection[str]) -> SiteRole:
-    if name in attention:
+def _role(layer: DropoutLayer, attention: Collection[str]) -> SiteRole:
+    if layer.name in attention:
         return "attention"
-    return "functional" if name.startswith("functional:") else "hidden"
+    if isinstance(layer.module, RecurrentDropout):
+        return "recurrent"
+    if layer.mask_kind is MaskKind.MODULE:
+        return "module"
+    return "functional" if layer.name.startswith("functional:") else "hidden"

@@ -79,6 +79,8 @@ function cardEntries(info, hints) {
       (rule.calibrated_on ? ` (calibrated on ${rule.calibrated_on}${rule.n_samples ? `, N=${rule.n_samples}` : ""})` : "")]);
   }
   if (hints.conformal) entries.push(["Conformal", describe(hints.conformal)]);
+  const unsampled = (info.unsampled || []).filter((u) => u.acknowledged);
+  if (unsampled.length) entries.push(["Not sampled (acknowledged)", unsampled.map((u) => `${u.name || "the model's forward"} (${u.kind}): ${u.reason}`).join("; ")]);
   if (info.warnings?.length) entries.push(["Warnings", info.warnings.join(" ")]);
   return entries;
 }

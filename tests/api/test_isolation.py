@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.engine.sampling import SampleJob
+from tests.stochastic_models import SEQUENCE, write_folder
 from tests.support import metric_value, numbers_of
 
 REGRESSION = "/v1/models/diabetes-mlp/predict"
@@ -134,3 +136,38 @@ def _fused_runs(client: TestClient) -> float:
         metric_value(text, "mcdrop_batch_rows_count", {"model": model})
         for model in ("digits-mlp", "diabetes-mlp")
     )
+
+
+def test_recurrent_requests_fused_in_a_flood_get_their_solo_answers(
+    tmp_path: Path, client_for: Callable[..., TestClient]
+) -> None:
+    """A stacked LSTM (inter-layer dropout sampled) and a bidirectional time-major GRU."""
+    write_folder(tmp_path, "speech", "SpeechRNN", {"kind": "lstm", "layers": 2, "p": 0.5})
+    gru = {"kind": "gru", "layers": 2, "p": 0.4, "batch_first": False, "bidirectional": True}
+    write_folder(tmp_path, "speech-gru", "SpeechRNN", gru)
+    client = client_for(tmp_path, max_wait_ms=50)
+    generator = torch.Generator().manual_seed(0)
+    valid = [
+        (
+            f"/v1/models/{'speech' if i % 2 else 'speech-gru'}/predict",
+            {
+                "inputs": torch.randn(1 + i % 3, *SEQUENCE, generator=generator).tolist(),
+                "seed": i,
+                "n_samples": 20 + i,
+                "return_samples": True,
+            },
+        )
+        for i in range(12)
+    ]
+    solo = [client.post(url, json=body) for url, body in valid]
+    assert all(response.status_code == 200 for response in solo)
+    runs_before = _runs(client, ("speech", "speech-gru"))
+    for alone, together in zip(solo, _flood(client, valid), strict=True):
+        assert together.status_code == 200, together.text
+        assert numbers_of(json.loads(together.text)) == numbers_of(json.loads(alone.text))
+    assert _runs(client, ("speech", "speech-gru")) - runs_before < len(valid)  # some fused
+
+
+def _runs(client: TestClient, models: tuple[str, ...]) -> float:
+    text = client.get("/metrics").text
+    return sum(metric_value(text, "mcdrop_batch_rows_count", {"model": m}) for m in models)

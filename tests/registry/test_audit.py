@@ -1,0 +1,187 @@
+"""The stochasticity audit at load: every custom source of randomness is named (warning, metadata,
+``check-model`` failure) unless the card acknowledges it; a model whose only randomness mcdrop
+cannot sample is refused naming it; the figures compare with the model's own torch MC dropout."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from fastapi.testclient import TestClient
+
+from app.cli import main
+from app.engine.audit import audit_model
+from app.errors import ModelLoadError
+from app.registry import auditing
+from app.registry.loading import load_model_folder
+from tests.moments import Z, differences, moments, probabilities
+from tests.stochastic_models import SEQUENCE, reference_network, torch_mc_dropout, write_folder
+
+CUSTOM: list[tuple[str, dict[str, Any], str, str]] = [
+    ("LockedLSTM", {}, "locked", "LockedDropout"),
+    ("Flat", {"extra": "dropconnect"}, "extra", "DropConnectLinear"),
+    ("Flat", {"extra": "noise"}, "extra.1", "GaussianNoise"),
+    ("Flat", {"extra": "depth"}, "extra", "StochasticDepth"),
+]
+IDS = ["locked-dropout", "dropconnect", "noise", "stochastic-depth"]
+
+
+def _noise(rows: int = 3) -> torch.Tensor:
+    return torch.randn((rows, *SEQUENCE), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "name", "kind"), CUSTOM, ids=IDS)
+def test_a_custom_source_is_named_at_load_and_its_missing_variance_measured(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    cls: str,
+    kwargs: dict[str, Any],
+    name: str,
+    kind: str,
+) -> None:
+    folder = write_folder(tmp_path, "custom", cls, kwargs)
+    with caplog.at_level(logging.WARNING):
+        model = load_model_folder(folder)
+    assert model.audit is not None
+    assert [(u.name, u.kind, u.acknowledged) for u in model.audit.unsampled] == [
+        (name, kind, False)
+    ]
+    assert len(model.warnings) == 1
+    assert f"module '{name}' ({kind})" in model.warnings[0] and "unsampled: [" in model.warnings[0]
+    assert f"module '{name}' ({kind})" in caplog.text
+    gap = model.audit.report.gap
+    assert gap is not None and gap.excess, gap
+    # The served moments are not the model's own MC dropout: what the warning says.
+    x = _noise()
+    per_call = 1 if kwargs.get("extra") == "dropconnect" else 200  # one weight mask per call
+    reference = torch_mc_dropout(reference_network(folder), x, 2000, per_call=per_call)
+    served = model.predictor.sampler.sample(x, 2000, seed=0)
+    found = differences(moments(probabilities(served)), moments(probabilities(reference)))
+    assert max(found.values()) > Z, found
+
+
+def test_an_acknowledged_source_is_listed_without_a_warning(
+    tmp_path: Path, client_for: Callable[..., TestClient]
+) -> None:
+    folder = write_folder(tmp_path, "custom", "LockedLSTM", unsampled=["locked"])
+    model = load_model_folder(folder)
+    assert model.warnings == []
+    assert model.audit is not None
+    assert [(u.name, u.acknowledged) for u in model.audit.unsampled] == [("locked", True)]
+    info = client_for(tmp_path).get("/v1/models/custom").json()
+    assert info["unsampled"] == [
+        {
+            "name": "locked",
+            "kind": "LockedDropout",
+            "reason": "random in training mode",
+            "acknowledged": True,
+        }
+    ]
+    assert info["audit"]["passes"] > 0 and info["audit"]["reference_std"] > 0
+
+
+def test_acknowledging_a_module_the_model_does_not_have_is_a_load_error(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, "custom", "LockedLSTM", unsampled=["lockd"])
+    with pytest.raises(ModelLoadError, match="unsampled names lockd, which is not a module"):
+        load_model_folder(folder)
+
+
+def test_metadata_lists_unacknowledged_sources_with_the_warning(
+    tmp_path: Path, client_for: Callable[..., TestClient]
+) -> None:
+    write_folder(tmp_path, "custom", "Flat", {"extra": "noise"})
+    info = client_for(tmp_path).get("/v1/models/custom").json()
+    assert info["ready"]
+    assert [(u["name"], u["acknowledged"]) for u in info["unsampled"]] == [("extra.1", False)]
+    assert any("module 'extra.1' (GaussianNoise)" in w for w in info["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({}, "calls functional dropout in code torch.fx cannot trace, in training mode"),
+        ({"always": True}, "calls functional dropout in code torch.fx cannot trace, even in eval"),
+    ],
+)
+def test_a_grucell_loop_with_only_functional_dropout_is_refused_naming_it(
+    tmp_path: Path, kwargs: dict[str, Any], why: str
+) -> None:
+    folder = write_folder(tmp_path, "vgru", "VariationalGRU", kwargs)
+    with pytest.raises(ModelLoadError) as raised:
+        load_model_folder(folder)
+    message = raised.value.message
+    assert "the model's own forward (VariationalGRU)" in message and why in message
+    assert "has no dropout module" not in message
+
+
+def test_the_variance_comparison_alone_catches_a_source_no_module_switch_explains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_folder(tmp_path, "custom", "LockedLSTM")
+    monkeypatch.setattr(auditing, "audit_model", _without_findings(audit_model))
+    model = load_model_folder(folder)
+    assert len(model.warnings) == 1
+    assert "the model's own torch MC dropout varies more than mcdrop's passes" in model.warnings[0]
+
+
+def _without_findings(audit: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from dataclasses import replace
+
+        return replace(audit(*args, **kwargs), findings=[])
+
+    return run
+
+
+def test_recurrent_and_plain_dropout_models_pass_the_audit(tmp_path: Path) -> None:
+    kwargs = {"kind": "lstm", "layers": 2, "p": 0.5, "head_p": 0.05}
+    model = load_model_folder(write_folder(tmp_path, "speech", "SpeechRNN", kwargs))
+    assert model.audit is not None and model.audit.unsampled == []
+    assert model.audit.report.gap is not None and not model.audit.report.gap.excess
+    assert model.audit.report.seconds < 2.0  # the issue's budget per model at load
+
+
+def _check(folder: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["check-model", str(folder), "--runs", "2", "--n-samples", "10"])
+    return code, capsys.readouterr().out
+
+
+def test_check_model_fails_naming_the_unsampled_module(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = _check(write_folder(tmp_path, "custom", "LockedLSTM"), capsys)
+    assert code == 1
+    assert "module 'locked' (LockedDropout) is a source of randomness" in out
+    assert "OK: no problems found" not in out
+    assert "audit      " in out and "torch MC dropout has std" in out
+
+
+def test_check_model_shows_an_acknowledged_source_and_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_folder(tmp_path, "custom", "LockedLSTM", unsampled=["locked"])
+    code, out = _check(folder, capsys)
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("locked ")]
+    assert rows == [["locked", "LockedDropout", "random", "in", "training", "mode", "yes"]]
+
+
+def test_a_torchscript_stacked_lstm_is_named_not_passed_as_ok(tmp_path: Path) -> None:
+    """TorchScript cannot be unrolled; its LSTM's inter-layer dropout is named by the audit."""
+    kwargs = {"kind": "lstm", "layers": 2, "p": 0.5}
+    folder = write_folder(tmp_path, "ts", "SpeechRNN", kwargs)
+    scripted = torch.jit.script(reference_network(folder))
+    torch.jit.save(scripted, str(folder / "model.ts"))
+    card = yaml.safe_load((folder / "model.yaml").read_text())
+    card |= {"architecture": {"torchscript": "model.ts"}, "weights": {}}
+    (folder / "model.yaml").write_text(yaml.safe_dump(card))
+    model = load_model_folder(folder)
+    assert model.audit is not None
+    assert [(u.name, u.kind) for u in model.audit.unsampled] == [("rnn", "LSTM")]
+    assert len(model.warnings) == 1 and "module 'rnn' (LSTM)" in model.warnings[0]
+    assert "mc_dropout: {modules" not in model.warnings[0]  # TorchScript cannot take it
