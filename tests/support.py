@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -207,3 +207,18 @@ def numbers_of(answer: Any) -> Any:
     answers of the same request differ there and nowhere else)."""
     assert isinstance(answer["prediction_id"], str)
     return {key: value for key, value in answer.items() if key != "prediction_id"}
+
+
+def float32_line_and_classifier(model_factory: Callable[..., Path]) -> Path:
+    """Two float32 TinyNet folders in one models dir: ``line`` (regression, one feature) and
+    ``cls`` (the default classifier, y = 2x + 1 on two features); returns the models dir."""
+    regression = model_factory(
+        "line",
+        task="regression",
+        state=tiny_state(1, 2, 1),
+        kwargs={"in_features": 1, "hidden": 2, "out_features": 1},
+        card={"input": {"shape": [1], "dtype": "float32"}},
+    )
+    model_factory("cls")
+    models_dir: Path = regression.parent
+    return models_dir

@@ -15,7 +15,7 @@ from app.api.schemas import EvaluateResponse
 from app.engine.evaluation import evaluate, parse_targets
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import load_model_folder
-from tests.support import BUNDLED_MODELS, metric_value, tiny_state
+from tests.support import BUNDLED_MODELS, float32_line_and_classifier, metric_value
 
 DIGITS = load_digits()
 ROWS = DIGITS.data[:120].tolist()
@@ -98,15 +98,8 @@ def test_evaluations_are_counted_but_not_observed_as_traffic(demo_client: TestCl
 def test_overflowing_targets_and_inputs_are_refused_like_predict(
     model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
 ) -> None:
-    regression = model_factory(
-        "line",
-        task="regression",
-        state=tiny_state(1, 2, 1),
-        kwargs={"in_features": 1, "hidden": 2, "out_features": 1},
-        card={"input": {"shape": [1], "dtype": "float32"}},
-    )
-    model_factory("cls")  # float32 TinyNet y = 2x + 1 on two features
-    client = client_for(regression.parent)
+    models_dir = float32_line_and_classifier(model_factory)
+    client = client_for(models_dir)
     for target in (1e308, 1e200):
         body = {"inputs": [[0.0], [1.0]], "targets": [1.0, target], "seed": 0}
         answer = client.post("/v1/models/line/evaluate", json=body)

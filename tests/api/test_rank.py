@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_digits
 
 from tests.engine.error_bounds import FLOAT32_UNIT
-from tests.support import metric_value, tiny_state
+from tests.support import float32_line_and_classifier, metric_value
 
 ROWS = [image.reshape(-1).tolist() for image in load_digits().images[:40]]
 
@@ -146,16 +146,9 @@ def test_a_batchbald_selection_past_the_work_limit_is_a_422_up_front(
 def test_overflowing_rows_are_refused_like_predict(
     model_factory: Callable[..., Path], client_for: Callable[..., TestClient]
 ) -> None:
-    regression = model_factory(
-        "line",
-        task="regression",
-        state=tiny_state(1, 2, 1),
-        kwargs={"in_features": 1, "hidden": 2, "out_features": 1},
-        card={"input": {"shape": [1], "dtype": "float32"}},
-    )
-    model_factory("cls")
+    models_dir = float32_line_and_classifier(model_factory)
     # 20 passes in steps of 40 folded rows: two rows a step, so row 3 is in the second step
-    client = client_for(regression.parent, max_batch_rows=40)
+    client = client_for(models_dir, max_batch_rows=40)
     cases = [("line", "std", [[0.0], [1.0], [2.0], [3e38], [4.0]])]
     cls_rows = [[0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [3e38, 0.0], [1.0, 1.0]]
     cases += [("cls", strategy, cls_rows) for strategy in ("bald", "batchbald", "entropy")]

@@ -21,18 +21,9 @@ from app.engine.batchbald import GreedySelection
 from app.engine.progress import checkpoint
 from app.errors import DeadlineExceededError, InvalidInputError, ShuttingDownError
 from app.metrics import build_metrics
-from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
-from tests.support import BUNDLED_MODELS
 
 ROWS = [[float((i * k) % 17) for k in range(64)] for i in range(40)]
-
-
-@pytest.fixture(scope="module")
-def repository() -> ModelRepository:
-    models = ModelRepository(BUNDLED_MODELS, LoadOptions())
-    models.load_all()
-    return models
 
 
 def _plane(repository: ModelRepository, **settings: Any) -> DataPlane:

@@ -19,18 +19,10 @@ from app.engine.evaluation import evaluate
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
 from app.metrics import build_metrics
-from app.registry.loading import LoadOptions, ServedModel
+from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
-from tests.support import BUNDLED_MODELS
 
 ROW = [[float(k % 16) for k in range(64)]]
-
-
-@pytest.fixture(scope="module")
-def repository() -> ModelRepository:
-    models = ModelRepository(BUNDLED_MODELS, LoadOptions())
-    models.load_all()
-    return models
 
 
 def _plane(repository: ModelRepository, **settings: Any) -> DataPlane:

@@ -1,0 +1,17 @@
+"""Fixtures of the data-plane tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.registry.loading import LoadOptions
+from app.registry.repository import ModelRepository
+from tests.support import BUNDLED_MODELS
+
+
+@pytest.fixture(scope="module")
+def repository() -> ModelRepository:
+    """The bundled models, loaded once per test module."""
+    models = ModelRepository(BUNDLED_MODELS, LoadOptions())
+    models.load_all()
+    return models
