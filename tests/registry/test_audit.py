@@ -143,7 +143,6 @@ def test_recurrent_and_plain_dropout_models_pass_the_audit(tmp_path: Path) -> No
     model = load_model_folder(write_folder(tmp_path, "speech", "SpeechRNN", kwargs))
     assert model.audit is not None and model.audit.unsampled == []
     assert model.audit.report.gap is not None and not model.audit.report.gap.excess
-    assert model.audit.report.seconds < 2.0  # the budget per model at load
 
 
 def _check(folder: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
