@@ -155,7 +155,9 @@ def stochastic_modules(
     in ``known``), in registration order."""
     with _eval_restored(model):
         if _varies(model, probe):
-            return _eval_sources(model, probe)
+            # A known site random in eval (F.dropout(..., training=True) that mcdrop samples)
+            # is no finding; then no module can be switched alone to tell more.
+            return [f for f in _eval_sources(model, probe) if f.name not in known]
         found = []
         for name, module in model.named_modules():
             if name in known or not _may_be_random(module):

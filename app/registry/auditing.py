@@ -1,6 +1,8 @@
 """The stochasticity audit of a loaded network (:mod:`app.engine.audit`), in the card's terms:
-what it found, what the card acknowledges (``unsampled: [module names]``), and the warnings
-the load logs, the metadata lists and ``check-model`` fails on."""
+what it found and what the card acknowledges (``unsampled: [module names]``). A module found
+random that mcdrop neither samples nor sees acknowledged is a load error naming it; a reference
+that varies beyond mcdrop's passes with no module to blame is a warning the load logs, the
+metadata lists and ``check-model`` fails on."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from app.engine.audit import (
 )
 from app.engine.sampling import Sampler
 from app.errors import ModelLoadError
+from app.registry.huggingface import attention_sites
 from app.registry.network import Network
 
 logger = logging.getLogger(__name__)
@@ -42,11 +45,12 @@ class Audit:
     report: AuditReport
     unsampled: list[Unsampled] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    """Unacknowledged findings, and a reference that varies beyond mcdrop's passes."""
+    """A reference that varies beyond mcdrop's passes (no module found to blame)."""
 
 
 def audit_network(network: Network, sampler: Sampler) -> Audit:
-    """Run the audit on the network's probe rows; log and return its warnings."""
+    """Run the audit on the network's probe rows; ModelLoadError naming every random module
+    neither sampled nor acknowledged; log and return the warnings."""
     acknowledged = _acknowledged(network)
     known, frozen = _site_modules(network)
     try:
@@ -60,9 +64,13 @@ def audit_network(network: Network, sampler: Sampler) -> Audit:
     unsampled = [
         Unsampled(f.name, f.kind, f.reason, f.name in acknowledged) for f in report.findings
     ]
-    warnings = [_finding_warning(f) for f in report.findings if f.name not in acknowledged]
+    refused = [_finding_warning(f) for f in report.findings if f.name not in acknowledged]
+    if refused:
+        # Never served silently off: sample it, or say in the card that it is left off.
+        raise ModelLoadError(f"model '{network.card.name}': " + "; ".join(refused))
+    warnings: list[str] = []
     gap = report.gap
-    if gap is not None and gap.excess and not warnings:
+    if gap is not None and gap.excess:
         warnings.append(
             f"the model's own torch MC dropout varies more than mcdrop's passes on the probe "
             f"(std {gap.reference**0.5:.4g} vs {gap.sampled**0.5:.4g}, {gap.z:.1f} standard "
@@ -87,17 +95,21 @@ def refuse_without_sampled_sites(network_module: nn.Module, probe: Tensor, name:
     )
 
 
+ROOT = "forward"
+"""The card's name, in ``unsampled``, for the model's own forward (the root module)."""
+
+
 def _finding_warning(finding: Finding) -> str:
     as_is = (
         ""
-        if finding.scripted
+        if finding.scripted or not finding.name
         else f"sample it as it is with mc_dropout: {{modules: [{finding.name}]}}, "
     )
     return (
         f"{finding.label} is a source of randomness mcdrop does not sample ({_why(finding)}): "
-        "the answers miss its uncertainty. Use nn.Dropout modules (or F.dropout in code "
-        f"torch.fx can trace), {as_is}or acknowledge it in the card with "
-        f"unsampled: [{finding.name}]"
+        "served so, the answers would miss its uncertainty. Use nn.Dropout modules (or "
+        f"F.dropout in code torch.fx can trace), {as_is}or acknowledge it in the card with "
+        f"unsampled: [{finding.name or ROOT}]"
     )
 
 
@@ -112,7 +124,9 @@ def _why(finding: Finding) -> str:
 
 def _acknowledged(network: Network) -> set[str]:
     """The card's ``unsampled`` names, each checked to be a module of the network."""
-    names = {network.module_prefix + name for name in network.card.unsampled}
+    names = {
+        "" if name == ROOT else network.module_prefix + name for name in network.card.unsampled
+    }
     modules = {name for name, _ in network.module.named_modules()}
     unknown = sorted(name for name in names if name not in modules)
     if unknown:
@@ -135,4 +149,12 @@ def _site_modules(network: Network) -> tuple[set[str], set[str]]:
             known.add(prefix + name if name else name)
             if not site.sampled:
                 frozen.add(prefix + name if name else name)
+    # An attention module reads self.training only to hand its dropout site's rate to the
+    # attention function: its randomness is that site's (sampled, or off by the card's choice).
+    for name in attention_sites(network.module):
+        parent = name.rsplit(".", 1)[0]
+        if name in known:
+            known.add(parent)
+        if name in frozen:
+            frozen.add(parent)
     return known, frozen

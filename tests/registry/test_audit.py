@@ -1,10 +1,9 @@
-"""The stochasticity audit at load: every custom source of randomness is named (warning, metadata,
-``check-model`` failure) unless the card acknowledges it; a model whose only randomness mcdrop
-cannot sample is refused naming it; the figures compare with the model's own torch MC dropout."""
+"""The stochasticity audit at load: a custom source of randomness mcdrop does not sample is a load
+error naming it (and so a ``check-model`` failure) unless the card acknowledges it, which the
+metadata then lists; the figures compare with the model's own torch MC dropout."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,27 +35,18 @@ def _noise(rows: int = 3) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "name", "kind"), CUSTOM, ids=IDS)
-def test_a_custom_source_is_named_at_load_and_its_missing_variance_measured(
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    cls: str,
-    kwargs: dict[str, Any],
-    name: str,
-    kind: str,
+def test_a_custom_source_is_refused_naming_it_unless_acknowledged(
+    tmp_path: Path, cls: str, kwargs: dict[str, Any], name: str, kind: str
 ) -> None:
-    folder = write_folder(tmp_path, "custom", cls, kwargs)
-    with caplog.at_level(logging.WARNING):
-        model = load_model_folder(folder)
-    assert model.audit is not None
-    assert [(u.name, u.kind, u.acknowledged) for u in model.audit.unsampled] == [
-        (name, kind, False)
-    ]
-    assert len(model.warnings) == 1
-    assert f"module '{name}' ({kind})" in model.warnings[0] and "unsampled: [" in model.warnings[0]
-    assert f"module '{name}' ({kind})" in caplog.text
-    gap = model.audit.report.gap
-    assert gap is not None and gap.excess, gap
-    # The served moments are not the model's own MC dropout: what the warning says.
+    with pytest.raises(ModelLoadError) as refused:
+        load_model_folder(write_folder(tmp_path / "off", "custom", cls, kwargs))
+    assert f"module '{name}' ({kind})" in refused.value.message
+    assert f"unsampled: [{name}]" in refused.value.message
+    folder = write_folder(tmp_path, "custom", cls, kwargs, unsampled=[name])
+    model = load_model_folder(folder)
+    assert model.audit is not None and model.warnings == []
+    assert [(u.name, u.kind, u.acknowledged) for u in model.audit.unsampled] == [(name, kind, True)]
+    # What acknowledging means: the served moments are not the model's own MC dropout.
     x = _noise()
     per_call = 1 if kwargs.get("extra") == "dropconnect" else 200  # one weight mask per call
     reference = torch_mc_dropout(reference_network(folder), x, 2000, per_call=per_call)
@@ -91,14 +81,13 @@ def test_acknowledging_a_module_the_model_does_not_have_is_a_load_error(tmp_path
         load_model_folder(folder)
 
 
-def test_metadata_lists_unacknowledged_sources_with_the_warning(
+def test_an_unacknowledged_source_leaves_the_model_unready_with_the_reason(
     tmp_path: Path, client_for: Callable[..., TestClient]
 ) -> None:
     write_folder(tmp_path, "custom", "Flat", {"extra": "noise"})
     info = client_for(tmp_path).get("/v1/models/custom").json()
-    assert info["ready"]
-    assert [(u["name"], u["acknowledged"]) for u in info["unsampled"]] == [("extra.1", False)]
-    assert any("module 'extra.1' (GaussianNoise)" in w for w in info["warnings"])
+    assert not info["ready"]
+    assert "module 'extra.1' (GaussianNoise)" in info["error"]
 
 
 @pytest.mark.parametrize(
@@ -156,8 +145,7 @@ def test_check_model_fails_naming_the_unsampled_module(
     code, out = _check(write_folder(tmp_path, "custom", "LockedLSTM"), capsys)
     assert code == 1
     assert "module 'locked' (LockedDropout) is a source of randomness" in out
-    assert "OK: no problems found" not in out
-    assert "audit      " in out and "torch MC dropout has std" in out
+    assert "unsampled: [locked]" in out and "OK: no problems found" not in out
 
 
 def test_check_model_shows_an_acknowledged_source_and_passes(
@@ -179,8 +167,7 @@ def test_a_torchscript_stacked_lstm_is_named_not_passed_as_ok(tmp_path: Path) ->
     card = yaml.safe_load((folder / "model.yaml").read_text())
     card |= {"architecture": {"torchscript": "model.ts"}, "weights": {}}
     (folder / "model.yaml").write_text(yaml.safe_dump(card))
-    model = load_model_folder(folder)
-    assert model.audit is not None
-    assert [(u.name, u.kind) for u in model.audit.unsampled] == [("rnn", "LSTM")]
-    assert len(model.warnings) == 1 and "module 'rnn' (LSTM)" in model.warnings[0]
-    assert "mc_dropout: {modules" not in model.warnings[0]  # TorchScript cannot take it
+    with pytest.raises(ModelLoadError) as refused:
+        load_model_folder(folder)
+    assert "module 'rnn' (LSTM)" in refused.value.message
+    assert "mc_dropout: {modules" not in refused.value.message  # TorchScript cannot take it

@@ -136,10 +136,16 @@ def test_functional_and_module_dropout_alone_equals_fused(tmp_path: Path) -> Non
     assert torch.equal(alone, fused)
 
 
-def test_untraceable_functional_dropout_is_only_warned_about(tmp_path: Path) -> None:
-    model = load_model_folder(_folder(tmp_path, "Untraceable"))
+def test_untraceable_functional_dropout_is_refused_unless_acknowledged(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as refused:
+        load_model_folder(_folder(tmp_path / "off", "Untraceable"))
+    assert "the model's own forward (Untraceable)" in refused.value.message
+    assert "unsampled: [forward]" in refused.value.message
+    assert "mc_dropout: {modules" not in refused.value.message
+    model = load_model_folder(_folder(tmp_path, "Untraceable", unsampled=["forward"]))
     assert [layer.name for layer in model.dropout_layers] == ["drop"]
-    assert len(model.warnings) == 1 and "Untraceable" in model.warnings[0]
+    assert model.audit is not None and model.warnings == []
+    assert [(u.name, u.acknowledged) for u in model.audit.unsampled] == [("", True)]
 
 
 def test_head_samples_only_the_last_dropout_and_runs_the_rest_once(tmp_path: Path) -> None:
