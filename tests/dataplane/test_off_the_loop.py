@@ -170,6 +170,30 @@ def test_batchbald_stops_between_picks_at_the_deadline(
     assert picks.count == at_deadline < BATCHBALD.k
 
 
+def test_a_cancelled_batchbald_rank_starts_no_further_pick(
+    repository: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client gone (the route cancels its task) stops the selection between two picks."""
+    picks = _SlowPicks(monkeypatch)
+    plane = _plane(repository)
+    options = PredictOptions(n_samples=20, seed=1)
+
+    async def scenario() -> int:
+        ranking = asyncio.ensure_future(plane.rank("digits-mlp", ROWS, options, BATCHBALD, "test"))
+        while not picks.first.is_set():
+            await asyncio.sleep(0.01)
+        ranking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ranking
+        at_cancel = picks.count
+        await asyncio.sleep(0.6)  # the pick running at the cancel ends; none starts after it
+        await plane.close()
+        return at_cancel
+
+    at_cancel = asyncio.run(scenario())
+    assert picks.count == at_cancel < BATCHBALD.k
+
+
 def test_another_models_request_runs_between_two_picks(
     repository: ModelRepository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
