@@ -11,7 +11,7 @@ the work limit) are mixed in and must each get a 4xx; a few large valid images (
 noise) load the decode threads. A prober asks for liveness every 0.1 s throughout. Exits
 non-zero if any answer other than 200 or a deliberate 4xx/503 came back (a 5xx, a failed
 connection), a valid answer differed from its solo answer, a crafted one was not refused,
-liveness p99 reached 1 s, or memory grew by 10% or more.
+liveness p99 reached 1 s, a metric is infinite or NaN, or memory grew by 10% or more.
 
     python -m bench.soak --duration 300 --concurrency 64 --max-requests 1000000
 """
@@ -188,6 +188,9 @@ async def run_clients(
             rng = random.Random(index)
             while time.monotonic() < deadline and budget[0] > 0:
                 budget[0] -= 1
+                if rng.random() < 0.03:
+                    await _feedback_round(client, rng, statuses, checks)
+                    continue
                 (method, path, kwargs), kind = traffic(rng, pool)
                 started = time.perf_counter()
                 try:
@@ -210,6 +213,31 @@ async def run_clients(
 
         await asyncio.gather(prober(), *(worker(i) for i in range(args.concurrency)))
     return statuses, latencies
+
+
+async def _feedback_round(
+    client: httpx.AsyncClient,
+    rng: random.Random,
+    statuses: collections.Counter[str],
+    checks: collections.Counter[str],
+) -> None:
+    """A regression prediction, then its labelled feedback: a plain target (200) or an
+    overflowing one (1e308, crafted: must be a 4xx and leave the metrics finite)."""
+    row = [[0.01 * rng.random() for _ in range(10)]]
+    try:
+        predicted = await client.post(_REGRESSION, json={"inputs": row, "n_samples": 50})
+        statuses[str(predicted.status_code)] += 1
+        if predicted.status_code != 200 or "prediction_id" not in predicted.json():
+            return
+        crafted = rng.random() < 0.3
+        body = {"prediction_id": predicted.json()["prediction_id"],
+                "targets": [1e308 if crafted else 150.0]}  # fmt: skip
+        answer = await client.post("/v1/models/diabetes-mlp/feedback", json=body)
+        statuses[str(answer.status_code)] += 1
+        if crafted:
+            _check("crafted", answer, [], checks)
+    except httpx.HTTPError as error:
+        statuses[type(error).__name__] += 1
 
 
 def _check(
@@ -256,6 +284,13 @@ def main() -> int:
         elapsed = time.monotonic() - started
         rss_end = rss_kib(server.pid)
         healthy = httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        finite = not any(
+            value in ("inf", "+inf", "-inf", "nan")
+            for line in metrics.splitlines()
+            if line.startswith("mcdrop_") and not line.startswith("mcdrop_request_duration")
+            for value in [line.rsplit(" ", 1)[-1].lower()]
+        )
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -279,6 +314,7 @@ def main() -> int:
         "unexpected": unexpected,
         "checks": dict(sorted(checks.items())),
         "ready_after": healthy,
+        "metrics_finite": finite,
     }
     print(json.dumps(report, indent=1))
     if args.out is not None:
@@ -286,6 +322,7 @@ def main() -> int:
     refused = set(checks) <= {"crafted_4xx", "valid_identical"}
     lively = report["liveness_p99_ms"] < 1000
     ok = unexpected == 0 and refused and report["rss_growth_pct"] < 10 and healthy and lively
+    ok = ok and finite
     return 0 if ok else 1
 
 
