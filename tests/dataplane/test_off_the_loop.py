@@ -150,48 +150,32 @@ class _SlowPicks:
 BATCHBALD = RankQuery(k=30, strategy="batchbald", candidates=40)
 
 
-def test_batchbald_stops_between_picks_at_the_deadline(
-    repository: ModelRepository, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("stop", ["deadline", "cancel"])
+def test_batchbald_starts_no_pick_after_its_deadline_or_its_cancel(
+    repository: ModelRepository, monkeypatch: pytest.MonkeyPatch, stop: str
 ) -> None:
-    """30 picks of 0.2 s cannot fit a 1 s deadline: 504, and no pick starts after it."""
+    """30 picks of 0.2 s cannot fit a 1 s deadline (504); a client gone cancels the route's
+    task: either way the pick running then ends and no further one starts."""
     picks = _SlowPicks(monkeypatch)
-    plane = _plane(repository, request_timeout_s=1.0)
-    options = PredictOptions(n_samples=20, seed=1)
-
-    async def scenario() -> int:
-        with pytest.raises(DeadlineExceededError):
-            await plane.rank("digits-mlp", ROWS, options, BATCHBALD, "test")
-        at_deadline = picks.count
-        await asyncio.sleep(0.6)  # a pick running at the deadline ends; none starts after it
-        await plane.close()
-        return at_deadline
-
-    at_deadline = asyncio.run(scenario())
-    assert picks.count == at_deadline < BATCHBALD.k
-
-
-def test_a_cancelled_batchbald_rank_starts_no_further_pick(
-    repository: ModelRepository, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A client gone (the route cancels its task) stops the selection between two picks."""
-    picks = _SlowPicks(monkeypatch)
-    plane = _plane(repository)
+    plane = _plane(repository, request_timeout_s=1.0 if stop == "deadline" else 30.0)
     options = PredictOptions(n_samples=20, seed=1)
 
     async def scenario() -> int:
         ranking = asyncio.ensure_future(plane.rank("digits-mlp", ROWS, options, BATCHBALD, "test"))
         while not picks.first.is_set():
             await asyncio.sleep(0.01)
-        ranking.cancel()
-        with pytest.raises(asyncio.CancelledError):
+        if stop == "cancel":
+            ranking.cancel()
+        expected = DeadlineExceededError if stop == "deadline" else asyncio.CancelledError
+        with pytest.raises(expected):
             await ranking
-        at_cancel = picks.count
-        await asyncio.sleep(0.6)  # the pick running at the cancel ends; none starts after it
+        at_stop = picks.count
+        await asyncio.sleep(0.6)  # a pick running at the stop ends; none starts after it
         await plane.close()
-        return at_cancel
+        return at_stop
 
-    at_cancel = asyncio.run(scenario())
-    assert picks.count == at_cancel < BATCHBALD.k
+    at_stop = asyncio.run(scenario())
+    assert picks.count == at_stop < BATCHBALD.k
 
 
 def test_another_models_request_runs_between_two_picks(
