@@ -238,3 +238,19 @@ def torch_mc_dropout(
     finally:
         network.eval()
     return torch.cat(outputs)
+
+
+CUSTOM_SOURCES: list[tuple[str, dict[str, Any], str, str, int]] = [
+    ("LockedLSTM", {}, "locked", "LockedDropout", 200),
+    ("Flat", {"extra": "dropconnect"}, "extra", "DropConnectLinear", 1),
+    ("Flat", {"extra": "noise"}, "extra.1", "GaussianNoise", 200),
+    ("Flat", {"extra": "depth"}, "extra", "StochasticDepth", 200),
+]
+"""The custom random modules of SOURCE: (class, kwargs, module name, its class, passes per
+forward call of the torch reference; DropConnect draws one weight mask per call)."""
+CUSTOM_IDS = ["locked-dropout", "dropconnect", "noise", "stochastic-depth"]
+
+
+def noise_rows(rows: int = 3) -> torch.Tensor:
+    """Seeded (rows, *SEQUENCE) inputs for the custom models."""
+    return torch.randn((rows, *SEQUENCE), generator=torch.Generator().manual_seed(1))

@@ -19,24 +19,21 @@ from app.errors import ModelLoadError
 from app.registry import auditing
 from app.registry.loading import load_model_folder
 from tests.moments import Z, differences, moments, probabilities
-from tests.stochastic_models import SEQUENCE, reference_network, torch_mc_dropout, write_folder
-
-CUSTOM: list[tuple[str, dict[str, Any], str, str]] = [
-    ("LockedLSTM", {}, "locked", "LockedDropout"),
-    ("Flat", {"extra": "dropconnect"}, "extra", "DropConnectLinear"),
-    ("Flat", {"extra": "noise"}, "extra.1", "GaussianNoise"),
-    ("Flat", {"extra": "depth"}, "extra", "StochasticDepth"),
-]
-IDS = ["locked-dropout", "dropconnect", "noise", "stochastic-depth"]
-
-
-def _noise(rows: int = 3) -> torch.Tensor:
-    return torch.randn((rows, *SEQUENCE), generator=torch.Generator().manual_seed(1))
+from tests.stochastic_models import (
+    CUSTOM_IDS,
+    CUSTOM_SOURCES,
+    noise_rows,
+    reference_network,
+    torch_mc_dropout,
+    write_folder,
+)
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "name", "kind"), CUSTOM, ids=IDS)
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "name", "kind", "per_call"), CUSTOM_SOURCES, ids=CUSTOM_IDS
+)
 def test_a_custom_source_is_refused_naming_it_unless_acknowledged(
-    tmp_path: Path, cls: str, kwargs: dict[str, Any], name: str, kind: str
+    tmp_path: Path, cls: str, kwargs: dict[str, Any], name: str, kind: str, per_call: int
 ) -> None:
     with pytest.raises(ModelLoadError) as refused:
         load_model_folder(write_folder(tmp_path / "off", "custom", cls, kwargs))
@@ -47,8 +44,7 @@ def test_a_custom_source_is_refused_naming_it_unless_acknowledged(
     assert model.audit is not None and model.warnings == []
     assert [(u.name, u.kind, u.acknowledged) for u in model.audit.unsampled] == [(name, kind, True)]
     # What acknowledging means: the served moments are not the model's own MC dropout.
-    x = _noise()
-    per_call = 1 if kwargs.get("extra") == "dropconnect" else 200  # one weight mask per call
+    x = noise_rows()
     reference = torch_mc_dropout(reference_network(folder), x, 2000, per_call=per_call)
     served = model.predictor.sampler.sample(x, 2000, seed=0)
     found = differences(moments(probabilities(served)), moments(probabilities(reference)))

@@ -18,22 +18,19 @@ from app.errors import ModelLoadError
 from app.registry.loading import load_model_folder
 from tests.engine.sampler_contract import check_sampler_contract
 from tests.moments import assert_moments_match, probabilities
-from tests.stochastic_models import SEQUENCE, reference_network, torch_mc_dropout, write_folder
+from tests.stochastic_models import (
+    CUSTOM_IDS,
+    CUSTOM_SOURCES,
+    noise_rows,
+    reference_network,
+    torch_mc_dropout,
+    write_folder,
+)
 
-CASES: list[tuple[str, dict[str, Any], str, int]] = [
-    ("LockedLSTM", {}, "locked", 200),
-    ("Flat", {"extra": "dropconnect"}, "extra", 1),  # one weight mask per call: a pass a call
-    ("Flat", {"extra": "noise"}, "extra.1", 200),
-    ("Flat", {"extra": "depth"}, "extra", 200),
-]
-IDS = ["locked-dropout", "dropconnect", "noise", "stochastic-depth"]
-
-
-def _noise(rows: int = 3) -> torch.Tensor:
-    return torch.randn((rows, *SEQUENCE), generator=torch.Generator().manual_seed(1))
+CASES = [(cls, kwargs, name, per_call) for cls, kwargs, name, _, per_call in CUSTOM_SOURCES]
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "name", "per_call"), CASES, ids=IDS)
+@pytest.mark.parametrize(("cls", "kwargs", "name", "per_call"), CASES, ids=CUSTOM_IDS)
 def test_served_moments_equal_the_models_own_mc_dropout(
     tmp_path: Path, cls: str, kwargs: dict[str, Any], name: str, per_call: int
 ) -> None:
@@ -43,18 +40,18 @@ def test_served_moments_equal_the_models_own_mc_dropout(
     assert [(s.name, s.role) for s in model.dropout_sites if s.role == "module"] == [
         (name, "module")
     ]
-    x = _noise()
+    x = noise_rows()
     served = model.predictor.sampler.sample(x, 2000, seed=0)
     reference = torch_mc_dropout(reference_network(folder), x, 2000, per_call=per_call)
     assert_moments_match(probabilities(served), probabilities(reference))
 
 
-@pytest.mark.parametrize(("cls", "kwargs", "name", "per_call"), CASES[:2], ids=IDS[:2])
+@pytest.mark.parametrize(("cls", "kwargs", "name", "per_call"), CASES[:2], ids=CUSTOM_IDS[:2])
 def test_sampled_modules_keep_the_sampler_contract(
     tmp_path: Path, cls: str, kwargs: dict[str, Any], name: str, per_call: int
 ) -> None:
     folder = write_folder(tmp_path, "m", cls, kwargs, mc_dropout={"modules": [name]})
-    check_sampler_contract(load_model_folder(folder).predictor.sampler, _noise(2))
+    check_sampler_contract(load_model_folder(folder).predictor.sampler, noise_rows(2))
 
 
 def test_the_global_generator_is_left_as_it_was(tmp_path: Path) -> None:
@@ -63,7 +60,7 @@ def test_the_global_generator_is_left_as_it_was(tmp_path: Path) -> None:
     torch.manual_seed(5)
     expected = torch.rand(4)
     torch.manual_seed(5)
-    model.predictor.sampler.sample(_noise(), 40, seed=1)
+    model.predictor.sampler.sample(noise_rows(), 40, seed=1)
     assert torch.equal(torch.rand(4), expected)
     assert not any(module.training for module in model.module.modules())
 
