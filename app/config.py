@@ -24,6 +24,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = Path("config/default.yaml")
+DEFAULT_CI_LEVEL = 0.95
+"""The interval level of a request that names none, and of the commands run locally."""
 _KEY_ENTRY = re.compile(r"[^:\s]+(:admin)?")
 _config_file: ContextVar[Path | None] = ContextVar("mcdrop_config_file", default=None)
 
@@ -64,7 +66,7 @@ class Settings(BaseSettings):
     """Most rows (input rows x MC samples) pushed through the model in one forward chunk;
     bounds peak memory of a sampling run."""
 
-    default_ci_level: float = Field(default=0.95, gt=0.0, lt=1.0)
+    default_ci_level: float = Field(default=DEFAULT_CI_LEVEL, gt=0.0, lt=1.0)
     """Interval level used when a request gives no ``ci_level``."""
 
     torch_threads: int = Field(default=0, ge=0)

@@ -35,12 +35,10 @@ class LocalModel:
     ) -> Any:
         """A PredictResponse for rows (float rows, or encoded image bytes)."""
         from app.api.native import predict_response
-        from app.engine.predictor import PredictionRequest
+        from app.dataplane.policy import local_request
 
         model = self.model
         inputs = model.rows_to_tensor(rows, max(1, len(rows)))
-        request = PredictionRequest(
-            inputs, n_samples or model.card.n_samples.default, ci_level or 0.95, seed
-        )
+        request = local_request(model, inputs, n_samples=n_samples, seed=seed, ci_level=ci_level)
         prediction = model.predictor.predict(request)
         return predict_response(model, prediction)

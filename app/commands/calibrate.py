@@ -120,10 +120,10 @@ def _stats(
 ) -> ClassificationStats:
     import torch
 
-    from app.engine.predictor import PredictionRequest
+    from app.dataplane.policy import local_request
     from app.engine.stats import ClassificationStats
 
-    request = PredictionRequest(torch.from_numpy(inputs), n_samples, 0.95, seed=seed)
+    request = local_request(model, torch.from_numpy(inputs), n_samples=n_samples, seed=seed)
     stats = model.predictor.predict(request).stats
     assert isinstance(stats, ClassificationStats)
     return stats

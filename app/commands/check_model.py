@@ -14,7 +14,8 @@ import torch
 from tqdm import tqdm
 
 from app.commands._output import table
-from app.engine.predictor import Prediction, PredictionRequest
+from app.dataplane.policy import local_request
+from app.engine.predictor import Prediction
 from app.errors import McdropError
 from app.registry.auditing import Audit
 from app.registry.card import read_card
@@ -138,7 +139,7 @@ def _sample_checks(
 ) -> None:
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn((rows, *model.card.input.shape), generator=generator, dtype=torch.float64)
-    request = PredictionRequest(inputs, n_samples, ci_level=0.95, seed=0, return_samples=True)
+    request = local_request(model, inputs, n_samples=n_samples, seed=0, return_samples=True)
     timings: list[float] = []
     results: list[Prediction] = []
     for _ in tqdm(range(runs), desc="sample runs", unit="run", file=sys.stderr, disable=None):

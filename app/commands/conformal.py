@@ -57,10 +57,10 @@ def _fit(args: argparse.Namespace) -> tuple[ConformalRule, ConformalReport, Path
     import torch
 
     from app.commands._shared import model_folder
+    from app.dataplane.policy import local_request
     from app.engine.conformal import apply_rule
     from app.engine.evaluation import parse_targets
     from app.engine.evaluation.conformal import conformal_report, fit_conformal, summary
-    from app.engine.predictor import PredictionRequest
     from app.registry.loading import load_model_folder
     from app.tabular import TableError, labelled_rows
 
@@ -75,7 +75,7 @@ def _fit(args: argparse.Namespace) -> tuple[ConformalRule, ConformalReport, Path
     cells = labels if spec.task == "classification" else [_number(cell) for cell in labels]
     targets = parse_targets(cells, spec, model.card.labels, model.output_shape)
     n_samples = args.n_samples or model.card.n_samples.default
-    request = PredictionRequest(torch.from_numpy(inputs), n_samples, 0.95, seed=args.seed)
+    request = local_request(model, torch.from_numpy(inputs), n_samples=n_samples, seed=args.seed)
     passes = model.predictor.sample_passes(request)
     rule = fit_conformal(passes, targets, args.level)
     mean, std = summary(passes)

@@ -31,7 +31,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evaluate.add_argument("--models-dir", type=Path, default=Path("models"))
     evaluate.add_argument("--n-samples", type=int, help="MC passes (default: the model's)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    evaluate.add_argument("--ci-level", type=float, default=0.95, help="regression PI level")
+    evaluate.add_argument(
+        "--ci-level", type=float, default=None, help="regression PI level (default 0.95)"
+    )
     evaluate.add_argument(
         "--ranking-score",
         default="predictive_entropy",
@@ -66,8 +68,8 @@ def _local(args: argparse.Namespace) -> EvaluateResponse:
 
     from app.api.schemas import EvaluateResponse
     from app.commands._shared import model_folder
+    from app.dataplane.policy import local_request
     from app.engine.evaluation import evaluate, parse_targets
-    from app.engine.predictor import PredictionRequest
     from app.registry.loading import load_model_folder
     from app.tabular import TableError, labelled_rows
 
@@ -79,9 +81,10 @@ def _local(args: argparse.Namespace) -> EvaluateResponse:
     assert labels is not None
     spec = model.predictor.spec
     targets = parse_targets(_typed(labels, spec.task), spec, model.card.labels, model.output_shape)
-    request = PredictionRequest(
-        inputs=torch.from_numpy(inputs),
-        n_samples=args.n_samples or model.card.n_samples.default,
+    request = local_request(
+        model,
+        torch.from_numpy(inputs),
+        n_samples=args.n_samples,
         ci_level=args.ci_level,
         seed=args.seed,
     )

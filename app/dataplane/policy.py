@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from app.config import Settings
+from app.config import DEFAULT_CI_LEVEL, Settings
 from app.engine.device import resolve_dtype
 from app.engine.evaluation.runner import parse_targets
 from app.engine.inputs import check_input_range
@@ -138,12 +138,7 @@ class RequestPolicy:
     def ci_level(self, options: PredictOptions) -> float:
         """The request's interval level (the setting's default when none), checked."""
         level = options.ci_level if options.ci_level is not None else self.settings.default_ci_level
-        if not 0.0 < level < 1.0:
-            raise InvalidInputError("ci_level", f"must be between 0 and 1 (exclusive), got {level}")
-        # The interval's quantiles are (1 -+ level) / 2: both must stay strictly inside (0, 1).
-        if not (1.0 - level) / 2.0 > 0.0 or not (1.0 + level) / 2.0 < 1.0:
-            raise InvalidInputError("ci_level", f"{level!r} is too close to 0 or 1")
-        return level
+        return checked_ci_level(level)
 
     def sample_budget(
         self, model: ServedModel, options: PredictOptions
@@ -165,3 +160,37 @@ class RequestPolicy:
         n_samples = options.n_samples if options.n_samples is not None else limits.default
         _check_samples("n_samples", n_samples, limits.max)
         return n_samples, None
+
+
+def checked_ci_level(level: float) -> float:
+    """An interval level strictly inside (0, 1), with both quantiles (1 -+ level) / 2 too."""
+    if not 0.0 < level < 1.0:
+        raise InvalidInputError("ci_level", f"must be between 0 and 1 (exclusive), got {level}")
+    if not (1.0 - level) / 2.0 > 0.0 or not (1.0 + level) / 2.0 < 1.0:
+        raise InvalidInputError("ci_level", f"{level!r} is too close to 0 or 1")
+    return level
+
+
+def local_request(
+    model: ServedModel,
+    inputs: Tensor,
+    *,
+    n_samples: int | None = None,
+    seed: int | None = None,
+    ci_level: float | None = None,
+    return_samples: bool = False,
+) -> PredictionRequest:
+    """The engine request of a command run on the user's own machine (evaluate, calibrate,
+    conformal, check-model, rank, predict without a server): the model card's default N and
+    :data:`DEFAULT_CI_LEVEL` where none is given. No server limits apply: the rows are the
+    user's own file, on the user's own machine."""
+    n = n_samples if n_samples is not None else model.card.n_samples.default
+    if n < 1:
+        raise InvalidInputError("n_samples", f"must be at least 1, got {n}")
+    return PredictionRequest(
+        inputs=inputs,
+        n_samples=n,
+        ci_level=checked_ci_level(ci_level if ci_level is not None else DEFAULT_CI_LEVEL),
+        seed=seed,
+        return_samples=return_samples,
+    )

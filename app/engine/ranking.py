@@ -49,11 +49,9 @@ class ScoredRows:
     probs: Tensor | None
 
 
-def score_rows(
-    predictor: Predictor, inputs: Tensor, strategy: Strategy, n_samples: int, seed: int
-) -> ScoredRows:
-    """N seeded passes over ``inputs`` (B, *input_shape) and each row's acquisition score."""
-    request = PredictionRequest(inputs=inputs, n_samples=n_samples, ci_level=0.95, seed=seed)
+def score_rows(predictor: Predictor, request: PredictionRequest, strategy: Strategy) -> ScoredRows:
+    """The request's N passes over its inputs (B, *input_shape) and each row's acquisition
+    score (build the request with ``app.dataplane.policy``; its ``seed`` fixes the passes)."""
     return score_passes(predictor.sample_passes(request), predictor.spec.task, strategy)
 
 
@@ -156,14 +154,14 @@ class TopK:
 
 def rank(
     predictor: Predictor,
-    inputs: Tensor,
+    request: PredictionRequest,
     strategy: Strategy,
     k: int,
-    n_samples: int,
-    seed: int,
     candidates: int | None = None,
 ) -> Ranking:
-    """The k rows of ``inputs`` (B, *input_shape) most worth labelling, in one request."""
+    """The k rows of the request's inputs (B, *input_shape) most worth labelling, in one
+    request (its seed must be set: the ranking reports it)."""
+    assert request.seed is not None, "a ranking request names its seed"
     top = TopK.for_strategy(strategy, k, candidates)
-    top.add(0, score_rows(predictor, inputs, strategy, n_samples, seed))
-    return top.ranking(n_samples, seed)
+    top.add(0, score_rows(predictor, request, strategy))
+    return top.ranking(request.n_samples, request.seed)

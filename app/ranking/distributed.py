@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.dataplane.policy import local_request
 from app.engine.ranking import Ranking, score_rows
 from app.ranking.pool import Chunk, Pool
 from app.ranking.runner import Pick, Progress, RankJob, inputs_of, picks_of
@@ -43,10 +44,9 @@ class BlockRanker:
         data = batch["data"]
         chunk = Chunk(0, np.ascontiguousarray(data[:, 1:], dtype=np.float32))
         job = self.job
-        scored = score_rows(
-            self.model.predictor, inputs_of(chunk, self.input_shape),
-            job.strategy, job.n_samples, job.seed,
-        )  # fmt: skip
+        inputs = inputs_of(chunk, self.input_shape)
+        request = local_request(self.model, inputs, n_samples=job.n_samples, seed=job.seed)
+        scored = score_rows(self.model.predictor, request, job.strategy)
         top = job.top()
         top.offer(torch.from_numpy(data[:, 0].astype(np.int64)), scored.scores.double(),
                   scored.probs, payload=list(range(len(chunk.rows))))  # fmt: skip

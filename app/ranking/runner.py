@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from app.dataplane.policy import local_request
 from app.engine.acquisition import Strategy
 from app.engine.ranking import Ranking, TopK, score_rows
 from app.ranking.pool import Chunk, Pool, PoolError, Rows
@@ -81,7 +82,8 @@ def rank_locally(
     top = job.top()
     for chunk in pool.chunks(job.chunk_rows):
         inputs = inputs_of(chunk, model.card.input.shape)
-        scored = score_rows(model.predictor, inputs, job.strategy, job.n_samples, job.seed)
+        request = local_request(model, inputs, n_samples=job.n_samples, seed=job.seed)
+        scored = score_rows(model.predictor, request, job.strategy)
         top.add(chunk.offset, scored, [row.copy() for row in chunk.rows])
         progress(len(chunk.rows))
     positions, scores = top.picks(job.seed)

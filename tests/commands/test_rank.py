@@ -12,8 +12,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from app.cli import main
-from app.engine.ranking import TopK, score_rows
+from app.engine.ranking import TopK
 from app.registry.loading import load_model_folder
+from tests.engine.ranking_support import scored_rows
 from tests.support import BUNDLED_MODELS, serve_in_thread
 
 POOL = load_digits().data[:120].astype(np.float32)
@@ -54,7 +55,7 @@ def _engine_picks(strategy: str, k: int, chunk_rows: int) -> tuple[list[str], li
     inputs = torch.from_numpy(POOL).reshape(-1, 1, 8, 8)
     for start in range(0, len(POOL), chunk_rows):
         chunk = inputs[start : start + chunk_rows]
-        top.add(start, score_rows(model.predictor, chunk, strategy, 20, 4))  # type: ignore[arg-type]
+        top.add(start, scored_rows(model, chunk, strategy, 20, 4))  # type: ignore[arg-type]
     positions, scores = top.picks(seed=4)
     return [str(int(top.indices[i])) for i in positions], scores
 

@@ -6,10 +6,11 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from app.dataplane.policy import local_request
 from app.engine.acquisition import bald, classification_score
 from app.engine.batchbald import _exact_joint, batchbald, joint_entropy_with
 from app.engine.predictor import Passes, PredictionRequest
-from app.engine.ranking import ScoredRows, TopK, rank, score_passes, score_rows
+from app.engine.ranking import ScoredRows, TopK, rank, score_passes
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.engine.stats.classification import entropy
 from app.errors import InvalidInputError
@@ -20,6 +21,7 @@ from tests.engine.error_bounds import (
     margin_bound,
     relative_perturbation,
 )
+from tests.engine.ranking_support import scored_rows
 from tests.support import BUNDLED_MODELS
 
 DIGITS = torch.from_numpy(load_digits().images[:60]).float().unsqueeze(1)  # (60, 1, 8, 8)
@@ -33,7 +35,7 @@ def cnn() -> ServedModel:
 def _chunked(model: ServedModel, strategy: str, chunk: int, k: int = 5) -> TopK:
     top = TopK.for_strategy(strategy, k, candidates=12)  # type: ignore[arg-type]
     for start in range(0, len(DIGITS), chunk):
-        rows = score_rows(model.predictor, DIGITS[start : start + chunk], strategy, 30, 11)  # type: ignore[arg-type]
+        rows = scored_rows(model, DIGITS[start : start + chunk], strategy, 30, 11)  # type: ignore[arg-type]
         top.add(start, rows)
     return top
 
@@ -41,14 +43,14 @@ def _chunked(model: ServedModel, strategy: str, chunk: int, k: int = 5) -> TopK:
 def _pool_probs(model: ServedModel, chunk: int) -> torch.Tensor:
     """The pool's passes (N, 60, C), scored ``chunk`` rows per request."""
     parts = [
-        score_rows(model.predictor, DIGITS[start : start + chunk], "batchbald", 30, 11).probs
+        scored_rows(model, DIGITS[start : start + chunk], "batchbald", 30, 11).probs
         for start in range(0, len(DIGITS), chunk)
     ]
     return torch.cat([part for part in parts if part is not None], dim=1)
 
 
 def test_bald_scores_are_predicts_mutual_information(cnn: ServedModel) -> None:
-    ranking = rank(cnn.predictor, DIGITS, "bald", 60, n_samples=30, seed=11)
+    ranking = rank(cnn.predictor, local_request(cnn, DIGITS, n_samples=30, seed=11), "bald", 60)
     request = PredictionRequest(inputs=DIGITS, n_samples=30, ci_level=0.9, seed=11)
     stats = cnn.predictor.predict(request).stats
     assert isinstance(stats, ClassificationStats)
@@ -143,17 +145,14 @@ def test_merging_parts_in_any_order_gives_the_whole(cnn: ServedModel) -> None:
     parts = []
     for start in (40, 0, 20):
         part = TopK.for_strategy("entropy", 6)
-        part.add(start, score_rows(cnn.predictor, DIGITS[start : start + 20], "entropy", 30, 3))
+        part.add(start, scored_rows(cnn, DIGITS[start : start + 20], "entropy", 30, 3))
         parts.append(part)
     merged = TopK.for_strategy("entropy", 6)
     for part in parts:
         merged.merge(part)
     # The whole pool's scores from the same three requests, so only merging is under test.
     scores = torch.cat(
-        [
-            score_rows(cnn.predictor, DIGITS[s : s + 20], "entropy", 30, 3).scores
-            for s in (0, 20, 40)
-        ]
+        [scored_rows(cnn, DIGITS[s : s + 20], "entropy", 30, 3).scores for s in (0, 20, 40)]
     )
     best = torch.argsort(scores, descending=True, stable=True)[:6]
     assert merged.indices.tolist() == best.tolist()
@@ -167,8 +166,14 @@ def test_ties_keep_the_lower_pool_index_first() -> None:
 
 
 def test_batchbald_chooses_among_the_top_bald_candidates(cnn: ServedModel) -> None:
-    ranking = rank(cnn.predictor, DIGITS, "batchbald", 4, n_samples=30, seed=5, candidates=10)
-    rows = score_rows(cnn.predictor, DIGITS, "batchbald", 30, 5)
+    ranking = rank(
+        cnn.predictor,
+        local_request(cnn, DIGITS, n_samples=30, seed=5),
+        "batchbald",
+        4,
+        candidates=10,
+    )
+    rows = scored_rows(cnn, DIGITS, "batchbald", 30, 5)
     assert rows.probs is not None
     candidates = torch.argsort(bald(rows.probs), descending=True, stable=True)[:10]
     chosen = batchbald(rows.probs[:, candidates].double(), 4, seed=5)
@@ -179,7 +184,7 @@ def test_batchbald_chooses_among_the_top_bald_candidates(cnn: ServedModel) -> No
 def test_std_ranks_regression_rows_by_predicts_std() -> None:
     model = load_model_folder(BUNDLED_MODELS / "diabetes-mlp")
     inputs = torch.linspace(-0.2, 0.2, 30 * 10).reshape(30, 10)
-    ranking = rank(model.predictor, inputs, "std", 3, n_samples=40, seed=2)
+    ranking = rank(model.predictor, local_request(model, inputs, n_samples=40, seed=2), "std", 3)
     stats = model.predictor.predict(
         PredictionRequest(inputs=inputs, n_samples=40, ci_level=0.9, seed=2)
     ).stats
@@ -193,7 +198,8 @@ def test_std_ranks_regression_rows_by_predicts_std() -> None:
 def test_classification_strategy_refused_for_regression() -> None:
     model = load_model_folder(BUNDLED_MODELS / "diabetes-mlp")
     with pytest.raises(ValueError, match="use 'std'"):
-        rank(model.predictor, torch.zeros(2, 10), "bald", 1, n_samples=5, seed=0)
+        request = local_request(model, torch.zeros(2, 10), n_samples=5, seed=0)
+        rank(model.predictor, request, "bald", 1)
 
 
 def test_k_must_be_positive() -> None:
