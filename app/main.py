@@ -18,6 +18,7 @@ from app.api import evaluation, health, metrics_route, native, ranking, reposito
 from app.api.auth import ApiKeys, Role, check_access, load_api_keys
 from app.api.errors import install_error_handlers
 from app.api.middleware import RequestContextMiddleware
+from app.api.state import AppState
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
 from app.engine.allocator import retain_freed_memory
@@ -25,7 +26,6 @@ from app.engine.device import resolve_device, resolve_dtype
 from app.metrics import build_metrics, multiprocess_dir
 from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
-from app.state import AppState
 
 logger = logging.getLogger(__name__)
 

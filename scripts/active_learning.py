@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from app.engine.predictor import PredictionRequest
+from app.dataplane.policy import local_request
 from app.engine.ranking import rank
 from app.engine.stats import ClassificationStats
 from app.registry.loading import ServedModel
@@ -84,7 +84,9 @@ def train_round(
 
 def accuracy(model: ServedModel, x: np.ndarray, y: np.ndarray, settings: Settings) -> float:
     """Accuracy of the MC mean prediction (argmax of the mean probabilities)."""
-    request = PredictionRequest(torch.from_numpy(x).float(), settings.n_samples, 0.95, seed=0)
+    request = local_request(
+        model, torch.from_numpy(x).float(), n_samples=settings.n_samples, seed=0
+    )
     stats = model.predictor.predict(request).stats
     assert isinstance(stats, ClassificationStats)
     return float((stats.predicted_class.numpy() == y).mean())
@@ -98,7 +100,8 @@ def acquire(
         chosen = np.random.default_rng(seed).choice(len(pool), settings.per_round, replace=False)
         return [int(i) for i in chosen]
     inputs = torch.from_numpy(pool).float()
-    picked = rank(model.predictor, inputs, strategy, settings.per_round, settings.n_samples, seed)
+    request = local_request(model, inputs, n_samples=settings.n_samples, seed=seed)
+    picked = rank(model.predictor, request, strategy, settings.per_round)
     return picked.selected
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.datasets import load_diabetes
 from train_demo_models import diabetes_split, digits_split
 
-from app.tabular import write_csv
+from app.commands.tabular import write_csv
 
 PIXELS = [f"pixel{i}" for i in range(64)]
 

@@ -33,7 +33,9 @@ from train_demo_models import digits_split
 
 from app.api.schemas import EvaluateResponse
 from app.cli import main as mcdrop
+from app.commands.tabular import write_csv
 from app.config import load_settings
+from app.dataplane.policy import local_request
 from app.engine.evaluation import (
     ClassificationReport,
     Histogram,
@@ -45,12 +47,10 @@ from app.engine.evaluation import (
     roc_curve,
 )
 from app.engine.evaluation.report import histogram
-from app.engine.predictor import PredictionRequest
 from app.engine.stats import classification_stats
 from app.main import create_app
 from app.registry.loading import load_model_folder
 from app.reporting import figures
-from app.tabular import write_csv
 from app.training import Hyper, TrainConfig, fit
 from app.training.mlp import mc_passes
 
@@ -189,7 +189,7 @@ def bundled_calibration(models: Path) -> dict[str, ClassificationReport]:
         )
     }
     for passes in (1, PASSES):
-        request = PredictionRequest(torch.from_numpy(x_test), passes, 0.95, seed=SEED)
+        request = local_request(model, torch.from_numpy(x_test), n_samples=passes, seed=SEED)
         result = evaluate(model.predictor, request, targets).classification
         assert result is not None
         reports[f"{passes} MC pass{'es' if passes > 1 else ''}"] = result

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import build_parser, main
-from app.tabular import write_csv
+from app.commands.tabular import write_csv
 from tests.support import BUNDLED_MODELS, REPO_ROOT, free_port, serve_in_thread, wait_ready
 
 

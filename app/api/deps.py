@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.api.auth import caller_identity
+from app.api.state import AppState
 from app.config import Settings
 from app.dataplane import DataPlane
 from app.metrics import Metrics
 from app.registry.repository import ModelRepository
-from app.state import AppState
 
 
 def _state(request: Request) -> AppState:

@@ -19,8 +19,8 @@ import argparse
 import os
 
 from app.client import DEFAULT_URL
-from app.tables import number as number
-from app.tables import table as table
+from app.commands.tables import number as number
+from app.commands.tables import table as table
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1

@@ -67,8 +67,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run(args: argparse.Namespace) -> int:
     """Calibrate, report, and write the card's abstention section."""
     from app.commands._output import EXIT_PROBLEM, EXIT_USAGE
+    from app.commands.tabular import TableError
     from app.errors import InvalidInputError, McdropError
-    from app.tabular import TableError
 
     if args.conformal:
         from app.commands.conformal import run_conformal
@@ -95,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> tuple[Calibration, Path, int]:
     """The calibration, the model folder and the number of MC passes used."""
     from app.commands._shared import model_folder
+    from app.commands.tabular import feature_rows
     from app.engine.evaluation.calibration import calibrate
     from app.errors import InvalidInputError
     from app.registry.loading import load_model_folder
-    from app.tabular import feature_rows
 
     folder = model_folder(args.models_dir, args.model)
     model = load_model_folder(folder)
@@ -130,7 +130,7 @@ def _stats(
 
 
 def _describe(result: Calibration) -> str:
-    from app.tables import table
+    from app.commands.tables import table
 
     lines = [
         f"threshold on {result.score}: {result.threshold:.6g} keeps "

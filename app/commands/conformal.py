@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 def run_conformal(args: argparse.Namespace) -> int:
     """Calibrate, report the rule and its coverage on the calibration rows, write the card."""
+    from app.commands.tabular import TableError
     from app.errors import McdropError
-    from app.tabular import TableError
 
     if not 0.0 < args.level < 1.0:
         print("mcdrop calibrate: --level must be in (0, 1)", file=sys.stderr)
@@ -57,12 +57,12 @@ def _fit(args: argparse.Namespace) -> tuple[ConformalRule, ConformalReport, Path
     import torch
 
     from app.commands._shared import model_folder
+    from app.commands.tabular import TableError, labelled_rows
     from app.dataplane.policy import local_request
     from app.engine.conformal import apply_rule
     from app.engine.evaluation import parse_targets
     from app.engine.evaluation.conformal import conformal_report, fit_conformal, summary
     from app.registry.loading import load_model_folder
-    from app.tabular import TableError, labelled_rows
 
     folder = model_folder(args.models_dir, args.model)
     model = load_model_folder(folder)
@@ -83,7 +83,7 @@ def _fit(args: argparse.Namespace) -> tuple[ConformalRule, ConformalReport, Path
 
 
 def _number(cell: str) -> float:
-    from app.tabular import TableError
+    from app.commands.tabular import TableError
 
     try:
         return float(cell)

@@ -47,9 +47,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the metrics, write the report files when asked."""
+    from app.commands.tabular import TableError
     from app.errors import InvalidInputError, McdropError
     from app.reporting.figures import PlottingUnavailableError
-    from app.tabular import TableError
 
     try:
         response = _remote(args) if args.url else _local(args)
@@ -68,10 +68,10 @@ def _local(args: argparse.Namespace) -> EvaluateResponse:
 
     from app.api.schemas import EvaluateResponse
     from app.commands._shared import model_folder
+    from app.commands.tabular import TableError, labelled_rows
     from app.dataplane.policy import local_request
     from app.engine.evaluation import evaluate, parse_targets
     from app.registry.loading import load_model_folder
-    from app.tabular import TableError, labelled_rows
 
     model = load_model_folder(model_folder(args.models_dir, args.model))
     target = args.target or model.card.target
@@ -96,7 +96,7 @@ def _typed(labels: list[str], task: str) -> list[Any]:
     """Label cells as the API takes them: text for classes, numbers for regression."""
     if task == "classification":
         return list(labels)
-    from app.tabular import TableError
+    from app.commands.tabular import TableError
 
     try:
         return [float(label) for label in labels]
@@ -110,7 +110,7 @@ def connect(args: argparse.Namespace) -> McdropClient:
 
 
 def _remote(args: argparse.Namespace) -> EvaluateResponse:
-    from app.tabular import TableError, labelled_rows
+    from app.commands.tabular import TableError, labelled_rows
 
     with connect(args) as client:
         info = client.model(args.model)
@@ -158,7 +158,7 @@ def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
         if response.conformal is not None:
             print(conformal_line(response.conformal))
     if args.out is not None:
-        from app.reporting import write_evaluation_report
+        from app.reporting.evaluation_report import write_evaluation_report
 
         about = [
             ("model", f"{response.model} v{response.version} ({response.task})"),

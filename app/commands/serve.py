@@ -14,8 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from app.api.state import AppState
 from app.config import Settings
-from app.state import AppState
 
 logger = logging.getLogger(__name__)
 

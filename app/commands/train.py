@@ -77,8 +77,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     """Read the data, train (with a grid search when asked), write and reload the folder."""
+    from app.commands.tabular import TableError
     from app.errors import McdropError
-    from app.tabular import TableError
 
     if (args.out / "model.yaml").exists() and not args.force:
         print(f"mcdrop train: {args.out} already holds a model (use --force)", file=sys.stderr)
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from app.tabular import read_csv
+    from app.commands.tabular import read_csv
     from app.training import TrainConfig, hyper_grid, train, write_model_folder
     from app.training.search import hyper_label
 
@@ -173,7 +173,7 @@ def _dataset(
     (B, 1) float32 regression targets with labels None."""
     import torch
 
-    from app.tabular import TableError, labelled_rows
+    from app.commands.tabular import TableError, labelled_rows
 
     inputs, cells = labelled_rows(path, target, [features])
     assert cells is not None

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from app.commands.tables import table
 from app.engine.evaluation import ClassificationReport, RegressionReport
-from app.tables import table
 
 
 def _number(value: float) -> str:

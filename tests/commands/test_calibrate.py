@@ -11,11 +11,11 @@ import torch
 import yaml
 
 from app.cli import main
+from app.commands.tabular import write_csv
 from app.engine.evaluation import threshold_for_share
 from app.engine.predictor import PredictionRequest
 from app.engine.stats import ClassificationStats
 from app.registry.loading import load_model_folder
-from app.tabular import write_csv
 
 Factory = Callable[..., Path]
 

@@ -11,11 +11,11 @@ import torch
 import yaml
 
 from app.cli import main
+from app.commands.tabular import write_csv
 from app.engine.conformal import aps_scores, conformal_quantile, normalised_residuals
 from app.engine.evaluation.conformal import summary
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import load_model_folder
-from app.tabular import write_csv
 from tests.support import tiny_state
 
 Factory = Callable[..., Path]

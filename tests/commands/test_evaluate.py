@@ -15,8 +15,8 @@ from sklearn.datasets import load_digits
 from app.cli import build_parser, main
 from app.client import McdropClient
 from app.commands import evaluate
+from app.commands.tabular import write_csv
 from app.engine.abstention import RANKING_SCORES
-from app.tabular import write_csv
 from tests.support import BUNDLED_MODELS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from sklearn.datasets import load_diabetes, load_iris
 
 from app.cli import main
+from app.commands.tabular import write_csv
 from app.registry.loading import load_model_folder, sha256_of
-from app.tabular import write_csv
 
 FAST = ["--epochs", "8", "--hidden", "16", "--batch-size", "32"]
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from app.engine.evaluation import ClassificationReport, classification_report, regression_report
-from app.reporting import evaluation_pictures, figures, write_evaluation_report
+from app.reporting import figures
+from app.reporting.evaluation_report import evaluation_pictures, write_evaluation_report
 from app.reporting.html import html_report
 from app.reporting.summary import metric_rows, text_table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.tabular import labelled_rows, read_csv
+from app.commands.tabular import labelled_rows, read_csv
 from tests.support import load_script
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.tabular import TableError, feature_rows, labelled_rows, read_csv, write_csv
+from app.commands.tabular import TableError, feature_rows, labelled_rows, read_csv, write_csv
 
 
 def test_round_trip_and_reshape(tmp_path: Path) -> None:
