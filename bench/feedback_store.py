@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
+from app.dataplane.feedback_store import FeedbackStore, held_prediction
 from app.engine.conformal import ConformalOutput
 from app.engine.predictor import Prediction
 from app.engine.stats import classification_stats, regression_stats
-from app.feedback import FeedbackStore, held_prediction
 from bench.common import markdown_table
 
 

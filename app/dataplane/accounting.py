@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from app.dataplane.batcher import OnBatch
+from app.dataplane.feedback import FeedbackScore
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats
 from app.errors import McdropError
-from app.feedback import FeedbackScore, record_feedback
 from app.metrics import Metrics
 from app.registry.repository import ModelRepository
 
@@ -103,3 +103,15 @@ class Accounting:
         else:
             for value in stats.std.flatten().tolist():
                 self.metrics.regression_std.labels(model).observe(value)
+
+
+def record_feedback(metrics: Metrics, model: str, score: FeedbackScore) -> None:
+    """Count the rows, the interval checks and the per-row scores under ``model``."""
+    metrics.feedback.labels(model).inc(score.rows)
+    for name, (covered, checked, nominal) in score.checks.items():
+        metrics.interval_covered.labels(model, name).inc(covered)
+        metrics.interval_checked.labels(model, name).inc(checked)
+        metrics.interval_nominal.labels(model, name).inc(nominal)
+    metrics.feedback_log_likelihood.labels(model).inc(sum(score.log_likelihood))
+    for value in score.brier or []:
+        metrics.feedback_brier.labels(model).observe(value)

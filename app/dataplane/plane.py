@@ -24,6 +24,8 @@ from app.config import Settings
 from app.dataplane.accounting import Accounting
 from app.dataplane.batcher import ModelBatcher, Ticket
 from app.dataplane.evaluation import EvaluationJob
+from app.dataplane.feedback import FeedbackScore, score_matches
+from app.dataplane.feedback_store import FeedbackStore, HeldPrediction, Owner
 from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
 from app.dataplane.ranking import RankingJob, RankQuery
 from app.dataplane.step import Step, Workers
@@ -38,7 +40,6 @@ from app.errors import (
     OverloadedError,
     ShuttingDownError,
 )
-from app.feedback import FeedbackScore, FeedbackStore, HeldPrediction, Owner, score_matches
 from app.metrics import Metrics
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository

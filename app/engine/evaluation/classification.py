@@ -4,7 +4,8 @@
 single pass), `targets: (B,)` the true class indices (long). `confidence: (B,)` is max_c p̄_c and
 `correct: (B,)` (bool) says whether argmax_c p̄_c is the target. `uncertainty: (B,)` is any score
 where lower means more certain (predictive entropy, mutual information, 1 - confidence, ...).
-Every metric returns a 0-dim float64 tensor unless stated otherwise.
+Every metric returns a 0-dim float64 tensor unless stated otherwise; those with a ``reduction``
+return the per-row values (B,) with ``reduction="none"`` (feedback scores rows one by one).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from app.engine.evaluation.reduction import Reduction, reduce_rows
 
 ECE_BINS = 15
 _NLL_FLOOR = 1e-12
@@ -35,21 +38,31 @@ def accuracy(mean_probs: Tensor, targets: Tensor) -> Tensor:
     return (mean_probs.argmax(dim=-1) == targets).double().mean()
 
 
-def negative_log_likelihood(mean_probs: Tensor, targets: Tensor) -> Tensor:
-    """Mean over rows of -ln p̄_y (nats). (B, C), (B,) -> ().
+def negative_log_likelihood(
+    mean_probs: Tensor, targets: Tensor, reduction: Reduction = "mean"
+) -> Tensor:
+    """Mean over rows of -ln p̄_y (nats). (B, C), (B,) -> () or (B,) with "none".
 
     p̄_y is floored at 1e-12, so a single zero probability gives 27.6 instead of infinity.
     """
     _check_rows(mean_probs, targets)
     p_true = mean_probs.double().gather(1, targets.long().unsqueeze(1)).squeeze(1)
-    return -p_true.clamp_min(_NLL_FLOOR).log().mean()
+    return reduce_rows(-p_true.clamp_min(_NLL_FLOOR).log(), reduction)
 
 
-def brier_score(mean_probs: Tensor, targets: Tensor) -> Tensor:
-    """Multi-class Brier score (1/B) Σ_b Σ_c (p̄_bc - 1[c = y_b])², in [0, 2]. (B, C), (B,) -> ()."""
+def brier_score(mean_probs: Tensor, targets: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Multi-class Brier score (1/B) Σ_b Σ_c (p̄_bc - 1[c = y_b])², in [0, 2].
+    (B, C), (B,) -> () or (B,) with "none"."""
     _check_rows(mean_probs, targets)
     one_hot = torch.nn.functional.one_hot(targets.long(), mean_probs.shape[1]).double()
-    return ((mean_probs.double() - one_hot) ** 2).sum(dim=1).mean()
+    return reduce_rows(((mean_probs.double() - one_hot) ** 2).sum(dim=1), reduction)
+
+
+def set_coverage(sets: Tensor, targets: Tensor, reduction: Reduction = "mean") -> Tensor:
+    """Share of rows whose label is in their prediction set. sets (B, C) bool, targets (B,)
+    -> () or (B,) bool with "none"."""
+    hits = sets.gather(1, targets.long().unsqueeze(1)).squeeze(1)
+    return hits if reduction == "none" else hits.double().mean()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor
 
+from app.engine.evaluation.reduction import Reduction, reduce_rows
 from app.engine.stats.binning import BINS_PER_STD, grid_sizes, linear_bins
 from app.engine.stats.regression import mc_log_likelihood
 
@@ -41,11 +42,27 @@ def mc_test_log_likelihood(preds: Tensor, noise_var: float | Tensor, target: Ten
     return mc_log_likelihood(preds.double(), noise_var, target.double()).mean()
 
 
-def interval_coverage(lower: Tensor, upper: Tensor, target: Tensor) -> Tensor:
-    """Share of target elements inside their closed interval [lower, upper]. (B, D) x 3 -> ()."""
+def interval_coverage(
+    lower: Tensor, upper: Tensor, target: Tensor, reduction: Reduction = "mean"
+) -> Tensor:
+    """Share of target elements inside their closed interval [lower, upper]. (B, D) x 3 -> (),
+    or with "none" (B, D) bool: each element inside its interval (the same comparison, so the
+    mean of the "none" form is the "mean" form)."""
     if not lower.shape == upper.shape == target.shape:
         raise ValueError("lower, upper and target must have the same shape")
-    return ((target >= lower) & (target <= upper)).double().mean()
+    hits = (target >= lower) & (target <= upper)
+    return hits if reduction == "none" else hits.double().mean()
+
+
+def gaussian_log_likelihood(
+    mean: Tensor, variance: Tensor, target: Tensor, reduction: Reduction = "mean"
+) -> Tensor:
+    """Log-likelihood of the targets under the served Gaussian N(m, v), in float64:
+    Σ_d log N(y_d | m_d, v_d) per row. (B, D) x 3 -> () mean over rows, or (B,) with "none".
+    Every v must be > 0."""
+    mean, variance, target = mean.double(), variance.double(), target.double()
+    density = -0.5 * (torch.log(2.0 * math.pi * variance) + (target - mean) ** 2 / variance)
+    return reduce_rows(density.sum(dim=1), reduction)
 
 
 def gaussian_expected_abs(mean: Tensor, variance: Tensor) -> Tensor:

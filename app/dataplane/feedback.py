@@ -1,4 +1,6 @@
-"""The scores labels give held predictions: interval and set checks, log-likelihoods, Brier.
+"""Live coverage from labelled feedback: the labels that arrive later matched against held
+predictions (`app.dataplane.feedback_store`), and the scores they give (interval and set checks,
+log-likelihoods, Brier), which are the evaluation metrics' per-row (``reduction="none"``) forms.
 
 A target whose score is not finite in float64 is refused (422 naming ``targets[i]``) before
 anything is counted, so a Prometheus sum never becomes infinite or NaN.
@@ -13,39 +15,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from app.dataplane.feedback_store import HeldPrediction
+from app.engine.evaluation.classification import (
+    brier_score,
+    negative_log_likelihood,
+    set_coverage,
+)
+from app.engine.evaluation.regression import gaussian_log_likelihood, interval_coverage
 from app.errors import InvalidInputError
-from app.feedback.store import HeldPrediction
-from app.metrics import Metrics
 
 PREDICTION_SET = "prediction_set"
 """The classification check: the label inside the served conformal prediction set."""
 
 Match = tuple[HeldPrediction, int, int]
 """(held prediction, its row, the feedback entry labelling it)."""
-
-
-def gaussian_log_likelihood(mean: Tensor, variance: Tensor, target: Tensor) -> Tensor:
-    """Σ_d log N(y_d | m_d, v_d) per row. (B, D) x 3 -> (B,); every v must be > 0."""
-    mean, variance, target = mean.double(), variance.double(), target.double()
-    density = -0.5 * (torch.log(2.0 * math.pi * variance) + (target - mean) ** 2 / variance)
-    return density.sum(dim=1)
-
-
-def brier_scores(probs: Tensor, labels: Tensor) -> Tensor:
-    """Σ_c (p_c - 1[c = y])² per row. probs (B, C), labels (B,) long -> (B,)."""
-    onehot = torch.nn.functional.one_hot(labels, probs.shape[1]).double()
-    return ((probs.double() - onehot) ** 2).sum(dim=1)
-
-
-def interval_hits(lower: Tensor, upper: Tensor, target: Tensor) -> Tensor:
-    """(B,) bool: every output of the row inside its closed interval. (B, D) x 3."""
-    target = target.double()
-    return ((target >= lower.double()) & (target <= upper.double())).all(dim=1)
-
-
-def set_hits(sets: Tensor, labels: Tensor) -> Tensor:
-    """(B,) bool: the label is in the row's prediction set. sets (B, C) bool, labels (B,)."""
-    return sets.gather(1, labels.unsqueeze(1)).squeeze(1)
 
 
 @dataclass(frozen=True)
@@ -74,19 +57,20 @@ def score_feedback(
     if held.variance is None:
         if held.sets is not None:
             level, sets = held.sets
-            hits = set_hits(sets[rows], targets)
+            hits = set_coverage(sets[rows], targets, reduction="none")
             checks[PREDICTION_SET] = (int(hits.sum()), len(rows), level * len(rows))
-        chosen = mean.double().gather(1, targets.unsqueeze(1)).squeeze(1)
-        log_likelihood = torch.log(chosen.clamp_min(1e-300))
-        return FeedbackScore(
-            len(rows), checks, log_likelihood.tolist(), brier_scores(mean, targets).tolist()
-        )
+        log_likelihood = -negative_log_likelihood(mean, targets, reduction="none")
+        brier = brier_score(mean, targets, reduction="none")
+        return FeedbackScore(len(rows), checks, log_likelihood.tolist(), brier.tolist())
     for name, (level, lower, upper) in held.intervals.items():
-        hits = interval_hits(lower[rows], upper[rows], targets)
+        inside = interval_coverage(
+            lower[rows].double(), upper[rows].double(), targets.double(), reduction="none"
+        )
+        hits = inside.all(dim=1)
         checks[name] = (int(hits.sum()), len(rows), level * len(rows))
     floor = torch.finfo(held.variance.dtype).tiny
     variance = held.variance[rows].double().clamp_min(floor)
-    log_likelihood = gaussian_log_likelihood(mean, variance, targets)
+    log_likelihood = gaussian_log_likelihood(mean, variance, targets, reduction="none")
     _refuse_non_finite(log_likelihood, entries)
     return FeedbackScore(len(rows), checks, log_likelihood.tolist())
 
@@ -137,15 +121,3 @@ def combine(scores: Sequence[FeedbackScore]) -> FeedbackScore:
         log_likelihood=[value for score in scores for value in score.log_likelihood],
         brier=briers if any(score.brier is not None for score in scores) else None,
     )
-
-
-def record_feedback(metrics: Metrics, model: str, score: FeedbackScore) -> None:
-    """Count the rows, the interval checks and the per-row scores under ``model``."""
-    metrics.feedback.labels(model).inc(score.rows)
-    for name, (covered, checked, nominal) in score.checks.items():
-        metrics.interval_covered.labels(model, name).inc(covered)
-        metrics.interval_checked.labels(model, name).inc(checked)
-        metrics.interval_nominal.labels(model, name).inc(nominal)
-    metrics.feedback_log_likelihood.labels(model).inc(sum(score.log_likelihood))
-    for value in score.brier or []:
-        metrics.feedback_brier.labels(model).observe(value)

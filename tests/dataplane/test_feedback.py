@@ -9,26 +9,20 @@ from typing import Any
 import pytest
 import torch
 
+from app.dataplane.feedback import PREDICTION_SET, score_feedback, score_matches
+from app.dataplane.feedback_store import (
+    CONFORMAL,
+    PREDICTION_OVERHEAD_BYTES,
+    PREDICTIVE,
+    ROW_OVERHEAD_BYTES,
+    TENSOR_OVERHEAD_BYTES,
+    FeedbackStore,
+    held_prediction,
+)
 from app.engine.conformal import ConformalOutput
 from app.engine.predictor import Prediction
 from app.engine.stats import classification_stats, regression_stats
 from app.errors import FeedbackGoneError, FeedbackNotFoundError, InvalidInputError
-from app.feedback import (
-    CONFORMAL,
-    PREDICTION_SET,
-    PREDICTIVE,
-    FeedbackStore,
-    brier_scores,
-    gaussian_log_likelihood,
-    held_prediction,
-    score_feedback,
-    score_matches,
-)
-from app.feedback.store import (
-    PREDICTION_OVERHEAD_BYTES,
-    ROW_OVERHEAD_BYTES,
-    TENSOR_OVERHEAD_BYTES,
-)
 
 
 def _regression(conformal: bool = False) -> Prediction:
@@ -52,14 +46,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def test_closed_forms() -> None:
-    # log N(1 | 0, 4) = -0.5 log(8 pi) - 1/8
-    ll = gaussian_log_likelihood(torch.zeros(1, 1), torch.full((1, 1), 4.0), torch.ones(1, 1))
-    assert ll.item() == pytest.approx(-0.5 * math.log(8 * math.pi) - 0.125)
-    brier = brier_scores(torch.tensor([[0.7, 0.3]]), torch.tensor([1]))
-    assert brier.item() == pytest.approx(0.49 + 0.49)
 
 
 def test_regression_rows_are_checked_against_both_intervals() -> None:
