@@ -7,8 +7,10 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from tqdm import tqdm
@@ -20,6 +22,8 @@ from app.errors import McdropError
 from app.registry.auditing import Audit
 from app.registry.card import read_card
 from app.registry.loading import LoadOptions, ServedModel, load_model_folder
+
+T = TypeVar("T")
 
 PYTHON_CODE_NOTE = (
     "Python code that runs with the server's rights whenever the model loads: "
@@ -48,13 +52,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the folder; print the findings; 0 when no problem was found, 1 otherwise."""
+    """Check the folder; print the findings; 0 when no problem was found, 1 otherwise.
+    Never a traceback: a check that raises is a reported problem naming the check."""
     report = Report()
-    model = _load(args.folder, report)
+    model = checked(report, "loading the folder", lambda: _load(args.folder, report))
     if model is not None:
-        print(describe(model))
-        n_samples = args.n_samples or model.card.n_samples.default
-        _sample_checks(model, max(1, args.rows), n_samples, max(2, args.runs), report)
+        served = model
+        description = checked(report, "describing the model", lambda: describe(served))
+        if description is not None:
+            print(description)
+        n_samples = args.n_samples or served.card.n_samples.default
+        rows, runs = max(1, args.rows), max(2, args.runs)
+        checked(
+            report,
+            "the sample run",
+            lambda: _sample_checks(served, rows, n_samples, runs, report),
+        )
     for warning in report.warnings:
         print(f"warning: {warning}")
     if report.problems:
@@ -121,6 +134,19 @@ def describe_audit(audit: Audit) -> str:
     return text
 
 
+def checked(report: Report, check: str, run_check: Callable[[], T]) -> T | None:
+    """The check's result, or None with a problem naming the check: its message for a
+    domain error, the exception's type and message for anything else (a bug in the model's
+    code, or in ours, is a finding of the check, not a crash of the command)."""
+    try:
+        return run_check()
+    except McdropError as exc:
+        report.problems.append(f"{check}: {exc.message}")
+    except Exception as exc:  # every failure is reported, none escapes
+        report.problems.append(f"{check} failed: {type(exc).__name__}: {exc}")
+    return None
+
+
 def _load(folder: Path, report: Report) -> ServedModel | None:
     try:
         card = read_card(folder)
@@ -137,8 +163,7 @@ def _load(folder: Path, report: Report) -> ServedModel | None:
 def _sample_checks(
     model: ServedModel, rows: int, n_samples: int, runs: int, report: Report
 ) -> None:
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn((rows, *model.card.input.shape), generator=generator, dtype=torch.float64)
+    inputs = _sample_inputs(model, rows)
     request = local_request(model, inputs, n_samples=n_samples, seed=0, return_samples=True)
     timings: list[float] = []
     results: list[Prediction] = []
@@ -152,6 +177,15 @@ def _sample_checks(
         f"then median {steady * 1000:.1f} ms ({rows * n_samples / steady:,.0f} row-passes/s)"
     )
     _check_prediction(results, report)
+
+
+def _sample_inputs(model: ServedModel, rows: int) -> torch.Tensor:
+    """``rows`` inputs from the model's own domain: texts for a text model, else standard
+    normal rows of the input shape."""
+    if model.text is not None:
+        return model.rows_to_tensor(["a short example text to check the model"] * rows, rows)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn((rows, *model.card.input.shape), generator=generator, dtype=torch.float64)
 
 
 def _check_prediction(results: list[Prediction], report: Report) -> None:

@@ -55,6 +55,40 @@ def test_bundled_model_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.rstrip().endswith("OK: no problems found")
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in BUNDLED_MODELS.iterdir() if p.is_dir()))
+def test_every_bundled_model_passes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _check(BUNDLED_MODELS / name, capsys)
+    assert code == 0, out
+    assert f"model      {name} v" in out
+    assert "sample run 8 rows x 10 passes: first" in out
+
+
+class _BrokenError(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("target", "check"),
+    [
+        ("_load", "loading the folder"),
+        ("describe", "describing the model"),
+        ("_sample_checks", "the sample run"),
+    ],
+)
+def test_a_check_that_raises_is_a_problem_not_a_traceback(
+    target: str, check: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.commands import check_model
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise _BrokenError("a bug in the model's code")
+
+    monkeypatch.setattr(check_model, target, broken)
+    code, out = _check(BUNDLED_MODELS / "digits-mlp", capsys)
+    assert code == 1
+    assert f"  - {check} failed: _BrokenError: a bug in the model's code" in out
+
+
 def _with_nets(folder: Path) -> Path:
     with (folder / "net.py").open("a") as handle:
         handle.write(_MORE_NETS)
