@@ -66,6 +66,11 @@ class ModelInfo(BaseModel):
     output_shape: list[int] | None = None
     labels: list[str] | None = None
     target: str | None = None
+    feature_names: list[str] | None = Field(
+        default=None,
+        description="Names of the input values in row order (tabular models; `mcdrop train` "
+        "records its CSV header).",
+    )
     default_n_samples: int | None = None
     max_n_samples: int | None = None
     input_type: Literal["tensor", "text", "image"] | None = None

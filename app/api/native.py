@@ -148,6 +148,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         output_shape=model.output_shape,
         labels=card.labels,
         target=card.target,
+        feature_names=card.feature_names,
         default_n_samples=card.n_samples.default,
         max_n_samples=card.n_samples.max,
         input_type=card.input.type,

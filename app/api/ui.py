@@ -2,7 +2,8 @@
 
 The page is static (framework-free HTML, CSS and JavaScript under ``app/ui/``, shipped in the
 package) and calls the same ``/v1`` API and ``/metrics`` as any client, with the key a person
-types in. The only data route here is the card hints the API's model description lacks.
+types in. The only data route here is the card hints the API's model description lacks (the
+feature names are in that description, ``GET /v1/models/{name}``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ _MEDIA_TYPES = {
 _CARD_HINTS = (
     "input",
     "labels",
-    "feature_names",
     "value_range",
     "regression",
     "abstention",

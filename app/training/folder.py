@@ -123,6 +123,7 @@ def write_model_folder(
     card["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_of(weights)}
     card["n_samples"] = dict(N_SAMPLES)
     card["target"] = target
+    card["feature_names"] = list(features)
     card["training"] = _training_section(trained, task, config, data, features)
     write_card(out, card)
     return load_model_folder(out)

@@ -69,7 +69,7 @@ function cardEntries(info, hints) {
     ["Dropout sites", `${info.dropout_layers}: ` + info.dropout.map((d) => `${d.name} (${d.kind}, p=${d.p})`).join(", ")],
     ["Run once per row", `${fmt(info.prefix_fraction * 100, 0)}% of the model` + (info.prefix_note ? ` (${info.prefix_note})` : "")],
   ];
-  if (hints.feature_names) entries.push(["Features", hints.feature_names.join(", ")]);
+  if (info.feature_names) entries.push(["Features", info.feature_names.join(", ")]);
   const noise = hints.regression;
   if (noise) entries.push(["Aleatoric noise", noise.variance_head ? "predicted by the model per pass" : `tau ${noise.tau} (variance ${fmt(1 / noise.tau, 2)})`]);
   const rule = hints.abstention;
@@ -164,9 +164,18 @@ function renderClassification(row) {
   numbersTable(["class", "mean", "std", "ci lower", "ci upper"], labels.map((label, c) => [label, row.mean[c], row.std[c], row.ci_lower[c], row.ci_upper[c]]));
 }
 
+/** The row's conformal band for output k ({lower, upper, level}), or null when the model has
+ * no conformal rule (or the band is not finite). */
+function conformalBand(row, k) {
+  if (!row.conformal_lower) return null;
+  const band = { lower: row.conformal_lower[k], upper: row.conformal_upper[k], level: row.conformal_level ?? state.many.conformal_level };
+  return Number.isFinite(band.lower) && Number.isFinite(band.upper) ? band : null;
+}
+
 function regressionDomain(rows, k) {
-  const lo = Math.min(...rows.map((r) => r.pi_lower[k]), ...rows.flatMap((r) => r.samples.map((p) => p[k])));
-  const hi = Math.max(...rows.map((r) => r.pi_upper[k]), ...rows.flatMap((r) => r.samples.map((p) => p[k])));
+  const bands = rows.map((r) => conformalBand(r, k)).filter(Boolean);
+  const lo = Math.min(...rows.map((r) => r.pi_lower[k]), ...bands.map((b) => b.lower), ...rows.flatMap((r) => r.samples.map((p) => p[k])));
+  const hi = Math.max(...rows.map((r) => r.pi_upper[k]), ...bands.map((b) => b.upper), ...rows.flatMap((r) => r.samples.map((p) => p[k])));
   const pad = (hi - lo) * 0.15 || 1;
   return [lo - pad, hi + pad];
 }
@@ -176,6 +185,8 @@ function renderRegression() {
   const row = state.many.predictions[0];
   const one = state.one.predictions[0];
   const xLabel = $("pass-output").selectedOptions[0].textContent;
+  const band = conformalBand(row, k);
+  const bandLevel = band ? `${fmt(band.level * 100, 0)}%` : "";
   $("summary").replaceChildren(h("dl", { class: "metrics" },
     ...metric("Mean", "mean", row.mean[k], 3),
     ...metric("Std", "std", row.std[k], 3, "total"),
@@ -183,14 +194,19 @@ function renderRegression() {
     ...metric("Aleatoric variance", "aleatoric_variance", row.aleatoric_variance[k], 3, "noise"),
     ...metric(`Mean interval (${level()}) from`, "ci_lower", row.ci_lower[k], 3), ...metric("to", "ci_upper", row.ci_upper[k], 3),
     ...metric(`Predictive interval (${level()}) from`, "pi_lower", row.pi_lower[k], 3), ...metric("to", "pi_upper", row.pi_upper[k], 3),
+    ...(band ? [...metric(`Conformal band (${bandLevel}) from`, "conformal_lower", band.lower, 3), ...metric("to", "conformal_upper", band.upper, 3)] : []),
     ...metric("Passes", "n_samples", state.many.n_samples, 0), ...metric("Seed", "seed", state.many.seed, 0)));
   const domain = regressionDomain([row, one], k);
-  const density = (r, title, ci) => densityChart({ centres: r.samples.map((p) => p[k]), variance: r.aleatoric_variance[k], mean: r.mean[k],
-    ci: ci ? [r.ci_lower[k], r.ci_upper[k]] : null, pi: [r.pi_lower[k], r.pi_upper[k]], domain, title, xLabel });
-  figure("main-chart", density(row, "Predictive density", true), `The predictive density: one Gaussian per pass (variance ${fmt(row.aleatoric_variance[k], 2)}) averaged over ${state.many.n_samples} passes. Light band: the ${level()} predictive interval; dark bar: the ${level()} interval of the mean; ticks: the passes.`);
+  // The band is calibrated for the card's N: drawn on the N-pass views, not on the single pass.
+  const density = (r, title, many) => densityChart({ centres: r.samples.map((p) => p[k]), variance: r.aleatoric_variance[k], mean: r.mean[k],
+    ci: many ? [r.ci_lower[k], r.ci_upper[k]] : null, pi: [r.pi_lower[k], r.pi_upper[k]], conformal: many ? conformalBand(r, k) : null, domain, title, xLabel });
+  const bandNote = band ? ` Dashed outline: the ${bandLevel} conformal band, mean ± q·std with q calibrated on held-out rows (it holds at least ${bandLevel} of new exchangeable rows).` : "";
+  figure("main-chart", density(row, "Predictive density", true), `The predictive density: one Gaussian per pass (variance ${fmt(row.aleatoric_variance[k], 2)}) averaged over ${state.many.n_samples} passes. Light band: the ${level()} predictive interval; dark bar: the ${level()} interval of the mean; ticks: the passes.${bandNote}`);
   figure("one-pass", density(one, "One pass", false), `1 pass: noise only, ${fmt(one.pi_lower[k], 1)} to ${fmt(one.pi_upper[k], 1)}.`);
   figure("n-pass", density(row, `${state.many.n_samples} passes`, true), `${state.many.n_samples} passes: noise and model uncertainty, ${fmt(row.pi_lower[k], 1)} to ${fmt(row.pi_upper[k], 1)}.`);
-  numbersTable(["output", "mean", "std", "ci lower", "ci upper", "pi lower", "pi upper"], row.mean.map((m, j) => [$("pass-output").options[j].textContent, m, row.std[j], row.ci_lower[j], row.ci_upper[j], row.pi_lower[j], row.pi_upper[j]]));
+  const bandHead = row.conformal_lower ? ["conformal lower", "conformal upper"] : [];
+  numbersTable(["output", "mean", "std", "ci lower", "ci upper", "pi lower", "pi upper", ...bandHead], row.mean.map((m, j) => [$("pass-output").options[j].textContent, m, row.std[j], row.ci_lower[j], row.ci_upper[j], row.pi_lower[j], row.pi_upper[j],
+    ...(row.conformal_lower ? [row.conformal_lower[j], row.conformal_upper[j]] : [])]));
 }
 
 function renderPasses() {

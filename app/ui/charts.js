@@ -149,15 +149,17 @@ export function mixtureDensity(xs, centres, variance) {
   });
 }
 
-/** The predictive density (a mixture of one Gaussian per pass) with the mean interval (ci) and
- * the predictive interval (pi) drawn; `domain` fixes the x range so two views compare. */
-export function densityChart({ centres, variance, ci, pi, mean, domain, title, xLabel }) {
+/** The predictive density (a mixture of one Gaussian per pass) with the mean interval (ci),
+ * the predictive interval (pi) and, when given, the conformal band ({lower, upper, level})
+ * drawn; `domain` fixes the x range so two views compare. */
+export function densityChart({ centres, variance, ci, pi, conformal, mean, domain, title, xLabel }) {
   const [lo, hi] = domain;
   const xs = Array.from({ length: 201 }, (_, i) => lo + ((hi - lo) * i) / 200);
   const ys = mixtureDensity(xs, centres, variance);
   const top = Math.max(...ys) * 1.1;
+  const band = conformal ? `${fmt(conformal.level * 100, 0)}% conformal band ${fmt(conformal.lower, 2)} to ${fmt(conformal.upper, 2)}` : "";
   const label = `${title}: mean ${fmt(mean, 2)}` + (ci ? `, mean interval ${fmt(ci[0], 2)} to ${fmt(ci[1], 2)}` : "") +
-    `, predictive interval ${fmt(pi[0], 2)} to ${fmt(pi[1], 2)}`;
+    `, predictive interval ${fmt(pi[0], 2)} to ${fmt(pi[1], 2)}` + (band ? `, ${band}` : "");
   const svg = frame(label);
   const x = scale(lo, hi, M.left, W - M.right);
   const y = scale(0, top, H - M.bottom, M.top);
@@ -167,6 +169,12 @@ export function densityChart({ centres, variance, ci, pi, mean, domain, title, x
   const line = xs.map((v, i) => `${i ? "L" : "M"}${x(v).toFixed(1)},${y(ys[i]).toFixed(1)}`).join("");
   svg.append(s("path", { class: "area", d: `${line}L${x(hi)},${y(0)}L${x(lo)},${y(0)}Z` }));
   svg.append(s("path", { class: "density", d: line }));
+  if (conformal) {
+    svg.append(s("rect", {
+      class: "conformal", x: x(conformal.lower), y: M.top + 2, width: Math.max(1, x(conformal.upper) - x(conformal.lower)),
+      height: H - M.bottom - M.top - 2, "data-lower": conformal.lower, "data-upper": conformal.upper,
+    }, s("title", {}, band)));
+  }
   if (ci) {
     svg.append(s("rect", { class: "ci", x: x(ci[0]), y: H - M.bottom - 10, width: Math.max(2, x(ci[1]) - x(ci[0])), height: 10 },
       s("title", {}, `mean interval ${fmt(ci[0], 2)} to ${fmt(ci[1], 2)}`)));

@@ -18,7 +18,6 @@ export function reshape(flat, shape) {
 
 /** [height, width] when the input looks like one small grey image, else null. */
 export function imageGrid(shape, hints) {
-  if (hints.feature_names) return null;
   const dims = shape.filter((d, i) => !(d === 1 && i < shape.length - 2));
   if (dims.length === 2 && dims.every((d) => d >= 4 && d <= MAX_CANVAS_SIDE)) return dims;
   const side = Math.round(Math.sqrt(dims[0]));
@@ -26,15 +25,16 @@ export function imageGrid(shape, hints) {
   return null;
 }
 
-/** The widget for a model: image upload, text box, drawing canvas, named fields or a CSV row. */
+/** The widget for a model: image upload, text box, named fields (the metadata's
+ * `feature_names`, one per input value), drawing canvas or a CSV row. */
 export function buildInput(info, hints) {
   const type = hints.input?.type ?? info.input_type;
   const shape = hints.input?.shape ?? info.input_shape ?? [];
   if (type === "image") return imageUpload();
   if (type === "text") return textBox(hints.input?.max_characters);
+  if (info.feature_names?.length === size(shape)) return namedFields(info.feature_names, shape);
   const grid = imageGrid(shape, hints);
   if (grid) return drawingCanvas(grid, shape, hints.value_range ?? [0, 1]);
-  if (hints.feature_names) return namedFields(hints.feature_names, shape);
   return csvRow(shape);
 }
 

@@ -75,7 +75,9 @@ def test_unknown_and_traversing_asset_names_are_404(demo_client: TestClient) -> 
 
 def test_card_hints_carry_what_the_form_needs(demo_client: TestClient) -> None:
     diabetes = demo_client.get("/ui/models/diabetes-mlp/card").json()
-    assert diabetes["feature_names"] == ["age", "sex", "bmi", "bp"] + [f"s{i}" for i in range(1, 7)]
+    assert "feature_names" not in diabetes  # the model's metadata carries them
+    info = demo_client.get("/v1/models/diabetes-mlp").json()
+    assert info["feature_names"] == ["age", "sex", "bmi", "bp"] + [f"s{i}" for i in range(1, 7)]
     assert diabetes["regression"] == {"tau": 0.000417, "variance_head": False}
     digits = demo_client.get("/ui/models/digits-cnn/card").json()
     assert digits["value_range"] == [0, 16] and digits["input"]["shape"] == [1, 8, 8]
@@ -156,6 +158,8 @@ def test_contrast_of_a_known_pair() -> None:
         ("aleatoric", "bg", 3.0),
         ("epistemic", "bg", 3.0),
         ("best", "band", 3.0),
+        ("conformal", "bg", 3.0),
+        ("conformal", "band", 3.0),
     ],
 )
 def test_text_and_chart_colours_meet_wcag_contrast(

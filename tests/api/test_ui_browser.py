@@ -182,6 +182,9 @@ def test_a_typed_tabular_row_and_the_regression_chart(browser: WebDriver, server
     for selector in ("rect.pi", "rect.ci"):
         assert float(chart.find_element(By.CSS_SELECTOR, selector).get_attribute("width") or 0) > 1
     assert browser.find_elements(By.CSS_SELECTOR, "#one-pass path.density")
+    # No conformal rule in this card: no band, no band numbers.
+    assert not browser.find_elements(By.CSS_SELECTOR, "rect.conformal")
+    assert "conformal_lower" not in _shown(browser)
     assert _unlabelled(browser) == []
     _screenshot(browser, "diabetes.png")
 
@@ -224,7 +227,7 @@ def test_every_input_kind_is_built_from_the_card(
           [{input_shape: [16]}, {input: {type: 'text'}}],
           [{input_shape: [1, 8, 8]}, {value_range: [0, 16]}],
           [{input_shape: [28, 28]}, {}],
-          [{input_shape: [3]}, {feature_names: ['a', 'b', 'c']}],
+          [{input_shape: [3], feature_names: ['a', 'b', 'c']}, {}],
           [{input_shape: [16]}, {}],
         ].map(([info, hints]) => m.buildInput(info, hints).kind)));
         """

@@ -43,11 +43,13 @@ def test_classifier_folder_is_served_unchanged(
     assert "trained iris-mlp: 150 rows" in captured.out
     model = load_model_folder(out)
     assert model.card.labels == ["setosa", "versicolor", "virginica"]
+    assert model.card.feature_names == ["sl", "sw", "pl", "pw"]  # the header, target left out
     assert model.card.weights.sha256 == sha256_of(out / "model.safetensors")
     client = client_for(out.parent)
     body = {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "n_samples": 20, "seed": 0}
     rows = client.post("/v1/models/iris-mlp/predict", json=body).json()["predictions"]
     assert [row["label"] for row in rows] == ["setosa", "virginica"]
+    assert client.get("/v1/models/iris-mlp").json()["feature_names"] == ["sl", "sw", "pl", "pw"]
     assert main(["evaluate", str(out), "--data", str(iris_csv)]) == 0  # card target: species
     assert "accuracy" in capsys.readouterr().out
 
