@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     max_evaluation_values: int = Field(default=10_000_000, ge=1)
     """Most values (rows x MC samples x model outputs) one evaluation request may hold: every
     pass of every row is kept to score it, so this bounds an evaluation's memory (see the
-    README's worst-case memory). Larger requests are refused up front with 422."""
+    worst-case memory in docs/settings.md). Larger requests are refused up front with 422."""
 
     model_control: Literal["none", "explicit"] = "none"
     """Like Triton's model-control mode: ``none`` refuses the repository's load and unload
@@ -191,7 +191,7 @@ class Settings(BaseSettings):
     decode_threads: int = Field(default=2, ge=1, le=64)
     """Threads that turn request bodies into tensors (image decoding, tokenizing) off the event
     loop, within each request's deadline; at most this many images are decoded at once, which
-    bounds the memory decoding takes (README: memory budget)."""
+    bounds the memory decoding takes (docs/settings.md: worst-case memory)."""
 
     max_rank_selection_work: float = Field(default=2e11, gt=0)
     """Most work BatchBALD's greedy selection of one rank request may take, in multiply-adds:

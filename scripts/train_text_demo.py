@@ -6,7 +6,7 @@ in four classes (billing, delivery, technical, account), a WordPiece vocabulary 
 `transformers`. Written as a Hugging Face `save_pretrained` folder plus `model.yaml` under
 `--out` (default `models/ticket-triage`). It is a toy: it knows the templates' vocabulary only,
 so text unlike its training data is where its MC-dropout passes should disagree (they do not
-always: see the README).
+always: see docs/text.md).
 
 Usage: `python scripts/train_text_demo.py [--out DIR] [--epochs N]` (about a minute on 2 cores).
 """
