@@ -197,7 +197,7 @@ function renderRegression() {
     ...(band ? [...metric(`Conformal band (${bandLevel}) from`, "conformal_lower", band.lower, 3), ...metric("to", "conformal_upper", band.upper, 3)] : []),
     ...metric("Passes", "n_samples", state.many.n_samples, 0), ...metric("Seed", "seed", state.many.seed, 0)));
   const domain = regressionDomain([row, one], k);
-  // The band is calibrated for the card's N: drawn on the N-pass views, not on the single pass.
+  // The band's quantile was calibrated on the card's N passes: drawn on the N-pass views only.
   const density = (r, title, many) => densityChart({ centres: r.samples.map((p) => p[k]), variance: r.aleatoric_variance[k], mean: r.mean[k],
     ci: many ? [r.ci_lower[k], r.ci_upper[k]] : null, pi: [r.pi_lower[k], r.pi_upper[k]], conformal: many ? conformalBand(r, k) : null, domain, title, xLabel });
   const bandNote = band ? ` Dashed outline: the ${bandLevel} conformal band, mean ± q·std with q calibrated on held-out rows (it holds at least ${bandLevel} of new exchangeable rows).` : "";
