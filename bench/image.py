@@ -9,6 +9,8 @@
    folded sampling vs the textbook loop of N forwards, N = 10 and 30, batch 1.
 
     python -m bench.image [--repeats 5] [--vit-layers 4] [--threads 1]
+
+The models run on the device of MCDROP_DEVICE (as for `mcdrop serve`); decoding stays on the CPU.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from app.engine.dropout import find_dropout_layers
 from app.engine.images import images_to_tensor
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import ServedModel, load_model_folder
-from bench.common import markdown_table
+from bench.common import load_options, markdown_table, synchronize
 
 
 def write_folder(root: Path, name: str, model: nn.Module, processor: Any) -> Path:
@@ -61,7 +63,8 @@ def mobilenet(root: Path) -> ServedModel:
         transformers.MobileNetV2Config()
     )
     processor = transformers.MobileNetV2ImageProcessorPil()
-    return load_model_folder(write_folder(root, "mobilenet", model.eval(), processor))
+    folder = write_folder(root, "mobilenet", model.eval(), processor)
+    return load_model_folder(folder, load_options())
 
 
 def vit(root: Path, layers: int) -> ServedModel:
@@ -75,7 +78,7 @@ def vit(root: Path, layers: int) -> ServedModel:
     torch.manual_seed(0)
     model: nn.Module = transformers.ViTForImageClassification(transformers.ViTConfig(**options))
     processor = transformers.ViTImageProcessorPil()
-    return load_model_folder(write_folder(root, "vit", model.eval(), processor))
+    return load_model_folder(write_folder(root, "vit", model.eval(), processor), load_options())
 
 
 def photo_jpeg() -> bytes:
@@ -96,6 +99,7 @@ def loop(model: ServedModel, x: torch.Tensor, n: int) -> torch.Tensor:
         layer.module.train()
     try:
         with torch.inference_mode():
+            x = x.to(next(model.module.parameters()).device)
             return torch.stack([model.module(x) for _ in range(n)])
     finally:
         for layer in layers:
@@ -105,7 +109,7 @@ def loop(model: ServedModel, x: torch.Tensor, n: int) -> torch.Tensor:
 def forward(model: ServedModel, x: torch.Tensor) -> torch.Tensor:
     """One deterministic forward (eval mode)."""
     with torch.inference_mode():
-        output: torch.Tensor = model.module(x)
+        output: torch.Tensor = model.module(x.to(next(model.module.parameters()).device))
         return output
 
 
@@ -124,6 +128,7 @@ def side_by_side(runs: dict[str, Callable[[], object]], repeats: int) -> dict[st
         for name, run in runs.items():
             started = time.perf_counter()
             run()
+            synchronize()
             samples[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in samples.items()}
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Clone-to-ready: a fresh clone of this repository, then `make serve` (venv, install, serve the
-# bundled models), timed until /v2/health/ready answers 200; then the venv's size and its
-# package count. One line of results on stdout (and the make/server log in the scratch folder).
+# bundled models), timed until /v2/health/ready answers 200 (install_s: until make starts
+# the server, start_s: the server's start-up after it); then the venv's size, its package count and
+# the 1-minute load average. One line of results on stdout (the make/server log stays in WORK).
 #
 #   bench/install.sh [REF] [--keep]
 #
@@ -45,7 +46,12 @@ cd "$clone"
 # Its own process group, so that the server that make starts is stopped with it.
 MCDROP_PORT="$port" setsid make serve >"$log" 2>&1 &
 server=$!
+installed=""
 until curl --silent --fail --max-time 2 "http://127.0.0.1:$port/v2/health/ready" >/dev/null; do
+  # The install is over once make has started the server (in make's process group).
+  if [[ -z "$installed" ]] && pgrep -g "$server" -f 'bin/mcdrop serve' >/dev/null; then
+    installed="$(date +%s.%N)"
+  fi
   if ! kill -0 "$server" 2>/dev/null; then
     echo "make serve stopped before the server was ready; its log ($log):" >&2
     tail -n 30 "$log" >&2
@@ -56,5 +62,8 @@ done
 ready="$(date +%s.%N)"
 venv_mib="$(du -sm .venv | cut -f1)"
 packages="$(.venv/bin/python -m pip list --format=freeze 2>/dev/null | wc -l)"
-seconds="$(python3 -c "print(f'{$ready - $started:.1f}')")"
-echo "commit=${commit:0:10} clone_to_ready_s=$seconds venv_mib=$venv_mib packages=$packages log=$log"
+times="$(python3 -c "
+ready, started, installed = $ready, $started, ${installed:-0} or $ready
+print(f'clone_to_ready_s={ready - started:.1f} install_s={installed - started:.1f} start_s={ready - installed:.1f}')")"
+load="$(cut -d' ' -f1 /proc/loadavg)"
+echo "commit=${commit:0:10} $times venv_mib=$venv_mib packages=$packages load1=$load log=$log"
