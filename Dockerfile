@@ -15,9 +15,10 @@ RUN python -m venv /opt/venv \
 COPY pyproject.toml README.md ./
 RUN pip install "./[serve]"
 COPY app ./app
-# The installers leave last: the venv the runtime stage copies holds what serving imports.
+# pip leaves last: the runtime stage's venv holds what serving needs, and no installer
+# (setuptools stays: torch declares it).
 RUN pip install --no-deps --force-reinstall ./ \
-    && pip uninstall --yes pip setuptools
+    && pip uninstall --yes pip
 
 # The runtime stage installs nothing: no compiler, no pip in its venv, no dev or test tools.
 FROM python:3.11-slim

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Clone-to-ready: a fresh clone of this repository, then `make serve` (venv, install, serve the
-# bundled models), timed until /v2/health/ready answers 200 (install_s: until make starts
-# the server, start_s: the server's start-up after it); then the venv's size, its package count and
+# bundled models), timed until /v2/health/ready answers 200 (install_s: until make starts the
+# server, start_s: the server's start-up after it); then the venv's size, its package count and
 # the 1-minute load average. One line of results on stdout (the make/server log stays in WORK).
 #
 #   bench/install.sh [REF] [--keep]

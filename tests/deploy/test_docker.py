@@ -48,7 +48,7 @@ def test_multi_stage_cpu_torch_non_root_with_healthcheck() -> None:
 
 def test_the_image_installs_the_runtime_set_of_make_serve(tmp_path: Path) -> None:
     """The same extras as ``make serve`` (``make -n install``),
-    the dependencies in a layer of their own before the code, the installers removed last."""
+    the dependencies in a layer of their own before the code, pip removed last."""
     build, _ = _stages()
     runs = [run.arguments for run in build.all("RUN")]
     installed = {extra for run in runs for extra in re.findall(r'pip install "\./\[(\w+)\]"', run)}
@@ -57,7 +57,7 @@ def test_the_image_installs_the_runtime_set_of_make_serve(tmp_path: Path) -> Non
     deps = steps.index(("RUN", 'pip install "./[serve]"'))
     code = steps.index(("COPY", "app ./app"))
     assert deps < code, "the dependencies' layer comes before the code"
-    assert "--no-deps" in runs[-1] and "pip uninstall --yes pip setuptools" in runs[-1]
+    assert "--no-deps" in runs[-1] and runs[-1].endswith("pip uninstall --yes pip")
 
 
 def test_the_runtime_stage_installs_nothing() -> None:
@@ -120,7 +120,7 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
     installed = distributions(paths["/opt/venv"])
     assert {"mcdrop", "torch", "transformers", "pillow", "python-multipart"} <= installed
     assert not installed & dev_only(), "the runtime venv holds no dev or test tool"
-    assert not installed & {"pip", "setuptools"}, "the installers left with the build"
+    assert "pip" not in installed, "the installer stays in the build stage"
 
     port = free_port()
     serve_env = {**stage_env(final, paths), "MCDROP_HOST": "127.0.0.1", "MCDROP_PORT": str(port)}
