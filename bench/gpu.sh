@@ -54,7 +54,7 @@ fi
 benchmarks=(
   "engine|90|120|--out $out|--out $out --models digits-mlp --samples 10 --batches 1 --repeats 1"
   "text|90|240||--repeats 1 --samples 10 --batches 1"
-  "image|90|300||--repeats 1 --vit-layers 1"
+  "image|90|300||--repeats 1 --vit-layers 1 --image-size 64"
   "service|300|300|--out $out --seconds 5|--out $out --models digits-mlp --workers 1 --client httpx --requests 3"
 )
 
