@@ -4,9 +4,9 @@ step adds (files' apparent sizes, as an uncompressed layer holds them).
 
     python -m bench.image_layers [--dockerfile Dockerfile] [--keep]
 
-The base image's own layers (python:3.11-slim) are not measured here; a step that only deletes
-files adds no bytes (in an image it would add whiteouts and leave the files below), which is
-why the runtime stage copies the build stage's venv instead of inheriting its layers.
+The base image's own layers (python:3.11-slim) and the user's home (``useradd``, not replayed)
+are not measured; a step that deletes files adds only whiteouts (the files stay in the layers
+below), which is why the runtime stage copies the build stage's venv instead of inheriting them.
 """
 
 from __future__ import annotations
@@ -23,15 +23,25 @@ from tests.deploy.dockerfile import Instruction, Stage, read_stages, replay, sta
 MB = 1e6
 
 
-def apparent_size(path: Path) -> int:
-    """Bytes of every file under ``path`` (links counted as themselves)."""
-    if not path.exists():
-        return 0
-    if path.is_file():
-        return path.stat().st_size
-    return sum(
-        (Path(root) / name).lstat().st_size for root, _, names in os.walk(path) for name in names
-    )
+Files = dict[Path, tuple[int, int]]
+"""path -> (size, modification time in ns) of every file under the image's folders"""
+
+
+def snapshot(paths: dict[str, Path]) -> Files:
+    """Every file under the stand-in folders, links counted as themselves."""
+    files: Files = {}
+    for top in paths.values():
+        for root, _, names in os.walk(top):
+            for name in names:
+                status = (Path(root) / name).lstat()
+                files[Path(root) / name] = (status.st_size, status.st_mtime_ns)
+    return files
+
+
+def added_bytes(before: Files, after: Files) -> int:
+    """What a layer holds: the files a step created or changed (deletions add only
+    whiteouts)."""
+    return sum(size for path, (size, mtime) in after.items() if before.get(path) != (size, mtime))
 
 
 Layer = tuple[str, str, float]
@@ -39,7 +49,8 @@ Layer = tuple[str, str, float]
 
 
 def measure(stages: list[Stage], scratch: Path) -> list[Layer]:
-    """Every stage's layers, the runtime stage's copies included."""
+    """Every stage's layers; the runtime stage's copy of another stage counts that stage's
+    folder whole, as ``COPY --from`` does."""
     paths = {"/opt/venv": scratch / "venv"}
     for stage in stages:
         for workdir in stage.all("WORKDIR"):
@@ -47,24 +58,23 @@ def measure(stages: list[Stage], scratch: Path) -> list[Layer]:
     rows: list[Layer] = []
     for stage in stages:
         name = stage.name or "runtime (final)"
-        total = [sum(apparent_size(p) for p in paths.values())]
+        if stage.name is None:  # a clean base: only the build stage's venv is carried over
+            for key, folder in paths.items():
+                if key != "/opt/venv":
+                    shutil.rmtree(folder, ignore_errors=True)
+        state = [snapshot(paths)]
 
-        def after(instruction: Instruction, name: str = name, total: list[int] = total) -> None:
-            now = sum(apparent_size(p) for p in paths.values())
-            if instruction.keyword in ("RUN", "COPY"):
-                step = f"{instruction.keyword} {instruction.arguments}"
-                rows.append((name, step[:90], max(now - total[0], 0) / MB))
-            total[0] = now
+        def after(instruction: Instruction, name: str = name, state: list[Files] = state) -> None:
+            step = f"{instruction.keyword} {instruction.arguments}"
+            if instruction.keyword == "COPY" and instruction.arguments.startswith("--from="):
+                source = paths[instruction.arguments.split()[1]]
+                copied = snapshot({"source": source})
+                rows.append((name, step, sum(size for size, _ in copied.values()) / MB))
+            elif instruction.keyword in ("RUN", "COPY") and not step.startswith("RUN useradd "):
+                now = snapshot(paths)
+                rows.append((name, step[:90], added_bytes(state[0], now) / MB))
+                state[0] = now
 
-        if stage.name is None:  # the runtime stage starts from a clean base: its own copies
-            for copy in stage.all("COPY"):
-                if copy.arguments.startswith("--from="):
-                    source = copy.arguments.split()[1]
-                    rows.append((name, f"COPY {copy.arguments}", apparent_size(paths[source]) / MB))
-            kept = {k: v for k, v in paths.items() if k != "/opt/venv"}
-            for folder in kept.values():
-                shutil.rmtree(folder, ignore_errors=True)
-            total[0] = sum(apparent_size(p) for p in paths.values())
         replay(stage, REPO, paths, _pip_env(stage, paths), after)
     return rows
 
