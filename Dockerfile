@@ -10,10 +10,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/venv \
     && pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# The runtime set that `make serve` installs (the serve extra), before the code is copied: an
+# edit of app/ rebuilds only the small layer below. No app/ yet: the package is empty here.
 COPY pyproject.toml README.md ./
+RUN pip install "./[serve]"
 COPY app ./app
-RUN pip install "./[text,vision]"
+# pip leaves last: the runtime stage's venv holds what serving needs, and no installer
+# (setuptools stays: torch declares it).
+RUN pip install --no-deps --force-reinstall ./ \
+    && pip uninstall --yes pip
 
+# The runtime stage installs nothing: no compiler, no pip in its venv, no dev or test tools.
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -1,4 +1,5 @@
-"""Shared helpers of the benchmark scripts: timing, tables, the bundled models' inputs."""
+"""Shared helpers of the benchmark scripts: timing, tables, the bundled models' inputs, and
+the device the environment names (``MCDROP_DEVICE``, as for ``mcdrop serve``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from app.config import load_settings
+from app.engine.device import resolve_device, resolve_dtype
+from app.registry.loading import LoadOptions
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -22,6 +27,7 @@ def median_seconds(run: Callable[[], object], repeats: int = 7, min_time: float 
         calls, started = 0, time.perf_counter()
         while True:
             run()
+            synchronize()
             calls += 1
             elapsed = time.perf_counter() - started
             if elapsed >= min_time:
@@ -47,3 +53,22 @@ def example_inputs(shape: Sequence[int], rows: int, seed: int = 0) -> torch.Tens
     """Deterministic raw-scale inputs (0..16, like the digits pixels) of the model's shape."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand((rows, *shape), generator=generator) * 16
+
+
+def load_options() -> LoadOptions:
+    """The engine settings ``mcdrop serve`` would use in this environment (``MCDROP_DEVICE``,
+    ``MCDROP_DTYPE``, ``MCDROP_MAX_SAMPLE_ROWS`` or the config file): a benchmark's models run
+    where the server's would."""
+    settings = load_settings()
+    return LoadOptions(
+        max_sample_rows=settings.max_sample_rows,
+        device=resolve_device(settings.device),
+        dtype=resolve_dtype(settings.dtype),
+    )
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work, so that a timed call includes it; nothing to do on the CPU
+    (CUDA is never initialized there)."""
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        torch.cuda.synchronize()

@@ -8,6 +8,10 @@ run (median of several repeats):
   prefix   mcdrop's sampler with the deterministic prefix run once (what the server uses)
 
     python bench/engine.py [--models digits-cnn ...] [--repeats 7] [--out docs]
+                           [--samples 10 100 1000] [--batches 1 32]
+
+The models run on the device of MCDROP_DEVICE (as for `mcdrop serve`; default: CUDA when
+visible, else the CPU).
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from app.engine.dropout import find_dropout_layers
 from app.engine.prefix import whole_model_split
 from app.engine.sampler import MCSampler
 from app.registry.loading import ServedModel, load_model_folder
-from bench.common import MODELS, RESULTS, example_inputs, markdown_table, median_seconds
+from bench.common import (
+    MODELS,
+    RESULTS,
+    example_inputs,
+    load_options,
+    markdown_table,
+    median_seconds,
+)
 
 SAMPLES = (10, 100, 1000)
 BATCHES = (1, 32)
@@ -45,15 +56,24 @@ def naive_loop(module: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
             layer.module.eval()
 
 
-def bench_model(model: ServedModel, plain: nn.Module, repeats: int) -> list[dict[str, Any]]:
+def bench_model(
+    model: ServedModel,
+    plain: nn.Module,
+    repeats: int,
+    samples: tuple[int, ...] = SAMPLES,
+    batches: tuple[int, ...] = BATCHES,
+) -> list[dict[str, Any]]:
     """``plain`` is the same model without mcdrop's hooks: the baseline forward and the loop."""
     module = plain
+    device = next(module.parameters()).device
     prefix = model.predictor.sampler
     assert isinstance(prefix, MCSampler)
     folded = MCSampler(  # hooks on the whole model's dropout modules, no split
         model.module,
         model.dropout_layers,
         max_rows=prefix.max_rows,
+        device=prefix.device,
+        dtype=prefix.dtype,
         split=whole_model_split(model.module),
     )
     check = example_inputs(model.card.input.shape, 2)
@@ -63,15 +83,15 @@ def bench_model(model: ServedModel, plain: nn.Module, repeats: int) -> list[dict
     scale = float(expected.abs().max())  # regression outputs are in target units
     torch.testing.assert_close(prefix.sample(check, 8, 0), expected, rtol=1e-5, atol=1e-6 * scale)
     rows = []
-    for batch in BATCHES:
-        x = example_inputs(model.card.input.shape, batch)
+    for batch in batches:
+        x = example_inputs(model.card.input.shape, batch).to(device)
 
         def forward(x: torch.Tensor = x) -> object:
             with torch.inference_mode():
                 return module(x)
 
         base = median_seconds(forward, repeats)
-        for n in SAMPLES:
+        for n in samples:
             timings = {
                 "loop": median_seconds(partial(naive_loop, module, x, n), repeats),
                 "folded": median_seconds(partial(folded.sample, x, n, seed=0), repeats),
@@ -96,7 +116,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     names = sorted({str(r["model"]) for r in rows})
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
-        for batch, style in zip(BATCHES, ("-", "--"), strict=True):
+        for index, batch in enumerate(sorted({int(r["batch"]) for r in rows})):
+            style = ("-", "--", ":")[index % 3]
             mine = [r for r in rows if r["model"] == name and r["batch"] == batch]
             ns = [r["n"] for r in mine]
             for method, color in (
@@ -120,14 +141,19 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["digits-cnn", "digits-mlp", "diabetes-mlp"])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--samples", type=int, nargs="+", default=list(SAMPLES))
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     args = parser.parse_args()
+    options = load_options()
     cpu = platform.processor() or platform.machine()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}, {options.device}")
     rows = []
     for name in args.models:
-        plain = load_model_folder(MODELS / name)
+        plain = load_model_folder(MODELS / name, options)
         plain.predictor.sampler.close()
-        rows += bench_model(load_model_folder(MODELS / name), plain.module, args.repeats)
+        served = load_model_folder(MODELS / name, options)
+        sizes = tuple(args.samples), tuple(args.batches)
+        rows += bench_model(served, plain.module, args.repeats, *sizes)
     header = ["model", "batch", "N", "forward (ms)", "loop", "folded", "prefix", "loop / prefix"]
     table = markdown_table(header, [
         [r["model"], r["batch"], r["n"], r["forward_ms"], f"{r['loop_x']:.1f}x",

@@ -8,7 +8,12 @@
 3. A ViT with dropout everywhere (hidden, embedding, attention; ``mc_dropout: all``): mcdrop's
    folded sampling vs the textbook loop of N forwards, N = 10 and 30, batch 1.
 
-    python -m bench.image [--repeats 5] [--vit-layers 4] [--threads 1]
+    python -m bench.image [--repeats 5] [--vit-layers 4] [--threads 1] [--image-size 224]
+
+--image-size makes both networks take smaller pictures (bench/gpu.sh --quick: 64), for a check
+of the script on a slow CPU; the numbers above are at 224.
+
+The models run on the device of MCDROP_DEVICE (as for `mcdrop serve`); decoding stays on the CPU.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from app.engine.dropout import find_dropout_layers
 from app.engine.images import images_to_tensor
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import ServedModel, load_model_folder
-from bench.common import markdown_table
+from bench.common import load_options, markdown_table, synchronize
 
 
 def write_folder(root: Path, name: str, model: nn.Module, processor: Any) -> Path:
@@ -52,19 +57,22 @@ def write_folder(root: Path, name: str, model: nn.Module, processor: Any) -> Pat
     return folder
 
 
-def mobilenet(root: Path) -> ServedModel:
-    """transformers' default MobileNetV2 (ImageNet size) with random weights."""
+def mobilenet(root: Path, size: int = 224) -> ServedModel:
+    """transformers' default MobileNetV2 (ImageNet size at 224) with random weights."""
     import transformers
 
     torch.manual_seed(0)
     model: nn.Module = transformers.MobileNetV2ForImageClassification(
-        transformers.MobileNetV2Config()
+        transformers.MobileNetV2Config(image_size=size)
     )
-    processor = transformers.MobileNetV2ImageProcessorPil()
-    return load_model_folder(write_folder(root, "mobilenet", model.eval(), processor))
+    processor = transformers.MobileNetV2ImageProcessorPil(
+        size={"shortest_edge": size * 8 // 7}, crop_size={"height": size, "width": size}
+    )
+    folder = write_folder(root, "mobilenet", model.eval(), processor)
+    return load_model_folder(folder, load_options())
 
 
-def vit(root: Path, layers: int) -> ServedModel:
+def vit(root: Path, layers: int, size: int = 224) -> ServedModel:
     """A ViT-S-like classifier (hidden 384, 6 heads, 224x224, patch 16) with dropout 0.1 on
     hidden states and attention probabilities."""
     import transformers
@@ -73,9 +81,10 @@ def vit(root: Path, layers: int) -> ServedModel:
     options |= {"num_hidden_layers": layers, "num_attention_heads": 6}
     options |= {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
     torch.manual_seed(0)
-    model: nn.Module = transformers.ViTForImageClassification(transformers.ViTConfig(**options))
-    processor = transformers.ViTImageProcessorPil()
-    return load_model_folder(write_folder(root, "vit", model.eval(), processor))
+    config = transformers.ViTConfig(image_size=size, **options)
+    model: nn.Module = transformers.ViTForImageClassification(config)
+    processor = transformers.ViTImageProcessorPil(size={"height": size, "width": size})
+    return load_model_folder(write_folder(root, "vit", model.eval(), processor), load_options())
 
 
 def photo_jpeg() -> bytes:
@@ -96,6 +105,7 @@ def loop(model: ServedModel, x: torch.Tensor, n: int) -> torch.Tensor:
         layer.module.train()
     try:
         with torch.inference_mode():
+            x = x.to(next(model.module.parameters()).device)
             return torch.stack([model.module(x) for _ in range(n)])
     finally:
         for layer in layers:
@@ -105,7 +115,7 @@ def loop(model: ServedModel, x: torch.Tensor, n: int) -> torch.Tensor:
 def forward(model: ServedModel, x: torch.Tensor) -> torch.Tensor:
     """One deterministic forward (eval mode)."""
     with torch.inference_mode():
-        output: torch.Tensor = model.module(x)
+        output: torch.Tensor = model.module(x.to(next(model.module.parameters()).device))
         return output
 
 
@@ -124,6 +134,7 @@ def side_by_side(runs: dict[str, Callable[[], object]], repeats: int) -> dict[st
         for name, run in runs.items():
             started = time.perf_counter()
             run()
+            synchronize()
             samples[name].append(time.perf_counter() - started)
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -133,13 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--vit-layers", type=int, default=4)
+    parser.add_argument("--image-size", type=int, default=224, help="pictures' side (pixels)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        net = mobilenet(root)
+        net = mobilenet(root, args.image_size)
         jpeg = photo_jpeg()
         assert net.images is not None
         pipeline, limit = net.images, 16_777_216
@@ -160,8 +172,9 @@ def main(argv: list[str] | None = None) -> None:
         timings = side_by_side(runs, args.repeats)
         base = timings["one deterministic forward"]
         rows = [[name, seconds * 1000, seconds / base] for name, seconds in timings.items()]
-        print(markdown_table(["MobileNetV2 224x224, batch 1", "ms", "x forward"], rows))
-        transformer = vit(root, args.vit_layers)
+        side = f"{args.image_size}x{args.image_size}"
+        print(markdown_table([f"MobileNetV2 {side}, batch 1", "ms", "x forward"], rows))
+        transformer = vit(root, args.vit_layers, args.image_size)
         assert transformer.images is not None
         image = images_to_tensor([jpeg], transformer.images, 1, limit)
         assert image is not None
@@ -178,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             naive, folded = vit_times[f"loop {n}"], vit_times[f"mcdrop {n}"]
             rows.append(["loop", n, naive * 1000, "-", naive / one])
             rows.append(["mcdrop all (folded)", n, folded * 1000, naive / folded, folded / one])
-        header = ["ViT 224x224, batch 1", "N", "ms", "loop / mcdrop", "x forward"]
+        header = [f"ViT {side}, batch 1", "N", "ms", "loop / mcdrop", "x forward"]
         print(markdown_table(header, rows))
 
 

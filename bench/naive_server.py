@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from app.engine.dropout import find_dropout_layers
 from app.registry.loading import load_model_folder
-from bench.common import MODELS
+from bench.common import MODELS, load_options
 
 
 class Body(BaseModel):
@@ -28,16 +28,17 @@ class Body(BaseModel):
 
 
 def build_app(name: str) -> FastAPI:
-    served = load_model_folder(MODELS / name)
+    served = load_model_folder(MODELS / name, load_options())
     served.predictor.sampler.close()  # plain module, no mcdrop hooks
     module = served.module
+    device = next(module.parameters()).device
     for layer in find_dropout_layers(module):
         layer.module.train()
     app = FastAPI()
 
     @app.post("/v1/models/{model}/predict")
     def predict(model: str, body: Body) -> dict[str, Any]:
-        x = torch.tensor(body.inputs, dtype=torch.float32)
+        x = torch.tensor(body.inputs, dtype=torch.float32, device=device)
         with torch.inference_mode():
             probs = torch.stack([torch.softmax(module(x), -1) for _ in range(body.n_samples)])
         return {"mean": probs.mean(0).tolist(), "std": probs.std(0).tolist()}

@@ -40,7 +40,7 @@ import torch
 
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import load_model_folder
-from bench.common import MODELS, REPO, RESULTS, example_inputs, markdown_table
+from bench.common import MODELS, REPO, RESULTS, example_inputs, load_options, markdown_table
 
 CONCURRENCY = (1, 8, 32)
 N_SAMPLES = 100
@@ -150,7 +150,7 @@ async def load(
 
 def engine_throughput(name: str, concurrency: int, seconds: float = 2.0) -> dict[str, float]:
     """Requests/s of predict_many on fused batches of ``concurrency`` one-row requests."""
-    model = load_model_folder(MODELS / name)
+    model = load_model_folder(MODELS / name, load_options())
     x = example_inputs(model.card.input.shape, 1)
     requests = [PredictionRequest(x, N_SAMPLES, 0.95, seed=i) for i in range(concurrency)]
     model.predictor.predict_many(requests)

@@ -13,6 +13,8 @@ main thread, as a user's script would.
     python -m bench.text [--repeats 5] [--samples 10 30 100] [--batches 1 8] [--cpu-time]
                          [--threads 1]
 
+The models run on the device of MCDROP_DEVICE (as for `mcdrop serve`).
+
 On a shared, loaded machine wall time mostly measures the wait for a core; ``--cpu-time
 --threads 1`` measures the work (process CPU time, one thread so no spin-waiting is counted).
 The process keeps freed memory for reuse as the server does (``allocator_retain_mib``), so the
@@ -39,7 +41,7 @@ from app.dataplane.worker import InferenceThread
 from app.engine.allocator import retain_freed_memory
 from app.engine.sampling import SampleJob
 from app.registry.loading import ServedModel, load_model_folder
-from bench.common import markdown_table
+from bench.common import load_options, markdown_table, synchronize
 
 LENGTH = 128
 
@@ -82,7 +84,7 @@ def load(root: Path, mode: str) -> ServedModel:
         "mc_dropout": mode,
     }
     (root / "model.yaml").write_text(yaml.safe_dump(card))
-    return load_model_folder(root)
+    return load_model_folder(root, load_options())
 
 
 def interleaved_ratios(
@@ -103,6 +105,7 @@ def interleaved_ratios(
             # large predecessor left (freed memory given back, re-faulted by the next call)
             started = clock()
             run()
+            synchronize()
             if index > 0:
                 rounds[name].append(clock() - started)
     forward = rounds["forward"]
@@ -142,12 +145,14 @@ def run(
     served = {mode: load(root, mode) for mode in ("all", "head")}
     plain: Any = transformers.BertForSequenceClassification.from_pretrained(root)
     plain.eval()
+    device = next(served["all"].module.parameters()).device
+    plain.to(device)
     results = []
     for batch in batches:
         texts = [" ".join(f"w{(b * 7 + i) % 996}" for i in range(LENGTH - 2)) for b in range(batch)]
         x = served["all"].rows_to_tensor(texts, max_rows=batch)
         assert x.shape == (batch, 3, LENGTH)
-        arguments = {"input_ids": x[:, 0], "attention_mask": x[:, 1]}
+        arguments = {"input_ids": x[:, 0].to(device), "attention_mask": x[:, 1].to(device)}
         for n in samples:
             runs: dict[str, Callable[[], object]] = {
                 "forward": partial(_forward, plain, arguments),

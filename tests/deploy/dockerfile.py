@@ -1,11 +1,21 @@
-"""A small Dockerfile reader for the tests: stages and their instructions, in order."""
+"""A small Dockerfile reader for the tests: stages and their instructions, in order, and a
+replay of a stage's steps outside Docker (no Docker engine here)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
+import shutil
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+"""Dropped from replayed RUN lines: this machine reaches PyPI only (its pip configuration finds
+the same pinned CPU torch)."""
 
 
 @dataclass(frozen=True)
@@ -77,3 +87,55 @@ def _instructions(text: str) -> list[tuple[str, str]]:
         keyword, _, arguments = whole.partition(" ")
         found.append((keyword.upper(), arguments.strip()))
     return found
+
+
+def localize(text: str, paths: dict[str, Path]) -> str:
+    """``text`` with every absolute image path of ``paths`` replaced by its stand-in folder."""
+    for prefix in sorted(paths, key=len, reverse=True):
+        text = re.sub(
+            rf"(?<![^\s=:'\"]){re.escape(prefix)}(?![^/\s:'\"])", str(paths[prefix]), text
+        )
+    return text
+
+
+def stage_env(stage: Stage, paths: dict[str, Path]) -> dict[str, str]:
+    """This process's environment (less mcdrop's own settings) with the stage's ENV applied."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MCDROP_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    for key, value in stage.env().items():
+        env[key] = localize(value, paths).replace("$PATH", env.get("PATH", ""))
+    return env
+
+
+def replay(
+    stage: Stage,
+    source: Path,
+    paths: dict[str, Path],
+    env: dict[str, str],
+    after: Callable[[Instruction], None] | None = None,
+) -> None:
+    """Run the stage's WORKDIR, COPY (from ``source``, the build context) and RUN steps in
+    order, image paths moved to ``paths``; ``after`` is called after each step. Creating the
+    image's user and copying from another stage are left to the caller."""
+    workdir = Path.cwd()
+    for instruction in stage.instructions:
+        arguments = instruction.arguments
+        if instruction.keyword == "WORKDIR":
+            workdir = paths[arguments]
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif instruction.keyword == "COPY" and not arguments.startswith("--from="):
+            *sources, target = arguments.split()
+            for name in sources:
+                destination = workdir / target / (Path(name).name if target.endswith("/") else "")
+                if (source / name).is_dir():
+                    shutil.copytree(source / name, destination, dirs_exist_ok=True)
+                else:
+                    shutil.copy(source / name, destination)
+        elif instruction.keyword == "RUN" and not arguments.startswith("useradd "):
+            command = localize(arguments, paths).replace(CPU_INDEX, "")
+            subprocess.run(["bash", "-c", command], cwd=workdir, env=env, check=True)
+        if after is not None:
+            after(instruction)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.dockerfile import Stage, read_stages
+from tests.deploy.dockerfile import CPU_INDEX, Stage, read_stages, replay, stage_env
+from tests.deploy.installs import dev_only, distributions, installed_extras, make_plan
 from tests.support import REPO_ROOT, free_port, wait_ready
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
 
 
 def _stages() -> tuple[Stage, Stage]:
@@ -45,6 +44,33 @@ def test_multi_stage_cpu_torch_non_root_with_healthcheck() -> None:
     assert env["MCDROP_HOST"] == "0.0.0.0" and env["MCDROP_MODELS_DIR"] == "/srv/mcdrop/models"
     assert env["MCDROP_REQUIRE_AUTH"] == "true", "bound to every interface: keys required"
     assert final.all("EXPOSE")[0].arguments == env["MCDROP_PORT"]
+
+
+def test_the_image_installs_the_runtime_set_of_make_serve(tmp_path: Path) -> None:
+    """The same extras as ``make serve`` (``make -n install``),
+    the dependencies in a layer of their own before the code, pip removed last."""
+    build, _ = _stages()
+    runs = [run.arguments for run in build.all("RUN")]
+    installed = {extra for run in runs for extra in re.findall(r'pip install "\./\[(\w+)\]"', run)}
+    assert installed == set(installed_extras(make_plan("install", tmp_path / "venv"))) == {"serve"}
+    steps = [(i.keyword, i.arguments) for i in build.instructions]
+    deps = steps.index(("RUN", 'pip install "./[serve]"'))
+    code = steps.index(("COPY", "app ./app"))
+    assert deps < code, "the dependencies' layer comes before the code"
+    assert "--no-deps" in runs[-1] and runs[-1].endswith("pip uninstall --yes pip")
+
+
+def test_the_runtime_stage_installs_nothing() -> None:
+    """No package manager runs in the final stage: it gets the build stage's venv, the
+    configuration and the models, and creates its user."""
+    build, final = _stages()
+    assert [r.arguments.split()[0] for r in final.all("RUN")] == ["useradd"]
+    assert [c.arguments for c in final.all("COPY") if c.arguments.startswith("--from=")] == [
+        "--from=build /opt/venv /opt/venv"
+    ]
+    for stage in (build, final):
+        assert not any("apt-get" in r.arguments or "apk " in r.arguments for r in stage.all("RUN"))
+        assert stage.image.endswith("-slim"), "a slim base: no compilers"
 
 
 def test_dockerignore_keeps_the_context_small_but_complete() -> None:
@@ -87,13 +113,17 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
         for instruction in stage.all("WORKDIR"):
             folder = instruction.arguments
             paths[folder] = tmp_path / folder.strip("/").replace("/", "_")
-    env = _stage_env(build, paths)
+    env = stage_env(build, paths)
     env.pop("PIP_NO_CACHE_DIR", None)
-    _replay(build, paths, env)
-    _replay(final, paths, env)
+    replay(build, REPO_ROOT, paths, env)
+    replay(final, REPO_ROOT, paths, env)
+    installed = distributions(paths["/opt/venv"])
+    assert {"mcdrop", "torch", "transformers", "pillow", "python-multipart"} <= installed
+    assert not installed & dev_only(), "the runtime venv holds no dev or test tool"
+    assert "pip" not in installed, "the installer stays in the build stage"
 
     port = free_port()
-    serve_env = {**_stage_env(final, paths), "MCDROP_HOST": "127.0.0.1", "MCDROP_PORT": str(port)}
+    serve_env = {**stage_env(final, paths), "MCDROP_HOST": "127.0.0.1", "MCDROP_PORT": str(port)}
     workdir = paths[final.all("WORKDIR")[-1].arguments]
     keyless = subprocess.run(
         final.all("CMD")[-1].exec_form(), cwd=workdir, env=serve_env, capture_output=True, text=True
@@ -136,42 +166,3 @@ def _copied_sources() -> list[str]:
             if not copy.arguments.startswith("--from="):
                 sources += copy.arguments.split()[:-1]
     return sources
-
-
-def _localize(text: str, paths: dict[str, Path]) -> str:
-    for prefix in sorted(paths, key=len, reverse=True):
-        text = re.sub(
-            rf"(?<![^\s=:'\"]){re.escape(prefix)}(?![^/\s:'\"])", str(paths[prefix]), text
-        )
-    return text
-
-
-def _stage_env(stage: Stage, paths: dict[str, Path]) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("MCDROP_") and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    for key, value in stage.env().items():
-        env[key] = _localize(value, paths).replace("$PATH", env.get("PATH", ""))
-    return env
-
-
-def _replay(stage: Stage, paths: dict[str, Path], env: dict[str, str]) -> None:
-    workdir = Path.cwd()
-    for instruction in stage.instructions:
-        arguments = instruction.arguments
-        if instruction.keyword == "WORKDIR":
-            workdir = paths[arguments]
-            workdir.mkdir(parents=True, exist_ok=True)
-        elif instruction.keyword == "COPY" and not arguments.startswith("--from="):
-            *sources, target = arguments.split()
-            for source in sources:
-                destination = workdir / target / (Path(source).name if target.endswith("/") else "")
-                if (REPO_ROOT / source).is_dir():
-                    shutil.copytree(REPO_ROOT / source, destination, dirs_exist_ok=True)
-                else:
-                    shutil.copy(REPO_ROOT / source, destination)
-        elif instruction.keyword == "RUN" and not arguments.startswith("useradd "):
-            command = _localize(arguments, paths).replace(CPU_INDEX, "")
-            subprocess.run(["bash", "-c", command], cwd=workdir, env=env, check=True)
