@@ -71,7 +71,7 @@ def describe(model: ServedModel) -> str:
     facts = [
         ["model", f"{card.name} v{card.version} ({card.task})"],
         ["folder", str(model.folder)],
-        ["input", f"{card.input.shape} {card.input.dtype} -> output {model.output_shape}"],
+        ["input", f"{model.input_kind.describe().summary} -> output {model.output_shape}"],
         ["n_samples", f"default {card.n_samples.default}, max {card.n_samples.max}"],
         ["load time", f"{model.load_seconds:.3f} s"],
         [
@@ -84,8 +84,6 @@ def describe(model: ServedModel) -> str:
         facts.append(["audit", describe_audit(model.audit)])
     if card.architecture.file is not None:
         facts.append(["code", f"{card.architecture.file}: {PYTHON_CODE_NOTE}"])
-    if model.images is not None:
-        facts.append(["images", model.images.describe()])
     lines = [
         table(None, facts),
         "",
@@ -136,8 +134,7 @@ def _load(folder: Path, report: Report) -> ServedModel | None:
 def _sample_checks(
     model: ServedModel, rows: int, n_samples: int, runs: int, report: Report
 ) -> None:
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn((rows, *model.card.input.shape), generator=generator, dtype=torch.float64)
+    inputs = model.input_kind.probe(rows)
     request = PredictionRequest(inputs, n_samples, ci_level=0.95, seed=0, return_samples=True)
     timings: list[float] = []
     results: list[Prediction] = []

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.dataplane.accounting import Accounting
 from app.dataplane.batcher import ModelBatcher, Ticket
 from app.dataplane.evaluation import EvaluationJob
-from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
+from app.dataplane.policy import PredictOptions, RequestPolicy
 from app.dataplane.ranking import RankingJob, RankQuery
 from app.dataplane.step import Step, Workers
 from app.dataplane.worker import InferenceThread
@@ -39,6 +39,7 @@ from app.errors import (
     ShuttingDownError,
 )
 from app.feedback import FeedbackScore, FeedbackStore, HeldPrediction, Owner, score_matches
+from app.inputs.base import Rows
 from app.metrics import Metrics
 from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
