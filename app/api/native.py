@@ -31,8 +31,8 @@ from app.engine.selection import describe_choice
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.inputs.base import InputDescription
 from app.registry.auditing import Audit
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelEntry
+from app.registry.served import ServedModel
 
 router = APIRouter(prefix="/v1", tags=["native"])
 

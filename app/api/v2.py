@@ -30,7 +30,7 @@ from app.api.v2_tensors import (
 from app.dataplane import DataPlane
 from app.engine.selection import describe_choice
 from app.errors import InvalidInputError, InvalidTensorError, McdropError
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 ENDPOINT = "v2_infer"
 EXTENSIONS = ["binary_tensor_data", "parameters"]

@@ -28,7 +28,7 @@ from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.errors import InvalidTensorError
 from app.inputs.base import INPUT_NAME, Rows, WireTensor
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 SAMPLES_OUTPUT = "samples"
 """Every MC pass's output, (B, N, ...); returned only when asked for by name."""

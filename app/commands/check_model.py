@@ -18,7 +18,8 @@ from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import McdropError
 from app.registry.auditing import Audit
 from app.registry.card import read_card
-from app.registry.loading import LoadOptions, ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import LoadOptions, ServedModel
 
 PYTHON_CODE_NOTE = (
     "Python code that runs with the server's rights whenever the model loads: "

@@ -41,8 +41,8 @@ from app.errors import (
 from app.feedback import FeedbackScore, FeedbackStore, HeldPrediction, Owner, score_matches
 from app.inputs.base import Rows
 from app.metrics import Metrics
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
+from app.registry.served import ServedModel
 
 T = TypeVar("T")
 

@@ -22,7 +22,7 @@ from app.engine.inputs import check_input_range
 from app.engine.predictor import PredictionRequest
 from app.errors import InvalidInputError
 from app.inputs.base import Rows
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 MIN_TOLERANCE = 1e-12
 """Smallest adaptive tolerance: far below what float32 passes can resolve, so a smaller one

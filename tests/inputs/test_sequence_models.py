@@ -16,8 +16,10 @@ import torch
 from fastapi.testclient import TestClient
 from torch import Tensor, nn
 
+from app.cli import main
 from app.engine.sampling import SampleJob
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from tests.inputs.models import FEATURES, VOCAB, reference_model, write_sequence_model
 from tests.moments import Z, assert_moments_match, differences, moments, probabilities
 
@@ -158,3 +160,14 @@ def test_bad_token_ids_are_4xx_naming_row_and_position(
     tensor = {"name": "input", "datatype": "FP64", "shape": [len(ids), 6], "data": flat}
     v2 = client.post("/v2/models/bag/infer", json={"inputs": [tensor]})
     assert v2.status_code == 400 and v2.json()["error"].startswith(f"{where}: "), v2.text
+
+
+@pytest.mark.parametrize("cls", ["TokenBag", "MeanPooled"])
+def test_check_model_samples_the_kinds_probe(
+    tmp_path: Path, cls: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_sequence_model(tmp_path, cls)
+    arguments = ["check-model", str(folder), "--rows", "4", "--runs", "2", "--n-samples", "16"]
+    assert main(arguments) == 0
+    summary = load_model_folder(folder).input_kind.describe().summary
+    assert summary in capsys.readouterr().out

@@ -4,13 +4,16 @@ probe of the tokenizer's own vocabulary words."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
+import pytest
 from torch import Tensor
 
+from app.cli import main
 from app.inputs.base import INPUT_NAME, Rows, WireTensor
 from app.inputs.text import TextKind, vocabulary_words
 from app.registry.text import TextEncoder
-from tests.hf_models import wordpiece_tokenizer
+from tests.hf_models import wordpiece_tokenizer, write_text_model
 from tests.inputs.kind_contract import KindCase, check_input_kind
 
 TEXTS = ["the staff were kind", "the box was broken and late"]
@@ -67,3 +70,12 @@ def test_pairs_are_two_bytes_per_row() -> None:
     assert rows == [{"text": "the box", "text_pair": "was late"}]
     second = wordpiece_tokenizer()("was late", add_special_tokens=False)["input_ids"]
     assert int(kind.rows(rows, 1)[0, 2].sum()) == len(second) + 1  # its tokens and [SEP]
+
+
+def test_check_model_samples_a_text_model_on_vocabulary_sentences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = write_text_model(tmp_path)
+    arguments = ["check-model", str(folder), "--rows", "3", "--runs", "2", "--n-samples", "8"]
+    assert main(arguments) == 0, capsys.readouterr().out
+    assert "text, up to 32 tokens" in capsys.readouterr().out

@@ -19,7 +19,8 @@ from app.engine.predictor import PredictionRequest
 from app.errors import ModelLoadError
 from app.inputs.image import ImageKind
 from app.main import create_app
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from tests.hf_images import write_hf_image_model
 
 pytest.importorskip("transformers")
