@@ -101,9 +101,6 @@ class InputDescription:
 class InputKind(ABC):
     """Base class of every input kind (see the module docstring for the contract)."""
 
-    multipart_field: str | None = None
-    """The multipart/form-data file field whose files are rows (``image``); None: JSON only."""
-
     @abstractmethod
     def rows(self, rows: Rows, max_rows: int, field: str = "inputs") -> Tensor:
         """The model's input tensor (B, ...) from request rows; 422 naming the field."""

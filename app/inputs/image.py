@@ -35,14 +35,13 @@ from app.inputs.base import (
 from app.inputs.wire import BYTES, bytes_elements, numeric_array
 
 IMAGE_FIELD = "image"
+"""The multipart/form-data field whose files are image rows (``curl -F image=@a.png``)."""
 PROBE_SIZE = (48, 64)
 """(H, W) of the generated probe images of a processor that sets its own size."""
 
 
 class ImageKind(InputKind):
     """Encoded images through one image pipeline."""
-
-    multipart_field = IMAGE_FIELD
 
     def __init__(
         self,

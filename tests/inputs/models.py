@@ -3,7 +3,11 @@ ids through an embedding, and variable-length [T, F] sequences taking their leng
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
+import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -77,10 +81,17 @@ INPUTS: dict[str, dict[str, Any]] = {
 """Each model's card input section."""
 
 
+@functools.cache
 def source_module() -> ModuleType:
-    """The source above as a Python module (the reference models of the tests)."""
-    module = ModuleType("sequence_models")
-    exec(SOURCE, module.__dict__)
+    """The source above as a Python module imported from a file (TorchScript reads the
+    source of what it compiles): the reference models of the tests."""
+    path = Path(tempfile.mkdtemp(prefix="mcdrop-sequence-models-")) / "sequence_models.py"
+    path.write_text(SOURCE)
+    spec = importlib.util.spec_from_file_location("sequence_models", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sequence_models"] = module
+    spec.loader.exec_module(module)
     return module
 
 

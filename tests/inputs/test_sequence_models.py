@@ -171,3 +171,25 @@ def test_check_model_samples_the_kinds_probe(
     assert main(arguments) == 0
     summary = load_model_folder(folder).input_kind.describe().summary
     assert summary in capsys.readouterr().out
+
+
+def test_token_ids_alone_or_fused_give_the_same_bits(tmp_path: Path) -> None:
+    model = load_model_folder(write_sequence_model(tmp_path, "TokenBag"))
+    ids = model.rows_to_tensor([[1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]], 2)
+    assert ids.dtype == torch.int64
+    other = model.rows_to_tensor([[40, 41, 42, 43, 44, 45]] * 3, 3)
+    sampler = model.predictor.sampler
+    alone = sampler.sample(ids, 40, seed=5)
+    assert torch.equal(
+        sampler.sample_jobs([SampleJob(other, 24, 2), SampleJob(ids, 40, 5)])[1], alone
+    )
+
+
+def test_a_torchscript_token_model_gets_integer_ids(tmp_path: Path) -> None:
+    scripted = {"architecture": {"torchscript": "model.pt"}, "weights": {}}
+    folder = write_sequence_model(tmp_path, "TokenBag", name="scripted", card=scripted)
+    torch.jit.save(torch.jit.script(reference_model("TokenBag")), str(folder / "model.pt"))
+    model = load_model_folder(folder)
+    ids = torch.randint(0, VOCAB, (3, 6), generator=torch.Generator().manual_seed(2))
+    reference = _reference(reference_model("TokenBag"), ids)
+    assert_moments_match(_served(model, ids.tolist()), reference)
