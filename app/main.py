@@ -24,8 +24,8 @@ from app.dataplane import DataPlane
 from app.engine.allocator import retain_freed_memory
 from app.engine.device import resolve_device, resolve_dtype
 from app.metrics import build_metrics, multiprocess_dir
-from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
+from app.registry.served import LoadOptions
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from torch import nn
 from app.engine.dropout import find_dropout_layers
 from app.engine.prefix import whole_model_split
 from app.engine.sampler import MCSampler
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from bench.common import (
     MODELS,
     RESULTS,

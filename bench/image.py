@@ -37,7 +37,9 @@ from torch import nn
 from app.engine.dropout import find_dropout_layers
 from app.engine.images import images_to_tensor
 from app.engine.predictor import PredictionRequest
-from app.registry.loading import ServedModel, load_model_folder
+from app.inputs.image import ImageKind
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from bench.common import load_options, markdown_table, synchronize
 
 
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tmp)
         net = mobilenet(root, args.image_size)
         jpeg = photo_jpeg()
-        assert net.images is not None
-        pipeline, limit = net.images, 16_777_216
+        assert isinstance(net.input_kind, ImageKind)
+        pipeline, limit = net.input_kind.pipeline, 16_777_216
         started = time.perf_counter()
         x = images_to_tensor([jpeg], pipeline, 1, limit)
         assert x is not None
@@ -175,8 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         side = f"{args.image_size}x{args.image_size}"
         print(markdown_table([f"MobileNetV2 {side}, batch 1", "ms", "x forward"], rows))
         transformer = vit(root, args.vit_layers, args.image_size)
-        assert transformer.images is not None
-        image = images_to_tensor([jpeg], transformer.images, 1, limit)
+        assert isinstance(transformer.input_kind, ImageKind)
+        image = images_to_tensor([jpeg], transformer.input_kind.pipeline, 1, limit)
         assert image is not None
         v = image.float()
         print(f"\nViT ({args.vit_layers} layers): {len(transformer.dropout_layers)} dropout sites")

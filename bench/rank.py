@@ -36,7 +36,8 @@ from app.engine.acquisition import bald
 from app.engine.ranking import ScoredRows, TopK
 from app.ranking.pool import Pool
 from app.ranking.runner import RankJob, inputs_of, rank_locally, rank_remotely
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from bench.common import MODELS, markdown_table
 from bench.engine import naive_loop
 

@@ -25,7 +25,8 @@ from torch import nn
 from app.api.native import predict_response
 from app.engine.predictor import PredictionRequest
 from app.engine.sampling import SampleJob
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from bench.common import markdown_table, median_seconds
 
 PASSES = 10_000

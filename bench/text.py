@@ -40,7 +40,8 @@ from torch import nn
 from app.dataplane.worker import InferenceThread
 from app.engine.allocator import retain_freed_memory
 from app.engine.sampling import SampleJob
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from bench.common import load_options, markdown_table, synchronize
 
 LENGTH = 128

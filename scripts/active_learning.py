@@ -29,7 +29,7 @@ import torch
 from app.dataplane.policy import local_request
 from app.engine.ranking import rank
 from app.engine.stats import ClassificationStats
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 from app.training import TrainConfig, hyper_grid, train, write_model_folder
 
 StrategyId = Literal["bald", "batchbald", "random"]

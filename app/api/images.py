@@ -15,8 +15,8 @@ from starlette.datastructures import UploadFile
 
 from app.api.schemas import PredictRequest
 from app.errors import InvalidInputError
+from app.inputs.image import IMAGE_FIELD
 
-IMAGE_FIELD = "image"
 _OPTION_FIELDS = set(PredictRequest.model_fields) - {"inputs"}
 
 

@@ -52,6 +52,29 @@ class AuditInfo(BaseModel):
     note: str | None = None
 
 
+class InputInfo(BaseModel):
+    """What a model takes, from its input kind: the page builds its form from it."""
+
+    kind: Literal["tensor", "text", "image"]
+    widget: Literal["numbers", "fields", "canvas", "integers", "sequence", "text", "image"]
+    """How to ask for one row: a CSV row, named fields, a drawing canvas, integer ids, a
+    [T, F] sequence upload (CSV or JSON), a text area, an image upload."""
+    shape: list[int]
+    """One row's shape; -1 marks the variable axis."""
+    dtype: str
+    summary: str
+    range: list[float] | None = Field(
+        default=None, description="Integers: [lo, hi); floats: [smallest, largest]."
+    )
+    max_length: int | None = Field(
+        default=None, description="Text: tokens per text; a variable axis: its longest length."
+    )
+    max_characters: int | None = None
+    lengths: bool = Field(default=False, description="The model gets each row's true length.")
+    grid: list[int] | None = Field(default=None, description="A drawing canvas's [rows, cols].")
+    preprocessing: str | None = None
+
+
 class ModelInfo(BaseModel):
     """What a client needs to know to call a model."""
 
@@ -78,6 +101,7 @@ class ModelInfo(BaseModel):
     preprocessing: str | None = Field(
         default=None, description="Image models: what the server does to each image."
     )
+    input: InputInfo | None = None
     mc_dropout: str | None = Field(
         default=None, description="Sampled dropout: all, head (after the encoder) or names."
     )

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from app.api.deps import CallerDep, DataPlaneDep, RepositoryDep
 from app.api.encoding import answer_values, serialise
 from app.api.images import PREDICT_OPENAPI, PredictBody
+from app.api.model_schemas import InputInfo
 from app.api.schemas import (
     AuditInfo,
     ClassificationRow,
@@ -28,9 +29,10 @@ from app.engine.module_sites import SAMPLED_MODULE_NOTE
 from app.engine.predictor import Prediction
 from app.engine.selection import describe_choice
 from app.engine.stats import ClassificationStats, RegressionStats
+from app.inputs.base import InputDescription
 from app.registry.auditing import Audit
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelEntry
+from app.registry.served import ServedModel
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
@@ -131,12 +133,30 @@ def request_id_of(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def input_info(described: InputDescription) -> InputInfo:
+    """The input kind's description as the v1 metadata gives it."""
+    return InputInfo(
+        kind=described.kind,
+        widget=described.widget,
+        shape=described.shape,
+        dtype=described.dtype,
+        summary=described.summary,
+        range=list(described.range) if described.range is not None else None,
+        max_length=described.max_length,
+        max_characters=described.max_characters,
+        lengths=described.lengths,
+        grid=described.grid,
+        preprocessing=described.preprocessing,
+    )
+
+
 def model_info(entry: ModelEntry) -> ModelInfo:
     """Describe an entry; a model that failed to load shows its error."""
     model = entry.model
     if model is None:
         return ModelInfo(name=entry.name, version=None, task=None, ready=False, error=entry.error)
     card, audit = model.card, model.audit
+    described = model.input_kind.describe()
     return ModelInfo(
         name=card.name,
         version=card.version,
@@ -151,9 +171,10 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         feature_names=card.feature_names,
         default_n_samples=card.n_samples.default,
         max_n_samples=card.n_samples.max,
-        input_type=card.input.type,
-        max_length=model.text.max_length if model.text is not None else None,
-        preprocessing=model.images.describe() if model.images is not None else None,
+        input_type=described.kind,
+        max_length=described.max_length,
+        preprocessing=described.preprocessing,
+        input=input_info(described),
         mc_dropout=describe_choice(card.mc_dropout),
         dropout_layers=len(model.dropout_layers),
         dropout=[

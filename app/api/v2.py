@@ -30,7 +30,7 @@ from app.api.v2_tensors import (
 from app.dataplane import DataPlane
 from app.engine.selection import describe_choice
 from app.errors import InvalidInputError, InvalidTensorError, McdropError
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 ENDPOINT = "v2_infer"
 EXTENSIONS = ["binary_tensor_data", "parameters"]
@@ -166,10 +166,6 @@ def _metadata(model: ServedModel) -> ModelMetadata:
 
 
 def _input_parameters(model: ServedModel) -> dict[str, object]:
-    """Text models: how to send text (BYTES [B], or [B, 2] for text pairs); image models: that
-    they take encoded images, and what is done to them."""
-    if model.images is not None:
-        return {"input_type": "image", "preprocessing": model.images.describe()}
-    if model.text is None:
-        return {}
-    return {"input_type": "text", "text_pairs": "BYTES [B, 2]", "max_length": model.text.max_length}
+    """What the input kind says beyond its tensors (text pairs, an image's preprocessing, an
+    integer range or a variable axis); nothing for a plain float tensor."""
+    return dict(model.input_kind.describe().extra)

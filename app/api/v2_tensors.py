@@ -8,17 +8,14 @@ bytes. Outputs are one tensor per statistic, as JSON ``data`` or raw bytes when 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 from torch import Tensor
 
 from app.api.errors import validation_message
-from app.api.v2_images import BYTES, image_input_metadata, image_rows
 from app.api.v2_schemas import (
     InferenceRequest,
     MCParameters,
@@ -26,29 +23,15 @@ from app.api.v2_schemas import (
     ResponseOutput,
     TensorMetadata,
 )
-from app.api.v2_text import text_metadata, text_rows
 from app.dataplane.policy import PredictOptions
 from app.engine.predictor import Prediction
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.errors import InvalidTensorError
-from app.registry.loading import ServedModel
+from app.inputs.base import INPUT_NAME, Rows, WireTensor
+from app.registry.served import ServedModel
 
-INPUT_NAME = "input"
 SAMPLES_OUTPUT = "samples"
 """Every MC pass's output, (B, N, ...); returned only when asked for by name."""
-
-DATATYPES: dict[str, type[np.generic]] = {
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-}
 
 # One output tensor per statistic the engine computes, in the engine's order.
 CLASSIFICATION_OUTPUTS = tuple(f.name for f in dataclasses.fields(ClassificationStats))
@@ -84,20 +67,23 @@ class DecodedRequest:
     """What the data plane needs from an inference request, and how to answer it."""
 
     id: str | None
-    rows: np.ndarray | list[Any]
-    """(B, *input_shape), in the datatype the request sent; texts for a text model."""
+    rows: Rows
+    """Rows for the model's input kind (``input_kind.v2_rows``)."""
     options: PredictOptions
     outputs: list[RequestedOutput]
 
 
 def input_metadata(model: ServedModel) -> list[TensorMetadata]:
-    """The one input tensor: (batch, *row shape) in the card's dtype; BYTES for text."""
-    if model.text is not None:
-        return [text_metadata(INPUT_NAME)]
-    if model.images is not None:
-        return [image_input_metadata(model, INPUT_NAME)]
-    datatype = "FP64" if model.card.input.dtype == "float64" else "FP32"
-    return [TensorMetadata(name=INPUT_NAME, datatype=datatype, shape=[-1, *model.card.input.shape])]
+    """The input tensors the model's input kind takes (the first named ``input``)."""
+    return [
+        TensorMetadata(
+            name=tensor.name,
+            datatype=tensor.datatype,
+            shape=tensor.shape,
+            parameters=tensor.parameters,
+        )
+        for tensor in model.input_kind.v2_inputs()
+    ]
 
 
 def output_metadata(model: ServedModel) -> list[TensorMetadata]:
@@ -141,18 +127,14 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
         parameters = MCParameters.model_validate(request.parameters or {})
     except ValidationError as exc:
         raise InvalidTensorError(validation_message(exc, root="parameters")) from None
-    if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
-        names = [tensor.name for tensor in request.inputs]
-        raise InvalidTensorError(
-            f"model '{model.name}' takes exactly one input named '{INPUT_NAME}', got {names}"
-        )
-    array: np.ndarray | list[Any]
-    if model.text is not None:
-        array = text_rows(request.inputs[0], binary)
-    elif model.images is not None and request.inputs[0].datatype == BYTES:
-        array = image_rows(request.inputs[0], binary)
-    else:
-        array = _input_array(request.inputs[0], binary, model.card.input.shape)
+    names = [tensor.name for tensor in request.inputs]
+    if (
+        set(names) - model.input_kind.v2_names()
+        or INPUT_NAME not in names
+        or len(set(names)) != len(names)
+    ):
+        raise InvalidTensorError(f"model '{model.name}' takes {_input_names(model)}, got {names}")
+    array = model.input_kind.v2_rows(wire_tensors(request.inputs, binary))
     outputs = _requested_outputs(request, parameters.binary_data_output, model)
     options = parameters.options(any(output.name == SAMPLES_OUTPUT for output in outputs))
     return DecodedRequest(request.id, array, options, outputs)
@@ -211,74 +193,27 @@ def _requested_outputs(
     return requested
 
 
-def _input_array(tensor: RequestInput, binary: bytes, row_shape: list[int]) -> np.ndarray:
-    where = f"input '{tensor.name}'"
-    dtype = DATATYPES.get(tensor.datatype)
-    if dtype is None:
-        raise InvalidTensorError(
-            f"{where}: datatype '{tensor.datatype}' is not supported; use one of "
-            f"{', '.join(DATATYPES)}"
+def wire_tensors(inputs: Sequence[RequestInput], binary: bytes) -> dict[str, WireTensor]:
+    """The request's input tensors by name, each with its share of the binary tail (in the
+    order sent, ``binary_data_size`` bytes each)."""
+    tensors: dict[str, WireTensor] = {}
+    offset = 0
+    for tensor in inputs:
+        size = (tensor.parameters or {}).get("binary_data_size")
+        tail = binary[offset:] if size is not None else b""
+        tensors[tensor.name] = WireTensor(
+            tensor.name, tensor.datatype, tensor.shape, tensor.data, size, tail
         )
-    expected = [-1, *row_shape]
-    if len(tensor.shape) != len(expected) or tensor.shape[1:] != row_shape or tensor.shape[0] < 1:
-        raise InvalidTensorError(f"{where}: shape {tensor.shape} does not match {expected}")
-    count = math.prod(tensor.shape)
-    binary_size = (tensor.parameters or {}).get("binary_data_size")
-    if binary_size is not None:
-        array = _binary_array(where, binary, binary_size, dtype, count)
-    elif tensor.data is not None:
-        array = _json_array(where, tensor.data, dtype, count)
-    else:
-        raise InvalidTensorError(f"{where}: has neither 'data' nor binary data")
-    return array.reshape(tensor.shape)
+        if isinstance(size, int) and size > 0:
+            offset += size
+    return tensors
 
 
-def _binary_array(
-    where: str, binary: bytes, size: Any, dtype: type[np.generic], count: int
-) -> np.ndarray:
-    itemsize = np.dtype(dtype).itemsize
-    if not isinstance(size, int) or size != count * itemsize or size > len(binary):
-        raise InvalidTensorError(
-            f"{where}: binary_data_size {size} does not hold {count} values of "
-            f"{itemsize} bytes ({len(binary)} binary bytes sent)"
-        )
-    return np.frombuffer(binary[:size], dtype=np.dtype(dtype).newbyteorder("<"))
-
-
-def _json_array(where: str, data: list[Any], dtype: type[np.generic], count: int) -> np.ndarray:
-    flat = _flatten(data)
-    if len(flat) != count:
-        raise InvalidTensorError(f"{where}: data holds {len(flat)} values, shape needs {count}")
-    integral = np.issubdtype(dtype, np.integer)
-    for index, value in enumerate(flat):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidTensorError(f"{where}: data[{index}] is {value!r}, not a number")
-        if integral and not isinstance(value, int):
-            raise InvalidTensorError(f"{where}: data[{index}] = {value} is not an integer")
-    try:
-        return np.array(flat, dtype=dtype)
-    except OverflowError:
-        raise InvalidTensorError(
-            f"{where}: a value is out of range for {np.dtype(dtype).name}"
-        ) from None
-
-
-_END = object()
-
-
-def _flatten(data: list[Any]) -> list[Any]:
-    """Leaves of a nested list, row-major, without recursion (deep nesting cannot overflow)."""
-    flat: list[Any] = []
-    stack = [iter(data)]
-    while stack:
-        item = next(stack[-1], _END)
-        if item is _END:
-            stack.pop()
-        elif isinstance(item, list):
-            stack.append(iter(item))
-        else:
-            flat.append(item)
-    return flat
+def _input_names(model: ServedModel) -> str:
+    required, *optional = [tensor.name for tensor in model.input_kind.v2_inputs()]
+    if not optional:
+        return f"exactly one input named '{required}'"
+    return f"an input named '{required}' and optionally {', '.join(map(repr, optional))}"
 
 
 def _output_tensor(prediction: Prediction, name: str) -> Tensor:

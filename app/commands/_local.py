@@ -26,7 +26,8 @@ class LocalModel:
     """A model folder loaded in this process, answering like the server's v1 predict."""
 
     def __init__(self, folder: Path, max_image_pixels: int) -> None:
-        from app.registry.loading import LoadOptions, load_model_folder
+        from app.registry.loading import load_model_folder
+        from app.registry.served import LoadOptions
 
         self.model = load_model_folder(folder, LoadOptions(max_image_pixels=max_image_pixels))
 

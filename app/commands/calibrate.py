@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from app.engine.evaluation.calibration import Calibration
     from app.engine.stats import ClassificationStats
-    from app.registry.loading import ServedModel
+    from app.registry.served import ServedModel
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -21,7 +21,8 @@ from app.engine.predictor import Prediction
 from app.errors import McdropError
 from app.registry.auditing import Audit
 from app.registry.card import read_card
-from app.registry.loading import LoadOptions, ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import LoadOptions, ServedModel
 
 T = TypeVar("T")
 
@@ -85,7 +86,7 @@ def describe(model: ServedModel) -> str:
     facts = [
         ["model", f"{card.name} v{card.version} ({card.task})"],
         ["folder", str(model.folder)],
-        ["input", f"{card.input.shape} {card.input.dtype} -> output {model.output_shape}"],
+        ["input", f"{model.input_kind.describe().summary} -> output {model.output_shape}"],
         ["n_samples", f"default {card.n_samples.default}, max {card.n_samples.max}"],
         ["load time", f"{model.load_seconds:.3f} s"],
         [
@@ -98,8 +99,6 @@ def describe(model: ServedModel) -> str:
         facts.append(["audit", describe_audit(model.audit)])
     if card.architecture.file is not None:
         facts.append(["code", f"{card.architecture.file}: {PYTHON_CODE_NOTE}"])
-    if model.images is not None:
-        facts.append(["images", model.images.describe()])
     lines = [
         table(None, facts),
         "",
@@ -163,7 +162,7 @@ def _load(folder: Path, report: Report) -> ServedModel | None:
 def _sample_checks(
     model: ServedModel, rows: int, n_samples: int, runs: int, report: Report
 ) -> None:
-    inputs = _sample_inputs(model, rows)
+    inputs = model.input_kind.probe(rows)
     request = local_request(model, inputs, n_samples=n_samples, seed=0, return_samples=True)
     timings: list[float] = []
     results: list[Prediction] = []
@@ -177,15 +176,6 @@ def _sample_checks(
         f"then median {steady * 1000:.1f} ms ({rows * n_samples / steady:,.0f} row-passes/s)"
     )
     _check_prediction(results, report)
-
-
-def _sample_inputs(model: ServedModel, rows: int) -> torch.Tensor:
-    """``rows`` inputs from the model's own domain: texts for a text model, else standard
-    normal rows of the input shape."""
-    if model.text is not None:
-        return model.rows_to_tensor(["a short example text to check the model"] * rows, rows)
-    generator = torch.Generator().manual_seed(0)
-    return torch.randn((rows, *model.card.input.shape), generator=generator, dtype=torch.float64)
 
 
 def _check_prediction(results: list[Prediction], report: Report) -> None:

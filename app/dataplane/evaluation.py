@@ -20,7 +20,7 @@ from app.engine.adaptive import mc_standard_error, next_sample_count
 from app.engine.evaluation.runner import Evaluation, score
 from app.engine.predictor import PredictionRequest, Predictor
 from app.engine.sampling import ROW_ALIGN
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from app.dataplane.batcher import ModelBatcher, Ticket
 from app.dataplane.evaluation import EvaluationJob
 from app.dataplane.feedback import FeedbackScore, score_matches
 from app.dataplane.feedback_store import FeedbackStore, HeldPrediction, Owner
-from app.dataplane.policy import PredictOptions, RequestPolicy, Rows
+from app.dataplane.policy import PredictOptions, RequestPolicy
 from app.dataplane.ranking import RankingJob, RankQuery
 from app.dataplane.step import Step, Workers
 from app.dataplane.worker import InferenceThread
@@ -40,9 +40,10 @@ from app.errors import (
     OverloadedError,
     ShuttingDownError,
 )
+from app.inputs.base import Rows
 from app.metrics import Metrics
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
+from app.registry.served import ServedModel
 
 T = TypeVar("T")
 

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,10 +21,8 @@ from app.engine.evaluation.runner import parse_targets
 from app.engine.inputs import check_input_range
 from app.engine.predictor import PredictionRequest
 from app.errors import InvalidInputError
-from app.registry.loading import ServedModel
-
-Rows = Sequence[Any] | np.ndarray
-"""Input rows: nested lists of numbers (JSON) or one array (v2 tensors), batch first."""
+from app.inputs.base import Rows
+from app.registry.served import ServedModel
 
 MIN_TOLERANCE = 1e-12
 """Smallest adaptive tolerance: far below what float32 passes can resolve, so a smaller one
@@ -108,10 +105,7 @@ class RequestPolicy:
     def feedback_rows(self, model: ServedModel, rows: Rows) -> Tensor:
         """The rows of a feedback as the prediction saw them (same limit and checks), so that
         their values match the held predictions bit for bit."""
-        inputs = model.rows_to_tensor(rows, self.settings.max_rows_per_request)
-        if model.text is None:
-            check_input_range(inputs, self.input_limit)
-        return inputs
+        return model.rows_to_tensor(rows, self.settings.max_rows_per_request)
 
     def ranking(self, model: ServedModel, rows: Rows, options: PredictOptions) -> PredictionRequest:
         """The engine request of a rank: at most ``max_rows_per_rank`` rows (sampled in steps
@@ -124,8 +118,6 @@ class RequestPolicy:
         n_samples, tolerance = self.sample_budget(model, options)
         ci_level = self.ci_level(options)
         inputs = model.rows_to_tensor(rows, max_rows)
-        if model.text is None:
-            check_input_range(inputs, self.input_limit)
         return PredictionRequest(
             inputs=inputs,
             n_samples=n_samples,

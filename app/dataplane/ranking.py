@@ -20,7 +20,7 @@ from app.engine.batchbald import GreedySelection, selection_work
 from app.engine.predictor import PredictionRequest, Predictor
 from app.engine.ranking import Ranking, TopK, default_candidates, score_passes
 from app.errors import InvalidInputError
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 
 @dataclass(frozen=True)

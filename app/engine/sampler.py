@@ -170,12 +170,6 @@ class MCSampler(Sampler):
                     outputs[piece.job].append(part)
             return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
 
-    def _to_device(self, inputs: Tensor) -> Tensor:
-        """Float inputs in the model's dtype; integer ones (token ids) keep theirs."""
-        if not inputs.is_floating_point():
-            return inputs.to(self.device)
-        return inputs.to(self.device, self.dtype)
-
     def _make_hook(self, layer: DropoutLayer):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
             context: ChunkDropout | None = getattr(self._local, "context", None)

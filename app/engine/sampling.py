@@ -81,3 +81,9 @@ class Sampler(ABC):
     def close(self) -> None:
         """Undo whatever the sampler changed on the model (nothing by default)."""
         return None
+
+    def _to_device(self, inputs: Tensor) -> Tensor:
+        """Float inputs in the model's dtype; integer ones (token ids) keep theirs."""
+        if not inputs.is_floating_point():
+            return inputs.to(self.device)
+        return inputs.to(self.device, self.dtype)

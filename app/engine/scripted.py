@@ -55,7 +55,7 @@ class ScriptedSampler(Sampler):
         return min(max(CELL_ROWS // rows, ROW_ALIGN), fit) // ROW_ALIGN * ROW_ALIGN
 
     def _sample_job(self, job: SampleJob) -> Tensor:
-        x = job.inputs.to(self.device, self.dtype)
+        x = self._to_device(job.inputs)
         size = self.cell_samples(int(x.shape[0]))
         first, last = job.first_sample // size, (job.end_sample - 1) // size
         cells = [self._cell(x, job.seed, k, size) for k in range(first, last + 1)]

@@ -23,7 +23,7 @@ from app.ranking.pool import Chunk, Pool, PoolError, Rows
 
 if TYPE_CHECKING:
     from app.client import McdropClient
-    from app.registry.loading import ServedModel
+    from app.registry.served import ServedModel
 
 Progress = Callable[[int], object]
 """Called with the number of pool rows just scored."""

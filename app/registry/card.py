@@ -38,29 +38,65 @@ class _Strict(BaseModel):
 
 class InputSpec(_Strict):
     """Shape of one input row (without the batch dimension) and its dtype; or text, which the
-    server tokenizes with the model folder's tokenizer (``type: text``, no shape)."""
+    server tokenizes with the model folder's tokenizer (``type: text``, no shape).
+
+    A tensor may be integer (``dtype: int64`` or ``int32`` with ``range: [lo, hi)``: token ids,
+    categories) and may have one variable axis (``shape: [-1, 13]`` with ``max_length``): rows
+    of any length up to it are padded per request, and with ``lengths: true`` the model is
+    called as ``forward(x, lengths)`` with each row's true length, a (B,) int64 tensor."""
 
     type: Literal["tensor", "text"] = "tensor"
     shape: list[int] = Field(default_factory=list)
-    dtype: Literal["float32", "float64"] = "float32"
-    max_length: int | None = Field(default=None, ge=2)
-    """Text only: tokens per text (longer texts are truncated); the model's maximum when None."""
+    dtype: Literal["float32", "float64", "int32", "int64"] = "float32"
+    range: tuple[float, float] | None = None
+    """Integer inputs (required): every value in [lo, hi). Float inputs: every value in
+    [lo, hi] (closed). The probe example is drawn inside it."""
+    max_length: int | None = Field(default=None, ge=1)
+    """Text: tokens per text (longer texts are truncated); the model's maximum when None.
+    A variable axis (-1 in the shape): the longest row a request may send."""
+    lengths: bool = False
+    """A variable axis only: call ``forward(x, lengths)`` with the rows' true lengths."""
     max_characters: int = Field(default=10_000, ge=1)
     """Text only: longest text (in characters) a request may send; longer is a 4xx."""
 
     @model_validator(mode="after")
     def _positive_dims(self) -> InputSpec:
         if self.type == "text":
-            if self.shape:
-                raise ValueError("input.shape does not apply to text inputs (type: text)")
+            if self.shape or self.range is not None or self.lengths:
+                raise ValueError("input.shape, range and lengths do not apply to text inputs")
+            if self.max_length is not None and self.max_length < 2:
+                raise ValueError("input.max_length of a text input must be at least 2")
             return self
-        if self.max_length is not None:
-            raise ValueError("input.max_length applies to text inputs only (type: text)")
         if not self.shape:
             raise ValueError("input.shape is required for tensor inputs")
-        if any(d < 1 for d in self.shape):
-            raise ValueError(f"input.shape dimensions must be >= 1, got {self.shape}")
+        if any(d < 1 and d != -1 for d in self.shape) or self.shape.count(-1) > 1:
+            raise ValueError(
+                f"input.shape dimensions must be >= 1 (one may be -1, variable), got {self.shape}"
+            )
+        variable = -1 in self.shape
+        if variable != (self.max_length is not None):
+            raise ValueError("a variable axis (-1 in input.shape) goes with input.max_length")
+        if self.lengths and not variable:
+            raise ValueError("input.lengths needs a variable axis (-1 in input.shape)")
+        self._check_range()
         return self
+
+    def _check_range(self) -> None:
+        integral = self.dtype.startswith("int")
+        if self.range is None:
+            if integral:
+                raise ValueError(f"input.range [lo, hi) is required for {self.dtype} inputs")
+            return
+        lo, hi = self.range
+        if not lo < hi:
+            raise ValueError(f"input.range must be [lo, hi) with lo < hi, got {list(self.range)}")
+        if integral and not (float(lo).is_integer() and float(hi).is_integer()):
+            raise ValueError(f"input.range of {self.dtype} inputs holds integers")
+
+    @property
+    def fixed_values(self) -> int:
+        """Values per step of the variable axis (per row when there is none)."""
+        return math.prod(d for d in self.shape if d != -1)
 
 
 class ImageInputSpec(_Strict):
@@ -304,6 +340,9 @@ class ModelCard(_Strict):
             raise ValueError(
                 "weights.file is required unless the architecture is TorchScript or Hugging Face"
             )
+        integral = self.input.type == "tensor" and self.input.dtype.startswith("int")
+        if integral and self.value_range is not None:
+            raise ValueError("an integer input takes input.range, not value_range")
         if arch.huggingface is not None and self.input.type == "tensor":
             raise ValueError("a huggingface architecture takes input.type text or image")
         if arch.huggingface is None and self.input.type == "text":
@@ -320,7 +359,11 @@ class ModelCard(_Strict):
 
     @model_validator(mode="after")
     def _input_hints(self) -> ModelCard:
-        values = math.prod(self.input.shape)
+        values = (
+            self.input.fixed_values
+            if isinstance(self.input, InputSpec)
+            else math.prod(self.input.shape)
+        )
         if self.feature_names is not None and len(self.feature_names) != values:
             raise ValueError(
                 f"feature_names has {len(self.feature_names)} names, the input has {values} values"

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
 from app.engine.compiled import DropoutApplier
@@ -27,6 +26,7 @@ from app.engine.images import VISION_EXTRA, require_pillow
 from app.engine.prefix import ModelSplit
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
+from app.inputs.image import ImageKind
 from app.registry.card import ImageInputSpec, ModelCard
 from app.registry.huggingface import (
     attention_sites,
@@ -37,6 +37,7 @@ from app.registry.huggingface import (
     sampling_split,
 )
 from app.registry.network import Network, describe_sites
+from app.registry.served import LoadOptions
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -61,6 +62,7 @@ SUPPORTED: dict[str, ImageArchitecture] = {
     "ViTForImageClassification": ImageArchitecture("vit", None, attention=True),
 }
 NO_DROPOUT = {"ResNetForImageClassification": "ResNet"}
+PROBE_ROWS = 2
 
 
 class SampledDropPath(nn.Module):
@@ -137,14 +139,16 @@ class PretrainedImageClassifier(nn.Module):
         return logits
 
 
-def load_image_classifier(card: ModelCard, folder: Path) -> Network:
+def load_image_classifier(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     """Model, image processor and dropout sites of the card's Hugging Face folder."""
     assert card.architecture.huggingface is not None and isinstance(card.input, ImageInputSpec)
     require_pillow()
     path = hf_folder(folder, card.architecture.huggingface)
     model, architecture = _load_pretrained(path)
     pipeline = ImageProcessorPipeline(_load_processor(path))
-    probe = _probe(pipeline)
+    limit, pixels = options.value_limit, options.max_image_pixels
+    probe = ImageKind(pipeline, [3], limit, pixels).probe(PROBE_ROWS)
+    kind = ImageKind(pipeline, [3, *probe.shape[-2:]], limit, pixels)
     config: Any = model.config
     update: dict[str, Any] = {
         "input": card.input.model_copy(update={"channels": 3, "size": tuple(probe.shape[-2:])})
@@ -156,6 +160,7 @@ def load_image_classifier(card: ModelCard, folder: Path) -> Network:
     head = {architecture.head} if architecture.head is not None else set()
     layers = select_dropout(found, card.mc_dropout, head, card.name, card.dropout_share)
     classifier = PretrainedImageClassifier(model).eval()
+    classifier.to(options.device, options.dtype)
     return Network(
         card=card,
         module=classifier,
@@ -165,8 +170,8 @@ def load_image_classifier(card: ModelCard, folder: Path) -> Network:
         split=sampling_split(
             classifier, layers, head, lambda: image_head_split(model, architecture)
         ),
-        probe=probe,
-        images=pipeline,
+        probe=probe.to(options.device, options.dtype),
+        input_kind=kind,
     )
 
 
@@ -245,12 +250,3 @@ def _load_processor(path: Path) -> Any:
         )
     except Exception as exc:  # transformers raises many kinds for a bad processor config
         raise ModelLoadError(f"{path}: cannot load the image processor: {exc}") from exc
-
-
-def _probe(pipeline: ImageProcessorPipeline) -> Tensor:
-    """Two preprocessed probe images (2, 3, H, W): the processor fixes H and W."""
-    from PIL import Image
-
-    generator = torch.Generator().manual_seed(0)
-    pixels = (torch.rand((2, 48, 64, 3), generator=generator) * 255).to(torch.uint8).numpy()
-    return torch.stack([pipeline(Image.fromarray(p, mode="RGB")) for p in pixels])

@@ -10,6 +10,7 @@ from typing import Any, cast
 from app.engine.dropout import DropoutLayer, find_dropout_layers
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
+from app.inputs.text import TextKind
 from app.registry.card import InputSpec, ModelCard
 from app.registry.huggingface import (
     HFArchitecture,
@@ -24,14 +25,15 @@ from app.registry.huggingface import (
     shared_sites,
 )
 from app.registry.network import Network, describe_sites
+from app.registry.served import LoadOptions
 from app.registry.text import load_encoder
 
 logger = logging.getLogger(__name__)
 
-PROBE_TEXTS = ("a probe sentence", "another, somewhat longer probe sentence for the model")
+PROBE_ROWS = 2
 
 
-def load_text_classifier(card: ModelCard, folder: Path) -> Network:
+def load_text_classifier(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     """Model, tokenizer and dropout sites of the card's Hugging Face folder."""
     assert card.architecture.huggingface is not None and isinstance(card.input, InputSpec)
     path = hf_folder(folder, card.architecture.huggingface)
@@ -44,6 +46,8 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
     if card.labels is None:
         card = card.model_copy(update={"labels": config_labels(config)})
     classifier = PretrainedClassifier(model, architecture).eval()
+    classifier.to(options.device, options.dtype)
+    kind = TextKind(text)
     found = find_dropout_layers(model)
     head = head_sites(model, architecture)
     layers = select_dropout(
@@ -67,8 +71,8 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
         layers=layers,
         sites=describe_sites(found, layers, attention),
         split=sampling_split(classifier, layers, head, lambda: head_split(classifier)),
-        probe=text.encode(list(PROBE_TEXTS)),
-        text=text,
+        probe=kind.probe(PROBE_ROWS).to(options.device),
+        input_kind=kind,
     )
 
 

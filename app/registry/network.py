@@ -9,11 +9,10 @@ from typing import Literal
 from torch import Tensor, nn
 
 from app.engine.dropout import DropoutLayer, MaskKind
-from app.engine.images import ImagePipeline
 from app.engine.prefix import ModelSplit
 from app.engine.recurrent import RecurrentDropout
+from app.inputs.base import InputKind
 from app.registry.card import ModelCard
-from app.registry.text import TextEncoder
 
 SiteRole = Literal["attention", "hidden", "functional", "recurrent", "module"]
 
@@ -44,10 +43,10 @@ class Network:
     sites: list[DropoutSite]
     split: ModelSplit
     probe: Tensor
-    """Example input rows (2, ...) for the output-shape probe."""
+    """Example input rows (B >= 2, ...) from the input kind's domain (``input_kind.probe``),
+    on the model's device: the output-shape probe, the split check and the audit run on it."""
+    input_kind: InputKind
     warnings: list[str] = field(default_factory=list)
-    text: TextEncoder | None = None
-    images: ImagePipeline | None = None
     site_owners: dict[str, str] = field(default_factory=dict)
     """Functional dropout sites -> the module whose forward makes the call ('' the model's)."""
     module_prefix: str = ""

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from app.errors import InvalidInputError, McdropError, ModelNotFoundError, ModelNotReadyError
 from app.registry.card import CARD_FILE, MODEL_NAME_PATTERN
-from app.registry.loading import LoadOptions, ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import LoadOptions, ServedModel
 
 logger = logging.getLogger(__name__)
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)

@@ -17,22 +17,20 @@ from app.engine.dropout import (
     warn_functional_dropout,
 )
 from app.engine.functional import FUNCTIONAL_PREFIX, trace_sites
-from app.engine.images import ImagePipeline
 from app.engine.prefix import fx_split, whole_model_split
 from app.engine.recurrent import unroll_recurrent_dropout
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
+from app.inputs.base import InputKind
 from app.registry.auditing import refuse_without_sampled_sites
 from app.registry.card import ModelCard
 from app.registry.network import Network, describe_sites
 
 
-def torch_network(
-    card: ModelCard, module: nn.Module, probe: Tensor, images: ImagePipeline | None
-) -> Network:
+def torch_network(card: ModelCard, module: nn.Module, probe: Tensor, kind: InputKind) -> Network:
     """The network of a built model in eval mode with its weights, probed on ``probe`` rows."""
     if isinstance(module, torch.jit.ScriptModule):
-        return _scripted_network(card, module, probe, images)
+        return _scripted_network(card, module, probe, kind)
     unroll_recurrent_dropout(module)
     modules = find_dropout_layers(module)
     modules += module_sites(module, card, len(modules), {layer.name for layer in modules})
@@ -52,13 +50,11 @@ def torch_network(
     sites = describe_sites(found, layers)
     owners = traced.owners if traced is not None else {}
     warnings = _unreached(dropped if not split.applies_dropout else [])
-    return Network(
-        card, module, layers, sites, split, probe, warnings, images=images, site_owners=owners
-    )
+    return Network(card, module, layers, sites, split, probe, kind, warnings, site_owners=owners)
 
 
 def _scripted_network(
-    card: ModelCard, module: nn.Module, probe: Tensor, images: ImagePipeline | None
+    card: ModelCard, module: nn.Module, probe: Tensor, kind: InputKind
 ) -> Network:
     """TorchScript: dropout modules only, switched on in a run; no split, no shared masks, no
     stochastic modules run as they are."""
@@ -73,7 +69,7 @@ def _scripted_network(
     split = whole_model_split(module, reason="TorchScript model: no prefix split")
     unreached = warn_functional_dropout(module, card.name)
     sites = describe_sites(modules, layers)
-    return Network(card, module, layers, sites, split, probe, _unreached(unreached), images=images)
+    return Network(card, module, layers, sites, split, probe, kind, _unreached(unreached))
 
 
 def module_sites(

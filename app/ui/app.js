@@ -37,7 +37,7 @@ async function selectModel(name) {
   const path = encodeURIComponent(name);
   try {
     const [info, hints] = await Promise.all([call(`/v1/models/${path}`), call(`/ui/models/${path}/card`)]);
-    Object.assign(state, { info, hints, widget: buildInput(info, hints), many: null, one: null });
+    Object.assign(state, { info, hints, widget: buildInput(info.input, info.feature_names), many: null, one: null });
   } catch (error) {
     $("models-status").textContent = error.message;
     return;
@@ -58,10 +58,9 @@ async function selectModel(name) {
 }
 
 function cardEntries(info, hints) {
-  const input = hints.input ?? {};
   const entries = [
     ["Task", info.task], ["Version", info.version], ["Description", info.description || "—"],
-    ["Input", `${input.type ?? "tensor"} of shape [${(info.input_shape ?? []).join(", ")}], ${info.input_dtype ?? ""}` +
+    ["Input", `${info.input.kind}: ${info.input.summary}` +
       (hints.value_range ? `, values ${hints.value_range[0]}…${hints.value_range[1]}` : "")],
     ["Output", info.labels ? `${info.labels.length} classes: ${info.labels.slice(0, 12).join(", ")}${info.labels.length > 12 ? ", …" : ""}`
       : `shape [${(info.output_shape ?? []).join(", ")}]${info.target ? ` (${info.target})` : ""}`],

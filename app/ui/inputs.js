@@ -3,7 +3,6 @@
 import { h } from "./charts.js";
 
 const CANVAS_PX = 256;
-const MAX_CANVAS_SIDE = 64;
 
 const size = (shape) => shape.reduce((a, b) => a * b, 1);
 
@@ -16,26 +15,22 @@ export function reshape(flat, shape) {
   return out;
 }
 
-/** [height, width] when the input looks like one small grey image, else null. */
-export function imageGrid(shape, hints) {
-  const dims = shape.filter((d, i) => !(d === 1 && i < shape.length - 2));
-  if (dims.length === 2 && dims.every((d) => d >= 4 && d <= MAX_CANVAS_SIDE)) return dims;
-  const side = Math.round(Math.sqrt(dims[0]));
-  if (dims.length === 1 && side * side === dims[0] && side >= 4 && side <= MAX_CANVAS_SIDE && hints.value_range) return [side, side];
-  return null;
-}
-
-/** The widget for a model: image upload, text box, named fields (the metadata's
- * `feature_names`, one per input value), drawing canvas or a CSV row. */
-export function buildInput(info, hints) {
-  const type = hints.input?.type ?? info.input_type;
-  const shape = hints.input?.shape ?? info.input_shape ?? [];
-  if (type === "image") return imageUpload();
-  if (type === "text") return textBox(hints.input?.max_characters);
-  if (info.feature_names?.length === size(shape)) return namedFields(info.feature_names, shape);
-  const grid = imageGrid(shape, hints);
-  if (grid) return drawingCanvas(grid, shape, hints.value_range ?? [0, 1]);
-  return csvRow(shape);
+/**
+ * The widget for a model, from its input kind's description (`info.input` of /v1/models):
+ * image upload, text box, drawing canvas, named fields, integer ids, a sequence upload or a
+ * CSV row. `featureNames` label the fields of a tabular model.
+ */
+export function buildInput(input, featureNames) {
+  const shape = input.shape ?? [];
+  switch (input.widget) {
+    case "image": return imageUpload();
+    case "text": return textBox(input.max_characters);
+    case "canvas": return drawingCanvas(input.grid, shape, input.range ?? [0, 1]);
+    case "fields": return namedFields(featureNames ?? shape.map((_, i) => `x${i + 1}`), shape);
+    case "integers": return integerRow(shape, input.range);
+    case "sequence": return sequenceUpload(shape, input.max_length);
+    default: return csvRow(shape);
+  }
 }
 
 function imageUpload() {
@@ -89,6 +84,78 @@ function csvRow(shape) {
     return reshape(cells.map((c, i) => numberOf(c, `value ${i + 1}`)), shape);
   };
   return { kind: "csv", node: h("div", {}, h("label", { for: "csv-row" }, "CSV row"), area, help), read };
+}
+
+function integerRow(shape, range) {
+  const count = size(shape);
+  const [lo, hi] = range ?? [-Infinity, Infinity];
+  const area = h("textarea", { id: "integer-row", rows: 2, spellcheck: "false", "aria-describedby": "integer-help" });
+  const help = h("p", { id: "integer-help", class: "hint" },
+    `${count} whole numbers from ${lo} to ${hi - 1}, separated by commas or spaces (shape [${shape.join(", ")}]).`);
+  const read = async () => {
+    const cells = area.value.split(/[,;\s]+/).filter((c) => c !== "");
+    if (cells.length !== count) throw new Error(`Expected ${count} integers, got ${cells.length}.`);
+    return reshape(cells.map((c, i) => {
+      const value = numberOf(c, `value ${i + 1}`);
+      if (!Number.isInteger(value)) throw new Error(`value ${i + 1}: "${c}" is not an integer.`);
+      if (value < lo || value >= hi) throw new Error(`value ${i + 1}: ${value} is outside [${lo}, ${hi}).`);
+      return value;
+    }), shape);
+  };
+  return { kind: "integers", node: h("div", {}, h("label", { for: "integer-row" }, "Integer ids"), area, help), read };
+}
+
+/**
+ * Steps of a sequence from CSV (one step per line, `width` numbers each; a header line is
+ * skipped) or JSON (an array of steps); each step an array of `width` numbers, or a number when
+ * `width` is 0 (a [-1] sequence of scalars).
+ */
+export function parseSequence(text, width, maxLength) {
+  const trimmed = text.trim();
+  if (!trimmed) throw new Error("Choose a CSV or JSON file, or paste the steps.");
+  let steps;
+  if (trimmed.startsWith("[")) {
+    try { steps = JSON.parse(trimmed); } catch { throw new Error("The JSON could not be read."); }
+    if (!Array.isArray(steps)) throw new Error("The JSON must be an array of steps.");
+    steps.forEach((step, i) => {
+      const values = width ? step : [step];
+      if (!Array.isArray(values) || values.length !== Math.max(width, 1) || !values.every(Number.isFinite)) {
+        throw new Error(`Step ${i + 1}: expected ${width ? `${width} numbers` : "a number"}.`);
+      }
+    });
+  } else {
+    const lines = trimmed.split(/\r?\n/).map((line) => line.split(/[,;\t]/).map((c) => c.trim()));
+    if (lines[0].some((cell) => cell === "" || !Number.isFinite(Number(cell)))) lines.shift();
+    steps = lines.map((cells, i) => {
+      if (cells.length !== Math.max(width, 1)) throw new Error(`Line ${i + 1}: expected ${Math.max(width, 1)} numbers, got ${cells.length}.`);
+      const values = cells.map((c, j) => numberOf(c, `line ${i + 1}, value ${j + 1}`));
+      return width ? values : values[0];
+    });
+  }
+  if (steps.length < 1 || steps.length > maxLength) throw new Error(`Expected 1 to ${maxLength} steps, got ${steps.length}.`);
+  return steps;
+}
+
+function sequenceUpload(shape, maxLength) {
+  const step = shape.slice(1);
+  const width = step.length ? size(step) : 0;
+  const file = h("input", { id: "sequence-file", type: "file", accept: ".csv,.json,text/csv,application/json", "aria-describedby": "sequence-help" });
+  const area = h("textarea", { id: "sequence-text", rows: 6, spellcheck: "false", "aria-describedby": "sequence-help" });
+  const summary = h("p", { id: "sequence-summary", class: "hint", role: "status" }, "");
+  const help = h("p", { id: "sequence-help", class: "hint" },
+    `A sequence of 1 to ${maxLength} steps${width ? ` of ${width} values` : ""}: a CSV file (one step per line, a header line allowed) or JSON ([[…], …]); or paste it below.`);
+  const text = () => (file.files[0] ? file.files[0].text() : Promise.resolve(area.value));
+  const steps = async () => parseSequence(await text(), width, maxLength);
+  const show = () => steps().then((s) => { summary.textContent = `${s.length} steps read.`; }, (e) => { summary.textContent = e.message; });
+  file.addEventListener("change", show);
+  area.addEventListener("change", show);
+  const read = async () => {
+    const parsed = await steps();
+    return step.length > 1 ? parsed.map((values) => reshape(values, step)) : parsed;
+  };
+  const node = h("div", {}, h("label", { for: "sequence-file" }, "Sequence file (CSV or JSON)"), file,
+    h("label", { for: "sequence-text" }, "or the steps"), area, summary, help);
+  return { kind: "sequence", node, read };
 }
 
 /** Ink per cell in [0, 1] of a square canvas divided into rows x cols cells. */

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -22,6 +23,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from sklearn.datasets import load_diabetes
 
 from tests.browser import ARTIFACTS, chromium, chromium_paths
+from tests.inputs.models import FEATURES, write_sequence_model
 from tests.support import metric_value, serve_in_thread, write_model
 
 pytestmark = pytest.mark.skipif(
@@ -223,23 +225,27 @@ def test_every_input_kind_is_built_from_the_card(
         """
         const done = arguments[arguments.length - 1];
         import('/ui/inputs.js').then((m) => done([
-          [{input_shape: [3, 32, 32]}, {input: {type: 'image', shape: [3, 32, 32]}}],
-          [{input_shape: [16]}, {input: {type: 'text'}}],
-          [{input_shape: [1, 8, 8]}, {value_range: [0, 16]}],
-          [{input_shape: [28, 28]}, {}],
-          [{input_shape: [3], feature_names: ['a', 'b', 'c']}, {}],
-          [{input_shape: [16]}, {}],
-        ].map(([info, hints]) => m.buildInput(info, hints).kind)));
+          [{widget: 'image', shape: [3, 32, 32]}],
+          [{widget: 'text', shape: []}],
+          [{widget: 'canvas', shape: [1, 8, 8], grid: [8, 8], range: [0, 16]}],
+          [{widget: 'fields', shape: [3]}, ['a', 'b', 'c']],
+          [{widget: 'numbers', shape: [16]}],
+          [{widget: 'integers', shape: [6], range: [0, 50]}],
+          [{widget: 'sequence', shape: [-1, 5], max_length: 40}],
+        ].map(([input, names]) => m.buildInput(input, names).kind)));
         """
     )
-    assert kinds == ["image", "text", "canvas", "canvas", "fields", "csv"]
+    assert kinds == ["image", "text", "canvas", "fields", "csv", "integers", "sequence"]
+    # What the server describes is what the page builds: the digits' canvas from its kind.
+    described = httpx.get(f"{server}/v1/models/digits-mlp").json()["input"]
+    assert described["widget"] == "canvas" and described["grid"] == [8, 8]
     # The text box stops at the card's character limit (what the server checks), not at its
     # token count.
     limit = browser.execute_async_script(
         """
         const done = arguments[arguments.length - 1];
-        import('/ui/inputs.js').then((m) => done(m.buildInput({input_shape: [16]},
-          {input: {type: 'text', max_length: 16, max_characters: 300}})
+        import('/ui/inputs.js').then((m) => done(m.buildInput(
+          {widget: 'text', max_length: 16, max_characters: 300})
           .node.querySelector('textarea').maxLength));
         """
     )
@@ -248,7 +254,7 @@ def test_every_input_kind_is_built_from_the_card(
     image.write_bytes(base64.b64decode(_ONE_PIXEL_PNG))
     browser.execute_script(
         "return import('/ui/inputs.js').then((m) => { window.widget = m.buildInput("
-        "{input_shape: [3, 4, 4]}, {input: {type: 'image'}});"
+        "{widget: 'image', shape: [3, 4, 4]});"
         "document.body.append(window.widget.node); })"
     )
     WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.ID, "image-file"))
@@ -330,3 +336,56 @@ def test_a_conformal_prediction_set_is_shown(browser: WebDriver, server: str) ->
     _predict(browser, n_samples=10, seed=0)
     shown = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="prediction_set"]')
     assert shown.text == "Prediction set (90% conformal): {7, 1}"
+
+
+def _status_after_predict(driver: WebDriver) -> str:
+    driver.find_element(By.ID, "predict").click()
+    status = driver.find_element(By.ID, "predict-status")
+    WebDriverWait(driver, WAIT_S).until(lambda d: status.text and "Sampling" not in status.text)
+    return status.text
+
+
+def test_a_sequence_model_takes_a_csv_or_json_upload_not_a_canvas(
+    browser: WebDriver, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    write_sequence_model(models, "SequenceGRU", name="gru")
+    steps = [
+        [round(float(v), 4) for v in step]
+        for step in torch.randn(7, FEATURES, generator=torch.Generator().manual_seed(3)).tolist()
+    ]
+    csv = tmp_path / "steps.csv"
+    header = ",".join(f"f{i}" for i in range(FEATURES))
+    csv.write_text(header + "\n" + "\n".join(",".join(map(str, step)) for step in steps) + "\n")
+    with serve_in_thread(models) as base_url:
+        _open(browser, f"{base_url}/#gru", "sequence-file")
+        assert not browser.find_elements(By.ID, "draw")
+        browser.find_element(By.ID, "sequence-file").send_keys(str(csv))
+        summary = browser.find_element(By.ID, "sequence-summary")
+        WebDriverWait(browser, WAIT_S).until(lambda d: summary.text == "7 steps read.")
+        _predict(browser, n_samples=30, seed=4)
+        row = _api_row(base_url, "gru", steps, 30, 4)["predictions"][0]
+        fields = ("confidence", "predictive_entropy", "mutual_information")
+        _assert_numbers_match(_shown(browser), {name: row[name] for name in fields})
+        assert _unlabelled(browser) == []
+        _screenshot(browser, "sequence.png")
+        # The same steps pasted as JSON, and a line of the wrong width named before sending.
+        _open(browser, f"{base_url}/#gru", "sequence-text")
+        _set(browser.find_element(By.ID, "sequence-text"), json.dumps(steps[:3]))
+        _predict(browser, n_samples=30, seed=4)
+        short = _api_row(base_url, "gru", steps[:3], 30, 4)["predictions"][0]
+        _assert_numbers_match(_shown(browser), {"confidence": short["confidence"]})
+        _set(browser.find_element(By.ID, "sequence-text"), "1,2,3,4,5\n1,2")
+        assert _status_after_predict(browser) == "Line 2: expected 5 numbers, got 2."
+
+
+def test_a_token_id_model_takes_a_row_of_integers(browser: WebDriver, tmp_path: Path) -> None:
+    write_sequence_model(tmp_path, "TokenBag", name="bag")
+    with serve_in_thread(tmp_path) as base_url:
+        area = _open(browser, f"{base_url}/#bag", "integer-row")
+        area.send_keys("3 1 4 1 5 9")
+        _predict(browser, n_samples=25, seed=1)
+        row = _api_row(base_url, "bag", [3, 1, 4, 1, 5, 9], 25, 1)["predictions"][0]
+        _assert_numbers_match(_shown(browser), {"confidence": row["confidence"]})
+        _set(area, "3 1 4 1 5 90")
+        assert _status_after_predict(browser) == "value 6: 90 is outside [0, 50)."

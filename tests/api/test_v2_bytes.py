@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from app.api.v2_bytes import binary_elements
 from app.errors import InvalidTensorError
+from app.inputs.wire import binary_elements
 
 
 def _encode(*elements: bytes) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
+from app.registry.served import LoadOptions
 from tests.support import BUNDLED_MODELS
 
 

@@ -19,8 +19,8 @@ from app.engine.evaluation import evaluate
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
 from app.metrics import build_metrics
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
+from app.registry.served import ServedModel
 
 ROW = [[float(k % 16) for k in range(64)]]
 

@@ -7,7 +7,8 @@ from sklearn.datasets import load_digits
 from app.engine.device import resolve_device, resolve_dtype
 from app.engine.predictor import PredictionRequest
 from app.engine.stats import ClassificationStats
-from app.registry.loading import LoadOptions, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import LoadOptions
 from tests.support import BUNDLED_MODELS
 
 GPU = torch.cuda.is_available()

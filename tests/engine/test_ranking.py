@@ -14,7 +14,8 @@ from app.engine.ranking import ScoredRows, TopK, rank, score_passes
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.engine.stats.classification import entropy
 from app.errors import InvalidInputError
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from tests.engine.error_bounds import (
     bald_bound,
     batchbald_score_bound,

@@ -14,10 +14,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import load_settings
+from app.engine.images import ImagePipeline
 from app.engine.predictor import PredictionRequest
 from app.errors import ModelLoadError
+from app.inputs.image import ImageKind
 from app.main import create_app
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from tests.hf_images import write_hf_image_model
 
 pytest.importorskip("transformers")
@@ -28,8 +31,13 @@ def _photo(seed: int = 0, size: tuple[int, int] = (48, 40)) -> Image.Image:
     return Image.fromarray(pixels, mode="RGB")
 
 
+def _pipeline(model: ServedModel) -> ImagePipeline:
+    assert isinstance(model.input_kind, ImageKind)
+    return model.input_kind.pipeline
+
+
 def _samples(model: ServedModel, rows: int = 2, n: int = 12, seed: int = 3) -> torch.Tensor:
-    x = torch.stack([model.images(_photo(i)) for i in range(rows)]).double()  # type: ignore[misc]
+    x = torch.stack([_pipeline(model)(_photo(i)) for i in range(rows)]).double()
     request = PredictionRequest(x, n, 0.95, seed=seed, return_samples=True)
     samples = model.predictor.predict(request).samples
     assert samples is not None
@@ -41,7 +49,7 @@ def test_supported_classifiers_load_and_sample(tmp_path: Path, kind: str) -> Non
     model = load_model_folder(write_hf_image_model(tmp_path, kind.replace("_", "-"), kind))
     assert model.card.input.shape == [3, 32, 32]
     assert model.card.labels == ["cat", "dog", "fox"]
-    assert model.images is not None and "ImageProcessorPil" in model.images.describe()
+    assert "ImageProcessorPil" in _pipeline(model).describe()
     first = _samples(model)
     assert first.shape == (12, 2, 3)
     assert float(first.std(0).max()) > 1e-4, "the passes must differ"
@@ -109,8 +117,7 @@ def test_a_png_over_http_is_preprocessed_by_the_folders_processor(tmp_path: Path
     photo = _photo(5, (60, 45))
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG")
-    assert model.images is not None
-    rows = [model.images(photo).tolist()]
+    rows = [_pipeline(model)(photo).tolist()]
     options = {"n_samples": 20, "seed": 1}
     app = create_app(load_settings(models_dir=tmp_path / "models"))
     with TestClient(app) as client:

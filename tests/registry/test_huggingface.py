@@ -18,8 +18,9 @@ from app.engine.sampler import MCSampler
 from app.engine.sampling import SampleJob
 from app.errors import ModelLoadError
 from app.registry.huggingface import SUPPORTED
-from app.registry.loading import LoadOptions, ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
 from app.registry.repository import ModelRepository
+from app.registry.served import LoadOptions, ServedModel
 from tests.hf_models import write_text_model
 from tests.support import write_model
 

@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 
 from app.engine.sampling import SampleJob
 from app.errors import ModelLoadError
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 
 SOURCE = textwrap.dedent(
     '''

@@ -13,7 +13,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.engine.sampling import SampleJob
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from tests.engine.sampler_contract import check_sampler_contract
 from tests.moments import Z, assert_moments_match, differences, moments, probabilities
 from tests.stochastic_models import SEQUENCE, reference_network, torch_mc_dropout, write_folder
@@ -98,7 +99,7 @@ def test_a_recurrent_job_alone_equals_the_same_job_fused_and_chunked(tmp_path: P
 
 
 def _options(max_rows: int) -> Any:
-    from app.registry.loading import LoadOptions
+    from app.registry.served import LoadOptions
 
     return LoadOptions(max_sample_rows=max_rows)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from app.errors import ModelNotFoundError, ModelNotReadyError
-from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
+from app.registry.served import LoadOptions
 
 
 def test_a_broken_folder_does_not_stop_the_others(model_factory: Callable[..., Path]) -> None:

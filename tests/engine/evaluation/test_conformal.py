@@ -14,7 +14,8 @@ from app.engine.conformal import ConformalOutput
 from app.engine.evaluation.conformal import ConformalReport, conformal_report, fit_conformal
 from app.engine.predictor import PredictionRequest, Predictor
 from app.errors import InvalidInputError
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 
 Factory = Callable[..., Path]
 SPLITS, POOL, CAL = 20, 600, 200
