@@ -43,4 +43,4 @@ class LocalModel:
             inputs, n_samples or model.card.n_samples.default, ci_level or 0.95, seed
         )
         prediction = model.predictor.predict(request)
-        return predict_response(model, prediction)
+        return predict_response(model, prediction, rows=rows)

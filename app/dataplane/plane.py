@@ -114,7 +114,7 @@ class DataPlane:
             batcher = self.batcher(model)
             ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
             prediction = await self._result(batcher, ticket, step.deadline)
-            self.accounting.observe_prediction(model.name, int(request.inputs.shape[0]), prediction)
+            self.accounting.observe_prediction(model, int(request.inputs.shape[0]), prediction)
             return model, request.inputs, prediction
 
     async def record_feedback(

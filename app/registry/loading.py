@@ -35,6 +35,7 @@ from app.registry.hf_text import load_text_classifier
 from app.registry.network import DropoutSite, Network
 from app.registry.sites import torch_network
 from app.registry.text import TextEncoder
+from app.tasks import Task
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class ServedModel:
     output_shape: list[int]
     split: ModelSplit
     predictor: Predictor
+    task: Task
+    """What the output means (:mod:`app.tasks`): statistics, rows, v2 outputs, metrics."""
     load_seconds: float
     warnings: list[str]
     dropout_sites: list[DropoutSite] = field(default_factory=list)
@@ -120,11 +123,9 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         sampler = MCSampler(
             module, layers, max_rows=rows, device=device, dtype=dtype, split=network.split
         )
-    output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
-    _check_output(card, output_shape)
-    audit = audit_network(network, sampler)
     spec = TaskSpec(
         task=card.task,
+        threshold=card.multilabel.threshold if card.multilabel else 0.5,
         noise_variance=(
             1.0 / card.regression.tau if card.regression and card.regression.tau else None
         ),
@@ -140,6 +141,10 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
             else None
         ),
     )
+    predictor = Predictor(sampler, spec)
+    output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
+    predictor.task.check_output(card.name, output_shape, card.labels)
+    audit = audit_network(network, sampler)
     elapsed = time.perf_counter() - started
     logger.info("loaded model '%s' v%s from %s in %.3fs", card.name, card.version, folder, elapsed)
     return ServedModel(
@@ -149,7 +154,8 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         dropout_layers=layers,
         output_shape=output_shape,
         split=network.split,
-        predictor=Predictor(sampler, spec),
+        predictor=predictor,
+        task=predictor.task,
         load_seconds=elapsed,
         warnings=network.warnings + audit.warnings,
         dropout_sites=network.sites,
@@ -279,21 +285,3 @@ def _probe_output_shape(module: nn.Module, card: ModelCard, probe: torch.Tensor)
     if not isinstance(output, torch.Tensor) or output.dim() < 2 or output.shape[0] != 2:
         raise ModelLoadError(f"model '{card.name}': forward must return a (B, ...) tensor")
     return list(output.shape[1:])
-
-
-def _check_output(card: ModelCard, output_shape: list[int]) -> None:
-    if card.task == "classification":
-        if len(output_shape) != 1:
-            raise ModelLoadError(
-                f"model '{card.name}': classification output must be (B, C) logits, "
-                f"got (B, {', '.join(map(str, output_shape))})"
-            )
-        if card.labels is not None and len(card.labels) != output_shape[0]:
-            raise ModelLoadError(
-                f"model '{card.name}': {len(card.labels)} labels but {output_shape[0]} outputs"
-            )
-    elif card.regression is not None and card.regression.variance_head and output_shape[-1] % 2:
-        raise ModelLoadError(
-            f"model '{card.name}': a variance head needs 2*D outputs (mean, log-variance), "
-            f"got {output_shape[-1]}"
-        )
