@@ -311,7 +311,9 @@ class ModelCard(_Strict):
             raise ValueError(f"'regression' section given for a {self.task} model")
         if self.task != "classification" and self.abstention is not None:
             raise ValueError("'abstention' applies to classification models only")
-        if self.task != "multilabel" and self.multilabel is not None:
+        # A Hugging Face folder may say multi-label itself (config.problem_type).
+        folder_says = self.task == "classification" and self.architecture.huggingface is not None
+        if self.multilabel is not None and self.task != "multilabel" and not folder_says:
             raise ValueError(f"'multilabel' section given for a {self.task} model")
         if self.task in ("multilabel", "token_classification") and self.conformal is not None:
             raise ValueError(f"'conformal' does not apply to {self.task} models")

@@ -78,13 +78,13 @@ def load_text_classifier(card: ModelCard, folder: Path) -> Network:
 def folder_task(card: ModelCard, config: Any, architecture: HFArchitecture, path: Path) -> str:
     """The task the folder's model serves: token classification from a
     ``*ForTokenClassification`` class, multi-label from ``problem_type:
-    multi_label_classification`` (sigmoid per label), else the card's (``multilabel`` may be
-    declared for a folder that does not say it). A card naming another task than the
+    multi_label_classification`` (sigmoid per label) or a ``multilabel`` card section, else
+    the card's. A card naming another task than the
     folder's is refused."""
     task = card.task
     if architecture.task == "token_classification":
         task = "token_classification"
-    elif getattr(config, "problem_type", None) == "multi_label_classification":
+    elif card.multilabel is not None or config.problem_type == "multi_label_classification":
         task = "multilabel"
     if card.task not in ("classification", task):
         raise ModelLoadError(

@@ -71,6 +71,7 @@ class Classification(Task):
 
     name = "classification"
     strategies = CLASSIFICATION_STRATEGIES
+    feedback = True
 
     def output_problem(self, output_shape: list[int], labels: Sequence[str] | None) -> str | None:
         if len(output_shape) != 1:

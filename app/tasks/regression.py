@@ -52,6 +52,7 @@ class Regression(Task):
 
     name = "regression"
     strategies = REGRESSION_STRATEGIES
+    feedback = True
 
     def output_problem(self, output_shape: list[int], labels: Sequence[str] | None) -> str | None:
         if len(output_shape) != 1:
