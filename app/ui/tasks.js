@@ -61,7 +61,8 @@ export function tokenText(text, tokens, labels, by) {
       "data-label": String(token.label), "data-mi": String(token.mutual_information),
       title: `${token.label} at ${fmt(token.confidence, 3)}; mutual information ${fmt(token.mutual_information, 3)} nats` };
     if (by === "mi") attrs.style = `--share: ${fmt(share * 0.6, 3)}`;
-    nodes.push(h("mark", attrs, text.slice(token.start, token.end), by === "label" ? h("sub", {}, String(token.label)) : null));
+    const word = h("span", { class: "word" }, text.slice(token.start, token.end));
+    nodes.push(h("mark", attrs, word, by === "label" ? h("sub", {}, String(token.label)) : null));
     at = token.end;
   }
   if (at < text.length) nodes.push(text.slice(at));
