@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from app.api.schemas import (
         ClassificationRow,
         EvaluateResponse,
+        MultilabelRow,
         PredictResponse,
         RegressionRow,
+        TokenRow,
     )
 
 __all__ = [
@@ -39,12 +41,21 @@ __all__ = [
     "McdropClient",
     "McdropClientError",
     "ModelInfo",
+    "MultilabelRow",
     "PredictResponse",
     "RegressionRow",
+    "TokenRow",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-_LAZY_SCHEMAS = {"ClassificationRow", "EvaluateResponse", "PredictResponse", "RegressionRow"}
+_LAZY_SCHEMAS = {
+    "ClassificationRow",
+    "EvaluateResponse",
+    "MultilabelRow",
+    "PredictResponse",
+    "RegressionRow",
+    "TokenRow",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -35,11 +35,11 @@ def wordpiece_tokenizer(vocab_size: int = 120) -> Any:
     return load_script("train_text_demo").bert_fast_tokenizer(tokenizer)  # the demo's wrapper
 
 
-def _config(kind: str, **dropout: float) -> Any:
+def _config(kind: str, labels: dict[str, Any] | None = None, **dropout: float) -> Any:
     import transformers
 
-    common: dict[str, Any] = {"vocab_size": 120, "num_labels": 3, "pad_token_id": 0}
-    labels: dict[str, Any] = {"id2label": {0: "neg", 1: "neutral", 2: "pos"}}
+    common: dict[str, Any] = {"vocab_size": 120, "pad_token_id": 0}
+    labels = labels or {"id2label": {0: "neg", 1: "neutral", 2: "pos"}}
     if kind == "distilbert":
         return transformers.DistilBertConfig(
             dim=32,
@@ -91,20 +91,24 @@ def write_text_model(
     kind: str = "bert",
     card: dict[str, Any] | None = None,
     seed: int = 0,
+    head: str = "Sequence",
+    labels: dict[str, Any] | None = None,
     **dropout: float,
 ) -> Path:
     """A save_pretrained folder with random weights (``seed``), tokenizer and model.yaml.
 
-    ``dropout`` sets ``hidden``, ``attention`` and ``classifier`` probabilities (0.1 each)."""
+    ``dropout`` sets ``hidden``, ``attention`` and ``classifier`` probabilities (0.1 each);
+    ``head`` is ``Sequence`` or ``Token`` (``*ForTokenClassification``); ``labels`` are config
+    fields (``id2label``, ``problem_type``) replacing the three sentiment labels."""
     import transformers
 
-    config = _config(kind, **dropout)
+    config = _config(kind, labels, **dropout)
     architecture = {
-        "bert": "BertForSequenceClassification",
-        "distilbert": "DistilBertForSequenceClassification",
-        "roberta": "RobertaForSequenceClassification",
-        "deberta-v2": "DebertaV2ForSequenceClassification",
-    }[kind]
+        "bert": "Bert",
+        "distilbert": "DistilBert",
+        "roberta": "Roberta",
+        "deberta-v2": "DebertaV2",
+    }[kind] + f"For{head}Classification"
     torch.manual_seed(seed)
     model = getattr(transformers, architecture)(config).eval()
     folder = models_dir / name

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from app.api.deps import CallerDep, DataPlaneDep, RepositoryDep
 from app.api.encoding import answer_values, serialise
@@ -13,7 +16,6 @@ from app.api.images import PREDICT_OPENAPI, PredictBody
 from app.api.model_schemas import InputInfo
 from app.api.schemas import (
     AuditInfo,
-    ClassificationRow,
     DropoutInfo,
     FeedbackRequest,
     FeedbackResponse,
@@ -21,18 +23,16 @@ from app.api.schemas import (
     ModelInfo,
     ModelList,
     PredictResponse,
-    RegressionRow,
     UnsampledInfo,
 )
-from app.engine.conformal import ConformalOutput
 from app.engine.module_sites import SAMPLED_MODULE_NOTE
 from app.engine.predictor import Prediction
 from app.engine.selection import describe_choice
-from app.engine.stats import ClassificationStats, RegressionStats
 from app.inputs.base import InputDescription
 from app.registry.auditing import Audit
 from app.registry.repository import ModelEntry
 from app.registry.served import ServedModel
+from app.tasks import RowContext
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
@@ -66,7 +66,7 @@ async def predict(
     )
 
     def encode() -> str:
-        response = predict_response(model, prediction, prediction_id)
+        response = predict_response(model, prediction, prediction_id, body.inputs)
         # Serialised here, once: returning the model would make FastAPI validate it again.
         return response.model_dump_json(exclude_none=True)
 
@@ -109,9 +109,13 @@ def _mean(values: list[float]) -> float:
 
 
 def predict_response(
-    model: ServedModel, prediction: Prediction, prediction_id: str | None = None
+    model: ServedModel,
+    prediction: Prediction,
+    prediction_id: str | None = None,
+    rows: Sequence[Any] = (),
 ) -> PredictResponse:
-    """The v1 answer of one prediction (a non-finite MC standard error is left out)."""
+    """The v1 answer of one prediction (a non-finite MC standard error is left out); ``rows``
+    are the request's rows as sent."""
     error = prediction.mc_standard_error
     return PredictResponse(
         model=model.name,
@@ -122,7 +126,7 @@ def predict_response(
         ci_level=prediction.ci_level,
         mc_standard_error=error if math.isfinite(error) else None,
         converged=prediction.converged,
-        predictions=prediction_rows(model, prediction),
+        predictions=prediction_rows(model, prediction, rows),
         prediction_id=prediction_id,
     )
 
@@ -211,98 +215,8 @@ def _audit_info(audit: Audit | None) -> AuditInfo | None:
 
 
 def prediction_rows(
-    model: ServedModel, prediction: Prediction
-) -> list[ClassificationRow] | list[RegressionRow]:
-    """One response object per input row."""
-    stats = prediction.stats
-    samples = (
-        prediction.samples.transpose(0, 1).tolist() if prediction.samples is not None else None
-    )
-    if isinstance(stats, ClassificationStats):
-        abstain = prediction.abstain.tolist() if prediction.abstain is not None else None
-        rows: list[ClassificationRow] | list[RegressionRow] = _classification_rows(
-            stats, model.card.labels, samples, abstain
-        )
-    else:
-        rows = _regression_rows(stats, samples)
-    if prediction.conformal is not None:
-        _add_conformal(rows, prediction.conformal, model.card.labels)
-    return rows
-
-
-def _add_conformal(
-    rows: list[ClassificationRow] | list[RegressionRow],
-    conformal: ConformalOutput,
-    labels: list[str] | None,
-) -> None:
-    """Set each row's conformal band or prediction set (from the card's conformal rule)."""
-    lower = conformal.lower.flatten(1).tolist() if conformal.lower is not None else None
-    upper = conformal.upper.flatten(1).tolist() if conformal.upper is not None else None
-    sets = conformal.sets.tolist() if conformal.sets is not None else None
-    for i, row in enumerate(rows):
-        if isinstance(row, RegressionRow) and lower is not None and upper is not None:
-            row.conformal_lower, row.conformal_upper = lower[i], upper[i]
-            row.conformal_level = conformal.level
-        elif isinstance(row, ClassificationRow) and sets is not None:
-            row.conformal_level = conformal.level
-            members = [c for c, inside in enumerate(sets[i]) if inside]
-            row.prediction_set = [labels[c] for c in members] if labels is not None else members
-
-
-def _classification_rows(
-    stats: ClassificationStats,
-    labels: list[str] | None,
-    samples: list[list[list[float]]] | None,
-    abstain: list[bool] | None = None,
-) -> list[ClassificationRow]:
-    classes = stats.predicted_class.tolist()
-    mean, std = stats.mean.tolist(), stats.std.tolist()
-    lower, upper = stats.ci_lower.tolist(), stats.ci_upper.tolist()
-    confidence = stats.confidence.tolist()
-    total, aleatoric = stats.predictive_entropy.tolist(), stats.expected_entropy.tolist()
-    epistemic, ratio = stats.mutual_information.tolist(), stats.variation_ratio.tolist()
-    return [
-        ClassificationRow(
-            mean=mean[i],
-            std=std[i],
-            ci_lower=lower[i],
-            ci_upper=upper[i],
-            predicted_class=cls,
-            label=labels[cls] if labels is not None else None,
-            confidence=confidence[i],
-            predictive_entropy=total[i],
-            expected_entropy=aleatoric[i],
-            mutual_information=epistemic[i],
-            variation_ratio=ratio[i],
-            abstain=abstain[i] if abstain is not None else None,
-            samples=samples[i] if samples is not None else None,
-        )
-        for i, cls in enumerate(classes)
-    ]
-
-
-def _regression_rows(
-    stats: RegressionStats, samples: list[list[list[float]]] | None
-) -> list[RegressionRow]:
-    columns = {
-        name: getattr(stats, name).flatten(1).tolist()
-        for name in (
-            "mean",
-            "epistemic_variance",
-            "aleatoric_variance",
-            "variance",
-            "std",
-            "ci_lower",
-            "ci_upper",
-            "pi_lower",
-            "pi_upper",
-        )
-    }
-    rows = len(columns["mean"])
-    return [
-        RegressionRow(
-            **{name: values[i] for name, values in columns.items()},
-            samples=samples[i] if samples is not None else None,
-        )
-        for i in range(rows)
-    ]
+    model: ServedModel, prediction: Prediction, rows: Sequence[Any] = ()
+) -> list[BaseModel]:
+    """One response object per input row, by the model's task (``rows``: the request's rows
+    as sent, for tasks that point into them)."""
+    return model.task.rows(prediction, RowContext(model.card.labels, rows))

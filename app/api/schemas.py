@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,12 @@ from app.engine.evaluation import (
     RegressionReport,
 )
 from app.engine.evaluation.conformal import ConformalReport
+from app.engine.evaluation.multilabel import MultilabelReport
+from app.registry.card import TaskName
+from app.tasks.classification import ClassificationRow as ClassificationRow
+from app.tasks.multilabel import MultilabelRow as MultilabelRow
+from app.tasks.regression import RegressionRow as RegressionRow
+from app.tasks.token_classification import TokenRow as TokenRow
 
 MAX_COVERAGES = 100
 """Most coverages one evaluation reports (each costs a pass over the ranked rows)."""
@@ -39,62 +45,12 @@ class PredictRequest(MCOptions):
     return_samples: bool = Field(default=False, description="Also return every pass's output.")
 
 
-class ClassificationRow(BaseModel):
-    """Uncertainty of one classified row (entropies in nats)."""
-
-    mean: list[float]
-    std: list[float]
-    ci_lower: list[float]
-    ci_upper: list[float]
-    predicted_class: int
-    label: str | None
-    confidence: float
-    predictive_entropy: float
-    expected_entropy: float
-    mutual_information: float
-    variation_ratio: float
-    abstain: bool | None = Field(
-        default=None,
-        description="True when the row's uncertainty exceeds the model's calibrated threshold; "
-        "absent for models without an abstention section in their card.",
-    )
-    prediction_set: list[str] | list[int] | None = Field(
-        default=None,
-        description="Conformal prediction set (labels, or class indices without labels) at "
-        "`conformal_level`; absent for models without a conformal section in their card.",
-    )
-    conformal_level: float | None = None
-    samples: list[list[float]] | None = None
-
-
-class RegressionRow(BaseModel):
-    """Uncertainty of one regressed row; each list has one value per output."""
-
-    mean: list[float]
-    epistemic_variance: list[float]
-    aleatoric_variance: list[float]
-    variance: list[float]
-    std: list[float]
-    ci_lower: list[float]
-    ci_upper: list[float]
-    pi_lower: list[float]
-    pi_upper: list[float]
-    conformal_lower: list[float] | None = Field(
-        default=None,
-        description="Split-conformal band mean ± q·std at `conformal_level`; absent for models "
-        "without a conformal section in their card.",
-    )
-    conformal_upper: list[float] | None = None
-    conformal_level: float | None = None
-    samples: list[list[float]] | None = None
-
-
 class PredictResponse(BaseModel):
     """Mean predictions with their uncertainty, one entry per input row."""
 
     model: str
     version: str
-    task: Literal["classification", "regression"]
+    task: TaskName
     n_samples: int
     seed: int
     ci_level: float
@@ -104,7 +60,9 @@ class PredictResponse(BaseModel):
     converged: bool | None = Field(
         default=None, description='With "auto": whether the tolerance was met before the cap.'
     )
-    predictions: list[ClassificationRow] | list[RegressionRow]
+    predictions: (
+        list[ClassificationRow] | list[RegressionRow] | list[MultilabelRow] | list[TokenRow]
+    )
     prediction_id: str | None = Field(
         default=None,
         description="Names this prediction in a later `/feedback` (by the same API key); absent "
@@ -144,17 +102,18 @@ class EvaluateRequest(MCOptions):
 
 
 class EvaluateResponse(BaseModel):
-    """Every metric of one evaluation; `classification` or `regression` is set by task."""
+    """Every metric of one evaluation; the report of the model's task is set."""
 
     model: str
     version: str
-    task: Literal["classification", "regression"]
+    task: TaskName
     n_samples: int
     seed: int
     ci_level: float
     rows: int
     classification: ClassificationReport | None = None
     regression: RegressionReport | None = None
+    multilabel: MultilabelReport | None = None
     conformal: ConformalReport | None = Field(
         default=None,
         description="Coverage and mean width / set size of the model's conformal rule, if any.",

@@ -116,7 +116,7 @@ async def _infer(
         raise InvalidTensorError(exc.message) from exc
 
     def encode() -> tuple[bytes, bytes]:
-        outputs, binary = encode_outputs(prediction, decoded.outputs)
+        outputs, binary = encode_outputs(model, prediction, decoded.outputs)
         answer = InferenceResponse(
             model_name=model.name,
             model_version=model.version,

@@ -7,7 +7,6 @@ bytes. Outputs are one tensor per statistic, as JSON ``data`` or raw bytes when 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,33 +24,16 @@ from app.api.v2_schemas import (
 )
 from app.dataplane.policy import PredictOptions
 from app.engine.predictor import Prediction
-from app.engine.stats import ClassificationStats, RegressionStats
 from app.errors import InvalidTensorError
 from app.inputs.base import INPUT_NAME, Rows, WireTensor
 from app.registry.served import ServedModel
+from app.tasks import OutputTensor
 
 SAMPLES_OUTPUT = "samples"
 """Every MC pass's output, (B, N, ...); returned only when asked for by name."""
 
-# One output tensor per statistic the engine computes, in the engine's order.
-CLASSIFICATION_OUTPUTS = tuple(f.name for f in dataclasses.fields(ClassificationStats))
-REGRESSION_OUTPUTS = tuple(f.name for f in dataclasses.fields(RegressionStats))
-CONFORMAL_OUTPUTS = {
-    "regression": ("conformal_lower", "conformal_upper"),
-    "classification": ("prediction_set",),
-}
-"""Outputs of a model whose card has a conformal section (its level: parameter
-``conformal_level``); ``prediction_set`` is a (B, C) BOOL tensor of set membership."""
-_DATATYPES_OUT = {"predicted_class": "INT64", "prediction_set": "BOOL"}
+
 _NUMPY_OUT: dict[str, type[np.generic]] = {"INT64": np.int64, "BOOL": np.bool_, "FP32": np.float32}
-_PER_ROW = {
-    "predicted_class",
-    "confidence",
-    "predictive_entropy",
-    "expected_entropy",
-    "mutual_information",
-    "variation_ratio",
-}
 
 
 @dataclass(frozen=True)
@@ -87,16 +69,12 @@ def input_metadata(model: ServedModel) -> list[TensorMetadata]:
 
 
 def output_metadata(model: ServedModel) -> list[TensorMetadata]:
-    """Every statistic the model returns, then the optional ``samples``."""
-    dims = _output_dims(model)
+    """Every output of the model's task, then the optional ``samples``."""
     tensors = [
-        TensorMetadata(
-            name=name,
-            datatype=_DATATYPES_OUT.get(name, "FP32"),
-            shape=[-1] if name in _PER_ROW else [-1, *dims],
-        )
-        for name in _statistics(model)
+        TensorMetadata(name=output.name, datatype=output.datatype, shape=[-1, *output.shape])
+        for output in _statistics(model)
     ]
+    dims = model.task.value_dims(model.output_shape)
     tensors.append(TensorMetadata(name=SAMPLES_OUTPUT, datatype="FP32", shape=[-1, -1, *dims]))
     return tensors
 
@@ -141,14 +119,15 @@ def decode_request(header: bytes, binary: bytes, model: ServedModel) -> DecodedR
 
 
 def encode_outputs(
-    prediction: Prediction, outputs: Sequence[RequestedOutput]
+    model: ServedModel, prediction: Prediction, outputs: Sequence[RequestedOutput]
 ) -> tuple[list[ResponseOutput], bytes]:
     """One response tensor per requested output, and the raw bytes of the binary ones."""
     tensors: list[ResponseOutput] = []
     blobs: list[bytes] = []
+    datatypes = {output.name: output.datatype for output in _statistics(model)}
     for output in outputs:
-        values = _output_tensor(prediction, output.name)
-        datatype = _DATATYPES_OUT.get(output.name, "FP32")
+        values = _output_tensor(model, prediction, output.name)
+        datatype = datatypes.get(output.name, "FP32")
         array: np.ndarray = values.numpy().astype(_NUMPY_OUT[datatype])
         tensor = ResponseOutput(name=output.name, datatype=datatype, shape=list(array.shape))
         if output.binary:
@@ -161,27 +140,18 @@ def encode_outputs(
     return tensors, b"".join(blobs)
 
 
-def _statistics(model: ServedModel) -> tuple[str, ...]:
-    names = CLASSIFICATION_OUTPUTS if model.card.task == "classification" else REGRESSION_OUTPUTS
-    if model.card.conformal is not None:
-        names = (*names, *CONFORMAL_OUTPUTS[model.card.task])
-    return names
-
-
-def _output_dims(model: ServedModel) -> list[int]:
-    dims = list(model.output_shape)
-    regression = model.card.regression
-    if regression is not None and regression.variance_head:
-        dims[-1] //= 2
-    return dims
+def _statistics(model: ServedModel) -> list[OutputTensor]:
+    dims = model.task.value_dims(model.output_shape)
+    return model.task.outputs(dims, model.card.conformal is not None)
 
 
 def _requested_outputs(
     request: InferenceRequest, binary_default: bool, model: ServedModel
 ) -> list[RequestedOutput]:
+    names = [output.name for output in _statistics(model)]
     if request.outputs is None:
-        return [RequestedOutput(name, binary_default) for name in _statistics(model)]
-    known = (*_statistics(model), SAMPLES_OUTPUT)
+        return [RequestedOutput(name, binary_default) for name in names]
+    known = (*names, SAMPLES_OUTPUT)
     requested = []
     for output in request.outputs:
         if output.name not in known:
@@ -216,18 +186,8 @@ def _input_names(model: ServedModel) -> str:
     return f"an input named '{required}' and optionally {', '.join(map(repr, optional))}"
 
 
-def _output_tensor(prediction: Prediction, name: str) -> Tensor:
+def _output_tensor(model: ServedModel, prediction: Prediction, name: str) -> Tensor:
     if name == SAMPLES_OUTPUT:
         assert prediction.samples is not None
         return prediction.samples.transpose(0, 1)
-    conformal = prediction.conformal
-    if conformal is not None and name in ("conformal_lower", "conformal_upper", "prediction_set"):
-        found = {
-            "conformal_lower": conformal.lower,
-            "conformal_upper": conformal.upper,
-            "prediction_set": conformal.sets,
-        }[name]
-        assert found is not None
-        return found
-    tensor: Tensor = getattr(prediction.stats, name)
-    return tensor
+    return model.task.output_tensor(prediction, name)

@@ -42,4 +42,4 @@ class LocalModel:
         inputs = model.rows_to_tensor(rows, max(1, len(rows)))
         request = local_request(model, inputs, n_samples=n_samples, seed=seed, ci_level=ci_level)
         prediction = model.predictor.predict(request)
-        return predict_response(model, prediction)
+        return predict_response(model, prediction, rows=rows)

@@ -18,8 +18,10 @@ from app.client import (
     ClassificationRow,
     McdropClient,
     McdropClientError,
+    MultilabelRow,
     PredictResponse,
     RegressionRow,
+    TokenRow,
 )
 from app.commands._local import LocalModel, image_files
 from app.commands._output import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_url_flag, number, table
@@ -147,18 +149,11 @@ def render(prediction: PredictResponse, names: list[str] | None = None) -> str:
         f"{prediction.model} v{prediction.version} ({prediction.task}): "
         f"{prediction.n_samples} MC passes, seed {prediction.seed}, {level} intervals"
     )
-    rows: list[ClassificationRow | RegressionRow] = list(prediction.predictions)
+    rows: list[Any] = list(prediction.predictions)
     keys: list[object] = list(names) if names is not None else list(range(len(rows)))
-    if prediction.task == "classification":
-        lines = [_classification_line(key, row) for key, row in zip(keys, rows, strict=True)]
-        headers = ["row", "class", "confidence", f"{level} interval", "entropy", "MI", "var. ratio"]
-    else:
-        lines = [
-            line
-            for key, row in zip(keys, rows, strict=True)
-            for line in _regression_lines(key, row)
-        ]
-        headers = ["row", "output", "mean", "std", f"{level} CI (mean)", f"{level} PI (new y)"]
+    headers, lines_of = _LAYOUTS[prediction.task]
+    lines = [line for key, row in zip(keys, rows, strict=True) for line in lines_of(key, row)]
+    headers = [h.replace("LEVEL", level) for h in headers]
     return header + "\n\n" + table(headers, lines)
 
 
@@ -181,23 +176,25 @@ def _in_batches(send: Send, rows: list[Any], batch_size: int) -> PredictResponse
     return parts[0].model_copy(update={"predictions": merged})
 
 
-def _classification_line(index: object, row: ClassificationRow | RegressionRow) -> list[object]:
+def _classification_lines(index: object, row: Any) -> list[list[object]]:
     assert isinstance(row, ClassificationRow)
     cls = row.predicted_class
     name = f"{cls} ({row.label})" if row.label is not None and row.label != str(cls) else str(cls)
     interval = f"[{number(row.ci_lower[cls], 3)}, {number(row.ci_upper[cls], 3)}]"
     return [
-        index,
-        name,
-        row.confidence,
-        interval,
-        row.predictive_entropy,
-        row.mutual_information,
-        row.variation_ratio,
+        [
+            index,
+            name,
+            row.confidence,
+            interval,
+            row.predictive_entropy,
+            row.mutual_information,
+            row.variation_ratio,
+        ]
     ]
 
 
-def _regression_lines(index: object, row: ClassificationRow | RegressionRow) -> list[list[object]]:
+def _regression_lines(index: object, row: Any) -> list[list[object]]:
     assert isinstance(row, RegressionRow)
     lines: list[list[object]] = []
     for j, mean in enumerate(row.mean):
@@ -205,6 +202,48 @@ def _regression_lines(index: object, row: ClassificationRow | RegressionRow) -> 
         pi = f"[{number(row.pi_lower[j])}, {number(row.pi_upper[j])}]"
         lines.append([index, j, mean, row.std[j], ci, pi])
     return lines
+
+
+def _multilabel_lines(index: object, row: Any) -> list[list[object]]:
+    """One line per label; ``*`` marks the predicted ones (mean >= threshold)."""
+    assert isinstance(row, MultilabelRow)
+    lines: list[list[object]] = []
+    for k, mean in enumerate(row.mean):
+        interval = f"[{number(row.ci_lower[k], 3)}, {number(row.ci_upper[k], 3)}]"
+        on = mean >= row.threshold
+        entropy, information = row.predictive_entropy[k], row.mutual_information[k]
+        lines.append([index, k, "*" if on else "", mean, interval, entropy, information])
+    return lines
+
+
+def _token_lines(index: object, row: Any) -> list[list[object]]:
+    """One line per word of the text."""
+    assert isinstance(row, TokenRow)
+    return [
+        [index, t.text, t.label, t.confidence, t.predictive_entropy, t.mutual_information]
+        for t in row.tokens
+    ]
+
+
+_LAYOUTS: dict[str, tuple[list[str], Callable[[object, Any], list[list[object]]]]] = {
+    "classification": (
+        ["row", "class", "confidence", "LEVEL interval", "entropy", "MI", "var. ratio"],
+        _classification_lines,
+    ),
+    "regression": (
+        ["row", "output", "mean", "std", "LEVEL CI (mean)", "LEVEL PI (new y)"],
+        _regression_lines,
+    ),
+    "multilabel": (
+        ["row", "label", "on", "mean", "LEVEL interval", "entropy", "MI"],
+        _multilabel_lines,
+    ),
+    "token_classification": (
+        ["row", "word", "label", "confidence", "entropy", "MI"],
+        _token_lines,
+    ),
+}
+"""Task -> the table's headers and each row's lines."""
 
 
 def _csv_rows(text: str, source: str) -> list[list[float]]:

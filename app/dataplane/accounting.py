@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from app.dataplane.batcher import OnBatch
 from app.dataplane.feedback import FeedbackScore
 from app.engine.predictor import Prediction
-from app.engine.stats import ClassificationStats
 from app.errors import McdropError
 from app.metrics import Metrics
+from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
 
 UNKNOWN_MODEL = "_unknown"
@@ -88,21 +88,18 @@ class Accounting:
         """Labelled rows, interval checks and per-row scores of one feedback."""
         record_feedback(self.metrics, model, score)
 
-    def observe_prediction(self, model: str, rows: int, result: Prediction) -> None:
-        """Samples, rows, abstentions and the returned uncertainty of one live prediction."""
+    def observe_prediction(self, served: ServedModel, rows: int, result: Prediction) -> None:
+        """Samples, rows, abstentions and the returned uncertainty of one live prediction
+        (the histograms the model's task observes)."""
+        model, task = served.name, served.task
         self.metrics.samples_per_request.labels(model).observe(result.n_samples)
         self.metrics.rows_per_request.labels(model).observe(rows)
         if result.abstain is not None:
             self.metrics.abstentions.labels(model).inc(int(result.abstain.sum()))
-        stats = result.stats
-        if isinstance(stats, ClassificationStats):
-            for value in stats.predictive_entropy.tolist():
-                self.metrics.predictive_entropy.labels(model).observe(value)
-            for value in stats.mutual_information.tolist():
-                self.metrics.mutual_information.labels(model).observe(value)
-        else:
-            for value in stats.std.flatten().tolist():
-                self.metrics.regression_std.labels(model).observe(value)
+        for histogram, values in task.observations(result.stats).items():
+            metric = getattr(self.metrics, histogram).labels(model)
+            for value in values.flatten().tolist():
+                metric.observe(value)
 
 
 def record_feedback(metrics: Metrics, model: str, score: FeedbackScore) -> None:

@@ -75,6 +75,7 @@ class EvaluationJob:
             self.coverages,
             self.ranking_score,
             predictor.spec.conformal,
+            predictor.task,
         )
 
     async def _sample(

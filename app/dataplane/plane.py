@@ -94,9 +94,12 @@ class DataPlane:
         self, name: str, rows: Rows, options: PredictOptions, endpoint: str, owner: Owner
     ) -> tuple[ServedModel, Prediction, str | None]:
         """A prediction held for labelled feedback by ``owner``, with the ``prediction_id`` it
-        is held under (None when the store is off or the prediction is too large for it)."""
+        is held under (None when the store is off, the prediction is too large for it, or its
+        task has no feedback scores)."""
         model, inputs, prediction = await self._predict(name, rows, options, endpoint)
-        prediction_id = self.feedback.remember(owner, model.name, inputs, prediction)
+        prediction_id = None
+        if model.task.feedback:
+            prediction_id = self.feedback.remember(owner, model.name, inputs, prediction)
         return model, prediction, prediction_id
 
     async def _predict(
@@ -116,7 +119,7 @@ class DataPlane:
             batcher = self.batcher(model)
             ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
             prediction = await self._result(batcher, ticket, step.deadline)
-            self.accounting.observe_prediction(model.name, int(request.inputs.shape[0]), prediction)
+            self.accounting.observe_prediction(model, int(request.inputs.shape[0]), prediction)
             return model, request.inputs, prediction
 
     async def record_feedback(

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from app.config import DEFAULT_CI_LEVEL, Settings
 from app.engine.device import resolve_dtype
-from app.engine.evaluation.runner import parse_targets
 from app.engine.inputs import check_input_range
 from app.engine.predictor import PredictionRequest
 from app.errors import InvalidInputError
@@ -96,9 +95,8 @@ class RequestPolicy:
         """The targets of an evaluation or a feedback, parsed (`parse_targets`), and for
         regression within the model dtype's range like the inputs (``targets[i]`` names the
         entry): a prediction cannot come near a larger one, and its scores would overflow."""
-        spec = model.predictor.spec
-        parsed = parse_targets(targets, spec, model.card.labels, model.output_shape)
-        if spec.task == "regression":
+        parsed = model.task.parse_targets(targets, model.card.labels, model.output_shape)
+        if parsed.is_floating_point():  # regression values (label sets are 0 or 1)
             check_input_range(parsed, self.input_limit, field="targets")
         return parsed
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from app.config import Settings
 from app.dataplane.evaluation import StepRunner
-from app.engine.acquisition import CLASSIFICATION_STRATEGIES, REGRESSION_STRATEGIES, Strategy
+from app.engine.acquisition import Strategy
 from app.engine.batchbald import GreedySelection, selection_work
 from app.engine.predictor import PredictionRequest, Predictor
 from app.engine.ranking import Ranking, TopK, default_candidates, score_passes
@@ -49,12 +49,11 @@ class RankingJob:
         and BatchBALD's selection work against ``max_rank_selection_work`` (422 naming the
         field)."""
         max_candidates = settings.max_rank_candidates
-        task = model.card.task
-        allowed = CLASSIFICATION_STRATEGIES if task == "classification" else REGRESSION_STRATEGIES
+        task, allowed = model.task.name, model.task.strategies
         if query.strategy not in allowed:
+            use = f"use {', '.join(allowed)}" if allowed else "it cannot be ranked"
             raise InvalidInputError(
-                "strategy",
-                f"{query.strategy} does not apply to a {task} model (use {', '.join(allowed)})",
+                "strategy", f"{query.strategy} does not apply to a {task} model ({use})"
             )
         if query.candidates is not None and query.strategy != "batchbald":
             raise InvalidInputError("candidates", "only applies with strategy batchbald")
@@ -92,7 +91,7 @@ class RankingJob:
         predictor = self.predictor
         raw = predictor.sample_raw(rows, self.request.n_samples, seed)
         scored = score_passes(
-            predictor.passes_of(raw, seed), predictor.spec.task, self.query.strategy, offset
+            predictor.passes_of(raw, seed), predictor.task, self.query.strategy, offset
         )
         top.add(offset, scored)
 

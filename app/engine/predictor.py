@@ -12,22 +12,19 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from app.engine.abstention import AbstentionRule, abstention_flags
+from app.engine.abstention import AbstentionRule
 from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
-from app.engine.conformal import ConformalOutput, ConformalRule, apply_rule
+from app.engine.conformal import ConformalOutput, ConformalRule
 from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
 from app.engine.sampling import SampleJob, Sampler
-from app.engine.stats import (
-    ClassificationStats,
-    RegressionStats,
-    classification_stats,
-    regression_stats,
-)
+
+if TYPE_CHECKING:
+    from app.tasks import Task
 
 _SEEDS: tuple[int, random.Random] = (os.getpid(), random.Random())
 
@@ -45,9 +42,9 @@ def fresh_seed() -> int:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What the model's output means."""
+    """What the model's output means: the task's name and the card's options for it."""
 
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "multilabel", "token_classification"]
     noise_variance: float | None = None
     """Fixed aleatoric variance 1/tau for regression; None with a variance head."""
     variance_head: bool = False
@@ -55,6 +52,8 @@ class TaskSpec:
     """Classification: flag rows whose uncertainty score exceeds a calibrated threshold."""
     conformal: ConformalRule | None = None
     """Split-conformal band (regression) or prediction sets (classification)."""
+    threshold: float = 0.5
+    """Multi-label: a label is predicted where its mean probability is >= this."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,16 @@ class PredictionRequest:
 class Prediction:
     """Statistics for every row of one request, plus the raw passes if asked for.
 
-    ``samples`` is (N, B, C) probabilities for classification, (N, B, D) means for regression.
+    ``samples`` holds the task's per-pass values: (N, B, C) probabilities for classification,
+    (N, B, D) means for regression, (N, B, L, C) per-token probabilities for tokens.
     """
 
     n_samples: int
     seed: int
     ci_level: float
-    stats: ClassificationStats | RegressionStats
+    stats: Any
+    """The task's statistics (``ClassificationStats``, ``RegressionStats``, ...), a dataclass
+    of (B, ...) tensors."""
     samples: Tensor | None
     mc_standard_error: float
     """Largest MC standard error of the returned mean (over rows and outputs)."""
@@ -112,9 +114,9 @@ class Prediction:
 class Passes:
     """Every pass of one request, for evaluation against targets.
 
-    ``values`` is (N, B, C) probabilities for classification, (N, B, D) means for regression;
-    ``noise_variance`` is regression's aleatoric variance (a float 1/tau, or (N, B, D) from a
-    variance head) and None for classification.
+    ``values`` are the task's per-pass values ((N, B, C) probabilities for classification,
+    (N, B, D) means for regression); ``noise_variance`` is regression's aleatoric variance (a
+    float 1/tau, or (N, B, D) from a variance head) and None for the other tasks.
     """
 
     values: Tensor
@@ -126,8 +128,14 @@ class Predictor:
     """Runs the sampler for one or many requests and summarises each one."""
 
     def __init__(self, sampler: Sampler, spec: TaskSpec) -> None:
+        # Imported here: app.tasks imports the evaluation package, which imports this module.
+        from app.tasks import TaskOptions, build_task
+
         self.sampler = sampler
         self.spec = spec
+        self.task: Task = build_task(
+            spec.task, TaskOptions(spec.noise_variance, spec.variance_head, spec.threshold)
+        )
 
     def predict(self, request: PredictionRequest) -> Prediction:
         """Statistics for a single request."""
@@ -148,8 +156,7 @@ class Predictor:
 
     def passes_of(self, raw: Tensor, seed: int) -> Passes:
         """The passes of raw outputs (N, B, *output_shape) sampled with ``seed``."""
-        noise = None if self.spec.task == "classification" else self._split_regression(raw)[1]
-        return Passes(self.returned_values(raw), noise, seed)
+        return Passes(self.task.values(raw), self.task.noise(raw), seed)
 
     def predict_many(self, requests: Sequence[PredictionRequest]) -> list[Prediction]:
         """Statistics for several requests sampled in shared forward passes (the first
@@ -211,28 +218,20 @@ class Predictor:
 
     def returned_values(self, raw: Tensor) -> Tensor:
         """Per-pass values whose mean is returned: probabilities, or regression means."""
-        if self.spec.task == "classification":
-            return torch.softmax(raw, dim=-1)
-        return self._split_regression(raw)[0]
+        return self.task.values(raw)
 
     def summarize(self, raw: Tensor, request: PredictionRequest, seed: int) -> Prediction:
         """Prediction from raw model outputs (N, B, *output_shape) of one request."""
         raw = raw.float().cpu()
         values = self.returned_values(raw)
-        return self._prediction(request, seed, self._stats(raw, values, request.ci_level), values)
-
-    def _stats(
-        self, raw: Tensor, values: Tensor, ci_level: float
-    ) -> ClassificationStats | RegressionStats:
-        if self.spec.task == "classification":
-            return classification_stats(values, ci_level)
-        return regression_stats(values, self._split_regression(raw)[1], ci_level)
+        stats = self.task.statistics(raw, values, request.ci_level, request.inputs)
+        return self._prediction(request, seed, stats, values)
 
     def _prediction(
         self,
         request: PredictionRequest,
         seed: int,
-        stats: ClassificationStats | RegressionStats,
+        stats: Any,
         values: Tensor,
     ) -> Prediction:
         error = mc_standard_error(values)
@@ -247,24 +246,9 @@ class Predictor:
             samples=values if request.return_samples else None,
             mc_standard_error=error,
             converged=converged,
-            abstain=abstention_flags(stats, self.spec.abstention),
-            conformal=self._conformal(stats),
+            abstain=self.task.abstain(stats, self.spec.abstention),
+            conformal=self.task.conformal(stats, self.spec.conformal),
         )
-
-    def _conformal(self, stats: ClassificationStats | RegressionStats) -> ConformalOutput | None:
-        rule = self.spec.conformal
-        if rule is None:
-            return None
-        if isinstance(stats, ClassificationStats):
-            return apply_rule(rule, stats.mean, None)
-        return apply_rule(rule, stats.mean, stats.std)
-
-    def _split_regression(self, raw: Tensor) -> tuple[Tensor, float | Tensor]:
-        if not self.spec.variance_head:
-            assert self.spec.noise_variance is not None
-            return raw, self.spec.noise_variance
-        d = raw.shape[-1] // 2
-        return raw[..., :d], torch.exp(raw[..., d:])
 
 
 def check_finite(prediction: Prediction) -> None:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from app.engine.acquisition import Strategy, classification_score, predictive_std
+from app.engine.acquisition import Strategy
 from app.engine.batchbald import DEFAULT_MAX_CONFIGS, batchbald
 from app.engine.finite import OUTPUT_NOT_FINITE, check_passes_finite, refuse_non_finite_rows
 from app.engine.predictor import Passes, PredictionRequest, Predictor
+from app.tasks import Task, build_task
 
 
 def default_candidates(k: int) -> int:
@@ -52,22 +53,20 @@ class ScoredRows:
 def score_rows(predictor: Predictor, request: PredictionRequest, strategy: Strategy) -> ScoredRows:
     """The request's N passes over its inputs (B, *input_shape) and each row's acquisition
     score (build the request with ``app.dataplane.policy``; its ``seed`` fixes the passes)."""
-    return score_passes(predictor.sample_passes(request), predictor.spec.task, strategy)
+    return score_passes(predictor.sample_passes(request), predictor.task, strategy)
 
 
-def score_passes(passes: Passes, task: str, strategy: Strategy, offset: int = 0) -> ScoredRows:
-    """Each row's acquisition score from its passes (values (N, B, ...)). A row whose passes
-    or score are not finite is refused as ``inputs[offset + i]`` (InvalidInputError), as
-    predict refuses it: an overflowing row must never be picked first."""
+def score_passes(
+    passes: Passes, task: Task | str, strategy: Strategy, offset: int = 0
+) -> ScoredRows:
+    """Each row's acquisition score from its passes (values (N, B, ...)) by the task's rank
+    scores (a task object, or its name). A row whose passes or score are not finite is refused
+    as ``inputs[offset + i]`` (InvalidInputError), as predict refuses it: an overflowing row
+    must never be picked first."""
     check_passes_finite(passes.values, passes.noise_variance, offset)
-    if task == "regression":
-        if strategy != "std":
-            raise ValueError(f"strategy '{strategy}' does not apply to regression; use 'std'")
-        assert passes.noise_variance is not None
-        scored = ScoredRows(predictive_std(passes.values, passes.noise_variance), None)
-    else:
-        scores = classification_score(strategy, passes.values)
-        scored = ScoredRows(scores, passes.values if strategy == "batchbald" else None)
+    scorer = build_task(task) if isinstance(task, str) else task
+    scores = scorer.rank_scores(passes, strategy)
+    scored = ScoredRows(scores, passes.values if strategy == "batchbald" else None)
     refuse_non_finite_rows("inputs", [scored.scores], OUTPUT_NOT_FINITE, offset)
     return scored
 

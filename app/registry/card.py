@@ -232,6 +232,18 @@ class RegressionSpec(_Strict):
         return self
 
 
+class MultilabelSpec(_Strict):
+    """Multi-label models: a label is predicted where its mean probability reaches
+    ``threshold``."""
+
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+
+
+TASKS = ("classification", "regression", "multilabel", "token_classification")
+"""Task names a card may give (``app.tasks`` has one module each)."""
+TaskName = Literal["classification", "regression", "multilabel", "token_classification"]
+
+
 class AbstentionSpec(_Strict):
     """Calibrated abstention: rows whose `score` exceeds `threshold` carry ``abstain: true``."""
 
@@ -266,7 +278,7 @@ class ModelCard(_Strict):
 
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: str = "1"
-    task: Literal["classification", "regression"]
+    task: TaskName
     description: str = ""
     input: InputSection
     labels: list[str] | None = None
@@ -274,6 +286,7 @@ class ModelCard(_Strict):
     weights: WeightsSpec = WeightsSpec()
     n_samples: SamplingSpec = SamplingSpec()
     regression: RegressionSpec | None = None
+    multilabel: MultilabelSpec | None = None
     abstention: AbstentionSpec | None = None
     target: str | None = None
     """Label column of evaluation CSV files (``mcdrop evaluate`` uses it unless told another)."""
@@ -330,10 +343,16 @@ class ModelCard(_Strict):
             raise ValueError(
                 "a regression model needs a 'regression' section (tau or variance_head)"
             )
-        if self.task == "classification" and self.regression is not None:
-            raise ValueError("'regression' section given for a classification model")
-        if self.task == "regression" and self.abstention is not None:
+        if self.task != "regression" and self.regression is not None:
+            raise ValueError(f"'regression' section given for a {self.task} model")
+        if self.task != "classification" and self.abstention is not None:
             raise ValueError("'abstention' applies to classification models only")
+        # A Hugging Face folder may say multi-label itself (config.problem_type).
+        folder_says = self.task == "classification" and self.architecture.huggingface is not None
+        if self.multilabel is not None and self.task != "multilabel" and not folder_says:
+            raise ValueError(f"'multilabel' section given for a {self.task} model")
+        if self.task in ("multilabel", "token_classification") and self.conformal is not None:
+            raise ValueError(f"'conformal' does not apply to {self.task} models")
         arch = self.architecture
         external = arch.torchscript is not None or arch.huggingface is not None
         if not external and self.weights.file is None:

@@ -35,14 +35,17 @@ PROBE_ROWS = 2
 
 def load_text_classifier(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     """Model, tokenizer and dropout sites of the card's Hugging Face folder."""
-    assert card.architecture.huggingface is not None and isinstance(card.input, InputSpec)
+    spec = card.input
+    assert card.architecture.huggingface is not None and isinstance(spec, InputSpec)
     path = hf_folder(folder, card.architecture.huggingface)
     model, architecture = load_pretrained(path)
     config: Any = model.config
     positions = int(config.max_position_embeddings)
     if config.model_type == "roberta":  # positions start after the padding index
         positions -= int(config.pad_token_id) + 1
-    text = load_encoder(path, card.input.max_length, card.input.max_characters, positions)
+    card = card.model_copy(update={"task": folder_task(card, config, architecture, path)})
+    words = card.task == "token_classification"
+    text = load_encoder(path, spec.max_length, spec.max_characters, positions, words)
     if card.labels is None:
         card = card.model_copy(update={"labels": config_labels(config)})
     classifier = PretrainedClassifier(model, architecture).eval()
@@ -74,6 +77,24 @@ def load_text_classifier(card: ModelCard, folder: Path, options: LoadOptions) ->
         probe=kind.probe(PROBE_ROWS).to(options.device),
         input_kind=kind,
     )
+
+
+def folder_task(card: ModelCard, config: Any, architecture: HFArchitecture, path: Path) -> str:
+    """The task the folder's model serves: token classification from a
+    ``*ForTokenClassification`` class, multi-label from ``problem_type:
+    multi_label_classification`` (sigmoid per label) or a ``multilabel`` card section, else
+    the card's. A card naming another task than the
+    folder's is refused."""
+    task = card.task
+    if architecture.task == "token_classification":
+        task = "token_classification"
+    elif card.multilabel is not None or config.problem_type == "multi_label_classification":
+        task = "multilabel"
+    if card.task not in ("classification", task):
+        raise ModelLoadError(
+            f"model '{card.name}': the card says task {card.task}, but {path} holds a {task} model"
+        )
+    return task
 
 
 def _samplable(

@@ -65,6 +65,9 @@ class HFArchitecture:
     last_layer: Callable[[Any], tuple[nn.Module, nn.Module] | None] = lambda model: None
     """(whole model) -> (last encoder layer, the module inside it after the attention where
     the head's first token can be cut out), or None: see :mod:`app.engine.positions`."""
+    task: str = "classification"
+    """The task its logits serve: ``classification`` (B, C) or ``token_classification``
+    (B, L, C), one row of logits per token."""
 
 
 def _first_token(output: Any) -> Tensor:
@@ -120,6 +123,35 @@ SUPPORTED: dict[str, HFArchitecture] = {
     ),
 }
 """transformers class name -> how to run it. The image helper's classes join this table."""
+
+
+def _token_head(model: Any, hidden: Tensor) -> Tensor:
+    """Every ``*ForTokenClassification`` here: dropout then a linear layer on each token."""
+    logits: Tensor = model.classifier(model.dropout(hidden))
+    return logits
+
+
+def _hidden(output: Any) -> Tensor:
+    hidden: Tensor = output[0]
+    return hidden
+
+
+def _token_classifier(base: str, **options: Any) -> HFArchitecture:
+    return HFArchitecture(
+        base=base, crossing=_hidden, head=_token_head, task="token_classification", **options
+    )
+
+
+SUPPORTED.update(
+    {
+        "BertForTokenClassification": _token_classifier("bert", token_types=True),
+        "DistilBertForTokenClassification": _token_classifier("distilbert"),
+        "RobertaForTokenClassification": _token_classifier("roberta"),
+        "DebertaV2ForTokenClassification": _token_classifier(
+            "deberta", token_types=True, attention_function=False, shared_dropout=("pos_dropout",)
+        ),
+    }
+)
 
 
 def require_transformers() -> ModuleType:

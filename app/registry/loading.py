@@ -75,11 +75,9 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         sampler = MCSampler(
             module, layers, max_rows=rows, device=device, dtype=dtype, split=network.split
         )
-    output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
-    _check_output(card, output_shape)
-    audit = audit_network(network, sampler)
     spec = TaskSpec(
         task=card.task,
+        threshold=card.multilabel.threshold if card.multilabel else 0.5,
         noise_variance=(
             1.0 / card.regression.tau if card.regression and card.regression.tau else None
         ),
@@ -95,6 +93,10 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
             else None
         ),
     )
+    predictor = Predictor(sampler, spec)
+    output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
+    predictor.task.check_output(card.name, output_shape, card.labels)
+    audit = audit_network(network, sampler)
     elapsed = time.perf_counter() - started
     logger.info("loaded model '%s' v%s from %s in %.3fs", card.name, card.version, folder, elapsed)
     return ServedModel(
@@ -104,7 +106,8 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         dropout_layers=layers,
         output_shape=output_shape,
         split=network.split,
-        predictor=Predictor(sampler, spec),
+        predictor=predictor,
+        task=predictor.task,
         load_seconds=elapsed,
         warnings=network.warnings + audit.warnings,
         input_kind=network.input_kind,
@@ -126,21 +129,3 @@ def _probe_output_shape(module: nn.Module, card: ModelCard, probe: torch.Tensor)
     if not isinstance(output, torch.Tensor) or output.dim() < 2 or output.shape[0] != 2:
         raise ModelLoadError(f"model '{card.name}': forward must return a (B, ...) tensor")
     return list(output.shape[1:])
-
-
-def _check_output(card: ModelCard, output_shape: list[int]) -> None:
-    if card.task == "classification":
-        if len(output_shape) != 1:
-            raise ModelLoadError(
-                f"model '{card.name}': classification output must be (B, C) logits, "
-                f"got (B, {', '.join(map(str, output_shape))})"
-            )
-        if card.labels is not None and len(card.labels) != output_shape[0]:
-            raise ModelLoadError(
-                f"model '{card.name}': {len(card.labels)} labels but {output_shape[0]} outputs"
-            )
-    elif card.regression is not None and card.regression.variance_head and output_shape[-1] % 2:
-        raise ModelLoadError(
-            f"model '{card.name}': a variance head needs 2*D outputs (mean, log-variance), "
-            f"got {output_shape[-1]}"
-        )

@@ -16,6 +16,7 @@ from app.inputs.base import InputKind, Rows
 from app.registry.auditing import Audit
 from app.registry.card import ModelCard
 from app.registry.network import DropoutSite
+from app.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class ServedModel:
     output_shape: list[int]
     split: ModelSplit
     predictor: Predictor
+    task: Task
+    """What the output means (:mod:`app.tasks`): statistics, rows, v2 outputs, metrics."""
     load_seconds: float
     warnings: list[str]
     input_kind: InputKind

@@ -4,7 +4,11 @@ A request's texts are tokenized one by one (truncated to ``max_length``) and pad
 bucket: the smallest of 16, 32, 64, ... (and ``max_length`` itself) that holds the request's
 longest text. The bucket depends only on the request's own texts, so a seeded request gives the
 same numbers alone or fused with others (requests in different buckets run in separate forward
-calls). Rows are packed as (B, 3, L) int64: token ids, attention mask, token type ids.
+calls). Rows are packed as (B, 3, L) int64: token ids, attention mask, token type ids; with
+``words`` (token classification) three more channels say where each word starts: 1 on the
+first sub-token of each word of the text (padding, special tokens and a text pair's tokens are
+0), and that word's character offsets [start, end) into the text (the fast tokenizer's
+``offset_mapping`` and ``word_ids``; 0 elsewhere).
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ TextRow = str | tuple[str, str]
 class TextEncoder:
     """Validates text rows and tokenizes them into packed (B, 3, L) token tensors."""
 
-    def __init__(self, tokenizer: Any, max_length: int, max_characters: int) -> None:
+    def __init__(
+        self, tokenizer: Any, max_length: int, max_characters: int, words: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_characters = max_characters
         self.pad_id = int(tokenizer.pad_token_id or 0)
+        self.words = words
+        """Whether rows carry the word channels (token classification)."""
 
     def chunk_rows(self, max_rows: int) -> int:
         """Most folded rows per forward call: ``TOKENS_PER_CHUNK`` tokens, within [16, max_rows]."""
@@ -76,25 +84,53 @@ class TextEncoder:
         return value
 
     def encode(self, rows: Sequence[TextRow]) -> Tensor:
-        """Packed (B, 3, L) int64 rows, L the request's length bucket."""
+        """Packed (B, 3, L) int64 rows (B, 6, L) with words, L the request's length bucket."""
         encoded = [self._tokenize(row) for row in rows]
-        longest = max(len(ids) for ids, _ in encoded)
+        longest = max(len(channels[0]) for channels in encoded)
         length = bucket_length(longest, self.max_length)
-        packed = torch.zeros((len(rows), 3, length), dtype=torch.int64)
+        packed = torch.zeros((len(rows), 6 if self.words else 3, length), dtype=torch.int64)
         packed[:, 0] = self.pad_id
-        for i, (ids, types) in enumerate(encoded):
-            packed[i, 0, : len(ids)] = torch.tensor(ids)
-            packed[i, 1, : len(ids)] = 1
-            packed[i, 2, : len(types)] = torch.tensor(types)
+        for i, channels in enumerate(encoded):
+            packed[i, 1, : len(channels[0])] = 1
+            for channel, values in zip((0, 2, 3, 4, 5), channels, strict=False):
+                packed[i, channel, : len(values)] = torch.tensor(values, dtype=torch.int64)
         return packed
 
-    def _tokenize(self, row: TextRow) -> tuple[list[int], list[int]]:
+    def _tokenize(self, row: TextRow) -> list[list[int]]:
+        """Token ids and token types, then with words the first-sub-token flags and spans."""
         text, pair = (row, None) if isinstance(row, str) else row
         out = self.tokenizer(
-            text, pair, truncation=True, max_length=self.max_length, return_token_type_ids=True
+            text,
+            pair,
+            truncation=True,
+            max_length=self.max_length,
+            return_token_type_ids=True,
+            return_offsets_mapping=self.words,
         )
         ids = list(out["input_ids"])
-        return ids, list(out.get("token_type_ids") or [0] * len(ids))
+        channels = [ids, list(out.get("token_type_ids") or [0] * len(ids))]
+        if self.words:
+            channels += word_channels(out.word_ids(), out.sequence_ids(), out["offset_mapping"])
+        return channels
+
+
+def word_channels(
+    word_ids: Sequence[int | None],
+    sequence_ids: Sequence[int | None],
+    offsets: Sequence[tuple[int, int]],
+) -> list[list[int]]:
+    """Per token: 1 on the first sub-token of each word of the first text (else 0), and the
+    character span [start, end) of that whole word (0, 0 elsewhere)."""
+    first, start, end = [0] * len(word_ids), [0] * len(word_ids), [0] * len(word_ids)
+    head: dict[int, int] = {}
+    for position, (word, sequence) in enumerate(zip(word_ids, sequence_ids, strict=True)):
+        if word is None or sequence != 0:
+            continue
+        if word not in head:
+            head[word] = position
+            first[position], start[position] = 1, int(offsets[position][0])
+        end[head[word]] = int(offsets[position][1])
+    return [first, start, end]
 
 
 def bucket_length(tokens: int, max_length: int) -> int:
@@ -106,7 +142,7 @@ def bucket_length(tokens: int, max_length: int) -> int:
 
 
 def load_encoder(
-    path: Path, max_length: int | None, max_characters: int, positions: int
+    path: Path, max_length: int | None, max_characters: int, positions: int, words: bool = False
 ) -> TextEncoder:
     """The folder's fast tokenizer (offline) wrapped as a TextEncoder. ``positions`` is the
     model's number of position embeddings, the longest ``max_length`` it can take."""
@@ -126,4 +162,4 @@ def load_encoder(
         raise ModelLoadError(
             f"{path}: input.max_length {limit} exceeds the model's {positions} positions"
         )
-    return TextEncoder(tokenizer, limit, max_characters)
+    return TextEncoder(tokenizer, limit, max_characters, words)

@@ -3,9 +3,10 @@
 import { bindKeyForm, call } from "./api.js";
 import { densityChart, entropySplit, fmt, h, histogram, probabilityBars } from "./charts.js";
 import { buildInput } from "./inputs.js";
+import { renderMultilabel, renderTokens } from "./tasks.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, hints: null, widget: null, many: null, one: null };
+const state = { info: null, hints: null, widget: null, many: null, one: null, row: null, view: {} };
 
 async function loadModels() {
   const status = $("models-status");
@@ -37,7 +38,7 @@ async function selectModel(name) {
   const path = encodeURIComponent(name);
   try {
     const [info, hints] = await Promise.all([call(`/v1/models/${path}`), call(`/ui/models/${path}/card`)]);
-    Object.assign(state, { info, hints, widget: buildInput(info.input, info.feature_names), many: null, one: null });
+    Object.assign(state, { info, hints, widget: buildInput(info.input, info.feature_names), many: null, one: null, row: null, view: {} });
   } catch (error) {
     $("models-status").textContent = error.message;
     return;
@@ -102,7 +103,7 @@ async function predict(event) {
     const body = { inputs: [row], n_samples: n, seed, return_samples: true };
     const path = `/v1/models/${encodeURIComponent(state.info.name)}/predict`;
     const [many, one] = await Promise.all([call(path, { body }), call(path, { body: { ...body, n_samples: 1 } })]);
-    Object.assign(state, { many, one });
+    Object.assign(state, { many, one, row });
     renderResult();
     status.textContent = `Done: ${many.n_samples} passes, seed ${many.seed}.`;
   } catch (error) {
@@ -115,18 +116,30 @@ function metric(label, field, value, digits = 4, note = "") {
 }
 
 function renderResult() {
-  const classification = state.many.task === "classification";
+  const task = state.many.task;
+  const classes = task !== "regression";
   $("result").hidden = false;
-  $("result-title").textContent = `${state.info.name}: ${classification ? "classification" : "regression"}`;
-  const select = $("pass-output");
+  $("result-title").textContent = `${state.info.name}: ${task.replaceAll("_", " ")}`;
   const row = state.many.predictions[0];
-  const names = classification ? labelsOf(row) : row.mean.map((_, k) => (row.mean.length === 1 && state.info.target) || `output ${k}`);
+  $("passes").hidden = task === "token_classification";  // tokens have no per-pass values here
+  if (task === "token_classification") return renderTokens(taskView(), row, state.one.predictions[0], state.info.labels, state.row);
+  const select = $("pass-output");
+  const names = classes ? labelsOf(row) : row.mean.map((_, k) => (row.mean.length === 1 && state.info.target) || `output ${k}`);
   select.replaceChildren(...names.map((name, k) => h("option", { value: k }, name)));
-  select.value = classification ? row.predicted_class : 0;
-  $("pass-output-label").textContent = classification ? "Class" : "Output";
-  if (classification) renderClassification(row);
+  select.value = task === "classification" ? row.predicted_class : 0;
+  $("pass-output-label").textContent = task === "multilabel" ? "Label" : classes ? "Class" : "Output";
+  if (task === "classification") renderClassification(row);
+  else if (task === "multilabel") renderMultilabel(taskView(), row, state.one.predictions[0], labelsOf(row));
   else renderRegression();
   renderPasses();
+}
+
+/** What a task's view may use of the page: its sections, the answers, and a redraw. */
+function taskView() {
+  return Object.assign(state.view, {
+    many: state.many, level: level(), metric, figure, numbers: numbersTable, rerender: renderResult,
+    summary: (...nodes) => $("summary").replaceChildren(...nodes),
+  });
 }
 
 const labelsOf = (row) => state.info.labels ?? row.mean.map((_, i) => String(i));
@@ -213,7 +226,7 @@ function renderPasses() {
   const row = state.many.predictions[0];
   const values = row.samples.map((pass) => pass[k]);
   const name = $("pass-output").selectedOptions[0].textContent;
-  const classification = state.many.task === "classification";
+  const classification = state.many.task !== "regression";
   const [lo, hi] = classification ? [0, 1] : [Math.min(...values), Math.max(...values)];
   const marks = [{ at: row.mean[k], text: "mean" }, { at: row.ci_lower[k], text: "", cls: "mark ci" }, { at: row.ci_upper[k], text: "", cls: "mark ci" }];
   figure("pass-histogram", histogram(values, { lo, hi, bins: classification ? 20 : 24, title: `Passes for ${name}`, xLabel: classification ? `probability of ${name}` : name, marks }),

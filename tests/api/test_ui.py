@@ -160,6 +160,7 @@ def test_contrast_of_a_known_pair() -> None:
         ("best", "band", 3.0),
         ("conformal", "bg", 3.0),
         ("conformal", "band", 3.0),
+        *(("fg", f"tag-{k}", 4.5) for k in range(6)),  # token words on their label's colour
     ],
 )
 def test_text_and_chart_colours_meet_wcag_contrast(
