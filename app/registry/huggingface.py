@@ -33,7 +33,12 @@ from torch.nn import functional
 
 from app.engine.compiled import DropoutApplier
 from app.engine.dropout import DropoutLayer
-from app.engine.positions import keep_first_positions
+from app.engine.positions import (
+    cut_from,
+    first_query_only,
+    keep_first_positions,
+    keep_first_query,
+)
 from app.engine.prefix import ModelSplit, whole_model_split
 from app.errors import ModelLoadError
 
@@ -68,6 +73,9 @@ class HFArchitecture:
     task: str = "classification"
     """The task its logits serve: ``classification`` (B, C) or ``token_classification``
     (B, L, C), one row of logits per token."""
+    last_queries: Callable[[Any], tuple[nn.Module, nn.Module] | None] = lambda layer: None
+    """(that last layer) -> (its module calling the attention function, the query projection
+    inside it): with a cut, its attention scores the first token's query only."""
 
 
 def _first_token(output: Any) -> Tensor:
@@ -84,6 +92,11 @@ def _after_attention(base: Any) -> tuple[nn.Module, nn.Module] | None:
     return layers[-1], layers[-1].attention.output
 
 
+def _self_attention(layer: Any) -> tuple[nn.Module, nn.Module]:
+    """BERT and RoBERTa layers: the self-attention module and its query projection."""
+    return layer.attention.self, layer.attention.self.query
+
+
 def _distilbert_last(model: Any) -> tuple[nn.Module, nn.Module]:
     """DistilBERT's last block: cut at the attention's residual norm (its input is the sum)."""
     layer = model.distilbert.transformer.layer[-1]
@@ -97,6 +110,7 @@ SUPPORTED: dict[str, HFArchitecture] = {
         head=lambda model, pooled: model.classifier(model.dropout(pooled)),
         token_types=True,
         last_layer=lambda model: _after_attention(model.bert),
+        last_queries=_self_attention,
     ),
     "DistilBertForSequenceClassification": HFArchitecture(
         base="distilbert",
@@ -105,12 +119,14 @@ SUPPORTED: dict[str, HFArchitecture] = {
             model.dropout(torch.relu(model.pre_classifier(first[:, 0])))
         ),
         last_layer=_distilbert_last,
+        last_queries=lambda layer: (layer.attention, layer.attention.q_lin),
     ),
     "RobertaForSequenceClassification": HFArchitecture(
         base="roberta",
         crossing=_first_token,
         head=lambda model, first: model.classifier(first),
         last_layer=lambda model: _after_attention(model.roberta),
+        last_queries=_self_attention,
     ),
     "DebertaV2ForSequenceClassification": HFArchitecture(
         base="deberta",
@@ -184,6 +200,9 @@ def load_pretrained(path: Path) -> tuple[nn.Module, HFArchitecture]:
     last = architecture.last_layer(model)
     if last is not None:  # the head reads the first token: the last layer computes only it
         keep_first_positions(*last)
+        queries = architecture.last_queries(last[0])
+        if queries is not None and architecture.attention_function:
+            keep_first_query(*queries)
     return model.eval(), architecture
 
 
@@ -242,16 +261,28 @@ def attention_with_dropout_module(
     **kwargs: Any,
 ) -> tuple[Tensor, Tensor]:
     """Eager attention (B, heads, L, d) whose probability dropout is the attention module's own
-    ``dropout`` module, so that it is an identity in eval mode and sampled under mcdrop."""
+    ``dropout`` module, so that it is an identity in eval mode and sampled under mcdrop. For a
+    module cut to its first query (:func:`app.engine.positions.keep_first_query`) that query
+    alone is scored, its dropout draws the masks of all L queries, and the output (B, 1, ...)
+    is broadcast back to (B, L, ...) as a view."""
     dropout_module = getattr(module, "dropout", None)
     if not isinstance(dropout_module, nn.Dropout):
         raise RuntimeError(f"{type(module).__name__} has no nn.Dropout 'dropout' for attention")
     scale = scaling if scaling is not None else query.size(-1) ** -0.5
-    weights = torch.matmul(query, key.transpose(2, 3)).mul_(scale)  # in place: no second
-    if attention_mask is not None:  # (B, heads, L, L) block per step
+    length = query.shape[-2]
+    if first_query_only(module):
+        query = query[:, :, :1]
+        if attention_mask is not None:
+            attention_mask = attention_mask[..., :1, :]
+    # the keys made contiguous and read transposed: cheaper than a transposing copy
+    weights = torch.matmul(query, key.contiguous().transpose(2, 3)).mul_(scale)
+    if attention_mask is not None:  # in place: no second (B, heads, L, L) block per step
         weights.add_(attention_mask)
-    weights = dropout_module(functional.softmax(weights, dim=-1))
+    with cut_from(length):  # masks of every query, those of the first ones kept
+        weights = dropout_module(functional.softmax(weights, dim=-1))
     output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    if output.shape[1] < length:
+        output = output.expand(output.shape[0], length, *output.shape[2:])
     return output, weights
 
 

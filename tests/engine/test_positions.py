@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from app.engine.positions import cut_length, drawn_shape, keep_first_positions
+from app.engine.positions import (
+    cut_from,
+    cut_length,
+    drawn_shape,
+    first_query_only,
+    keep_first_positions,
+    keep_first_query,
+)
 
 
 class _Block(nn.Module):
@@ -59,3 +66,42 @@ def test_cut_ends_when_the_layer_raises() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         block(torch.randn(2, 5, 4))
     assert cut_length() is None
+
+
+class _Attention(nn.Module):
+    """Scores of its queries (the first alone when cut) against every key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query = nn.Linear(4, 4)
+        self.key = nn.Linear(4, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        queries = self.query(x).view(*x.shape[:2], 2, 2)  # the model's reshape of every position
+        first = 1 if first_query_only(self) else x.shape[1]
+        scores: Tensor = queries.flatten(2)[:, :first] @ self.key(x).transpose(1, 2)
+        return scores
+
+
+def test_query_cut_scores_the_first_query_only_with_the_same_numbers() -> None:
+    torch.manual_seed(0)
+    attention = _Attention()
+    x = torch.randn(3, 7, 4)
+    whole = attention(x)
+    assert whole.shape == (3, 7, 7) and not first_query_only(attention)
+    keep_first_query(attention, attention.query)
+    seen: list[tuple[int, ...]] = []  # after the cut's own hook: what the projection computes
+    attention.query.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    cut = attention(x)
+    assert first_query_only(attention)
+    assert seen == [(3, 1, 4)]  # the projection ran on the first position
+    torch.testing.assert_close(cut, whole[:, :1])
+
+
+def test_cut_from_draws_full_length_masks_inside_and_restores_the_outer_cut() -> None:
+    with cut_from(9):
+        assert drawn_shape((4, 1, 9)) == (4, 9, 9)  # (heads, first query, keys)
+        with cut_from(5):
+            assert cut_length() == 5
+        assert cut_length() == 9
+    assert cut_length() is None and drawn_shape((4, 1, 9)) == (4, 1, 9)

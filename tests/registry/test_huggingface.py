@@ -61,8 +61,11 @@ def test_last_layer_computes_the_first_token_only_and_samples_as_if_whole(
     widths: list[int] = []
     last = _last_layer(cut.module.model, kind)
     last.register_forward_hook(lambda module, args, out: widths.append(_hidden(out).shape[1]))
+    scored = _scored_queries(cut, kind)
     ours = _passes(cut, texts, n=20)
     assert widths == [1]  # one forward call, whose last layer kept one position
+    if kind != "deberta-v2":  # its own attention code: all queries scored
+        assert scored == [1]  # and whose attention scored the first query only
     architecture = type(cut.module.model).__name__
     whole = dataclasses.replace(SUPPORTED[architecture], last_layer=lambda model: None)
     monkeypatch.setitem(SUPPORTED, architecture, whole)
@@ -82,6 +85,17 @@ def _last_layer(model: Any, kind: str) -> torch.nn.Module:
         return model.distilbert.transformer.layer[-1]  # type: ignore[no-any-return]
     base = {"bert": "bert", "roberta": "roberta", "deberta-v2": "deberta"}[kind]
     return getattr(model, base).encoder.layer[-1]  # type: ignore[no-any-return]
+
+
+def _scored_queries(model: ServedModel, kind: str) -> list[int]:
+    """Queries scored by the last layer's attention dropout, appended at each call."""
+    layer: Any = _last_layer(model.module.model, kind)
+    attention = layer.attention if kind == "distilbert" else layer.attention.self
+    scored: list[int] = []
+    attention.dropout.register_forward_hook(
+        lambda module, args, out: scored.append(args[0].shape[-2])
+    )
+    return scored
 
 
 def _hidden(output: Any) -> Tensor:
