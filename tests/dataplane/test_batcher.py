@@ -44,7 +44,7 @@ class _Recorder:
 
 
 def _fake_prediction(request: PredictionRequest) -> Prediction:
-    return Prediction(request.n_samples, request.seed or 0, 0.9, None, None, 0.0)  # type: ignore[arg-type]
+    return Prediction(request.n_samples, request.seed or 0, 0.9, None, None, 0.0)
 
 
 def _batcher(run: _Recorder, **options: float) -> tuple[ModelBatcher, ThreadPoolExecutor]:
