@@ -192,7 +192,7 @@ def test_unknown_site_name_is_a_load_error_listing_the_sites(tmp_path: Path) -> 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path: Path) -> None:
     folder = write_text_model(tmp_path)
     config = json.loads((folder / "config.json").read_text())
-    config["architectures"] = ["BertForTokenClassification"]
+    config["architectures"] = ["BertForMaskedLM"]
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=r"not supported.*DebertaV2ForSequenceClassification"):
         load_model_folder(folder)
