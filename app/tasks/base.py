@@ -21,7 +21,7 @@ from torch import Tensor
 from app.engine.abstention import AbstentionRule, RankingScore
 from app.engine.acquisition import Strategy
 from app.engine.conformal import ConformalOutput, ConformalRule
-from app.errors import ModelLoadError
+from app.errors import InvalidInputError, ModelLoadError
 
 if TYPE_CHECKING:
     from app.engine.predictor import Passes, Prediction
@@ -132,7 +132,7 @@ class Task(ABC):
         self, targets: Sequence[Any], labels: Sequence[str] | None, output_shape: list[int]
     ) -> Tensor:
         """Evaluation targets (B, ...) as a tensor; errors name ``targets[i]``."""
-        raise ValueError(f"evaluation is not available for {self.name} models")
+        raise InvalidInputError("targets", f"evaluation is not available for {self.name} models")
 
     def evaluation(
         self,

@@ -183,3 +183,10 @@ def test_the_client_reads_the_new_rows(models_dir: Path, client: TestClient) -> 
     labels = PredictResponse.model_validate(_predict(client, "topics", [TEXT]))
     assert isinstance(tokens.predictions[0], TokenRow)
     assert isinstance(labels.predictions[0], MultilabelRow)
+
+
+def test_token_models_cannot_be_evaluated_and_say_so(client: TestClient) -> None:
+    body = {"inputs": [TEXT], "targets": [["O"]], "n_samples": 8}
+    refused = client.post("/v1/models/tags/evaluate", json=body)
+    assert refused.status_code == 422
+    assert "evaluation is not available for token_classification models" in refused.json()["error"]

@@ -21,7 +21,6 @@ from app.engine.evaluation.report import (
     classification_report,
     regression_report,
 )
-from app.engine.evaluation.targets import class_targets, regression_targets
 from app.engine.finite import check_passes_finite
 from app.engine.predictor import Passes, PredictionRequest, Predictor, TaskSpec
 from app.errors import InvalidInputError
@@ -48,15 +47,18 @@ class Evaluation:
 def parse_targets(
     targets: Sequence[Any], spec: TaskSpec, labels: Sequence[str] | None, output_shape: list[int]
 ) -> Tensor:
-    """Targets as a tensor: class indices (B,) long, or regression values (B, D) float64.
+    """Targets as a tensor, parsed by the spec's task: class indices (B,) long, regression
+    values (B, D) float64, label sets (B, K) 0/1.
 
     A class is its label (a string in `labels`) or its index; a regression target is a number
-    (one output) or a list of D numbers. Errors name the offending entry (``targets[3]``).
+    (one output) or a list of D numbers; a label set the list of labels that apply. Errors
+    name the offending entry (``targets[3]``).
     """
-    if spec.task == "classification":
-        return class_targets(targets, labels, output_shape[0])
-    width = output_shape[-1] // 2 if spec.variance_head else output_shape[-1]
-    return regression_targets(targets, width)
+    # Imported here: app.tasks imports this package (its reports), which imports this module.
+    from app.tasks import TaskOptions, build_task
+
+    options = TaskOptions(spec.noise_variance, spec.variance_head, spec.threshold)
+    return build_task(spec.task, options).parse_targets(targets, labels, output_shape)
 
 
 def evaluate(
