@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.engine.acquisition import CLASSIFICATION_STRATEGIES, REGRESSION_STRATEGIES, STRATEGIES
+from app.engine.acquisition import STRATEGIES
 
 if TYPE_CHECKING:
     from app.engine.ranking import Ranking
@@ -155,7 +155,10 @@ def _rank_on_server(
 
 
 def _check_task(strategy: str, task: str) -> None:
-    allowed = CLASSIFICATION_STRATEGIES if task == "classification" else REGRESSION_STRATEGIES
+    from app.tasks import TASKS
+
+    known = TASKS.get(task)
+    allowed = known.strategies if known is not None else ()
     if strategy not in allowed:
         raise ValueError(
             f"--strategy {strategy} does not apply to a {task} model (choose from "
