@@ -75,7 +75,8 @@ class TensorKind(InputKind):
         ``[length, *values]`` (B, 1 + L*F) when the model takes lengths."""
         check_row_count(rows, max_rows, field)
         if not isinstance(rows, np.ndarray) and any(encoded_image(r) is not None for r in rows):
-            raise InvalidInputError(field, "this model takes rows of numbers, not images")
+            numbers = "integer" if self.integral else "float"
+            raise InvalidInputError(field, f"this model takes {numbers} rows, not images")
         if self.axis is None:
             values = rows_to_tensor(rows, self.shape, max_rows, field)
             self._check_values(values, field)

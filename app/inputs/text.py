@@ -90,13 +90,19 @@ class TextKind(InputKind):
         return [TensorInfo(INPUT_NAME, BYTES, [-1])]
 
     def example_rows(self, rows: int) -> Rows:
-        """Sentences of words from the tokenizer's own vocabulary, of different lengths."""
+        """Sentences of words from the tokenizer's own vocabulary, of different lengths, each
+        within the card's ``max_characters``."""
         words = vocabulary_words(self.encoder.tokenizer, PROBE_WORDS)
+        limit = self.encoder.max_characters
         if not words:
-            return [FALLBACK_SENTENCES[i % 2] for i in range(rows)]
-        return [
-            " ".join(words[: max(1, len(words) - (len(words) * i) // rows)]) for i in range(rows)
-        ]
+            return [FALLBACK_SENTENCES[i % 2][:limit] for i in range(rows)]
+        sentences = []
+        for i in range(rows):
+            chosen = words[: max(1, len(words) - (len(words) * i) // rows)]
+            while len(chosen) > 1 and len(" ".join(chosen)) > limit:
+                chosen = chosen[:-1]
+            sentences.append(" ".join(chosen)[:limit])
+        return sentences
 
 
 def vocabulary_words(tokenizer: Any, count: int) -> list[str]:

@@ -63,6 +63,13 @@ def test_the_probe_is_vocabulary_words_of_several_lengths() -> None:
     assert probe[:, 1].sum(1).tolist() == [len(r.split()) + 2 for r in rows]  # + [CLS], [SEP]
 
 
+def test_the_probe_fits_the_character_limit() -> None:
+    kind = TextKind(TextEncoder(wordpiece_tokenizer(), max_length=32, max_characters=20))
+    rows = list(kind.example_rows(3))
+    assert all(1 <= len(row) <= 20 for row in rows) and all(row.split() for row in rows), rows
+    assert kind.probe(3).shape[0] == 3
+
+
 def test_pairs_are_two_bytes_per_row() -> None:
     kind = _kind()
     pair = WireTensor(INPUT_NAME, "BYTES", [1, 2], data=[["the box", "was late"]])
