@@ -81,6 +81,12 @@ def feature_rows(path: Path, input_shape: Sequence[int], ignore: str | None = No
 def _split(
     table: Table, path: Path, target: str | None, input_shape: Sequence[int]
 ) -> tuple[np.ndarray, list[str] | None]:
+    if any(size < 1 for size in input_shape):
+        raise TableError(
+            f"{path}: the model's input shape {list(input_shape)} has a variable axis, which one "
+            "CSV line per row cannot hold; send such rows to a server (JSON, or a v2 tensor with "
+            "its lengths)"
+        )
     label_at = table.columns.index(target) if target is not None else None
     features = [i for i in range(len(table.columns)) if i != label_at]
     expected = math.prod(input_shape)

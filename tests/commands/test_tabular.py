@@ -41,6 +41,13 @@ def test_errors_name_the_line_and_column(tmp_path: Path, text: str, message: str
         labelled_rows(path, None, [2])
 
 
+def test_a_variable_axis_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    path = tmp_path / "seq.csv"
+    write_csv(path, ["a", "b"], [[1, 2]])
+    with pytest.raises(TableError, match=r"\[-1, 2\] has a variable axis.*send such rows to a server"):
+        labelled_rows(path, None, [-1, 2])
+
+
 def test_missing_file_and_column(tmp_path: Path) -> None:
     with pytest.raises(TableError, match="No such file"):
         read_csv(tmp_path / "nope.csv")
