@@ -72,6 +72,8 @@ class InferenceService:
         self._origins: dict[int, _Connection] = {}
         """id(request) -> the connection it came from, while it is queued or running."""
         self._evaluating = asyncio.Semaphore(1)
+        self.loaded = asyncio.Event()
+        """Set once the repository's models are loaded: the catalogue waits for it."""
         self._handlers: dict[str, Callable[..., Awaitable[Any]]] = {
             "catalogue": self._catalogue,
             "predict": self._predict,
@@ -119,7 +121,8 @@ class InferenceService:
             connection.send(("reply", ident, False, wire.pack_error(RuntimeError(str(exc)))))
 
     async def _catalogue(self, connection: _Connection) -> list[Entry]:
-        """Every repository entry, described without weights."""
+        """Every repository entry, described without weights (once they are loaded)."""
+        await self.loaded.wait()
         return [
             (
                 key,

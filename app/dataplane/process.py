@@ -58,7 +58,8 @@ class InferenceProcess:
         self._child = child
 
     def start(self) -> bool:
-        """Start it and wait until it serves (True) or exited while loading (False)."""
+        """Start it and wait until its socket listens (True) or it exited first (False); the
+        models then load while the HTTP workers start (their catalogue waits for them)."""
         self._process.start()
         self._child.close()
         while self._process.is_alive():
@@ -108,12 +109,15 @@ async def _serve(settings: Settings, socket: str, pipe: Connection) -> None:
         torch.set_num_threads(settings.torch_threads)
     retain_freed_memory(settings.allocator_retain_mib * 2**20)
     repository = ModelRepository(settings.models_dir, load_options(settings))
-    repository.load_all()
     serve_from(repository.get)
     service = InferenceService(repository, settings)
+    # Listen first: the HTTP workers start (and import) while the models load; their catalogue
+    # requests are answered once loading is done.
     server = await asyncio.start_unix_server(service.serve_connection, path=socket)
-    logger.info("inference process ready: %d model(s)", len(repository.ready_models()))
     pipe.send(True)
+    await asyncio.to_thread(repository.load_all)
+    service.loaded.set()
+    logger.info("inference process ready: %d model(s)", len(repository.ready_models()))
     stopped = asyncio.Event()
     asyncio.get_running_loop().add_reader(pipe.fileno(), stopped.set)
     await stopped.wait()
