@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -24,14 +25,18 @@ Result = dict[str, float]
 """``rps``, ``p50_ms``, ``p99_ms``."""
 
 
-def hey_load(url: str, body: dict[str, Any], concurrency: int, seconds: float) -> Result:
-    """``hey`` with ``concurrency`` workers for ``seconds`` (after a 2 s warm-up)."""
+def hey_load(
+    url: str, body: dict[str, Any], concurrency: int, seconds: float, pid: int | None = None
+) -> Result:
+    """``hey`` with ``concurrency`` workers for ``seconds`` (after a 2 s warm-up); with ``pid``,
+    also ``cpu_ms``: the CPU time of that server's process tree per answered request."""
     with tempfile.TemporaryDirectory() as folder:
         body_file = Path(folder) / "body.json"
         body_file.write_text(json.dumps(body))
         options = ["-c", str(concurrency), "-m", "POST", "-T", "application/json"]
         options += ["-D", str(body_file), "-t", "60"]
         subprocess.run(["hey", "-z", "2s", *options, url], capture_output=True, check=True)
+        cpu_before = tree_cpu_s(pid) if pid is not None else 0.0
         out = subprocess.run(
             ["hey", "-z", f"{seconds:g}s", *options, url],
             capture_output=True, text=True, check=True,
@@ -39,17 +44,19 @@ def hey_load(url: str, body: dict[str, Any], concurrency: int, seconds: float) -
     codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", out)
     if any(code != "200" for code, _ in codes) or "Error distribution" in out:
         raise RuntimeError(f"hey saw failed requests:\n{out}")
+    cpu_s = tree_cpu_s(pid) - cpu_before if pid is not None else 0.0
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert rps is not None, out
-    return {
-        "rps": float(rps.group(1)),
-        "p50_ms": _hey_ms(out, "50%"),
-        "p99_ms": _hey_ms(out, "99%"),
-    }
+    result = {"rps": float(rps.group(1)), "p50_ms": _hey_ms(out, "50%")}
+    result["p99_ms"] = _hey_ms(out, "99%")
+    if pid is not None:
+        result["cpu_ms"] = 1000 * cpu_s / max(1, sum(int(count) for _, count in codes))
+    return result
 
 
 def _hey_ms(out: str, label: str) -> float:
-    match = re.search(rf"{label} in ([\d.]+) secs", out)
+    """A percentile of hey's latency distribution (the slowest when too few requests)."""
+    match = re.search(rf"{label} in ([\d.]+) secs", out) or re.search(r"Slowest:\s+([\d.]+)", out)
     assert match is not None, out
     return float(match.group(1)) * 1000
 
@@ -136,3 +143,15 @@ def _descendants(pid: int) -> list[int]:
         for child in children:
             found += [child, *_descendants(child)]
     return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants."""
+    ticks = 0
+    for process in [pid, *_descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -66,8 +68,10 @@ def server(
     ``ready`` answers 200, yield its base URL and pid, stop it afterwards."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env |= {f"MCDROP_{key.upper()}": value for key, value in settings.items()}
+    # A session of its own: stopping it stops every process it started (LitServe's API server
+    # and inference worker outlive a terminated parent otherwise).
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -82,8 +86,12 @@ def server(
             raise RuntimeError(f"server {command} did not become ready")
         yield base, process.pid
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what is left of its session
 
 
 def engine_throughput(name: str, concurrency: int, seconds: float = 2.0) -> dict[str, float]:
@@ -121,9 +129,16 @@ def targets(
     return found
 
 
-def measure(url: str, body: dict[str, Any], concurrency: int, args: argparse.Namespace) -> Result:
+def measure(
+    url: str,
+    body: dict[str, Any],
+    concurrency: int,
+    args: argparse.Namespace,
+    pid: int | None = None,
+) -> Result:
+    """One point with the chosen load generator (``hey`` also measures ``pid``'s CPU)."""
     if args.client == "hey":
-        return hey_load(url, body, concurrency, args.seconds)
+        return hey_load(url, body, concurrency, args.seconds, pid)
     if args.client == "wrk":
         return wrk_load(url, body, concurrency, args.seconds)
     return asyncio.run(httpx_load(url, body, concurrency, args.requests))
@@ -152,7 +167,9 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 ):
                     for concurrency in CONCURRENCY:
                         result = dict(
-                            measure(f"{base}/v1/models/{name}/predict", body, concurrency, args)
+                            measure(
+                                f"{base}/v1/models/{name}/predict", body, concurrency, args, pid
+                            )
                         )
                         result["pss_mib"] = pss_mib(pid)
                         seen.setdefault((kind, concurrency), []).append(result)
@@ -242,10 +259,11 @@ def service_table(rows: list[dict[str, Any]]) -> str:
         ratio = f"{r['rps'] / peer['rps']:.2f}x" if peer else "-"
         p99 = f"{r['p99_ms'] / peer['p99_ms']:.2f}x" if peer else "-"
         memory = f"{r['pss_mib']:.0f}" if "pss_mib" in r else "-"
+        cpu = f"{r['cpu_ms']:.2f}" if "cpu_ms" in r else "-"
         table.append([r["model"], r["server"], r["concurrency"], r["rps"], r["p50_ms"],
-                      r["p99_ms"], ratio, p99, memory])  # fmt: skip
+                      r["p99_ms"], ratio, p99, cpu, memory])  # fmt: skip
     header = ["model", "server", "clients", "req/s", "p50 (ms)", "p99 (ms)", "req/s vs LitServe",
-              "p99 vs LitServe", "PSS (MiB)"]  # fmt: skip
+              "p99 vs LitServe", "CPU ms/req", "PSS (MiB)"]  # fmt: skip
     return markdown_table(header, table)
 
 

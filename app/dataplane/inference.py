@@ -209,13 +209,3 @@ class InferenceService:
                 origin.send(("observe", name, rows if position == 0 else None, its_waits))
 
         return observe
-
-    async def close(self, grace_s: float) -> None:
-        """Let queued work finish for up to ``grace_s``, then abandon what is left."""
-        deadline = time.monotonic() + grace_s
-        for batcher in list(self._batchers.values()):
-            await batcher.stop(max(0.0, deadline - time.monotonic()))
-        while sum(self._jobs.values()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        self._workers.abandon()
-        await asyncio.to_thread(self._executor.join, 1.0)

@@ -3,8 +3,8 @@ them.
 
 :class:`InferenceProcess` spawns it and waits until its models are loaded and its socket
 listens; the HTTP workers then connect (``Settings.inference_socket``). It ignores SIGINT and
-SIGTERM, which are the HTTP side's to drain: it stops when ``mcdrop serve`` closes its pipe
-(after the workers exited), or when ``mcdrop serve`` itself dies (the pipe closes too).
+SIGTERM, which are the HTTP side's to drain: it exits when ``mcdrop serve`` closes its pipe
+(after the workers drained and exited), or when ``mcdrop serve`` itself dies (the pipe closes).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 import tempfile
@@ -25,10 +26,10 @@ from app.registry.loading import LoadOptions
 
 logger = logging.getLogger(__name__)
 
-STOP_GRACE_S = 2.0
-"""How long a stopping inference process lets work still queued finish (its workers are gone)."""
-STOP_JOIN_S = 5.0
-"""How long stopping waits for the process to exit before killing it."""
+STOP_JOIN_S = 0.5
+"""How long stopping waits for the process to exit before killing it. It stops after the HTTP
+workers drained, so nothing waits for its work: it exits at once, and this takes the place of
+the in-process inference thread's join in the SIGTERM bound."""
 
 
 def load_options(settings: Settings) -> LoadOptions:
@@ -75,7 +76,7 @@ class InferenceProcess:
         """Ask it to stop (close the pipe), wait a bounded time, then kill it."""
         self._pipe.close()
         if self._process.pid is not None:
-            self._process.join(STOP_GRACE_S + STOP_JOIN_S)
+            self._process.join(STOP_JOIN_S)
             if self._process.is_alive():
                 logger.warning("the inference process did not stop in time: killing it")
                 self._process.kill()
@@ -111,16 +112,18 @@ async def _serve(settings: Settings, socket: str, pipe: Connection) -> None:
     repository = ModelRepository(settings.models_dir, load_options(settings))
     serve_from(repository.get)
     service = InferenceService(repository, settings)
-    # Listen first: the HTTP workers start (and import) while the models load; their catalogue
-    # requests are answered once loading is done.
-    server = await asyncio.start_unix_server(service.serve_connection, path=socket)
-    pipe.send(True)
-    await asyncio.to_thread(repository.load_all)
-    service.loaded.set()
-    logger.info("inference process ready: %d model(s)", len(repository.ready_models()))
     stopped = asyncio.Event()
     asyncio.get_running_loop().add_reader(pipe.fileno(), stopped.set)
-    await stopped.wait()
-    server.close()
-    await service.close(STOP_GRACE_S)
+    # Listen first: the HTTP workers start (and import) while the models load; their catalogue
+    # requests are answered once loading is done.
+    async with await asyncio.start_unix_server(service.serve_connection, path=socket):
+        pipe.send(True)
+        await asyncio.to_thread(repository.load_all)
+        service.loaded.set()
+        ready = len(repository.ready_models())
+        logger.info("inference process %d ready: %d model(s)", os.getpid(), ready)
+        await stopped.wait()
     logger.info("inference process stopped")
+    logging.shutdown()
+    # Nothing is left to answer (the workers are gone): no interpreter teardown, no thread joins.
+    os._exit(0)
