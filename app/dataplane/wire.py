@@ -4,7 +4,8 @@ over a Unix socket, tensors as raw bytes, large ones through shared memory.
 A tensor of at least ``SHM_MIN_BYTES`` travels as the name of a ``multiprocessing.shared_memory``
 block that the sender fills and the receiver copies out of and unlinks: the socket carries a few
 dozen bytes instead of the data. Smaller tensors (a digits image is 3 KiB, a prediction's
-statistics a few hundred bytes) go inline as their bytes, which costs less than mapping a block.
+statistics a few hundred bytes) go inline, as numpy arrays (pickled in C) or, for dtypes numpy
+lacks, as their bytes: that costs less than mapping a block.
 Either way a tensor arrives as its own contiguous copy: nothing is shared after the message.
 
 Only the server's own processes speak this protocol (the socket is private to ``mcdrop serve``):
@@ -20,6 +21,7 @@ import struct
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,6 +30,11 @@ SHM_MIN_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 1 << 30
 """A frame longer than this is refused (a broken peer, not a request)."""
 _HEADER = struct.Struct("!I")
+_NUMPY_DTYPES = frozenset(
+    {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+     torch.int8, torch.uint8, torch.bool}
+)  # fmt: skip
+"""Tensor dtypes numpy holds too (not bfloat16, for one)."""
 
 
 def _bytes_of(tensor: Tensor) -> Tensor:
@@ -65,10 +72,19 @@ def _to_shared(raw: Tensor) -> str:
     return name
 
 
+def _from_numpy(array: np.ndarray) -> Tensor:
+    return torch.from_numpy(array)
+
+
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if not isinstance(obj, Tensor):
             return NotImplemented
+        nbytes = obj.numel() * obj.element_size()
+        if nbytes < SHM_MIN_BYTES and obj.dtype in _NUMPY_DTYPES:
+            # numpy pickles its arrays in C: the cheapest way for the many small tensors of a
+            # prediction (a fresh contiguous copy, whatever the tensor's strides).
+            return _from_numpy, (np.array(obj.detach().cpu().numpy(), order="C"),)
         raw, shape = _bytes_of(obj), tuple(obj.shape)
         if raw.numel() >= SHM_MIN_BYTES:
             return _shared, (_to_shared(raw), int(raw.numel()), obj.dtype, shape)
