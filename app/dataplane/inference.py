@@ -50,12 +50,11 @@ class _Connection:
     """One HTTP worker's socket: messages out, and its requests in progress (by id)."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
+        self.outbox = wire.Outbox(writer)
         self.tasks: dict[int, asyncio.Task[None]] = {}
 
     def send(self, message: Any) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(wire.dumps(message))
+        self.outbox.send(message)
 
 
 class InferenceService:

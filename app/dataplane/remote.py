@@ -44,6 +44,7 @@ class InferenceClient:
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._outbox: wire.Outbox | None = None
         self._reading: asyncio.Task[None] | None = None
         self._observe: Observer | None = None
         self.lost = False
@@ -52,6 +53,7 @@ class InferenceClient:
     async def connect(self, observe: Observer) -> list[tuple[str, ModelEntry]]:
         """Open the connection; the repository entries of the inference process's models."""
         reader, self._writer = await asyncio.open_unix_connection(str(self.socket))
+        self._outbox = wire.Outbox(self._writer)
         self._observe = observe
         self._reading = asyncio.get_running_loop().create_task(self._read(reader))
         entries: list[Entry] = await self.call("catalogue")
@@ -62,13 +64,13 @@ class InferenceClient:
 
     async def call(self, kind: str, *args: Any) -> Any:
         """Send one message and wait for its reply; cancelled, it cancels it over there."""
-        if self.lost or self._writer is None:
+        if self.lost or self._outbox is None:
             raise InferenceUnavailableError()
         ident = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[ident] = future
         try:
-            self._writer.write(wire.dumps((kind, ident, *args)))
+            self._outbox.send((kind, ident, *args))
             return await future
         except asyncio.CancelledError:
             self._send_cancel(ident)
@@ -91,8 +93,8 @@ class InferenceClient:
             raise DeadlineExceededError(self.request_timeout_s) from None
 
     def _send_cancel(self, ident: int) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(wire.dumps(("cancel", ident)))
+        if self._outbox is not None:
+            self._outbox.send(("cancel", ident))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:

@@ -124,3 +124,24 @@ def unpack_error(
     error.args = args
     vars(error).update(attributes)
     return error
+
+
+class Outbox:
+    """Frames for one socket, sent together once per event-loop iteration: the replies of one
+    fused run (or a worker's requests of one iteration) cost one system call, not one each."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._frames: list[bytes] = []
+
+    def send(self, message: Any) -> None:
+        """Queue ``message`` (pickled now, so a failure raises here) for this iteration."""
+        frame = dumps(message)
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._frames.append(frame)
+
+    def _flush(self) -> None:
+        frames, self._frames = self._frames, []
+        if not self.writer.is_closing():
+            self.writer.write(b"".join(frames))
