@@ -3,7 +3,8 @@
 Side by side in one run, for each model at concurrency 1, 8, 32 and 128, --rounds rounds in turn
 (every server once per round, so drifting load on the shared machine hits them alike; medians
 over the rounds):
-  mcdrop       `mcdrop serve` with default settings: one HTTP worker, one inference process
+  mcdrop       `mcdrop serve` with `inference_process: true` (otherwise default settings): one
+               HTTP worker, one inference process
   mcdrop-inproc  the same with `inference_process: false`: HTTP and sampling in one process
   mcdrop-wK    `--workers K` HTTP workers (default 2) in front of the one inference process
   litserve     bench/litserve_server.py: LitServe 0.2.19 (the bench extra), the same network as
@@ -116,9 +117,10 @@ def targets(
 ) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Server kind -> (command without --port, MCDROP_* settings), in the order they run."""
     mcdrop = [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(folder / "models")]
-    found = {"mcdrop": (mcdrop, {}), "mcdrop-inproc": (mcdrop, {"inference_process": "false"})}
+    process, inproc = {"inference_process": "true"}, {"inference_process": "false"}
+    found = {"mcdrop": (mcdrop, process), "mcdrop-inproc": (mcdrop, inproc)}
     if args.workers > 1:
-        found[f"mcdrop-w{args.workers}"] = ([*mcdrop, "--workers", str(args.workers)], {})
+        found[f"mcdrop-w{args.workers}"] = ([*mcdrop, "--workers", str(args.workers)], process)
     if importlib.util.find_spec("litserve") is not None:  # the bench extra
         from bench.litserve_server import export_torchscript
 
@@ -155,7 +157,8 @@ def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         shutil.copytree(MODELS / name, folder / "models" / name)
-        kinds = targets(name, folder, args)
+        kinds = {k: v for k, v in targets(name, folder, args).items()
+                 if not args.servers or k in args.servers}  # fmt: skip
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}: load average {os.getloadavg()}", flush=True)
             for kind, (command, settings) in kinds.items():
@@ -286,6 +289,7 @@ def main() -> None:
         "clients, --rounds rounds",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds (medians over them)")
+    parser.add_argument("--servers", nargs="*", help="only these servers (default: all)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, load generator: {args.client}")
     if args.max_wait_ms:

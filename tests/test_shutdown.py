@@ -107,9 +107,9 @@ def test_sigterm_turns_ready_false_first_and_lets_in_flight_requests_finish(
 def _exit_bound(delay: float, timeout: float) -> float:
     """The README's bound on exiting after SIGTERM, shutdown_delay_s + request_timeout_s + 5 s,
     checked against what the server implements: the delay, uvicorn's graceful shutdown
-    (ceil(request_timeout_s) + 2), the inference thread's join (or, by default, the inference
-    process's stop, which is shorter), and at least 1.5 s left for the process to exit on a
-    loaded machine."""
+    (ceil(request_timeout_s) + 2), the inference thread's join (or, with inference_process,
+    the inference process's stop, which is shorter), and at least 1.5 s left for the process
+    to exit on a loaded machine."""
     assert STOP_JOIN_S <= SHUTDOWN_JOIN_S
     documented = delay + timeout + 5.0
     config = server_config("app.main:create_app", load_settings(request_timeout_s=timeout))

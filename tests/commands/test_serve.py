@@ -86,6 +86,7 @@ def test_sigterm_drains_both_workers_then_stops_the_inference_process(tmp_path: 
     log = tmp_path / "server.log"
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env |= {"MCDROP_LOG_FORMAT": "text", "MCDROP_METRICS_DIR": str(tmp_path / "metrics")}
+    env["MCDROP_INFERENCE_PROCESS"] = "true"
     with log.open("w") as output:
         server = subprocess.Popen(
             [*command, "--models-dir", str(models)],
