@@ -47,13 +47,12 @@ class Settings(BaseSettings):
     ``metrics_dir`` when above 1. With ``inference_process`` they share one inference process
     (the weights once); without it each worker loads every model and samples itself."""
 
-    inference_process: bool = False
+    inference_process: bool = True
     """``mcdrop serve`` samples in a process of its own, apart from the HTTP worker(s): it holds
     every model's weights once and fuses the requests of every worker; the workers parse,
     decode and answer (docs/benchmarks.md, "Inference apart from HTTP"). Off (and always with
     ``model_control: explicit``, whose routes load models in the worker): every worker samples
-    in-process, as ``create_app`` alone does. Off by default until the serve and shutdown
-    subprocess tests have passed with it on."""
+    in-process, as ``create_app`` alone does."""
 
     inference_socket: Path | None = None
     """Set by ``mcdrop serve`` for its HTTP workers: the Unix socket of the inference process.
