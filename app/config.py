@@ -45,8 +45,20 @@ class Settings(BaseSettings):
     """Model repository: one folder per model, each with a ``model.yaml`` card and weights."""
 
     workers: int = Field(default=1, ge=1)
-    """Worker processes uvicorn starts. Above 1, each worker loads every model and metrics are
-    summed over the workers through ``metrics_dir``."""
+    """HTTP worker processes uvicorn starts; metrics are summed over them through
+    ``metrics_dir`` when above 1. With ``inference_process`` they share one inference process
+    (the weights once); without it each worker loads every model and samples itself."""
+
+    inference_process: bool = False
+    """``mcdrop serve`` samples in a process of its own, apart from the HTTP worker(s): it holds
+    every model's weights once and fuses the requests of every worker; the workers parse,
+    decode and answer. Off by default until measured on a quiet machine (docs/benchmarks.md,
+    "Inference apart from HTTP"): every worker samples in-process, as ``create_app`` alone
+    does (always so with ``model_control: explicit``, whose routes load models in the worker)."""
+
+    inference_socket: Path | None = None
+    """Set by ``mcdrop serve`` for its HTTP workers: the Unix socket of the inference process.
+    None: the app loads its models and samples in-process."""
 
     metrics_dir: Path | None = None
     """Folder where worker processes share Prometheus metrics (exported to them as

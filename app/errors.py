@@ -82,6 +82,15 @@ class DeadlineExceededError(McdropError):
         super().__init__(f"the request did not finish within {seconds:g} s (request_timeout_s)")
 
 
+class InferenceUnavailableError(McdropError):
+    """The inference process that samples for this HTTP worker is gone."""
+
+    status_code = 503
+
+    def __init__(self) -> None:
+        super().__init__("the inference process is not available")
+
+
 class ShuttingDownError(McdropError):
     """The server is shutting down and takes no new work."""
 

@@ -21,11 +21,11 @@ from app.api.middleware import RequestContextMiddleware
 from app.api.state import AppState
 from app.config import Settings, load_settings
 from app.dataplane import DataPlane
+from app.dataplane.process import load_options
+from app.dataplane.remote import InferenceClient
 from app.engine.allocator import retain_freed_memory
-from app.engine.device import resolve_device, resolve_dtype
 from app.metrics import build_metrics, multiprocess_dir
 from app.registry.repository import ModelRepository
-from app.registry.served import LoadOptions
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +34,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A FastAPI app serving every model under ``settings.models_dir`` (loaded at start-up)."""
     settings = settings if settings is not None else load_settings()
     metrics = build_metrics(multiprocess_dir=multiprocess_dir())
-    options = LoadOptions(
-        max_sample_rows=settings.max_sample_rows,
-        device=resolve_device(settings.device),
-        dtype=resolve_dtype(settings.dtype),
-        max_image_pixels=settings.max_image_pixels,
-    )
-    models = ModelRepository(settings.models_dir, options)
-    state = AppState(settings, metrics, models, DataPlane(models, settings, metrics))
+    models = ModelRepository(settings.models_dir, load_options(settings))
+    remote = _inference_client(settings)
+    state = AppState(settings, metrics, models, DataPlane(models, settings, metrics, remote))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
         retain_freed_memory(settings.allocator_retain_mib * 2**20)
-        models.load_all()
+        if remote is not None:
+            await state.dataplane.connect()  # the inference process's models, described
+        else:
+            models.load_all()
         state.record_models()
         state.started = True
         logger.info("mcdrop ready: %d model(s)", len(models.ready_models()))
@@ -111,6 +109,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def create_app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: settings from the environment and config file."""
     return create_app(load_settings())
+
+
+def _inference_client(settings: Settings) -> InferenceClient | None:
+    """The connection to ``mcdrop serve``'s inference process, if this app samples there."""
+    if settings.inference_socket is None:
+        return None
+    if settings.model_control == "explicit":
+        raise ValueError("model_control explicit loads models in-process: no inference_socket")
+    return InferenceClient(settings.inference_socket, settings.request_timeout_s)
 
 
 def _check_access_settings(settings: Settings, keys: ApiKeys) -> None:

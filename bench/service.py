@@ -1,18 +1,23 @@
 """Service benchmark: requests/s and latency under concurrent load, N = 100.
 
-Side by side in one run, for digits-cnn and digits-mlp at concurrency 1, 8 and 32:
-  mcdrop   `mcdrop serve` (micro-batching, folding, prefix), one process, over HTTP on loopback
-  mcdrop-wK  the same with `--workers K` processes (--workers, default 2: one per core here),
-           each with its own models and batcher
-  naive    bench/naive_server.py (per-request Python loop, no batching), over HTTP
-  engine   mcdrop's engine in-process, no HTTP: `predict_many` on fused batches of the same size
-           as the concurrency (the raw engine's throughput at that fused batch)
-The load generator is `wrk` (Debian package `wrk`, C, one thread) when it is installed, for
---seconds per point after a warm-up; otherwise an httpx asyncio client sending --requests per
-client (its own CPU cost then competes with the server for the 2 cores). The servers run in
-their own processes on 127.0.0.1 only.
+Side by side in one run, for each model at concurrency 1, 8, 32 and 128, --rounds rounds in turn
+(every server once per round, so drifting load on the shared machine hits them alike; medians
+over the rounds):
+  mcdrop       `mcdrop serve` with `inference_process: true` (otherwise default settings): one
+               HTTP worker, one inference process
+  mcdrop-inproc  the same with `inference_process: false`: HTTP and sampling in one process
+  mcdrop-wK    `--workers K` HTTP workers (default 2) in front of the one inference process
+  litserve     bench/litserve_server.py: LitServe 0.2.19 (the bench extra), the same network as
+               TorchScript, dynamic batching, samples folded, one inference worker
+  naive        bench/naive_server.py (per-request Python loop, no batching), over HTTP
+  engine       mcdrop's engine in-process, no HTTP: `predict_many` on fused batches of the same
+               size as the concurrency (the raw engine's throughput at that fused batch)
+The load generator is `hey` (Debian package `hey`) or `wrk` when installed, for --seconds per
+point after a warm-up; otherwise an httpx asyncio client (its CPU competes with the servers').
+Every server runs in its own processes on 127.0.0.1 and serves only the benchmarked model; its
+memory is the PSS of its process tree after the 128-client point (shared pages counted once).
 
-    python -m bench.service [--models digits-cnn digits-mlp] [--seconds 8] [--workers 2]
+    python -m bench.service [--models digits-cnn] [--seconds 5] [--rounds 3] [--workers 2]
                             [--out docs]
 """
 
@@ -20,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib.util
 import json
 import os
-import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -41,8 +48,9 @@ import torch
 from app.engine.predictor import PredictionRequest
 from app.registry.loading import load_model_folder
 from bench.common import MODELS, REPO, RESULTS, example_inputs, load_options, markdown_table
+from bench.load import Result, hey_load, httpx_load, pss_mib, wrk_load
 
-CONCURRENCY = (1, 8, 32)
+CONCURRENCY = (1, 8, 32, 128)
 N_SAMPLES = 100
 
 
@@ -54,98 +62,37 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], port: int, **settings: str) -> Iterator[str]:
+def server(
+    command: list[str], port: int, ready: str = "/v2/health/ready", **settings: str
+) -> Iterator[tuple[str, int]]:
     """Start a server process on loopback (``settings`` as ``MCDROP_*`` variables), wait until
-    ready, stop it afterwards."""
+    ``ready`` answers 200, yield its base URL and pid, stop it afterwards."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env |= {f"MCDROP_{key.upper()}": value for key, value in settings.items()}
+    # A session of its own: stopping it stops every process it started (LitServe's API server
+    # and inference worker outlive a terminated parent otherwise).
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
+                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         else:
             raise RuntimeError(f"server {command} did not become ready")
-        yield base
+        yield base, process.pid
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def wrk_load(url: str, body: dict[str, Any], concurrency: int, seconds: float) -> dict[str, float]:
-    """``wrk`` with ``concurrency`` connections for ``seconds``: requests/s, p50 and p99."""
-    with tempfile.TemporaryDirectory() as folder:
-        body_file = Path(folder) / "body.json"
-        body_file.write_text(json.dumps(body))
-        script = Path(folder) / "post.lua"
-        script.write_text(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*a")\nf:close()\n'
-        )
-        options = [
-            "-t1",
-            f"-c{concurrency}",
-            "--timeout",
-            "60s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ]
-        subprocess.run(["wrk", "-d2s", *options], capture_output=True, check=True)
-        out = subprocess.run(
-            ["wrk", f"-d{seconds:g}s", *options], capture_output=True, text=True, check=True
-        ).stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"wrk saw error answers:\n{out}")
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert rps is not None, out
-    return {
-        "rps": float(rps.group(1)),
-        "p50_ms": _wrk_ms(out, "50%"),
-        "p99_ms": _wrk_ms(out, "99%"),
-    }
-
-
-def _wrk_ms(out: str, label: str) -> float:
-    match = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
-    assert match is not None, out
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-async def load(
-    url: str, body: dict[str, Any], concurrency: int, per_client: int
-) -> dict[str, float]:
-    """``concurrency`` clients each send ``per_client`` requests back to back."""
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-
-        async def one_client() -> None:
-            for _ in range(per_client):
-                started = time.perf_counter()
-                response = await client.post(url, json=body)
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - started)
-
-        await asyncio.gather(*(one_client() for _ in range(min(concurrency, 4))))  # warm-up
-        latencies.clear()
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50_ms": statistics.median(ordered) * 1e3,
-        "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1e3,
-    }
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what is left of its session
 
 
 def engine_throughput(name: str, concurrency: int, seconds: float = 2.0) -> dict[str, float]:
@@ -165,28 +112,77 @@ def engine_throughput(name: str, concurrency: int, seconds: float = 2.0) -> dict
             "p99_ms": sorted(latencies)[int(0.99 * (len(latencies) - 1))] * 1e3}  # fmt: skip
 
 
-def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    model = load_model_folder(MODELS / name)
-    row = example_inputs(model.card.input.shape, 1)[0].tolist()
-    body = {"inputs": [row], "n_samples": N_SAMPLES}
-    rows: list[dict[str, Any]] = []
-    mcdrop = [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(MODELS)]
-    targets = {"mcdrop": mcdrop}
+def targets(
+    name: str, folder: Path, args: argparse.Namespace
+) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Server kind -> (command without --port, MCDROP_* settings), in the order they run."""
+    mcdrop = [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(folder / "models")]
+    process, inproc = {"inference_process": "true"}, {"inference_process": "false"}
+    found = {"mcdrop": (mcdrop, process), "mcdrop-inproc": (mcdrop, inproc)}
     if args.workers > 1:
-        targets[f"mcdrop-w{args.workers}"] = [*mcdrop, "--workers", str(args.workers)]
-    targets["naive"] = [sys.executable, "-m", "bench.naive_server", "--model", name]
-    for kind, command in targets.items():
-        port = _free_port()
-        with server([*command, "--port", str(port)], port) as base:
-            url = f"{base}/v1/models/{name}/predict"
-            for concurrency in CONCURRENCY:
-                if args.client == "wrk":
-                    result = wrk_load(url, body, concurrency, args.seconds)
-                else:
-                    count = args.requests if kind != "naive" else max(3, args.requests // 4)
-                    result = asyncio.run(load(url, body, concurrency, count))
-                rows.append({"model": name, "server": kind, "concurrency": concurrency} | result)
-                print(rows[-1], flush=True)
+        found[f"mcdrop-w{args.workers}"] = ([*mcdrop, "--workers", str(args.workers)], process)
+    if importlib.util.find_spec("litserve") is not None:  # the bench extra
+        from bench.litserve_server import export_torchscript
+
+        script = export_torchscript(name, folder / f"{name}.pt")
+        peer = [sys.executable, "-m", "bench.litserve_server", "--model", name]
+        found["litserve"] = ([*peer, "--torchscript", str(script)], {})
+    found["naive"] = ([sys.executable, "-m", "bench.naive_server", "--model", name], {})
+    return found
+
+
+def measure(
+    url: str,
+    body: dict[str, Any],
+    concurrency: int,
+    args: argparse.Namespace,
+    pid: int | None = None,
+) -> Result:
+    """One point with the chosen load generator (``hey`` also measures ``pid``'s CPU)."""
+    if args.client == "hey":
+        return hey_load(url, body, concurrency, args.seconds, pid)
+    if args.client == "wrk":
+        return wrk_load(url, body, concurrency, args.seconds)
+    return asyncio.run(httpx_load(url, body, concurrency, args.requests))
+
+
+def bench_model(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every server at every concurrency, ``args.rounds`` rounds; medians over the rounds."""
+    model = load_model_folder(MODELS / name)
+    body = {
+        "inputs": [example_inputs(model.card.input.shape, 1)[0].tolist()],
+        "n_samples": N_SAMPLES,
+    }
+    seen: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        shutil.copytree(MODELS / name, folder / "models" / name)
+        kinds = {k: v for k, v in targets(name, folder, args).items()
+                 if not args.servers or k in args.servers}  # fmt: skip
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}: load average {os.getloadavg()}", flush=True)
+            for kind, (command, settings) in kinds.items():
+                port = _free_port()
+                ready = "/health" if kind == "litserve" else "/v2/health/ready"
+                with server([*command, "--port", str(port)], port, ready, **settings) as (
+                    base,
+                    pid,
+                ):
+                    for concurrency in CONCURRENCY:
+                        result = dict(
+                            measure(
+                                f"{base}/v1/models/{name}/predict", body, concurrency, args, pid
+                            )
+                        )
+                        result["pss_mib"] = pss_mib(pid)
+                        seen.setdefault((kind, concurrency), []).append(result)
+                        print({"server": kind, "clients": concurrency} | result, flush=True)
+    rows = [
+        {"model": name, "server": kind, "concurrency": concurrency}
+        | {key: statistics.median(r[key] for r in results) for key in results[0]}
+        | {"runs": len(results)}
+        for (kind, concurrency), results in seen.items()
+    ]
     for concurrency in CONCURRENCY:
         result = engine_throughput(name, concurrency)
         rows.append({"model": name, "server": "engine", "concurrency": concurrency} | result)
@@ -204,13 +200,11 @@ def bench_wait(name: str, waits: list[float], args: argparse.Namespace) -> list[
     for _ in range(args.rounds):
         for wait in waits:
             port = _free_port()
-            with server([*command, "--port", str(port)], port, max_wait_ms=str(wait)) as base:
+            settings = {"max_wait_ms": str(wait)}
+            with server([*command, "--port", str(port)], port, **settings) as (base, _):
                 url = f"{base}/v1/models/{name}/predict"
                 for concurrency in (8, 32):
-                    if args.client == "wrk":
-                        result = wrk_load(url, body, concurrency, args.seconds)
-                    else:
-                        result = asyncio.run(load(url, body, concurrency, args.requests))
+                    result = measure(url, body, concurrency, args)
                     seen.setdefault((wait, concurrency), []).append(result)
                     print({"max_wait_ms": wait, "clients": concurrency} | result, flush=True)
     return [
@@ -242,7 +236,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     names = sorted({r["model"] for r in rows})
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    palette = iter(["tab:blue", "tab:purple", "tab:orange"])
+    palette = iter(["tab:blue", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:cyan"])
     kinds = sorted({r["server"] for r in rows} - {"engine", "naive"})
     colors = {"engine": "tab:green", **{kind: next(palette) for kind in kinds}, "naive": "tab:red"}
     for ax, name in zip(axes[0], names, strict=True):
@@ -259,16 +253,32 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def service_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per model, server and clients, the medians and the ratios to LitServe."""
+    table = []
+    for r in rows:
+        peer = next((x for x in rows if x["model"] == r["model"] and x["server"] == "litserve"
+                     and x["concurrency"] == r["concurrency"]), None)  # fmt: skip
+        ratio = f"{r['rps'] / peer['rps']:.2f}x" if peer else "-"
+        p99 = f"{r['p99_ms'] / peer['p99_ms']:.2f}x" if peer else "-"
+        memory = f"{r['pss_mib']:.0f}" if "pss_mib" in r else "-"
+        cpu = f"{r['cpu_ms']:.2f}" if "cpu_ms" in r else "-"
+        table.append([r["model"], r["server"], r["concurrency"], r["rps"], r["p50_ms"],
+                      r["p99_ms"], ratio, p99, cpu, memory])  # fmt: skip
+    header = ["model", "server", "clients", "req/s", "p50 (ms)", "p99 (ms)", "req/s vs LitServe",
+              "p99 vs LitServe", "CPU ms/req", "PSS (MiB)"]  # fmt: skip
+    return markdown_table(header, table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["digits-cnn", "digits-mlp"])
+    parser.add_argument("--models", nargs="*", default=["digits-cnn"])
     parser.add_argument("--requests", type=int, default=60, help="httpx: requests per client")
-    parser.add_argument("--seconds", type=float, default=8.0, help="wrk: seconds per point")
+    parser.add_argument("--seconds", type=float, default=5.0, help="hey/wrk: seconds per point")
+    clients = [tool for tool in ("hey", "wrk") if shutil.which(tool)] + ["httpx"]
+    parser.add_argument("--client", choices=["hey", "wrk", "httpx"], default=clients[0])
     parser.add_argument(
-        "--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="also run mcdrop with this many worker processes"
+        "--workers", type=int, default=2, help="also run mcdrop with this many HTTP workers"
     )
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument(
@@ -278,7 +288,8 @@ def main() -> None:
         help="only compare these max_wait_ms settings of mcdrop (first = baseline), 8 and 32 "
         "clients, --rounds rounds",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="--max-wait-ms: rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (medians over them)")
+    parser.add_argument("--servers", nargs="*", help="only these servers (default: all)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, load generator: {args.client}")
     if args.max_wait_ms:
@@ -290,27 +301,9 @@ def main() -> None:
     rows = []
     for name in args.models:
         rows += bench_model(name, args)
-    table_rows = []
-    for r in rows:
-        naive = next(x for x in rows if x["model"] == r["model"] and x["server"] == "naive"
-                     and x["concurrency"] == r["concurrency"])  # fmt: skip
-        engine = next(x for x in rows if x["model"] == r["model"] and x["server"] == "engine"
-                      and x["concurrency"] == r["concurrency"])  # fmt: skip
-        table_rows.append([r["model"], r["server"], r["concurrency"], r["rps"], r["p50_ms"],
-                           r["p99_ms"], f"{r['rps'] / naive['rps']:.1f}x",
-                           f"{100 * r['rps'] / engine['rps']:.0f}%"])  # fmt: skip
-    header = [
-        "model",
-        "server",
-        "clients",
-        "req/s",
-        "p50 (ms)",
-        "p99 (ms)",
-        "vs naive",
-        "of engine",
-    ]
-    table = markdown_table(header, table_rows)
+    table = service_table(rows)
     print(table)
+    print(f"load average at the end: {os.getloadavg()}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "service.json").write_text(json.dumps(rows, indent=1))
     (RESULTS / "service.md").write_text(table + "\n")

@@ -31,4 +31,7 @@ class AppState:
     @property
     def ready(self) -> bool:
         """Ready to serve: start-up done, not shutting down, at least one model loaded."""
+        remote = self.dataplane.remote
+        if remote is not None and remote.lost:
+            return False  # the inference process is gone
         return self.started and not self.shutting_down and bool(self.repository.ready_models())

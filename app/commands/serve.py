@@ -79,6 +79,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"mcdrop: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if not settings.inference_process or settings.model_control == "explicit":
+        return _serve_http(settings)
+    from app.dataplane.process import InferenceProcess
+
+    inference = InferenceProcess(settings)
+    if not inference.start():
+        print("mcdrop: the inference process could not start (see its log)", file=sys.stderr)
+        return 1
+    try:
+        return _serve_http(settings.model_copy(update={"inference_socket": inference.socket}))
+    finally:
+        inference.stop()
+
+
+def _serve_http(settings: Settings) -> int:
+    """Run the HTTP worker(s): in this process, or ``workers`` processes on one socket."""
     from app.server import run_workers, server_config
 
     if settings.workers > 1:

@@ -77,12 +77,17 @@ class Accounting:
     def batch_observer(self, model: str) -> OnBatch:
         """Records each fused run's folded rows and its requests' queue waits."""
 
-        def observe(rows: int, waits: list[float]) -> None:
-            self.metrics.batch_rows.labels(model).observe(rows)
-            for wait in waits:
-                self.metrics.queue_wait.labels(model).observe(wait)
+        def observe(rows: int, waits: list[float], requests: object) -> None:
+            self.observe_batch(model, rows, waits)
 
         return observe
+
+    def observe_batch(self, model: str, rows: int | None, waits: list[float]) -> None:
+        """A fused run's folded rows (None: another worker counts them) and queue waits."""
+        if rows is not None:
+            self.metrics.batch_rows.labels(model).observe(rows)
+        for wait in waits:
+            self.metrics.queue_wait.labels(model).observe(wait)
 
     def observe_feedback(self, model: str, score: FeedbackScore) -> None:
         """Labelled rows, interval checks and per-row scores of one feedback."""

@@ -28,8 +28,9 @@ from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
 
 RunBatch = Callable[[Sequence[PredictionRequest]], Sequence[Prediction | Exception]]
 """Samples a fused batch; one prediction or one error per request, in order."""
-OnBatch = Callable[[int, list[float]], None]
-"""Called with the fused batch's folded rows and each request's queue wait in seconds."""
+OnBatch = Callable[[int, list[float], list[PredictionRequest]], None]
+"""Called with the fused batch's folded rows, each request's queue wait in seconds and the
+requests, before the run."""
 
 
 @dataclass
@@ -199,7 +200,8 @@ class ModelBatcher:
         started = time.monotonic()
         if self._on_batch is not None:
             rows = sum(p.request.folded_rows for p in live)
-            self._on_batch(rows, [started - p.enqueued for p in live])
+            waits = [started - p.enqueued for p in live]
+            self._on_batch(rows, waits, [p.request for p in live])
         self._running = True
         try:
             outcomes = await self._sample(live)

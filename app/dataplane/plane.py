@@ -22,12 +22,13 @@ from torch import Tensor
 
 from app.config import Settings
 from app.dataplane.accounting import Accounting
-from app.dataplane.batcher import ModelBatcher, Ticket
+from app.dataplane.batcher import ModelBatcher
 from app.dataplane.evaluation import EvaluationJob
 from app.dataplane.feedback import FeedbackScore, score_matches
 from app.dataplane.feedback_store import FeedbackStore, HeldPrediction, Owner
 from app.dataplane.policy import PredictOptions, RequestPolicy
 from app.dataplane.ranking import RankingJob, RankQuery
+from app.dataplane.remote import CallJob, InferenceClient, RemoteBatcher
 from app.dataplane.step import Step, Workers
 from app.dataplane.worker import InferenceThread
 from app.engine.abstention import RankingScore
@@ -45,6 +46,8 @@ from app.metrics import Metrics
 from app.registry.repository import ModelRepository
 from app.registry.served import ServedModel
 
+Batcher = ModelBatcher | RemoteBatcher
+
 T = TypeVar("T")
 
 SHUTDOWN_GRACE_S = 5.0
@@ -54,10 +57,18 @@ SHUTDOWN_JOIN_S = 1.0
 
 
 class DataPlane:
-    """Runs every route's work through one admission, on one inference thread."""
+    """Runs every route's work through one admission, on one inference thread (or, with
+    ``remote``, samples in the inference process: see :mod:`app.dataplane.remote`)."""
 
-    def __init__(self, repository: ModelRepository, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        settings: Settings,
+        metrics: Metrics,
+        remote: InferenceClient | None = None,
+    ) -> None:
         self.repository = repository
+        self.remote = remote
         self.settings = settings
         self.policy = RequestPolicy(settings)
         self.accounting = Accounting(metrics, repository)
@@ -65,7 +76,7 @@ class DataPlane:
         self._decoder = ThreadPoolExecutor(settings.decode_threads, "mcdrop-decode")
         """Turns bodies into tensors (decoding, tokenizing) off the event loop."""
         self._workers = Workers(self._executor, self._decoder, settings.request_timeout_s)
-        self._batchers: dict[str, tuple[ServedModel, ModelBatcher]] = {}
+        self._batchers: dict[str, tuple[ServedModel, Batcher]] = {}
         self._jobs: Counter[str] = Counter()
         self._draining = False
         self.feedback = FeedbackStore(
@@ -186,9 +197,8 @@ class DataPlane:
             async with self.admitted(model) as step:
                 request = await step.prepare(self.policy.evaluation, model, rows, options)
                 job = EvaluationJob.of(model, request, parsed, coverages, ranking_score)
-                async with step.exclusive(self._evaluating):
-                    # One at a time: each holds every pass of its rows (max_evaluation_values).
-                    return model, await job.run(step, self.settings.max_batch_rows)
+                # One at a time: each holds every pass of its rows (max_evaluation_values).
+                return model, await self._run_job(step, model, job, exclusive=True)
 
     async def rank(
         self, name: str, rows: Rows, options: PredictOptions, query: RankQuery, endpoint: str
@@ -200,7 +210,7 @@ class DataPlane:
             async with self.admitted(model) as step:
                 request = await step.prepare(self.policy.ranking, model, rows, options)
                 job = RankingJob.of(model, request, query, self.settings)
-                return model, await job.run(step, self.settings.max_batch_rows)
+                return model, await self._run_job(step, model, job)
 
     async def run(
         self, name: str, endpoint: str, work: Callable[[ServedModel], T], version: str | None = None
@@ -212,9 +222,29 @@ class DataPlane:
         with self.accounting.track(name, endpoint):
             model = self.repository.get(name, version)
             async with self.admitted(model) as step:
+                if self.remote is not None:
+                    return model, await self._run_job(step, model, CallJob(work, model))
                 return model, await step(work, model)
 
-    async def _result(self, batcher: ModelBatcher, ticket: Ticket, deadline: float) -> Prediction:
+    async def _run_job(
+        self,
+        step: Step,
+        model: ServedModel,
+        job: EvaluationJob | RankingJob | CallJob[T],
+        *,
+        exclusive: bool = False,
+    ) -> Any:
+        """``job.run`` on the inference thread, here or in the inference process; with
+        ``exclusive``, one such job at a time."""
+        if self.remote is not None:
+            elsewhere = self._jobs[model.name] - 1
+            return await self.remote.run_job(model, job, step.deadline, exclusive, elsewhere)
+        if not exclusive:
+            return await job.run(step, self.settings.max_batch_rows)
+        async with step.exclusive(self._evaluating):
+            return await job.run(step, self.settings.max_batch_rows)
+
+    async def _result(self, batcher: Batcher, ticket: Any, deadline: float) -> Prediction:
         """The batcher's answer to ``ticket`` by ``deadline`` (the request's, from admission)."""
         remaining = max(0.0, deadline - time.monotonic())
         try:
@@ -240,21 +270,26 @@ class DataPlane:
         finally:
             self._jobs[model.name] -= 1
 
-    def batcher(self, model: ServedModel) -> ModelBatcher:
+    def batcher(self, model: ServedModel) -> Batcher:
         """The model's batcher, created on first use (and anew for a reloaded model)."""
         served, found = self._batchers.get(model.name, (None, None))
         if found is None or served is not model:
-            found = ModelBatcher(
-                model.name,
-                model.predictor.predict_each,
-                self._executor,
-                max_batch_rows=self.settings.max_batch_rows,
-                max_wait_s=self.settings.max_wait_ms / 1000.0,
-                max_queue=self.settings.max_queue,
-                on_batch=self.accounting.batch_observer(model.name),
-            )
+            found = self._new_batcher(model)
             self._batchers[model.name] = (model, found)
         return found
+
+    def _new_batcher(self, model: ServedModel) -> Batcher:
+        if self.remote is not None:
+            return RemoteBatcher(self.remote, model)
+        return ModelBatcher(
+            model.name,
+            model.predictor.predict_each,
+            self._executor,
+            max_batch_rows=self.settings.max_batch_rows,
+            max_wait_s=self.settings.max_wait_ms / 1000.0,
+            max_queue=self.settings.max_queue,
+            on_batch=self.accounting.batch_observer(model.name),
+        )
 
     def count_refused(self, name: str, endpoint: str, error: BaseException | None = None) -> None:
         """Count a request refused before it reached the plane (see ``Accounting``)."""
@@ -281,7 +316,14 @@ class DataPlane:
         while sum(self._jobs.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         self._workers.abandon()
+        if self.remote is not None:
+            await self.remote.close()
         await asyncio.to_thread(self._executor.join, SHUTDOWN_JOIN_S)
+
+    async def connect(self) -> None:
+        """With ``remote``: connect to the inference process and serve its models."""
+        if self.remote is not None:
+            self.repository.adopt(await self.remote.connect(self.accounting.observe_batch))
 
     @property
     def abandoned(self) -> bool:

@@ -140,6 +140,15 @@ class ModelRepository:
             return []
         return [folder.name for folder in self._model_folders()]
 
+    def keyed_entries(self) -> list[tuple[str, ModelEntry]]:
+        """Every entry with its key (the name, or ``name@folder`` for a duplicate name)."""
+        return sorted(self._entries.items())
+
+    def adopt(self, entries: list[tuple[str, ModelEntry]]) -> None:
+        """Serve ``entries`` (keyed as in :meth:`keyed_entries`) instead of loading folders:
+        an HTTP worker adopts the models its inference process loaded."""
+        self._entries = dict(entries)
+
     def entries(self) -> list[ModelEntry]:
         """Every entry, ready or not, sorted by name."""
         return [self._entries[name] for name in sorted(self._entries)]

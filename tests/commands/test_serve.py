@@ -1,14 +1,18 @@
-"""``mcdrop serve --workers N``: several processes behind one port, metrics summed over them."""
+"""``mcdrop serve --workers N``: several processes behind one port, metrics summed over them,
+one inference process behind them."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -20,7 +24,7 @@ def _post(url: str, body: dict[str, object]) -> None:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 200
 
 
@@ -69,3 +73,45 @@ def test_two_workers_share_one_metrics_view(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_sigterm_drains_both_workers_then_stops_the_inference_process(tmp_path: Path) -> None:
+    """Requests in flight through two HTTP workers are answered after SIGTERM, then the one
+    inference process behind them exits with the server, within the SIGTERM bound."""
+    models = tmp_path / "models"
+    shutil.copytree(BUNDLED_MODELS / "digits-mlp", models / "digits-mlp")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "app.cli", "serve", "--workers", "2", "--port", str(port)]
+    log = tmp_path / "server.log"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env |= {"MCDROP_LOG_FORMAT": "text", "MCDROP_METRICS_DIR": str(tmp_path / "metrics")}
+    env["MCDROP_INFERENCE_PROCESS"] = "true"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            [*command, "--models-dir", str(models)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(base, server)
+        found = re.search(r"inference process (\d+) ready", log.read_text())
+        assert found is not None, log.read_text()
+        inference = int(found.group(1))
+        heavy = {"inputs": [[8] * 64] * 100, "n_samples": 2000, "seed": 1}
+        url = f"{base}/v1/models/digits-mlp/predict"
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            in_flight = [pool.submit(_post, url, heavy) for _ in range(4)]
+            time.sleep(0.3)
+            server.send_signal(signal.SIGTERM)
+            for request in in_flight:
+                request.result()  # 200, or _post raises
+        assert server.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert not Path(f"/proc/{inference}").exists()
+        assert "inference process stopped" in log.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -44,7 +44,9 @@ def test_errors_name_the_line_and_column(tmp_path: Path, text: str, message: str
 def test_a_variable_axis_is_refused_with_the_way_out(tmp_path: Path) -> None:
     path = tmp_path / "seq.csv"
     write_csv(path, ["a", "b"], [[1, 2]])
-    with pytest.raises(TableError, match=r"\[-1, 2\] has a variable axis.*send such rows to a server"):
+    with pytest.raises(
+        TableError, match=r"\[-1, 2\] has a variable axis.*send such rows to a server"
+    ):
         labelled_rows(path, None, [-1, 2])
 
 
