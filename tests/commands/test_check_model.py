@@ -143,3 +143,31 @@ def test_traced_torchscript_is_reported_as_traced(
     assert code == 1
     assert "traced with torch.jit.trace: dropout is fixed in the graph" in out
     assert "export with torch.jit.script" in out and "p = 0" not in out
+
+
+TAGS = {"id2label": {0: "O", 1: "PER", 2: "LOC"}}
+TOPICS = {
+    "id2label": {0: "billing", 1: "paperwork", 2: "delivery"},
+    "problem_type": "multi_label_classification",
+}
+
+
+@pytest.mark.parametrize(
+    ("head", "labels", "task"),
+    [("Token", TAGS, "token_classification"), ("Sequence", TOPICS, "multilabel")],
+)
+def test_a_tiny_model_of_each_new_task_passes(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    head: str,
+    labels: dict[str, object],
+    task: str,
+) -> None:
+    pytest.importorskip("transformers")
+    from tests.hf_models import write_text_model
+
+    folder = write_text_model(tmp_path, f"tiny-{task}", head=head, labels=labels)
+    code, out = _check(folder, capsys)
+    assert code == 0, out
+    assert f"model      tiny-{task} v" in out and f"({task})" in out
+    assert out.rstrip().endswith("OK: no problems found")
