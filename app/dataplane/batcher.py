@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
+from app.config import Settings
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, OverloadedError, ShuttingDownError
 
@@ -84,6 +85,27 @@ class ModelBatcher:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._running = False
+
+    @classmethod
+    def for_settings(
+        cls,
+        name: str,
+        run_batch: RunBatch,
+        executor: Executor,
+        settings: Settings,
+        on_batch: OnBatch,
+    ) -> ModelBatcher:
+        """A model's batcher with the server's batching settings (``max_batch_rows``,
+        ``max_wait_ms``, ``max_queue``)."""
+        return cls(
+            name,
+            run_batch,
+            executor,
+            max_batch_rows=settings.max_batch_rows,
+            max_wait_s=settings.max_wait_ms / 1000.0,
+            max_queue=settings.max_queue,
+            on_batch=on_batch,
+        )
 
     @property
     def waiting(self) -> int:

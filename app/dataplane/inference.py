@@ -183,14 +183,12 @@ class InferenceService:
     def _batcher(self, model: ServedModel) -> ModelBatcher:
         found = self._batchers.get(model.name)
         if found is None:
-            found = ModelBatcher(
+            found = ModelBatcher.for_settings(
                 model.name,
                 model.predictor.predict_each,
                 self._executor,
-                max_batch_rows=self.settings.max_batch_rows,
-                max_wait_s=self.settings.max_wait_ms / 1000.0,
-                max_queue=self.settings.max_queue,
-                on_batch=self._observer(model.name),
+                self.settings,
+                self._observer(model.name),
             )
             self._batchers[model.name] = found
         return found

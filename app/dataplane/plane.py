@@ -281,14 +281,12 @@ class DataPlane:
     def _new_batcher(self, model: ServedModel) -> Batcher:
         if self.remote is not None:
             return RemoteBatcher(self.remote, model)
-        return ModelBatcher(
+        return ModelBatcher.for_settings(
             model.name,
             model.predictor.predict_each,
             self._executor,
-            max_batch_rows=self.settings.max_batch_rows,
-            max_wait_s=self.settings.max_wait_ms / 1000.0,
-            max_queue=self.settings.max_queue,
-            on_batch=self.accounting.batch_observer(model.name),
+            self.settings,
+            self.accounting.batch_observer(model.name),
         )
 
     def count_refused(self, name: str, endpoint: str, error: BaseException | None = None) -> None:

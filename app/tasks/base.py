@@ -63,7 +63,7 @@ class Task(ABC):
     strategies: ClassVar[tuple[Strategy, ...]] = ()
     """Rank strategies that apply (empty: the task cannot be ranked)."""
     feedback: ClassVar[bool] = False
-    """Whether predictions are held for labelled feedback (``app.dataplane.feedback`` scores them)."""
+    """Whether predictions are held for labelled feedback (scored by ``app.dataplane.feedback``)."""
 
     def __init__(self, options: TaskOptions = TaskOptions()) -> None:
         self.options = options
