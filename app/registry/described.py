@@ -22,7 +22,7 @@ from app.engine.predictor import Predictor, TaskSpec
 from app.engine.prefix import ModelSplit
 from app.engine.sampling import SampleJob
 from app.errors import ModelNotReadyError
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 _KEPT = (
     "card",
@@ -31,9 +31,8 @@ _KEPT = (
     "load_seconds",
     "warnings",
     "dropout_sites",
-    "text",
-    "images",
-    "max_image_pixels",
+    "input_kind",
+    "task",
     "audit",
 )
 """The ServedModel fields that travel as they are (none of them holds weights)."""
