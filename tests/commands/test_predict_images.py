@@ -87,5 +87,7 @@ def test_check_model_reports_preprocessing_and_split(capsys: pytest.CaptureFixtu
     code = main(["check-model", str(BUNDLED_MODELS / MODEL), "--runs", "2", "--n-samples", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "images     grey, shorter side -> 32, centre crop 32x32, /255, mean [" in out
+    # The input kind describes the preprocessing on the input line.
+    described = "input      grey image (PNG, JPEG, WebP) -> [1, 32, 32]: grey, shorter side -> 32, "
+    assert described + "centre crop 32x32, /255, mean [" in out
     assert "torch.fx split:" in out and "(from the first dropout: head.3)" in out
