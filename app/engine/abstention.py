@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 from torch import Tensor
 
-from app.engine.stats import ClassificationStats, RegressionStats
+from app.engine.stats import ClassificationStats
 
 AbstentionScore = Literal["mutual_information", "predictive_entropy", "variation_ratio"]
 ABSTENTION_SCORES: tuple[AbstentionScore, ...] = get_args(AbstentionScore)
@@ -35,15 +35,3 @@ def uncertainty_score(stats: ClassificationStats, score: RankingScore) -> Tensor
         return 1.0 - stats.confidence
     value: Tensor = getattr(stats, score)
     return value
-
-
-def abstention_flags(
-    stats: ClassificationStats | RegressionStats, rule: AbstentionRule | None
-) -> Tensor | None:
-    """(B,) bool, True where the rule's score exceeds its threshold; None without a rule.
-
-    Only classification statistics carry the abstention scores; regression gets None.
-    """
-    if rule is None or not isinstance(stats, ClassificationStats):
-        return None
-    return uncertainty_score(stats, rule.score) > rule.threshold

@@ -8,17 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.engine.abstention import AbstentionRule, abstention_flags, uncertainty_score
+from app.engine.abstention import AbstentionRule, uncertainty_score
 from app.engine.predictor import PredictionRequest
 from app.engine.stats import classification_stats, regression_stats
 from app.registry.loading import load_model_folder
+from app.tasks.classification import Classification
+from app.tasks.regression import Regression
 
 # Row 0: the passes agree (MI 0); row 1: they fully disagree (MI = ln 2, variation ratio 0.5).
 PROBS = torch.tensor([[[0.5, 0.5], [1.0, 0.0]], [[0.5, 0.5], [0.0, 1.0]]], dtype=torch.float64)
 
 
 def _flags(rule: AbstentionRule) -> list[bool]:
-    flags = abstention_flags(classification_stats(PROBS, 0.9), rule)
+    flags = Classification().abstain(classification_stats(PROBS, 0.9), rule)
     assert flags is not None
     return [bool(flag) for flag in flags.tolist()]
 
@@ -30,9 +32,9 @@ def test_flags_rows_strictly_above_the_threshold() -> None:
 
 
 def test_no_rule_or_regression_gives_no_flags() -> None:
-    assert abstention_flags(classification_stats(PROBS, 0.9), None) is None
+    assert Classification().abstain(classification_stats(PROBS, 0.9), None) is None
     regression = regression_stats(torch.zeros(3, 2, 1), 1.0, 0.9)
-    assert abstention_flags(regression, AbstentionRule("predictive_entropy", 0.0)) is None
+    assert Regression().abstain(regression, AbstentionRule("predictive_entropy", 0.0)) is None
 
 
 def test_confidence_score_is_one_minus_confidence() -> None:
