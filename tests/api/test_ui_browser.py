@@ -22,7 +22,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sklearn.datasets import load_diabetes
 
-from tests.browser import ARTIFACTS, chromium, chromium_paths
+from tests.browser import ARTIFACTS, chromium_paths
 from tests.inputs.models import FEATURES, write_sequence_model
 from tests.support import metric_value, serve_in_thread, write_model
 
@@ -37,13 +37,6 @@ WAIT_S = 30
 def server() -> Iterator[str]:
     with serve_in_thread() as base_url:
         yield base_url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with chromium() as driver:
-        yield driver
 
 
 def _open(driver: WebDriver, url: str, ready_id: str) -> WebElement:

@@ -4,7 +4,6 @@ API's answer puts it. The page helpers are ``tests/api/test_ui_browser.py``'s.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from tests.api.test_ui_browser import (
     _shown,
     _unlabelled,
 )
-from tests.browser import ARTIFACTS, chromium, chromium_paths
+from tests.browser import chromium_paths
 from tests.support import serve_in_thread
 
 pytestmark = pytest.mark.skipif(
@@ -35,13 +34,6 @@ pytestmark = pytest.mark.skipif(
 HEADER = ["dose_mg", "response", "age_years", "weight_kg"]
 FEATURES = ["dose_mg", "age_years", "weight_kg"]
 FAST = ["--epochs", "30", "--hidden", "16", "--batch-size", "32", "--lr", "0.01", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with chromium() as driver:
-        yield driver
 
 
 def _write_rows(path: Path, rows: int, seed: int) -> None:

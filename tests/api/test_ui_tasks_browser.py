@@ -15,7 +15,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser import ARTIFACTS, chromium, chromium_paths
+from tests.browser import ARTIFACTS, chromium_paths
 from tests.hf_models import write_text_model
 from tests.support import serve_in_thread
 
@@ -45,13 +45,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     save_file(weights, str(topics / "model.safetensors"), metadata={"format": "pt"})
     with serve_in_thread(root) as base_url:
         yield base_url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with chromium() as driver:
-        yield driver
 
 
 def _predict_text(driver: WebDriver, url: str, n_samples: int, seed: int) -> None:
