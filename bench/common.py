@@ -12,7 +12,7 @@ import torch
 
 from app.config import load_settings
 from app.engine.device import resolve_device, resolve_dtype
-from app.registry.loading import LoadOptions
+from app.registry.served import LoadOptions
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"

@@ -18,8 +18,8 @@ from app.dataplane.feedback import FeedbackScore
 from app.engine.predictor import Prediction
 from app.errors import McdropError
 from app.metrics import Metrics
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
+from app.registry.served import ServedModel
 
 UNKNOWN_MODEL = "_unknown"
 """The label of every model name the repository does not hold."""

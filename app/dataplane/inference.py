@@ -31,8 +31,8 @@ from app.dataplane.worker import InferenceThread
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, OverloadedError
 from app.registry.described import describe
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelRepository
+from app.registry.served import ServedModel
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from app.config import Settings
 from app.engine.device import resolve_device, resolve_dtype
-from app.registry.loading import LoadOptions
+from app.registry.served import LoadOptions
 
 logger = logging.getLogger(__name__)
 

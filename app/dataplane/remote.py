@@ -23,8 +23,8 @@ from app.dataplane.step import Step
 from app.engine.predictor import Prediction, PredictionRequest
 from app.errors import DeadlineExceededError, InferenceUnavailableError, ShuttingDownError
 from app.registry.described import described_model
-from app.registry.loading import ServedModel
 from app.registry.repository import ModelEntry
+from app.registry.served import ServedModel
 
 T = TypeVar("T")
 

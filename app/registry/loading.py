@@ -28,9 +28,9 @@ from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
 from app.registry.network import Network
 from app.registry.served import LoadOptions, ServedModel
-from app.registry.torch_loader import load_torch, sha256_of
+from app.registry.torch_loader import load_torch
 
-__all__ = ["LOADERS", "LoadOptions", "ServedModel", "load_model_folder", "sha256_of"]
+__all__ = ["LOADERS", "load_model_folder"]
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,9 @@ from typing import Any
 from safetensors.torch import save_file
 
 from app.registry.card import write_card
-from app.registry.loading import ServedModel, load_model_folder, sha256_of
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
+from app.registry.torch_loader import sha256_of
 from app.training.mlp import Hyper, Task, TrainConfig, target_precision
 from app.training.noise import CHECK_LEVEL
 from app.training.search import Trained

@@ -11,7 +11,8 @@ from sklearn.datasets import load_diabetes, load_iris
 
 from app.cli import main
 from app.commands.tabular import write_csv
-from app.registry.loading import load_model_folder, sha256_of
+from app.registry.loading import load_model_folder
+from app.registry.torch_loader import sha256_of
 
 FAST = ["--epochs", "8", "--hidden", "16", "--batch-size", "32"]
 

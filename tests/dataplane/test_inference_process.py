@@ -27,8 +27,8 @@ from app.dataplane.remote import InferenceClient
 from app.main import create_app
 from app.metrics import Metrics, build_metrics
 from app.registry.described import DescribedModel, DescribedPredictor
-from app.registry.loading import LoadOptions
 from app.registry.repository import ModelRepository
+from app.registry.served import LoadOptions
 from tests.api.test_isolation import CRAFTED
 from tests.support import BUNDLED_MODELS, TINY_NET_SOURCE, metric_value, write_model
 

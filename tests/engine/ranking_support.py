@@ -7,7 +7,7 @@ from torch import Tensor
 from app.dataplane.policy import local_request
 from app.engine.acquisition import Strategy
 from app.engine.ranking import ScoredRows, score_rows
-from app.registry.loading import ServedModel
+from app.registry.served import ServedModel
 
 
 def scored_rows(

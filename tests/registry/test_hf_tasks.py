@@ -15,7 +15,8 @@ from app.api.native import prediction_rows
 from app.engine.predictor import PredictionRequest
 from app.errors import ModelLoadError
 from app.inputs.text import TextKind
-from app.registry.loading import ServedModel, load_model_folder
+from app.registry.loading import load_model_folder
+from app.registry.served import ServedModel
 from app.tasks.multilabel import MultilabelRow
 from app.tasks.token_classification import WORD_FIRST, TokenRow
 from tests.hf_models import write_text_model

@@ -12,7 +12,8 @@ from app.engine.predictor import PredictionRequest
 from app.engine.stats import ClassificationStats, RegressionStats
 from app.errors import ModelLoadError
 from app.registry.card import read_card
-from app.registry.loading import load_model_folder, sha256_of
+from app.registry.loading import load_model_folder
+from app.registry.torch_loader import sha256_of
 from tests.support import BUNDLED_MODELS, tiny_state
 
 Factory = Callable[..., Path]
