@@ -16,6 +16,7 @@ from torch import Tensor
 
 from app.engine.audio import decode_audio, encode_wav
 from app.engine.log_mel import log_mel
+from app.engine.progress import stopping_when
 from app.errors import InvalidInputError
 from app.inputs.audio import AudioKind
 from app.inputs.audio_features import FEATURES, card_features
@@ -173,3 +174,14 @@ def test_the_feature_table_names_each_card_form() -> None:
     assert described.max_length == 63 and described.lengths
     assert described.extra["sample_rate"] == SAMPLE_RATE
     assert "8 kHz" not in described.summary and "8000 Hz" in described.summary
+
+
+def test_decoding_stops_between_clips_once_the_deadline_passes() -> None:
+    class LateError(Exception):
+        pass
+
+    def past_deadline() -> None:
+        raise LateError()
+
+    with stopping_when(past_deadline), pytest.raises(LateError):
+        _kind().rows(clips(), 4)
