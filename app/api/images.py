@@ -1,6 +1,7 @@
-"""The v1 predict body in either form: JSON (:class:`PredictRequest`, images as ``{"b64": ...}``
-rows) or ``multipart/form-data`` with one or more ``image`` file fields and the MC options as
-form fields (``curl -F image=@digit.png -F n_samples=50``). Both become one PredictRequest."""
+"""The v1 predict body in either form: JSON (:class:`PredictRequest`, images and audio as
+``{"b64": ...}`` rows) or ``multipart/form-data`` with one or more ``image`` or ``audio`` file
+fields and the MC options as form fields (``curl -F image=@digit.png -F n_samples=50``). Both
+become one PredictRequest; the model's input kind decodes the files."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from starlette.datastructures import UploadFile
 
 from app.api.schemas import PredictRequest
 from app.errors import InvalidInputError
+from app.inputs.audio import AUDIO_FIELD
 from app.inputs.image import IMAGE_FIELD
 
 _OPTION_FIELDS = set(PredictRequest.model_fields) - {"inputs"}
+FILE_FIELDS = (IMAGE_FIELD, AUDIO_FIELD)
+"""Form fields whose files are input rows, in the order sent (the input kind decodes them)."""
 
 
 async def predict_body(request: Request) -> PredictRequest:
@@ -45,18 +49,21 @@ async def _form_body(request: Request) -> PredictRequest:
     fields: dict[str, Any] = {}
     async with request.form(max_files=limit + 1, max_fields=len(_OPTION_FIELDS) + 1) as form:
         for key, value in form.multi_items():
-            if key == IMAGE_FIELD and isinstance(value, UploadFile):
+            if key in FILE_FIELDS and isinstance(value, UploadFile):
                 images.append(await value.read())
             elif key in _OPTION_FIELDS and isinstance(value, str) and key not in fields:
                 fields[key] = _form_value(value)
             else:
                 raise InvalidInputError(
                     key,
-                    f"unexpected form field; send '{IMAGE_FIELD}' files and the options "
+                    f"unexpected form field; send '{IMAGE_FIELD}' or '{AUDIO_FIELD}' files and "
+                    "the options "
                     f"{', '.join(sorted(_OPTION_FIELDS))} (each once)",
                 )
     if not images:
-        raise InvalidInputError(IMAGE_FIELD, "a multipart request needs at least one image file")
+        raise InvalidInputError(
+            "body", "a multipart request needs at least one image or audio file"
+        )
     try:
         return PredictRequest.model_validate({"inputs": images, **fields})
     except ValidationError as exc:
@@ -104,12 +111,16 @@ PREDICT_OPENAPI: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": [IMAGE_FIELD],
                     "properties": {
                         IMAGE_FIELD: {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
                             "description": "PNG, JPEG or WebP files, one row each.",
+                        },
+                        AUDIO_FIELD: {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "WAV, FLAC or OGG files, one row each.",
                         },
                         "n_samples": {"type": "string"},
                         "seed": {"type": "integer", "minimum": 0},

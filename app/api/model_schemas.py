@@ -4,7 +4,7 @@ second)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -55,10 +55,10 @@ class AuditInfo(BaseModel):
 class InputInfo(BaseModel):
     """What a model takes, from its input kind: the page builds its form from it."""
 
-    kind: Literal["tensor", "text", "image"]
-    widget: Literal["numbers", "fields", "canvas", "integers", "sequence", "text", "image"]
+    kind: Literal["tensor", "text", "image", "audio"]
+    widget: Literal["numbers", "fields", "canvas", "integers", "sequence", "text", "image", "audio"]
     """How to ask for one row: a CSV row, named fields, a drawing canvas, integer ids, a
-    [T, F] sequence upload (CSV or JSON), a text area, an image upload."""
+    [T, F] sequence upload (CSV or JSON), a text area, an image upload, an audio upload."""
     shape: list[int]
     """One row's shape; -1 marks the variable axis."""
     dtype: str
@@ -73,6 +73,10 @@ class InputInfo(BaseModel):
     lengths: bool = Field(default=False, description="The model gets each row's true length.")
     grid: list[int] | None = Field(default=None, description="A drawing canvas's [rows, cols].")
     preprocessing: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="The kind's own parameters (audio: sample_rate, max_seconds, features).",
+    )
 
 
 class ModelInfo(BaseModel):
@@ -96,7 +100,7 @@ class ModelInfo(BaseModel):
     )
     default_n_samples: int | None = None
     max_n_samples: int | None = None
-    input_type: Literal["tensor", "text", "image"] | None = None
+    input_type: Literal["tensor", "text", "image", "audio"] | None = None
     max_length: int | None = Field(default=None, description="Text models: tokens per text.")
     preprocessing: str | None = Field(
         default=None, description="Image models: what the server does to each image."

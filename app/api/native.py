@@ -151,6 +151,7 @@ def input_info(described: InputDescription) -> InputInfo:
         lengths=described.lengths,
         grid=described.grid,
         preprocessing=described.preprocessing,
+        parameters=described.extra or None,
     )
 
 

@@ -1,4 +1,5 @@
-"""The input-kind contract: one class per kind of input a model takes (tensor, text, image).
+"""The input-kind contract: one class per kind of input a model takes (tensor, text, image,
+audio).
 
 A kind turns what a client sends into the model's input rows, and says what it takes:
 
@@ -37,9 +38,10 @@ INPUT_NAME = "input"
 Rows = Sequence[Any] | np.ndarray
 """Request rows: JSON values or file contents, or one array (v2 tensors), batch first."""
 
-Widget = Literal["numbers", "fields", "canvas", "integers", "sequence", "text", "image"]
+Widget = Literal["numbers", "fields", "canvas", "integers", "sequence", "text", "image", "audio"]
 """How the web page asks for one row: a CSV row of numbers, named fields, a drawing canvas, a
-row of integer ids, a [T, F] sequence upload (CSV or JSON), a text area, an image upload."""
+row of integer ids, a [T, F] sequence upload (CSV or JSON), a text area, an image upload, an
+audio upload."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class InputDescription:
     """What an input kind takes, in words and numbers (v1 metadata, the page's form,
     ``check-model``)."""
 
-    kind: Literal["tensor", "text", "image"]
+    kind: Literal["tensor", "text", "image", "audio"]
     widget: Widget
     shape: list[int]
     """One row's shape; -1 marks the variable axis (text: [] )."""
@@ -93,7 +95,7 @@ class InputDescription:
     grid: list[int] | None = None
     """A drawing canvas's [rows, columns] (a small grey image as a tensor)."""
     preprocessing: str | None = None
-    """Images: what is done to each one."""
+    """Images, audio: what is done to each one."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further v2 metadata parameters of the kind (text pairs, image encodings)."""
 

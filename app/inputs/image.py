@@ -9,12 +9,8 @@ binary data; or an FP32/FP64 tensor of preprocessed rows.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
-import math
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -32,7 +28,7 @@ from app.inputs.base import (
     check_row_count,
     only_input,
 )
-from app.inputs.wire import BYTES, bytes_elements, numeric_array
+from app.inputs.wire import BYTES, encoded_elements, numeric_array
 
 IMAGE_FIELD = "image"
 """The multipart/form-data field whose files are image rows (``curl -F image=@a.png``)."""
@@ -79,20 +75,7 @@ class ImageKind(InputKind):
                     f"{tensor.where}: shape {tensor.shape} does not match {expected}"
                 )
             return numeric_array(tensor)
-        shape, where = tensor.shape, tensor.where
-        if not (len(shape) in (1, 2) and shape[0] >= 1 and (len(shape) == 1 or shape[1] == 1)):
-            raise InvalidTensorError(f"{where}: BYTES images need shape [B] or [B, 1], got {shape}")
-        if tensor.binary_size is not None:
-            elements = bytes_elements(tensor)
-        elif tensor.data is not None:
-            elements = [_json_element(where, index, item) for index, item in enumerate(tensor.data)]
-        else:
-            raise InvalidTensorError(f"{where}: has neither 'data' nor binary data")
-        if len(elements) != math.prod(shape):
-            raise InvalidTensorError(
-                f"{where}: holds {len(elements)} images, shape needs {math.prod(shape)}"
-            )
-        return elements
+        return encoded_elements(tensor, "images")
 
     def describe(self) -> InputDescription:
         preprocessing = self.pipeline.describe()
@@ -135,16 +118,3 @@ class ImageKind(InputKind):
             image.save(buffer, format="PNG")
             encoded.append(buffer.getvalue())
         return encoded
-
-
-def _json_element(where: str, index: int, item: Any) -> bytes:
-    if isinstance(item, list) and len(item) == 1:
-        item = item[0]
-    if isinstance(item, dict) and set(item) == {"b64"}:
-        item = item["b64"]
-    if not isinstance(item, str):
-        raise InvalidTensorError(f"{where}: data[{index}] is not a base64 string")
-    try:
-        return base64.b64decode(item, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidTensorError(f"{where}: data[{index}] is not valid base64") from None

@@ -4,6 +4,8 @@ then that many bytes). Pure numpy; a malformed tensor is an InvalidTensorError (
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import struct
 from typing import Any
@@ -66,6 +68,39 @@ def _binary_array(
 def bytes_elements(tensor: WireTensor) -> list[bytes]:
     """The elements of a BYTES tensor sent as binary data (length-prefixed)."""
     return binary_elements(tensor.where, tensor.binary, tensor.binary_size)
+
+
+def encoded_elements(tensor: WireTensor, noun: str) -> list[bytes]:
+    """The files (images, audio clips) of a ``BYTES`` tensor of shape [B] or [B, 1]: base64
+    strings (or ``{"b64"}`` objects) as JSON data, length-prefixed bytes as binary data; 400
+    naming the input. ``noun`` is what they are, in the plural (``images``)."""
+    shape, where = tensor.shape, tensor.where
+    if not (len(shape) in (1, 2) and shape[0] >= 1 and (len(shape) == 1 or shape[1] == 1)):
+        raise InvalidTensorError(f"{where}: BYTES {noun} need shape [B] or [B, 1], got {shape}")
+    if tensor.binary_size is not None:
+        elements = bytes_elements(tensor)
+    elif tensor.data is not None:
+        elements = [_json_element(where, index, item) for index, item in enumerate(tensor.data)]
+    else:
+        raise InvalidTensorError(f"{where}: has neither 'data' nor binary data")
+    if len(elements) != math.prod(shape):
+        raise InvalidTensorError(
+            f"{where}: holds {len(elements)} {noun}, shape needs {math.prod(shape)}"
+        )
+    return elements
+
+
+def _json_element(where: str, index: int, item: Any) -> bytes:
+    if isinstance(item, list) and len(item) == 1:
+        item = item[0]
+    if isinstance(item, dict) and set(item) == {"b64"}:
+        item = item["b64"]
+    if not isinstance(item, str):
+        raise InvalidTensorError(f"{where}: data[{index}] is not a base64 string")
+    try:
+        return base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidTensorError(f"{where}: data[{index}] is not valid base64") from None
 
 
 def binary_elements(where: str, binary: bytes, size: Any) -> list[bytes]:

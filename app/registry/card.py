@@ -158,16 +158,72 @@ class ImageInputSpec(_Strict):
         )
 
 
+class LogMelSpec(_Strict):
+    """``features: {log_mel: {...}}``: log-mel frames (see :func:`app.engine.log_mel.log_mel`)."""
+
+    n_mels: int = Field(ge=1, le=512)
+    win_ms: float = Field(gt=0, le=1000)
+    """Window (and FFT) length in milliseconds (periodic Hann)."""
+    hop_ms: float = Field(gt=0, le=1000)
+    """Step between frames in milliseconds."""
+    f_min: float = Field(default=0.0, ge=0)
+    f_max: float | None = Field(default=None, gt=0)
+    """Highest mel band edge in Hz; default half the sample rate."""
+
+
+class AudioFeaturesSpec(_Strict):
+    """``features:`` as a mapping: one named feature step with its parameters."""
+
+    log_mel: LogMelSpec
+
+
+class AudioInputSpec(_Strict):
+    """``input: {type: audio, sample_rate, max_seconds, features}``: clients send WAV, FLAC or
+    OGG files; the server decodes them to mono float32 at ``sample_rate`` and applies
+    ``features`` (``waveform``: none; ``{log_mel: {n_mels, win_ms, hop_ms}}``: [T, n_mels]
+    frames); see :mod:`app.inputs.audio`."""
+
+    type: Literal["audio"]
+    sample_rate: int = Field(ge=1000, le=384_000)
+    """The rate the model reads (Hz); other rates are resampled to it (``resample``)."""
+    max_seconds: float = Field(gt=0, le=600)
+    """Longest clip a request may send; longer is a 4xx, refused from the header."""
+    resample: bool = True
+    """False: audio at another rate is refused instead of resampled."""
+    features: AudioFeaturesSpec | Literal["waveform"] = "waveform"
+    lengths: bool = False
+    """Call ``forward(x, lengths)`` with each clip's true length (frames or samples)."""
+
+    @property
+    def features_name(self) -> str:
+        """The row of :data:`app.inputs.audio_features.FEATURES` that builds the features."""
+        return self.features if isinstance(self.features, str) else "log_mel"
+
+    @property
+    def shape(self) -> list[int]:
+        """One row's shape: [-1] (waveform) or [-1, n_mels] (log-mel frames)."""
+        if isinstance(self.features, AudioFeaturesSpec):
+            return [-1, self.features.log_mel.n_mels]
+        return [-1]
+
+    @property
+    def dtype(self) -> Literal["float32"]:
+        return "float32"
+
+
 def _input_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return "image" if kind == "image" else "tensor"
+    return kind if kind in ("image", "audio") else "tensor"
 
 
 InputSection = Annotated[
-    Annotated[InputSpec, Tag("tensor")] | Annotated[ImageInputSpec, Tag("image")],
+    Annotated[InputSpec, Tag("tensor")]
+    | Annotated[ImageInputSpec, Tag("image")]
+    | Annotated[AudioInputSpec, Tag("audio")],
     Discriminator(_input_kind),
 ]
-"""``input``: a float tensor (``shape``, ``dtype``), text, or an image (``type: image``)."""
+"""``input``: a float tensor (``shape``, ``dtype``), text, an image (``type: image``) or audio
+(``type: audio``)."""
 
 
 class ArchitectureSpec(_Strict):

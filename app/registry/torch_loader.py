@@ -14,13 +14,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from app.architectures import build_bundled
+from app.engine.audio import require_audio
 from app.engine.images import require_pillow
 from app.errors import ModelLoadError
+from app.inputs.audio import AudioKind
+from app.inputs.audio_features import card_features
 from app.inputs.base import InputKind
 from app.inputs.image import ImageKind
 from app.inputs.sequence import take_lengths
 from app.inputs.tensor import TensorKind
-from app.registry.card import ImageInputSpec, InputSpec, ModelCard
+from app.registry.card import AudioInputSpec, ImageInputSpec, ModelCard
 from app.registry.network import Network
 from app.registry.served import LoadOptions
 from app.registry.sites import torch_network
@@ -36,8 +39,9 @@ def load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     module = _build_module(card, folder)
     if card.weights.file is not None:
         _load_weights(module, card, folder)
-    if isinstance(card.input, InputSpec) and card.input.lengths:
-        module = take_lengths(module, card.input.shape, card.name)
+    described = kind.describe()
+    if described.lengths:
+        module = take_lengths(module, described.shape, card.name)
     module.eval().to(options.device, options.dtype)
     probe = kind.probe(PROBE_ROWS)
     probe = probe.to(options.device, options.dtype) if probe.is_floating_point() else probe
@@ -45,7 +49,14 @@ def load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
 
 
 def torch_input_kind(card: ModelCard, options: LoadOptions) -> InputKind:
-    """The card's tensor or image input kind; ModelLoadError naming the extra without Pillow."""
+    """The card's tensor, image or audio input kind; ModelLoadError naming the extra without
+    Pillow (images) or soundfile and soxr (audio)."""
+    if isinstance(card.input, AudioInputSpec):
+        try:
+            require_audio()
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"model '{card.name}': {exc.message}") from None
+        return AudioKind(card.input, card_features(card.input))
     if isinstance(card.input, ImageInputSpec):
         try:
             require_pillow()

@@ -79,7 +79,7 @@ def _check_description(case: KindCase) -> None:
     assert inputs[0].name == INPUT_NAME
     assert case.kind.v2_names() == {tensor.name for tensor in inputs}
     assert inputs[0].shape[0] == -1, "the batch axis of a v2 input is variable"
-    if described.kind != "image":  # images: BYTES [B], rows (C, H, W)
+    if described.kind not in ("image", "audio"):  # files: BYTES [B], rows (C, H, W), [T, F]
         assert inputs[0].shape[1:] == described.shape
 
 

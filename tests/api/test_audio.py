@@ -1,0 +1,102 @@
+"""Audio in over real HTTP (a uvicorn server on a loopback port serving a folder of a tiny GRU
+over log-mel frames): v1 base64 JSON, multipart ``audio`` files, v2 BYTES as JSON and as binary
+data give the same numbers; bad clips are 4xx naming the input; the metadata says audio."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.inputs.audio_models import clips, write_audio_model
+from tests.support import serve_in_thread
+
+OPTIONS = {"n_samples": 40, "seed": 5}
+PREDICT = "/v1/models/gru/predict"
+INFER = "/v2/models/gru/infer"
+
+
+@pytest.fixture(scope="module")
+def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    models: Path = tmp_path_factory.mktemp("audio-models")
+    write_audio_model(models, "FramesGRU", name="gru")
+    with serve_in_thread(models) as base_url, httpx.Client(base_url=base_url, timeout=60) as c:
+        yield c
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _v1_means(answer: httpx.Response) -> list[np.float32]:
+    assert answer.status_code == 200, answer.text
+    return [np.float32(p) for row in answer.json()["predictions"] for p in row["mean"]]
+
+
+def _v2_means(answer: httpx.Response) -> list[np.float32]:
+    assert answer.status_code == 200, answer.text
+    outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+    return [np.float32(p) for p in outputs["mean"]]
+
+
+def test_every_route_and_encoding_gives_the_same_numbers(http: httpx.Client) -> None:
+    encoded = clips()[:3]
+    as_json = _v1_means(
+        http.post(PREDICT, json={"inputs": [{"b64": _b64(c)} for c in encoded], **OPTIONS})
+    )
+    files = [("audio", (f"{i}.wav", c, "audio/wav")) for i, c in enumerate(encoded)]
+    form = {key: str(value) for key, value in OPTIONS.items()}
+    assert _v1_means(http.post(PREDICT, files=files, data=form)) == as_json
+    tensor = {
+        "name": "input",
+        "datatype": "BYTES",
+        "shape": [3],
+        "data": [_b64(c) for c in encoded],
+    }
+    v2 = http.post(INFER, json={"inputs": [tensor], "parameters": OPTIONS})
+    assert _v2_means(v2) == as_json
+    raw = b"".join(struct.pack("<I", len(c)) + c for c in encoded)
+    header = {
+        "inputs": [{**tensor, "data": None, "parameters": {"binary_data_size": len(raw)}}],
+        "parameters": OPTIONS,
+    }
+    head = json.dumps(header).encode()
+    binary = http.post(
+        INFER,
+        content=head + raw,
+        headers={"Inference-Header-Content-Length": str(len(head))},
+    )
+    assert _v2_means(binary) == as_json
+
+
+def test_bad_clips_are_4xx_naming_the_input(http: httpx.Client) -> None:
+    good = _b64(clips()[0])
+    corrupt = _b64(b"RIFF\x00\x00\x00\x00WAVEjunk" * 4)
+    v1 = http.post(PREDICT, json={"inputs": [{"b64": good}, {"b64": corrupt}]})
+    assert v1.status_code == 422 and v1.json()["error"].startswith("inputs[1]: is not a WAV")
+    empty = http.post(PREDICT, files=[("audio", ("a.wav", b"", "audio/wav"))])
+    assert empty.status_code == 422 and "inputs[0]: is empty" in empty.json()["error"]
+    numbers = http.post(PREDICT, json={"inputs": [[0.1, 0.2]]})
+    assert numbers.status_code == 422 and "this model takes audio files" in numbers.text
+    tensor = {"name": "input", "datatype": "BYTES", "shape": [1], "data": [corrupt]}
+    v2 = http.post(INFER, json={"inputs": [tensor]})
+    assert v2.status_code == 400 and v2.json()["error"].startswith("inputs[0]: is not a WAV")
+
+
+def test_the_metadata_says_audio(http: httpx.Client) -> None:
+    info = http.get("/v1/models/gru").json()
+    assert info["input"]["kind"] == "audio" and info["input"]["widget"] == "audio"
+    assert info["input"]["shape"] == [-1, 8] and info["input"]["lengths"]
+    assert info["input"]["parameters"]["sample_rate"] == 8000
+    assert "8000 Hz" in info["input"]["summary"]
+    v2 = http.get("/v2/models/gru").json()
+    (first,) = v2["inputs"]
+    assert first["datatype"] == "BYTES" and first["shape"] == [-1]
+    assert first["parameters"]["content_type"] == "audio"
+    assert first["parameters"]["features"] == "log_mel"
