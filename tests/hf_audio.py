@@ -44,9 +44,9 @@ def audio_config(kind: str, **options: Any) -> Any:
         }
         return transformers.ASTConfig(**{**common, **settings, **options})
     settings = {
-        "conv_dim": (16, 16),
-        "conv_kernel": (10, 3),
-        "conv_stride": (5, 2),
+        "conv_dim": (16, 16, 16),
+        "conv_kernel": (10, 8, 4),
+        "conv_stride": (5, 8, 8),  # 320 samples a frame, as in wav2vec2-base: 50 frames a second
         "num_conv_pos_embeddings": 16,
         "num_conv_pos_embedding_groups": 2,
         "classifier_proj_size": 16,
@@ -95,7 +95,7 @@ def write_audio_model(
         "task": "classification",
         "input": {"type": "audio", "sample_rate": SAMPLE_RATE, "max_seconds": 2},
         "architecture": {"huggingface": "."},
-        "default_samples": 8,
+        "n_samples": {"default": 8},
         **(card or {}),
     }
     (folder / "model.yaml").write_text(yaml.safe_dump(document))

@@ -190,7 +190,8 @@ class AudioInputSpec(_Strict):
     """Longest clip a request may send; longer is a 4xx, refused from the header."""
     resample: bool = True
     """False: audio at another rate is refused instead of resampled."""
-    features: AudioFeaturesSpec | Literal["waveform"] = "waveform"
+    features: AudioFeaturesSpec | Literal["waveform", "extractor"] = "waveform"
+    """``extractor``: the Hugging Face folder's own feature extractor (implied for a folder)."""
     lengths: bool = False
     """Call ``forward(x, lengths)`` with each clip's true length (frames or samples)."""
 
@@ -415,6 +416,12 @@ class ModelCard(_Strict):
             raise ValueError(
                 "weights.file is required unless the architecture is TorchScript or Hugging Face"
             )
+        if (
+            self.input.type == "audio"
+            and self.input.features == "extractor"
+            and not (arch.huggingface)
+        ):
+            raise ValueError("input.features: extractor needs architecture.huggingface")
         integral = self.input.type == "tensor" and self.input.dtype.startswith("int")
         if integral and self.value_range is not None:
             raise ValueError("an integer input takes input.range, not value_range")

@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
+from app.engine.audio import require_audio
 from app.engine.dropout import DropoutLayer, find_dropout_layers
 from app.engine.prefix import ModelSplit
 from app.engine.selection import DropoutChoice, select_dropout
 from app.errors import ModelLoadError
+from app.inputs.audio import AudioKind
+from app.inputs.audio_features import AudioFeatures, max_samples
+from app.registry.card import AudioInputSpec, ModelCard
 from app.registry.hf_audio_models import (
     AUDIO_EXTRA,
     AudioArchitecture,
@@ -23,8 +29,16 @@ from app.registry.hf_audio_models import (
     load_audio_pretrained,
     staged_split,
 )
-from app.registry.huggingface import attention_sites, require_transformers
-from app.registry.network import DropoutSite, describe_sites
+from app.registry.huggingface import (
+    attention_sites,
+    config_labels,
+    hf_folder,
+    require_transformers,
+)
+from app.registry.network import DropoutSite, Network, describe_sites
+from app.registry.served import LoadOptions
+
+PROBE_ROWS = 2
 
 
 @dataclass(frozen=True)
@@ -81,3 +95,87 @@ def load_feature_extractor(path: Path) -> Any:
         )
     except Exception as exc:  # transformers raises many kinds for a bad extractor config
         raise ModelLoadError(f"{path}: cannot load the feature extractor: {exc}") from exc
+
+
+def extractor_features(
+    extractor: Any, spec: AudioInputSpec, architecture: AudioArchitecture, path: Path
+) -> AudioFeatures:
+    """The folder's feature extractor as the audio kind's feature step: Wav2Vec2's normalised
+    waveform (rows [S], padded with its ``padding_value``) or AST's filterbank (rows
+    [max_length, num_mel_bins], a fixed shape)."""
+    rate = int(extractor.sampling_rate)
+    if rate != spec.sample_rate:
+        raise ModelLoadError(
+            f"{path}: the feature extractor reads {rate} Hz audio, the card says "
+            f"input.sample_rate {spec.sample_rate}"
+        )
+    if getattr(extractor, "return_attention_mask", False) and architecture.features == "waveform":
+        raise ModelLoadError(
+            f"{path}: this feature extractor returns attention masks (a layer-norm Wav2Vec2 / "
+            "HuBERT); mcdrop pads a request's clips without one, so it serves only models "
+            "batched by zero padding (return_attention_mask: false)"
+        )
+
+    def compute(wave: np.ndarray) -> np.ndarray:
+        values = extractor(wave, sampling_rate=rate, return_tensors="np")["input_values"][0]
+        return np.asarray(values, dtype=np.float32)
+
+    name = type(extractor).__name__
+    normalised = bool(getattr(extractor, "do_normalize", False))
+    if architecture.features == "waveform":
+        return AudioFeatures(
+            name="extractor",
+            compute=compute,
+            shape=[-1],
+            max_length=max_samples(spec),
+            pad=float(getattr(extractor, "padding_value", 0.0)),
+            summary=f"{name}: the waveform" + (", normalised" if normalised else ""),
+            parameters={"extractor": name},
+        )
+    frames, bands = int(extractor.max_length), int(extractor.num_mel_bins)
+    return AudioFeatures(
+        name="extractor",
+        compute=compute,
+        shape=[frames, bands],
+        max_length=None,
+        pad=0.0,
+        summary=f"{name}: {bands}-band filterbank, {frames} frames (cut or padded)",
+        parameters={"extractor": name, "num_mel_bins": bands, "max_length": frames},
+    )
+
+
+def load_audio_classifier(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
+    """Model, feature extractor and dropout sites of the card's Hugging Face audio folder."""
+    spec = card.input
+    assert card.architecture.huggingface is not None and isinstance(spec, AudioInputSpec)
+    if spec.features not in ("waveform", "extractor"):
+        raise ModelLoadError(
+            f"model '{card.name}': a Hugging Face audio folder reads its own feature extractor's "
+            "output; leave input.features out (or give features: extractor)"
+        )
+    if card.task != "classification":
+        raise ModelLoadError(f"model '{card.name}': Hugging Face audio folders are classifiers")
+    try:
+        require_audio()
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model '{card.name}': {exc.message}") from None
+    path = hf_folder(folder, card.architecture.huggingface)
+    parts = sampled_audio_classifier(path, card.mc_dropout, card.name, card.dropout_share)
+    features = extractor_features(load_feature_extractor(path), spec, parts.architecture, path)
+    spec = spec.model_copy(update={"features": "extractor", "lengths": False})
+    if card.labels is None:
+        card = card.model_copy(update={"labels": config_labels(parts.classifier.model.config)})
+    card = card.model_copy(update={"input": spec})
+    kind = AudioKind(spec, features)
+    classifier = parts.classifier.to(options.device, options.dtype)
+    return Network(
+        card=card,
+        module=classifier,
+        module_prefix="model.",
+        layers=parts.layers,
+        sites=parts.sites,
+        split=parts.split,
+        probe=kind.probe(PROBE_ROWS).to(options.device, options.dtype),
+        input_kind=kind,
+        warnings=parts.warnings,
+    )

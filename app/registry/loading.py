@@ -24,6 +24,7 @@ from app.engine.scripted import ScriptedSampler
 from app.errors import ModelLoadError
 from app.registry.auditing import audit_network
 from app.registry.card import ModelCard, read_card
+from app.registry.hf_audio import load_audio_classifier
 from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
 from app.registry.network import Network
@@ -41,6 +42,7 @@ LOADERS: dict[str, Loader] = {
     "torchscript": load_torch,
     "huggingface-text": load_text_classifier,
     "huggingface-image": load_image_classifier,
+    "huggingface-audio": load_audio_classifier,
 }
 """Architecture source -> its loader (a new source: one loader and one row here)."""
 
