@@ -183,3 +183,17 @@ def test_without_transformers_the_folder_names_the_audio_extra(
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ModelLoadError, match=r'needs transformers: pip install "mcdrop\[audio\]"'):
         sampled_audio_classifier(folder, "all", "w")
+
+
+def test_a_seeded_request_gets_the_same_numbers_alone_and_fused(tmp_path: Path) -> None:
+    folder = save_audio_model(tmp_path / "w", "wav2vec2", layerdrop=0.2)
+    parts = sampled_audio_classifier(folder, "all", "w")
+    x = _features(folder, 2)
+    other = _features(folder, 3).flip(1)
+    sampler = MCSampler(parts.classifier, parts.layers, max_rows=256, split=parts.split)
+    try:
+        (alone,) = sampler.sample_jobs([SampleJob(x, 20, 11)])
+        fused, _ = sampler.sample_jobs([SampleJob(x, 20, 11), SampleJob(other, 20, 4)])
+    finally:
+        sampler.close()
+    assert torch.equal(alone, fused)
