@@ -37,8 +37,33 @@ from app.registry.huggingface import (
 )
 from app.registry.network import DropoutSite, Network, describe_sites
 from app.registry.served import LoadOptions
+from app.registry.text import SMALLEST_BUCKET, TOKENS_PER_CHUNK
 
 PROBE_ROWS = 2
+
+
+class ExtractorAudioKind(AudioKind):
+    """The audio kind of a Hugging Face folder: its forward calls fold at most
+    ``TOKENS_PER_CHUNK`` encoder frames (rows x the frames of the longest clip), as text
+    models do, so attention weights and masks (rows, heads, frames, frames) stay bounded."""
+
+    def __init__(self, spec: AudioInputSpec, features: AudioFeatures, frames: int) -> None:
+        super().__init__(spec, features)
+        self.frames = frames
+
+    def chunk_rows(self, max_rows: int) -> int:
+        return max(SMALLEST_BUCKET, min(max_rows, TOKENS_PER_CHUNK // max(self.frames, 1)))
+
+
+def encoder_frames(model: Any, architecture: AudioArchitecture, features: AudioFeatures) -> int:
+    """Positions the encoder attends over for the longest row: conv frames of the longest
+    waveform (Wav2Vec2, HuBERT), or patches plus the two tokens (AST)."""
+    if architecture.features == "waveform":
+        assert features.max_length is not None
+        return int(model._get_feat_extract_output_lengths(features.max_length))
+    embeddings = getattr(model, architecture.base).embeddings
+    frequency, time = embeddings.get_shape(model.config)
+    return int(frequency * time) + 2
 
 
 @dataclass(frozen=True)
@@ -166,7 +191,9 @@ def load_audio_classifier(card: ModelCard, folder: Path, options: LoadOptions) -
     if card.labels is None:
         card = card.model_copy(update={"labels": config_labels(parts.classifier.model.config)})
     card = card.model_copy(update={"input": spec})
-    kind = AudioKind(spec, features)
+    kind = ExtractorAudioKind(
+        spec, features, encoder_frames(parts.classifier.model, parts.architecture, features)
+    )
     classifier = parts.classifier.to(options.device, options.dtype)
     return Network(
         card=card,

@@ -117,3 +117,10 @@ def test_a_card_asking_for_log_mel_on_a_folder_is_refused(tmp_path: Path) -> Non
     folder = write_audio_model(tmp_path, "w", "wav2vec2", card=card)
     with pytest.raises(ModelLoadError, match="its own feature extractor"):
         load_model_folder(folder)
+
+
+def test_forward_calls_fold_a_bounded_number_of_encoder_frames(tmp_path: Path) -> None:
+    # 2 s clips (32 001 samples): 100 conv frames, so 4096 // 100 = 40 folded rows per call
+    model = load_model_folder(write_audio_model(tmp_path, "w", "wav2vec2"))
+    assert model.input_kind.chunk_rows(4096) == 40
+    assert model.predictor.sampler.max_rows == 40
