@@ -61,26 +61,35 @@ def audio_config(kind: str, **options: Any) -> Any:
     return config_class(**{**common, **settings, **options})
 
 
-def feature_extractor(kind: str) -> Any:
-    """The folder's feature extractor: Wav2Vec2's normalising one, or AST's filterbank."""
+def feature_extractor(kind: str, masks: bool = False) -> Any:
+    """The folder's feature extractor: Wav2Vec2's normalising one (returning attention masks
+    with ``masks``), or AST's filterbank."""
     import transformers
 
     if kind == "ast":
         return transformers.ASTFeatureExtractor(num_mel_bins=16, max_length=48)  # type: ignore[no-untyped-call]
     return transformers.Wav2Vec2FeatureExtractor(  # type: ignore[no-untyped-call]
-        sampling_rate=SAMPLE_RATE, do_normalize=True, return_attention_mask=False
+        sampling_rate=SAMPLE_RATE, do_normalize=True, return_attention_mask=masks
     )
 
 
-def save_audio_model(folder: Path, kind: str, *, seed: int = 0, **options: Any) -> Path:
-    """A random-weight ``kind`` classifier and its feature extractor saved into ``folder``."""
+LAYER_NORM = {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True}
+"""A wav2vec2-large-lv60-style model, batched with attention masks."""
+
+
+def save_audio_model(
+    folder: Path, kind: str, *, seed: int = 0, masks: bool = False, **options: Any
+) -> Path:
+    """A random-weight ``kind`` classifier and its feature extractor saved into ``folder``;
+    ``masks``: a layer-norm model whose extractor returns attention masks."""
     import transformers
 
     torch.manual_seed(seed)
-    model = getattr(transformers, CLASSES[kind])(audio_config(kind, **options)).eval()
+    config = audio_config(kind, **(LAYER_NORM if masks else {}), **options)
+    model = getattr(transformers, CLASSES[kind])(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    feature_extractor(kind).save_pretrained(folder)
+    feature_extractor(kind, masks).save_pretrained(folder)
     return folder
 
 

@@ -86,11 +86,15 @@ def sampled_audio_classifier(
     choice: DropoutChoice,
     name: str,
     share: Mapping[str, Sequence[int]] | None = None,
+    masked: bool = False,
 ) -> SampledAudioClassifier:
     """The folder's model, the dropout ``choice`` samples (``head``: the last encoder layer's
-    sites) and the split that runs the stages before the first sampled one once per row."""
+    sites) and the split that runs the stages before the first sampled one once per row.
+    ``masked``: a waveform model takes packed ``[length, *waveform]`` rows and attention
+    masks (its feature extractor returns them)."""
     model, architecture, warnings = load_audio_pretrained(path)
-    classifier = PretrainedAudioClassifier(model, architecture).eval()
+    masked = masked and architecture.features == "waveform"
+    classifier = PretrainedAudioClassifier(model, architecture, masked).eval()
     found = find_dropout_layers(model)
     layers = select_dropout(found, choice, head_sites(classifier, found), name, share)
     attention = attention_sites(model)
@@ -133,12 +137,6 @@ def extractor_features(
         raise ModelLoadError(
             f"{path}: the feature extractor reads {rate} Hz audio, the card says "
             f"input.sample_rate {spec.sample_rate}"
-        )
-    if getattr(extractor, "return_attention_mask", False) and architecture.features == "waveform":
-        raise ModelLoadError(
-            f"{path}: this feature extractor returns attention masks (a layer-norm Wav2Vec2 / "
-            "HuBERT); mcdrop pads a request's clips without one, so it serves only models "
-            "batched by zero padding (return_attention_mask: false)"
         )
 
     def compute(wave: np.ndarray) -> np.ndarray:
@@ -185,9 +183,12 @@ def load_audio_classifier(card: ModelCard, folder: Path, options: LoadOptions) -
     except ModelLoadError as exc:
         raise ModelLoadError(f"model '{card.name}': {exc.message}") from None
     path = hf_folder(folder, card.architecture.huggingface)
-    parts = sampled_audio_classifier(path, card.mc_dropout, card.name, card.dropout_share)
-    features = extractor_features(load_feature_extractor(path), spec, parts.architecture, path)
-    spec = spec.model_copy(update={"features": "extractor", "lengths": False})
+    extractor = load_feature_extractor(path)
+    masked = bool(getattr(extractor, "return_attention_mask", False))
+    parts = sampled_audio_classifier(path, card.mc_dropout, card.name, card.dropout_share, masked)
+    features = extractor_features(extractor, spec, parts.architecture, path)
+    lengths = parts.classifier.masked  # the kind packs each clip's true length in front
+    spec = spec.model_copy(update={"features": "extractor", "lengths": lengths})
     if card.labels is None:
         card = card.model_copy(update={"labels": config_labels(parts.classifier.model.config)})
     card = card.model_copy(update={"input": spec})

@@ -22,10 +22,12 @@ Their dropout, and what mcdrop does with each:
   encoder. So ``mc_dropout: head`` samples the last encoder layer (its attention, hidden and
   activation dropout and its LayerDrop) and everything before it runs once per row.
 
-The model runs as a list of :class:`Stage` (the conv feature encoder, the projection, the
-encoder's input, each layer, the head): the stages before the first one holding a sampled
-dropout run once per row (the conv feature encoder always: it holds no dropout), the rest once
-per sample. ``use_weighted_layer_sum`` models are refused (their head reads every layer).
+The model runs as a list of stages (:mod:`app.registry.hf_audio_stages`: the conv feature
+encoder, the projection, the encoder's input, each layer, the head): the stages before the
+first one holding a sampled dropout run once per row (the conv feature encoder always: it holds
+no dropout), the rest once per sample. A model whose extractor returns attention masks
+(layer-norm Wav2Vec2 / HuBERT) takes packed ``[length, *waveform]`` rows and gets the masks.
+``use_weighted_layer_sum`` models are refused (their head reads every layer).
 """
 
 from __future__ import annotations
@@ -43,28 +45,19 @@ from app.engine.compiled import DropoutApplier
 from app.engine.dropout import DropoutLayer
 from app.engine.prefix import ModelSplit
 from app.errors import ModelLoadError
+from app.registry.hf_audio_stages import (
+    SampledLayerDrop,
+    Stage,
+    State,
+    run_stages,
+    spectrogram_stages,
+    speech_stages,
+)
 from app.registry.huggingface import from_pretrained, require_transformers
 
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTRA = 'pip install "mcdrop[audio]"'
-
-State = tuple[Tensor, ...]
-"""What flows between stages: the hidden states (B, T, F) (the waveform (B, S) first)."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of an audio classifier's forward: ``run`` maps the hidden states on, and the
-    dropout modules under ``modules`` (name prefixes in the transformers model) are its."""
-
-    name: str
-    modules: tuple[str, ...]
-    run: Callable[[Tensor], Tensor]
-
-    def holds(self, site: str) -> bool:
-        """Whether dropout site ``site`` (a module name) is applied in this stage."""
-        return any(site == m or site.startswith(f"{m}.") for m in self.modules)
 
 
 @dataclass(frozen=True)
@@ -79,105 +72,6 @@ class AudioArchitecture:
     """What the model reads: ``waveform`` (B, S) or ``filterbank`` (B, T, n_mels)."""
 
 
-class SampledLayerDrop(nn.Module):
-    """LayerDrop as a dropout module: ``forward(before, after)`` is ``after`` (the layer's
-    output) or, for a dropped layer, ``before`` (its input), chosen by ``dropout(ones(B, 1, 1))``.
-    Identity (``after``) in eval mode; under mcdrop one seeded keep/skip per sample, shared by
-    the rows of a request (one sampled network per pass)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(p)
-
-    def forward(self, before: Tensor, after: Tensor) -> Tensor:
-        keep = self.dropout(after.new_ones((after.shape[0],) + (1,) * (after.dim() - 1)))
-        return torch.where(keep > 0, after, before)
-
-
-def _tensor(output: Any) -> Tensor:
-    """The hidden states of a module output (a tensor, or a tuple starting with them)."""
-    value: Tensor = output[0] if isinstance(output, tuple) else output
-    return value
-
-
-def _layer_stage(name: str, layer: nn.Module) -> Stage:
-    gate = getattr(layer, "layerdrop", None)
-
-    def run(hidden: Tensor) -> Tensor:
-        out = _tensor(layer(hidden))
-        return gate(hidden, out) if isinstance(gate, SampledLayerDrop) else out
-
-    return Stage(name, (name,), run)
-
-
-def speech_stages(model: Any, base_name: str) -> list[Stage]:
-    """Wav2Vec2 / HuBERT: conv features, projection, encoder input, layers, pooled head."""
-    base = getattr(model, base_name)
-    encoder = base.encoder
-    stable = bool(model.config.do_stable_layer_norm)
-
-    def encoder_input(hidden: Tensor) -> Tensor:
-        hidden = hidden + encoder.pos_conv_embed(hidden)
-        if not stable:
-            hidden = encoder.layer_norm(hidden)
-        dropped: Tensor = encoder.dropout(hidden)
-        return dropped
-
-    def head(hidden: Tensor) -> Tensor:
-        if stable:
-            hidden = encoder.layer_norm(hidden)
-        logits: Tensor = model.classifier(model.projector(hidden).mean(dim=1))
-        return logits
-
-    prefix = f"{base_name}.encoder"
-    return [
-        Stage(
-            "conv features",
-            (f"{base_name}.feature_extractor",),
-            lambda x: base.feature_extractor(x).transpose(1, 2),
-        ),
-        Stage(
-            "feature projection",
-            (f"{base_name}.feature_projection",),
-            lambda h: _tensor(base.feature_projection(h)),
-        ),
-        Stage("encoder input", (f"{prefix}.pos_conv_embed", f"{prefix}.dropout"), encoder_input),
-        *(_layer_stage(f"{prefix}.layers.{i}", layer) for i, layer in enumerate(encoder.layers)),
-        Stage("head", ("projector", "classifier"), head),
-    ]
-
-
-def spectrogram_stages(model: Any, base_name: str) -> list[Stage]:
-    """AST: patch embeddings (+ CLS, distillation token, positions), their dropout, layers,
-    the head on the mean of the two tokens."""
-    base = getattr(model, base_name)
-    embeddings = base.embeddings
-
-    def embed(x: Tensor) -> Tensor:
-        patches = embeddings.patch_embeddings(x)
-        rows = x.shape[0]
-        tokens = (
-            embeddings.cls_token.expand(rows, -1, -1),
-            embeddings.distillation_token.expand(rows, -1, -1),
-            patches,
-        )
-        embedded: Tensor = torch.cat(tokens, dim=1) + embeddings.position_embeddings
-        return embedded
-
-    def head(hidden: Tensor) -> Tensor:
-        hidden = base.layernorm(hidden)
-        logits: Tensor = model.classifier((hidden[:, 0] + hidden[:, 1]) / 2)
-        return logits
-
-    prefix = f"{base_name}.embeddings"
-    return [
-        Stage("patch embeddings", (f"{prefix}.patch_embeddings",), embed),
-        Stage("embedding dropout", (f"{prefix}.dropout",), embeddings.dropout),
-        *(_layer_stage(f"{base_name}.layers.{i}", layer) for i, layer in enumerate(base.layers)),
-        Stage("head", ("classifier",), head),
-    ]
-
-
 SUPPORTED: dict[str, AudioArchitecture] = {
     "Wav2Vec2ForSequenceClassification": AudioArchitecture("wav2vec2", speech_stages, "waveform"),
     "HubertForSequenceClassification": AudioArchitecture("hubert", speech_stages, "waveform"),
@@ -190,24 +84,27 @@ SUPPORTED: dict[str, AudioArchitecture] = {
 
 class PretrainedAudioClassifier(nn.Module):
     """A transformers audio classifier run stage by stage: features (B, S) waveform or
-    (B, T, n_mels) filterbank -> logits (B, C); the same numbers as the model's own eval
-    forward without an attention mask."""
+    (B, T, n_mels) filterbank -> logits (B, C). With ``masked`` the rows are packed
+    ``[length, *waveform]`` (B, 1 + S) and the model gets the attention mask of each row's
+    true samples. The same numbers as the model's own eval forward."""
 
-    def __init__(self, model: nn.Module, architecture: AudioArchitecture) -> None:
+    def __init__(
+        self, model: nn.Module, architecture: AudioArchitecture, masked: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.architecture = architecture
+        self.masked = masked
         self.stages = architecture.stages(model, architecture.base)
 
+    def state(self, x: Tensor) -> State:
+        """The first stage's state of input rows x."""
+        if not self.masked:
+            return (x,)
+        return (x[:, 1:], x[:, 0].round().to(torch.long))
+
     def forward(self, x: Tensor) -> Tensor:
-        return run_stages(self.stages, x)
-
-
-def run_stages(stages: Sequence[Stage], x: Tensor) -> Tensor:
-    """The stages one after another on x."""
-    for stage in stages:
-        x = stage.run(x)
-    return x
+        return run_stages(self.stages, self.state(x))[0]
 
 
 def load_audio_pretrained(path: Path) -> tuple[nn.Module, AudioArchitecture, list[str]]:
@@ -287,10 +184,10 @@ def staged_split(
     before, after = stages[:first], stages[first:]
 
     def prefix(x: Tensor) -> tuple[Tensor, ...]:
-        return (run_stages(before, x),)
+        return run_stages(before, classifier.state(x))
 
-    def suffix(dropout: DropoutApplier, value: Tensor) -> Tensor:
-        return run_stages(after, value)
+    def suffix(dropout: DropoutApplier, *values: Tensor) -> Tensor:
+        return run_stages(after, values)[0]
 
     model = classifier.model
     total = sum(p.numel() for p in model.parameters())

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import yaml
 from fastapi.testclient import TestClient
 
 from app.config import load_settings
@@ -22,7 +23,13 @@ from app.main import create_app
 from app.registry.loading import load_model_folder
 from app.registry.repository import ModelRepository
 from app.registry.served import LoadOptions
-from tests.hf_audio import SAMPLE_RATE, feature_extractor, tones, write_audio_model
+from tests.hf_audio import (
+    SAMPLE_RATE,
+    feature_extractor,
+    save_audio_model,
+    tones,
+    write_audio_model,
+)
 from tests.support import write_model
 
 pytest.importorskip("transformers")
@@ -124,3 +131,27 @@ def test_forward_calls_fold_a_bounded_number_of_encoder_frames(tmp_path: Path) -
     model = load_model_folder(write_audio_model(tmp_path, "w", "wav2vec2"))
     assert model.input_kind.chunk_rows(4096) == 40
     assert model.predictor.sampler.max_rows == 40
+
+
+def test_a_masked_folder_takes_each_clips_length(tmp_path: Path) -> None:
+    folder = save_audio_model(tmp_path / "models" / "large", "wav2vec2", masks=True)
+    card = {
+        "name": "large",
+        "task": "classification",
+        "input": {"type": "audio", "sample_rate": SAMPLE_RATE, "max_seconds": 2},
+        "architecture": {"huggingface": "."},
+    }
+    (folder / "model.yaml").write_text(yaml.safe_dump(card))
+    model = load_model_folder(folder)
+    assert model.input_kind.describe().lengths
+    short, long = (
+        encode_wav(tones(1, s, seed=i)[0], SAMPLE_RATE) for i, s in enumerate((0.3, 0.8))
+    )
+    x = model.input_kind.rows([short, long], 2)
+    assert x[:, 0].tolist() == [0.3 * SAMPLE_RATE, 0.8 * SAMPLE_RATE]
+    app = create_app(load_settings(models_dir=tmp_path / "models"))
+    with TestClient(app) as client:
+        files = [("audio", ("s.wav", short, "audio/wav")), ("audio", ("l.wav", long, "audio/wav"))]
+        answer = client.post("/v1/models/large/predict", files=files, data={"seed": "1"})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["predictions"]) == 2

@@ -197,3 +197,49 @@ def test_a_seeded_request_gets_the_same_numbers_alone_and_fused(tmp_path: Path) 
     finally:
         sampler.close()
     assert torch.equal(alone, fused)
+
+
+def _packed(folder: Path, seconds: tuple[float, ...]) -> tuple[Tensor, list[Tensor]]:
+    """Packed rows [length, *waveform] of clips of ``seconds``, zero-padded, and each clip's
+    extractor output alone."""
+    extractor = load_feature_extractor(folder)
+    clips = [tones(1, s, seed=i)[0] for i, s in enumerate(seconds)]
+    alone = [
+        torch.tensor(extractor(c, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"])
+        for c in clips
+    ]
+    longest = max(a.shape[1] for a in alone)
+    packed = torch.zeros(len(alone), 1 + longest)
+    for row, values in enumerate(alone):
+        packed[row, 0] = values.shape[1]
+        packed[row, 1 : 1 + values.shape[1]] = values[0]
+    return packed, alone
+
+
+class _MaskedReference(_Reference):
+    def forward(self, x: Tensor) -> Tensor:
+        lengths = x[:, 0].long()
+        mask = (torch.arange(x.shape[1] - 1)[None, :] < lengths[:, None]).long()
+        logits: Tensor = self.model(input_values=x[:, 1:], attention_mask=mask).logits
+        return logits
+
+
+def test_a_masked_model_gets_each_clips_own_numbers_however_padded(tmp_path: Path) -> None:
+    folder = save_audio_model(tmp_path / "w", "wav2vec2", masks=True)
+    parts = sampled_audio_classifier(folder, "all", "w", masked=True)
+    assert parts.classifier.masked
+    packed, alone = _packed(folder, (0.3, 0.7))
+    own = transformers.Wav2Vec2ForSequenceClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        batched = parts.classifier(packed)
+        for row, values in enumerate(alone):
+            torch.testing.assert_close(batched[row], own(input_values=values).logits[0])
+
+
+def test_masked_moments_match_the_models_own_mc_dropout(tmp_path: Path) -> None:
+    folder = save_audio_model(tmp_path / "w", "wav2vec2", masks=True)
+    parts = sampled_audio_classifier(folder, "all", "w", masked=True)
+    packed, _ = _packed(folder, (0.3, 0.7))
+    served = probabilities(_served(parts, packed))
+    reference = torch_mc_dropout(_MaskedReference(folder, "wav2vec2"), packed, PASSES)
+    assert_moments_match(served, probabilities(reference))
