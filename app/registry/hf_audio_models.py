@@ -32,7 +32,6 @@ no dropout), the rest once per sample. A model whose extractor returns attention
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +53,6 @@ from app.registry.hf_audio_stages import (
     speech_stages,
 )
 from app.registry.huggingface import from_pretrained, require_transformers
-
-logger = logging.getLogger(__name__)
 
 AUDIO_EXTRA = 'pip install "mcdrop[audio]"'
 
