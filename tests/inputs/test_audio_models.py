@@ -1,7 +1,8 @@
 """Audio models over log-mel frames of variable length (2-layer GRU and LSTM with recurrent
-dropout, Conv1d) and over the waveform (a strided Conv1d), time-locked dropout included: served moments equal each model's own
-torch MC dropout (training mode, AWD-LSTM LockedDropout for the time-locked site) within 5 Monte
-Carlo standard errors, and a seeded request gets the same bits alone or fused."""
+dropout, Conv1d) and over the waveform (a strided Conv1d), time-locked dropout included: served
+moments equal each model's own torch MC dropout (training mode, AWD-LSTM LockedDropout for the
+time-locked site) within 5 Monte Carlo standard errors, and a seeded request gets the same bits
+alone or fused."""
 
 from __future__ import annotations
 
