@@ -33,6 +33,10 @@ anything else libsndfile recognises (AIFF, raw, MAT5, ...) is refused from its h
 MAX_CHANNELS = 8
 MIN_SOURCE_RATE = 1_000
 MAX_SOURCE_RATE = 384_000
+MAX_AMPLITUDE = 1_000.0
+"""Largest sample magnitude taken. Integer formats decode into [-1, 1]; float WAVs and FLACs
+may hold anything, and a value like 1e200 (a damaged or crafted file) would overflow the
+features to infinity."""
 AUDIO_EXTRA = 'audio models need soundfile and soxr: pip install "mcdrop[audio]"'
 
 
@@ -80,8 +84,13 @@ def decode_audio(
         rate = sound.samplerate
     if samples.shape[0] == 0:
         raise InvalidAudioError(field, "holds no audio frames")
-    if not np.isfinite(samples).all():
+    peak = float(np.abs(samples).max())
+    if not np.isfinite(peak):
         raise InvalidAudioError(field, "holds NaN or infinite samples")
+    if peak > MAX_AMPLITUDE:
+        raise InvalidAudioError(
+            field, f"holds a sample of magnitude {peak:.3g}; audio lies within [-1, 1]"
+        )
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
     if rate != sample_rate:
         checkpoint()  # between decoding and resampling: a request past its deadline stops here

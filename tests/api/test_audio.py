@@ -1,21 +1,26 @@
 """Audio in over real HTTP (a uvicorn server on a loopback port serving a folder of a tiny GRU
 over log-mel frames): v1 base64 JSON, multipart ``audio`` files, v2 BYTES as JSON and as binary
-data give the same numbers; bad clips are 4xx naming the input; the metadata says audio."""
+data give the same numbers; bad clips are 4xx naming the input; the metadata says audio; without
+soundfile the model names the extra while the rest serves; a bad audio card names its field."""
 
 from __future__ import annotations
 
 import base64
 import json
 import struct
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
-from tests.inputs.audio_models import clips, write_audio_model
-from tests.support import serve_in_thread
+from app.errors import ModelLoadError
+from app.registry.loading import load_model_folder
+from tests.inputs.audio_models import INPUT, clips, write_audio_model
+from tests.support import serve_in_thread, write_model
 
 OPTIONS = {"n_samples": 40, "seed": 5}
 PREDICT = "/v1/models/gru/predict"
@@ -100,3 +105,35 @@ def test_the_metadata_says_audio(http: httpx.Client) -> None:
     assert first["datatype"] == "BYTES" and first["shape"] == [-1]
     assert first["parameters"]["content_type"] == "audio"
     assert first["parameters"]["features"] == "log_mel"
+
+
+def test_without_soundfile_the_audio_model_names_the_extra_and_the_rest_serves(
+    monkeypatch: pytest.MonkeyPatch, client_for: Callable[..., TestClient], tmp_path: Path
+) -> None:
+    write_audio_model(tmp_path, "FramesConv", name="conv")
+    write_model(tmp_path, "tiny")
+    monkeypatch.setitem(sys.modules, "soundfile", None)
+    started = client_for(tmp_path)
+    listed = {m["name"]: m for m in started.get("/v1/models").json()["models"]}
+    assert listed["conv"]["ready"] is False
+    assert listed["conv"]["error"] == (
+        "model 'conv': audio models need soundfile and soxr: pip install \"mcdrop[audio]\""
+    )
+    assert started.post("/v1/models/tiny/predict", json={"inputs": [[0.0, 1.0]]}).is_success
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"sample_rate": 500}, "input.audio.sample_rate"),
+        ({"max_seconds": 0}, "input.audio.max_seconds"),
+        ({"features": {"mfcc": {"n": 13}}}, "input.audio.features"),
+        ({"features": {"log_mel": {"n_mels": 0, "win_ms": 25, "hop_ms": 10}}}, "n_mels"),
+    ],
+)
+def test_a_bad_audio_card_is_a_load_error_naming_the_field(
+    tmp_path: Path, change: dict[str, object], problem: str
+) -> None:
+    folder = write_audio_model(tmp_path, "FramesGRU", input={**INPUT, **change})
+    with pytest.raises(ModelLoadError, match=problem):
+        load_model_folder(folder)

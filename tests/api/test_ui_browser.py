@@ -225,10 +225,11 @@ def test_every_input_kind_is_built_from_the_card(
           [{widget: 'numbers', shape: [16]}],
           [{widget: 'integers', shape: [6], range: [0, 50]}],
           [{widget: 'sequence', shape: [-1, 5], max_length: 40}],
+          [{widget: 'audio', shape: [-1, 40], parameters: {sample_rate: 16000}}],
         ].map(([input, names]) => m.buildInput(input, names).kind)));
         """
     )
-    assert kinds == ["image", "text", "canvas", "fields", "csv", "integers", "sequence"]
+    assert kinds == ["image", "text", "canvas", "fields", "csv", "integers", "sequence", "audio"]
     # What the server describes is what the page builds: the digits' canvas from its kind.
     described = httpx.get(f"{server}/v1/models/digits-mlp").json()["input"]
     assert described["widget"] == "canvas" and described["grid"] == [8, 8]

@@ -81,6 +81,26 @@ SOURCE = textwrap.dedent(
             return SHARPEN * self.out(self.drop(pooled))
 
 
+    class WaveConv(nn.Module):
+        """Waveform (B, T) and lengths -> strided Conv1d (steps from past a row's length
+        dropped) with time-locked channel dropout -> mean of the valid steps -> linear."""
+
+        def __init__(self, channels: int = 8, classes: int = 3, p: float = 0.3):
+            super().__init__()
+            self.conv = nn.Conv1d(1, channels, 64, stride=32)
+            self.drop_conv = nn.Dropout(p)
+            self.out = nn.Linear(channels, classes)
+
+        def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            steps = torch.arange(x.shape[1], device=x.device)
+            x = x * (steps[None, :] < lengths[:, None]).to(x.dtype)
+            h = torch.relu(self.conv(x[:, None, :] * 4))
+            starts = torch.arange(h.shape[2], device=x.device) * 32
+            valid = (starts[None, :] < lengths[:, None]).to(x.dtype)[:, None, :]
+            h = self.drop_conv(h) * valid
+            return SHARPEN * self.out(h.sum(2) / valid.sum(2))
+
+
     class LockedDropout(nn.Module):
         """AWD-LSTM's locked dropout (training mode only): one mask per row over ``dim``."""
 
@@ -111,13 +131,17 @@ SHARE: dict[str, dict[str, list[int]]] = {
     "FramesGRU": {"drop_in": [1]},
     "FramesLSTM": {"drop_in": [1]},
     "FramesConv": {"drop_conv": [2]},
+    "WaveConv": {"drop_conv": [2]},
 }
 """Each model's time-locked sites: one mask per row over the time axis."""
 LOCKED: dict[str, tuple[str, int]] = {
     "FramesGRU": ("drop_in", 1),
     "FramesLSTM": ("drop_in", 1),
     "FramesConv": ("drop_conv", 2),
+    "WaveConv": ("drop_conv", 2),
 }
+WAVEFORM_INPUT: dict[str, Any] = {**INPUT, "features": "waveform", "max_seconds": 1.0}
+"""WaveConv's card input section: the samples themselves, rows [T]."""
 
 
 @functools.cache
@@ -156,7 +180,7 @@ def write_audio_model(root: Path, cls: str, name: str | None = None, **card: Any
         "name": name or cls.lower(),
         "task": "classification",
         "labels": ["a", "b", "c"],
-        "input": INPUT,
+        "input": WAVEFORM_INPUT if cls == "WaveConv" else INPUT,
         "architecture": {"file": "net.py", "class": cls},
         "weights": {
             "file": "model.safetensors",

@@ -125,8 +125,10 @@ def _lying_wav(frames: int, channels: int = 1, rate: int = SAMPLE_RATE) -> bytes
         (encode_wav(tone(440, 1.5), SAMPLE_RATE), "lasts 1.50 s, longer than this model's 1 s"),
         (_lying_wav(100, channels=12), "has 12 channels, more than the limit of 8"),
         (_lying_wav(100, rate=500), "is 500 Hz; rates from 1000"),
+        (_lying_wav(100, rate=500_000), "is 500000 Hz; rates from 1000 to 384000 Hz"),
         (encode_wav(np.zeros((0,), np.float32), SAMPLE_RATE), "holds no audio frames"),
         (encode_wav(np.array([0.1, np.nan], np.float32), SAMPLE_RATE, "FLOAT"), "NaN"),
+        (encode_wav(np.array([0.1, 1e30], np.float32), SAMPLE_RATE, "FLOAT"), "magnitude 1e+30"),
     ],
 )
 def test_bad_clips_are_refused_naming_the_row(data: bytes, problem: str) -> None:
@@ -185,3 +187,32 @@ def test_decoding_stops_between_clips_once_the_deadline_passes() -> None:
 
     with stopping_when(past_deadline), pytest.raises(LateError):
         _kind().rows(clips(), 4)
+
+
+def _encoded(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, tone(440, 0.5), SAMPLE_RATE, format=fmt)
+    return buffer.getvalue()
+
+
+def test_a_truncated_flac_is_refused_as_corrupt() -> None:
+    flac = _encoded("FLAC")
+    with pytest.raises(InvalidInputError, match=r"^inputs\[0\]: is a corrupt FLAC file"):
+        _kind().rows([flac[: len(flac) // 2]], 1)
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG"])
+def test_damaged_files_are_rows_or_4xx_never_anything_else(fmt: str) -> None:
+    """Seeded damage (cut short, bytes flipped, header bytes flipped): each either decodes to
+    finite frames or is refused naming its row."""
+    data, rng, kind = _encoded(fmt), np.random.default_rng(7), _kind()
+    for _ in range(25):
+        damaged = bytearray(data[: int(rng.integers(1, len(data) + 1))])
+        for index in rng.integers(0, len(damaged), int(rng.integers(1, 40))):
+            damaged[index] ^= int(rng.integers(1, 256))
+        try:
+            rows = kind.rows([bytes(damaged)], 1)
+        except InvalidInputError as refused:
+            assert refused.message.startswith("inputs[0]: ")
+        else:
+            assert bool(torch.isfinite(rows).all())

@@ -1,7 +1,8 @@
 """Audio models over log-mel frames of variable length (2-layer GRU and LSTM with recurrent
-dropout, Conv1d), time-locked input dropout included: served moments equal each model's own
-torch MC dropout (training mode, AWD-LSTM LockedDropout for the time-locked site) within 5 Monte
-Carlo standard errors, and a seeded request gets the same bits alone or fused."""
+dropout, Conv1d) and over the waveform (a strided Conv1d), time-locked dropout included: served
+moments equal each model's own torch MC dropout (training mode, AWD-LSTM LockedDropout for the
+time-locked site) within 5 Monte Carlo standard errors, and a seeded request gets the same bits
+alone or fused."""
 
 from __future__ import annotations
 
@@ -16,19 +17,23 @@ from app.engine.audio import decode_audio
 from app.engine.log_mel import log_mel
 from app.engine.sampling import SampleJob
 from app.registry.loading import load_model_folder
-from tests.inputs.audio_models import SAMPLE_RATE, clips, reference_model, write_audio_model
+from tests.inputs.audio_models import SAMPLE_RATE, SHARE, clips, reference_model, write_audio_model
 from tests.moments import Z, assert_moments_match, differences, moments, probabilities
 
 SERVED_PASSES = 2000
 REFERENCE_PASSES = 4000
-FAMILIES = ["FramesGRU", "FramesLSTM", "FramesConv"]
+FAMILIES = ["FramesGRU", "FramesLSTM", "FramesConv", "WaveConv"]
 
 
-def _frames(encoded: list[bytes]) -> tuple[Tensor, Tensor]:
-    """(B, T, 8) float32 log-mel frames zero-padded to the longest clip, and the lengths (B,),
-    computed apart from the kind by the same decoder and log-mel function."""
+def _frames(encoded: list[bytes], cls: str = "FramesGRU") -> tuple[Tensor, Tensor]:
+    """(B, T, 8) float32 log-mel frames (WaveConv: (B, T) samples) zero-padded to the longest
+    clip, and the lengths (B,), computed apart from the kind by the same decoder and log-mel
+    function."""
     waves = [decode_audio(clip, SAMPLE_RATE, 1.0, "x") for clip in encoded]
-    rows = [torch.from_numpy(log_mel(w, SAMPLE_RATE, 8, 32, 16)) for w in waves]
+    if cls == "WaveConv":
+        rows = [torch.from_numpy(w) for w in waves]
+    else:
+        rows = [torch.from_numpy(log_mel(w, SAMPLE_RATE, 8, 32, 16)) for w in waves]
     return nn.utils.rnn.pad_sequence(rows, batch_first=True), torch.tensor([len(r) for r in rows])
 
 
@@ -39,7 +44,7 @@ def _reference(network: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
     outputs, chunk = [], 250
     with torch.no_grad():
         for _ in range(REFERENCE_PASSES // chunk):
-            out = network(x.repeat(chunk, 1, 1), lengths.repeat(chunk))
+            out = network(x.repeat(chunk, *[1] * (x.dim() - 1)), lengths.repeat(chunk))
             outputs.append(out.view(chunk, x.shape[0], -1))
     network.eval()
     return probabilities(torch.cat(outputs))
@@ -49,14 +54,14 @@ def _reference(network: nn.Module, x: Tensor, lengths: Tensor) -> Tensor:
 def test_served_moments_are_the_models_own_mc_dropout(tmp_path: Path, cls: str) -> None:
     torch.set_num_threads(1)
     model = load_model_folder(write_audio_model(tmp_path, cls))
-    assert {site.name for site in model.dropout_sites} >= {"drop"}
+    assert set(SHARE[cls]) <= {site.name for site in model.dropout_sites if site.sampled}
     encoded = clips()
     inputs = model.rows_to_tensor(encoded, max_rows=4)
     served = probabilities(model.predictor.sampler.sample(inputs, SERVED_PASSES, seed=0))
-    reference = _reference(reference_model(cls), *_frames(encoded))
+    reference = _reference(reference_model(cls), *_frames(encoded, cls))
     assert_moments_match(served, reference)
     # Power: per-step masks where the card locks them over time differ beyond MC error.
-    unlocked = _reference(reference_model(cls, locked=False), *_frames(encoded))
+    unlocked = _reference(reference_model(cls, locked=False), *_frames(encoded, cls))
     assert max(differences(moments(unlocked), moments(reference)).values()) > Z
 
 

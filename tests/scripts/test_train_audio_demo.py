@@ -7,11 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from app.architectures import build_bundled
 from app.engine.audio import encode_wav
 from app.engine.predictor import PredictionRequest
 from app.engine.stats import ClassificationStats
 from app.registry.loading import load_model_folder
+from tests.moments import assert_moments_match, probabilities
 from tests.support import BUNDLED_MODELS, REPO_ROOT, load_script
 
 demo = load_script("train_audio_demo")
@@ -70,3 +73,24 @@ def test_the_samples_answer_as_the_readme_says(file: str, label: str | None, hig
         assert model.card.labels is not None
         assert model.card.labels[int(stats.predicted_class[0])] == label
         assert mi < 0.02 and float(stats.confidence[0]) > 0.95
+
+
+def test_the_served_passes_are_the_models_own_mc_dropout_with_training_locked_mask() -> None:
+    """mcdrop's passes (frames mask shared over time by the card) equal the model in training
+    mode with the training script's LockedDropout, on a digit and on noise."""
+    served_model = load_model_folder(FOLDER)
+    clips = [(SAMPLES / name).read_bytes() for name in ("three.wav", "noise.wav")]
+    inputs = served_model.rows_to_tensor(clips, max_rows=2)
+    served = probabilities(served_model.predictor.sampler.sample(inputs, 1000, seed=0))
+    network = build_bundled("keyword_gru", served_model.card.architecture.kwargs)
+    network.load_state_dict(load_file(str(FOLDER / "model.safetensors")))
+    network.drop_frames = demo.LockedDropout(0.1)
+    lengths = inputs[:, 0].long()
+    x = inputs[:, 1:].reshape(2, -1, 40).float()
+    torch.manual_seed(0)
+    network.train()
+    with torch.no_grad():
+        passes = [
+            network(x.repeat(250, 1, 1), lengths.repeat(250)).view(250, 2, -1) for _ in range(4)
+        ]
+    assert_moments_match(served, probabilities(torch.cat(passes)))
