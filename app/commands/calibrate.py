@@ -7,6 +7,7 @@ command also reports how well each score separates the two sets (AUROC).
 
 With ``--conformal`` it instead takes labelled ``--in-data`` rows not used in training and
 writes a split-conformal ``conformal`` section at ``--level`` (regression or classification).
+With ``--ood`` it fits the distribution-shift detector (:mod:`app.commands.shift`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     calibrate.add_argument(
         "--level", type=float, default=0.9, help="conformal coverage level (default 0.9)"
     )
+    calibrate.add_argument(
+        "--ood",
+        action="store_true",
+        help="fit the shift detector on labelled training --in-data instead of abstention",
+    )
+    calibrate.add_argument(
+        "--held-out", type=Path, help="--ood: in-distribution rows not trained on (threshold)"
+    )
+    calibrate.add_argument(
+        "--false-alarm",
+        type=float,
+        default=0.05,
+        help="--ood: share of held-out rows to flag (default 0.05)",
+    )
+    calibrate.add_argument(
+        "--margin",
+        type=float,
+        default=1.0,
+        help="--ood: flag inputs this many training stds outside their range (default 1)",
+    )
     calibrate.set_defaults(handler=run)
 
 
@@ -74,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         from app.commands.conformal import run_conformal
 
         return run_conformal(args)
+    if args.ood:
+        from app.commands.shift import run_shift
+
+        return run_shift(args)
     if not 0.0 < args.keep <= 1.0:
         print("mcdrop calibrate: --keep must be in (0, 1]", file=sys.stderr)
         return EXIT_USAGE

@@ -22,6 +22,7 @@ from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_
 from app.engine.conformal import ConformalOutput, ConformalRule
 from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
 from app.engine.sampling import SampleJob, Sampler
+from app.engine.shift import ShiftOutput, ShiftRule, apply_shift, shift_features
 
 if TYPE_CHECKING:
     from app.tasks import Task
@@ -52,6 +53,8 @@ class TaskSpec:
     """Classification: flag rows whose uncertainty score exceeds a calibrated threshold."""
     conformal: ConformalRule | None = None
     """Split-conformal band (regression) or prediction sets (classification)."""
+    shift: ShiftRule | None = None
+    """Classification: the distribution-shift detector (``shift_score``, ``shift_flag``)."""
     threshold: float = 0.5
     """Multi-label: a label is predicted where its mean probability is >= this."""
 
@@ -108,6 +111,8 @@ class Prediction:
     """(B,) bool where the model has an abstention rule: True = do not trust this row."""
     conformal: ConformalOutput | None = None
     """Where the model has a conformal rule: its band or prediction sets."""
+    shift: ShiftOutput | None = None
+    """Where the model has a shift rule: each row's shift score and flag (in ``abstain``)."""
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,10 @@ class Predictor:
         converged = None
         if request.tolerance is not None:
             converged = error <= request.tolerance
+        shift = self.shift_of(request.inputs)
+        abstain = self.task.abstain(stats, self.spec.abstention)
+        if shift is not None:
+            abstain = shift.flag if abstain is None else abstain | shift.flag
         return Prediction(
             n_samples=int(values.shape[0]),
             seed=seed,
@@ -246,9 +255,21 @@ class Predictor:
             samples=values if request.return_samples else None,
             mc_standard_error=error,
             converged=converged,
-            abstain=self.task.abstain(stats, self.spec.abstention),
+            abstain=abstain,
             conformal=self.task.conformal(stats, self.spec.conformal),
+            shift=shift,
         )
+
+    def shift_of(self, inputs: Tensor) -> ShiftOutput | None:
+        """The shift score and flag of one request's rows (B, ...), where the model has a shift
+        rule: its own prefix pass, so a fused neighbour cannot change it."""
+        rule = self.spec.shift
+        if rule is None:
+            return None
+        features = shift_features(self.sampler, rule.source, inputs)
+        if features is None:
+            raise RuntimeError("the shift rule needs prefix features this sampler lacks")
+        return apply_shift(rule, features, inputs)
 
 
 def check_finite(prediction: Prediction) -> None:

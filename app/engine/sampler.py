@@ -138,6 +138,16 @@ class MCSampler(Sampler):
             handle.remove()
         self._handles.clear()
 
+    def features(self, inputs: Tensor) -> Tensor | None:
+        """The split's crossing value entering the first dropout, flattened: (B, F) float64;
+        None without a prefix. One prefix pass over the request's rows, dropout off."""
+        index = self.split.feature_index
+        if index is None:
+            return None
+        with torch.inference_mode():
+            value = self.split.prefix(self._to_device(inputs))[index]
+        return value.flatten(1).double().cpu()
+
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
         """MC outputs (N_j, B_j, *output_shape) for every job, sharing forward passes among
         jobs whose rows have the same shape (texts padded to different lengths run apart)."""

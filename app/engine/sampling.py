@@ -82,6 +82,12 @@ class Sampler(ABC):
         """Undo whatever the sampler changed on the model (nothing by default)."""
         return None
 
+    def features(self, inputs: Tensor) -> Tensor | None:
+        """The deterministic activation entering the first dropout, (B, F) float64 on the CPU,
+        for inputs (B, *input_shape); None when this sampler has no prefix to take it from
+        (the default: TorchScript, or a model run whole on every pass)."""
+        return None
+
     def _to_device(self, inputs: Tensor) -> Tensor:
         """Float inputs in the model's dtype; integer ones (token ids) keep theirs."""
         if not inputs.is_floating_point():

@@ -273,6 +273,33 @@ class ConformalSpec(_Strict):
     """MC passes used when calibrating."""
 
 
+class ShiftSpec(_Strict):
+    """Distribution-shift detector (``mcdrop calibrate --ood``, :mod:`app.engine.shift`):
+    class Gaussians on the training features and input ranges, kept in `file`; served rows carry
+    ``shift_score`` and ``shift_flag`` (part of ``abstain``)."""
+
+    file: str = "shift.safetensors"
+    """Tensor file in the model folder: means, precision and (tabular inputs) input ranges."""
+    sha256: str | None = None
+    source: Literal["prefix", "input"]
+    """Features modelled: the activation entering the first dropout, or the model input where
+    the model has no deterministic prefix (TorchScript, a model run whole)."""
+    source_note: str = ""
+    """Why that source (the prefix split's reason), shown in metadata."""
+    threshold: float = Field(ge=0)
+    """Mahalanobis distance above which a row is flagged."""
+    margin: float = Field(default=1.0, ge=0)
+    """Flag a row with an input value more than `margin` training stds outside its range."""
+    false_alarm_rate: float = Field(ge=0, lt=1)
+    """Share of held-out in-distribution rows the threshold was chosen to flag."""
+    held_out_false_alarms: float | None = None
+    """Share of the held-out rows actually flagged."""
+    rows: int = Field(ge=2)
+    """Training rows the Gaussians were fitted on."""
+    held_out_rows: int = Field(ge=1)
+    calibrated_on: str | None = None
+
+
 class ModelCard(_Strict):
     """Everything mcdrop needs to know to serve one model."""
 
@@ -308,6 +335,7 @@ class ModelCard(_Strict):
     """Custom stochastic modules sampled as they are (``mc_dropout: {modules: [...]}``): each
     pass runs them in training mode under a seeded generator (Python-file and bundled models)."""
     conformal: ConformalSpec | None = None
+    shift: ShiftSpec | None = None
     unsampled: list[str] = Field(default_factory=list)
     """Modules acknowledged as sources of randomness mcdrop does not sample (a custom noise
     layer left off on purpose): the audit lists them instead of warning about them."""
@@ -347,6 +375,8 @@ class ModelCard(_Strict):
             raise ValueError(f"'regression' section given for a {self.task} model")
         if self.task != "classification" and self.abstention is not None:
             raise ValueError("'abstention' applies to classification models only")
+        if self.task != "classification" and self.shift is not None:
+            raise ValueError("'shift' applies to classification models only")
         # A Hugging Face folder may say multi-label itself (config.problem_type).
         folder_says = self.task == "classification" and self.architecture.huggingface is not None
         if self.multilabel is not None and self.task != "multilabel" and not folder_says:

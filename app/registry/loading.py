@@ -28,6 +28,7 @@ from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
 from app.registry.network import Network
 from app.registry.served import LoadOptions, ServedModel
+from app.registry.shift_file import check_feature_width, load_shift_rule
 from app.registry.torch_loader import load_torch
 
 __all__ = ["LOADERS", "load_model_folder"]
@@ -75,8 +76,12 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         sampler = MCSampler(
             module, layers, max_rows=rows, device=device, dtype=dtype, split=network.split
         )
+    shift = load_shift_rule(card, folder)
+    if shift is not None and shift.source == "prefix":
+        check_feature_width(card, shift, sampler.features(network.probe[:2]))
     spec = TaskSpec(
         task=card.task,
+        shift=shift,
         threshold=card.multilabel.threshold if card.multilabel else 0.5,
         noise_variance=(
             1.0 / card.regression.tau if card.regression and card.regression.tau else None
