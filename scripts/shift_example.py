@@ -78,7 +78,11 @@ def breast_cancer_splits(seed: int = SEED) -> tuple[list[str], dict[str, Table]]
 
 def write_table(path: Path, names: list[str], table: Table) -> Path:
     """The table as a CSV file with a `diagnosis` column."""
-    write_csv(path, [*names, "diagnosis"], [[*map(float, r), y] for r, y in zip(table.x, table.y, strict=True)])
+    write_csv(
+        path,
+        [*names, "diagnosis"],
+        [[*map(float, r), y] for r, y in zip(table.x, table.y, strict=True)],
+    )
     return path
 
 
@@ -93,8 +97,17 @@ def train_and_calibrate(work: Path, epochs: int = 200, hidden: int = 64) -> Path
     steps = [
         train,
         ["calibrate", str(folder), "--in-data", str(csvs["held_out"]), "--keep", str(KEEP)],
-        ["calibrate", str(folder), "--ood", "--in-data", str(csvs["train"]),
-         "--held-out", str(csvs["held_out"]), "--false-alarm", str(FALSE_ALARM)],
+        [
+            "calibrate",
+            str(folder),
+            "--ood",
+            "--in-data",
+            str(csvs["train"]),
+            "--held-out",
+            str(csvs["held_out"]),
+            "--false-alarm",
+            str(FALSE_ALARM),
+        ],
     ]
     for step in steps:
         if mcdrop([*step, "--seed", str(SEED)] if step[0] == "calibrate" else step) != 0:
@@ -127,7 +140,9 @@ def breast_cancer(work: Path, epochs: int = 200, hidden: int = 64) -> dict[str, 
     quality = {}
     for role in ("test", "shifted"):
         targets = torch.tensor([model.card.labels.index(y) for y in tables[role].y])  # type: ignore[union-attr]
-        request = local_request(model, torch.from_numpy(tables[role].x), n_samples=PASSES, seed=SEED)
+        request = local_request(
+            model, torch.from_numpy(tables[role].x), n_samples=PASSES, seed=SEED
+        )
         report = evaluate(model.predictor, request, targets).classification
         assert report is not None
         quality[role] = {"accuracy": report.accuracy, "nll": report.nll, "ece": report.ece}
@@ -136,13 +151,18 @@ def breast_cancer(work: Path, epochs: int = 200, hidden: int = 64) -> dict[str, 
     for role, prediction in predictions.items():
         mi = prediction.stats.mutual_information > model.card.abstention.threshold
         assert prediction.shift is not None
-        flags[role] = {"mi": float(mi.double().mean()), "shift": float(prediction.shift.flag.double().mean())}
+        flags[role] = {
+            "mi": float(mi.double().mean()),
+            "shift": float(prediction.shift.flag.double().mean()),
+        }
     return {
         "folder": folder,
         "quality": quality,
         "auroc": aurocs(predictions["test"], predictions["shifted"]),
         "flags": flags,
-        "held_out_false_alarms": model.card.shift.held_out_false_alarms if model.card.shift else None,
+        "held_out_false_alarms": model.card.shift.held_out_false_alarms
+        if model.card.shift
+        else None,
     }
 
 
@@ -168,8 +188,14 @@ def digits(folder: Path, work: Path) -> dict[str, object]:
     return {
         "auroc": aurocs(inside, outside),
         "flags": {
-            "in": {"shift": float(inside.shift.flag.double().mean()), "abstain": float(inside.abstain.double().mean())},
-            "out": {"shift": float(outside.shift.flag.double().mean()), "abstain": float(outside.abstain.double().mean())},
+            "in": {
+                "shift": float(inside.shift.flag.double().mean()),
+                "abstain": float(inside.abstain.double().mean()),
+            },
+            "out": {
+                "shift": float(outside.shift.flag.double().mean()),
+                "abstain": float(outside.abstain.double().mean()),
+            },
         },
     }
 

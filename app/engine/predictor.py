@@ -256,7 +256,7 @@ class Predictor:
             mc_standard_error=error,
             converged=converged,
             abstain=abstain,
-            conformal=self.task.conformal(stats, self.spec.conformal),
+            conformal=self.task.conformal(stats, self.spec.conformal, seed),
             shift=shift,
         )
 

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from app.engine.abstention import AbstentionScore
-from app.engine.conformal import ConformalKind
+from app.engine.conformal import SET_KINDS, ConformalKind
 from app.engine.images import ImagePreprocessing
 from app.errors import ModelLoadError
 
@@ -260,12 +260,20 @@ class AbstentionSpec(_Strict):
 class ConformalSpec(_Strict):
     """Split-conformal calibration (``mcdrop calibrate --conformal``): served rows carry
     ``conformal_lower``/``conformal_upper`` (regression, ȳ ± quantile·std) or a
-    ``prediction_set`` (classification, APS with threshold `quantile`) at `level`."""
+    ``prediction_set`` (classification: LAC, APS or RAPS sets with threshold `quantile`, or one
+    per class) at `level`."""
 
     kind: ConformalKind
     level: float = Field(gt=0, lt=1)
     quantile: float = Field(ge=0)
-    """q̂: the normalised-residual quantile, or the APS threshold on the mean probabilities."""
+    """q̂: the normalised-residual quantile, or the set score's threshold."""
+    penalty: float = Field(default=0.0, ge=0)
+    """RAPS's λ (added per rank beyond `k_reg`)."""
+    k_reg: int = Field(default=0, ge=0)
+    randomized: bool = False
+    """Randomised APS/RAPS sets (exact coverage on average; a set may be empty)."""
+    class_quantiles: list[float] | None = None
+    """Mondrian (class-conditional) calibration: one threshold per class."""
     rows: int = Field(ge=1)
     """Calibration rows the quantile was taken over."""
     calibrated_on: str | None = None
@@ -401,9 +409,10 @@ class ModelCard(_Strict):
         if isinstance(self.mc_dropout, list) and not self.mc_dropout:
             raise ValueError("mc_dropout: name at least one dropout site, or use all / head")
         if self.conformal is not None:
-            expected = "normalised_residual" if self.task == "regression" else "aps"
-            if self.conformal.kind != expected:
-                raise ValueError(f"conformal.kind must be '{expected}' for a {self.task} model")
+            expected = ("normalised_residual",) if self.task == "regression" else SET_KINDS
+            if self.conformal.kind not in expected:
+                kinds = " or ".join(f"'{kind}'" for kind in expected)
+                raise ValueError(f"conformal.kind must be {kinds} for a {self.task} model")
         return self
 
     @model_validator(mode="after")

@@ -92,11 +92,7 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
             if card.abstention is not None
             else None
         ),
-        conformal=(
-            ConformalRule(card.conformal.kind, card.conformal.level, card.conformal.quantile)
-            if card.conformal is not None
-            else None
-        ),
+        conformal=_conformal_rule(card),
     )
     predictor = Predictor(sampler, spec)
     output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
@@ -118,6 +114,22 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         input_kind=network.input_kind,
         dropout_sites=network.sites,
         audit=audit,
+    )
+
+
+def _conformal_rule(card: ModelCard) -> ConformalRule | None:
+    spec = card.conformal
+    if spec is None:
+        return None
+    per_class = tuple(spec.class_quantiles) if spec.class_quantiles is not None else None
+    return ConformalRule(
+        spec.kind,
+        spec.level,
+        spec.quantile,
+        penalty=spec.penalty,
+        k_reg=spec.k_reg,
+        randomized=spec.randomized,
+        class_quantiles=per_class,
     )
 
 

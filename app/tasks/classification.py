@@ -104,8 +104,10 @@ class Classification(Task):
             return None
         return uncertainty_score(stats, rule.score) > rule.threshold
 
-    def conformal(self, stats: Any, rule: ConformalRule | None) -> ConformalOutput | None:
-        return apply_rule(rule, stats.mean, None) if rule is not None else None
+    def conformal(
+        self, stats: Any, rule: ConformalRule | None, seed: int = 0
+    ) -> ConformalOutput | None:
+        return apply_rule(rule, stats.mean, None, seed) if rule is not None else None
 
     def rows(self, prediction: Prediction, context: RowContext) -> list[BaseModel]:
         stats, labels = prediction.stats, context.labels

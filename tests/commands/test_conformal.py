@@ -89,7 +89,7 @@ def test_classification_section_is_the_aps_threshold(
         [[*row, label] for row, label in zip(x.tolist(), labels, strict=True)],
     )
     argv = ["calibrate", str(folder), "--conformal", "--in-data", str(tmp_path / "cal.csv")]
-    assert main([*argv, "--level", "0.8", "--json"]) == 0
+    assert main([*argv, "--level", "0.8", "--score", "aps", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     model = load_model_folder(folder)
     passes = model.predictor.sample_passes(PredictionRequest(x, 20, 0.95, seed=0))
