@@ -40,6 +40,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=["predictive_entropy", "mutual_information", "variation_ratio", "confidence"],
         help="uncertainty that orders rows for the selective metrics",
     )
+    evaluate.add_argument(
+        "--ood-data",
+        type=Path,
+        help="CSV of out-of-distribution rows (local only): AUROC of the shift score, MI, "
+        "entropy and 1 - confidence against --data",
+    )
     evaluate.add_argument("--out", type=Path, help="write PNG pictures and report.html here")
     evaluate.add_argument("--json", action="store_true", help="print the full JSON report")
     evaluate.set_defaults(handler=run)
@@ -52,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
     from app.reporting.figures import PlottingUnavailableError
 
     try:
+        if args.ood_data is not None and args.url:
+            raise TableError("--ood-data evaluates locally: leave out --url")
         response = _remote(args) if args.url else _local(args)
         _show(response, args)
+        if args.ood_data is not None:
+            from app.commands.ood_report import show_ood
+
+            show_ood(args)
     except (TableError, InvalidInputError) as exc:  # the data file does not fit the model
         print(f"mcdrop evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -137,10 +149,16 @@ def conformal_line(report: ConformalReport) -> str:
         if report.mean_width is not None
         else f"mean set size {report.mean_set_size:.3f}"
     )
-    return (
+    line = (
         f"conformal (level {report.level:g}): coverage {report.coverage:.4f} "
         f"on {report.rows} rows, {spread}"
     )
+    if report.class_coverage:
+        shown = ", ".join(f"{c}: {v:.4f}" for c, v in report.class_coverage.items())
+        line += f"; per class {shown}"
+    if report.empty_sets:
+        line += f"; empty sets {report.empty_sets:.1%}"
+    return line
 
 
 def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
