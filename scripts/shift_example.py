@@ -295,6 +295,12 @@ def _pct(value: object) -> str:
     return f"{float(value):.1%}"  # type: ignore[arg-type]
 
 
+def _flag_row(label: str, shares: dict[str, Any], key: str) -> str:
+    """| label | share in the first role | share in the second |."""
+    first, second = shares.values()
+    return f"| {label} | {_pct(first[key])} | {_pct(second[key])} |"
+
+
 def document(cancer: dict[str, Any], digit: dict[str, Any], sizes: dict[str, Any]) -> str:
     """The markdown page: the breast-cancer case, digits, the conformal score table."""
     q = cancer["quality"]
@@ -331,8 +337,13 @@ def document(cancer: dict[str, Any], digit: dict[str, Any], sizes: dict[str, Any
         "",
         "| flag | test rows (false alarms) | shifted rows |",
         "| --- | ---: | ---: |",
-        f"| mutual information > its threshold (95% of held-out kept) | {_pct(f['test']['mi'])} | {_pct(f['shifted']['mi'])} |",
-        f"| `shift_flag` (5% false alarms on held-out; measured there {_pct(cancer['held_out_false_alarms'])}) | {_pct(f['test']['shift'])} | {_pct(f['shifted']['shift'])} |",
+        _flag_row("mutual information > its threshold (95% of held-out kept)", f, "mi"),
+        _flag_row(
+            "`shift_flag` (5% false alarms on held-out; measured there "
+            f"{_pct(cancer['held_out_false_alarms'])})",
+            f,
+            "shift",
+        ),
         "",
         "## Digits 0-4 against 5-9 (`models-extra/digits-0to4-mlp`)",
         "",
@@ -349,8 +360,8 @@ def document(cancer: dict[str, Any], digit: dict[str, Any], sizes: dict[str, Any
         "",
         "| flag | test 0-4 (false alarms) | test 5-9 |",
         "| --- | ---: | ---: |",
-        f"| `shift_flag` | {_pct(g['in']['shift'])} | {_pct(g['out']['shift'])} |",
-        f"| `abstain` (MI threshold or `shift_flag`, recommended) | {_pct(g['in']['abstain'])} | {_pct(g['out']['abstain'])} |",
+        _flag_row("`shift_flag`", g, "shift"),
+        _flag_row("`abstain` (MI threshold or `shift_flag`, recommended)", g, "abstain"),
         "",
         "## Which conformal score",
         "",

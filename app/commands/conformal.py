@@ -22,10 +22,9 @@ if TYPE_CHECKING:
 
 def run_conformal(args: argparse.Namespace) -> int:
     """Calibrate, report the rule and its coverage on the calibration rows, write the card."""
+    from app.commands.calibrate import DEFAULT_SET_SCORE, SET_CHOICES
     from app.commands.tabular import TableError
     from app.errors import McdropError
-
-    from app.commands.calibrate import DEFAULT_SET_SCORE, SET_CHOICES
 
     if not 0.0 < args.level < 1.0:
         print("mcdrop calibrate: --level must be in (0, 1)", file=sys.stderr)

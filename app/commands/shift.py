@@ -152,7 +152,7 @@ def _aurocs(
 ) -> dict[str, float]:
     """AUROC (held-out vs OOD) of the shift score beside the MC dropout scores."""
     from app.dataplane.policy import local_request
-    from app.engine.abstention import uncertainty_score
+    from app.engine.abstention import RankingScore, uncertainty_score
     from app.engine.evaluation.ood import auroc
 
     n_samples = args.n_samples or model.card.n_samples.default
@@ -161,11 +161,12 @@ def _aurocs(
         for x in (held[0], ood[0])
     ]
     areas = {"shift_score": float(auroc(held[1], ood[1]))}
-    for name in ("mutual_information", "predictive_entropy", "confidence"):
+    names: tuple[RankingScore, ...] = ("mutual_information", "predictive_entropy", "confidence")
+    for name in names:
         key = "1 - confidence" if name == "confidence" else name
         areas[key] = float(
             auroc(uncertainty_score(stats[0], name), uncertainty_score(stats[1], name))
-        )  # type: ignore[arg-type]
+        )
     return areas
 
 

@@ -75,7 +75,7 @@ def test_confident_model_gets_singletons_with_lac_not_with_aps() -> None:
     labels = torch.zeros(50, dtype=torch.long)
     sizes = {}
     for score in ("aps", "lac"):
-        parameters = SetParameters(score)  # type: ignore[arg-type]
+        parameters = SetParameters(score)
         q = conformal_quantile(calibration_scores(probs, labels, parameters, _generator()), 0.9)
         sets = prediction_sets(probs, torch.tensor(q), parameters, _generator())
         sizes[score] = float(sets.double().sum(1).mean())

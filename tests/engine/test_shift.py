@@ -43,7 +43,7 @@ def test_mahalanobis_uses_the_full_precision() -> None:
 
 def test_ridge_keeps_a_dead_feature_invertible() -> None:
     z = torch.tensor([[0.0, 1.0], [0.0, 3.0], [0.0, 2.0]])  # feature 0 never varies
-    means, precision = fit_class_gaussians(z, torch.zeros(3, dtype=torch.long), ridge=0.01)
+    _, precision = fit_class_gaussians(z, torch.zeros(3, dtype=torch.long), ridge=0.01)
     assert torch.isfinite(precision).all()
     # Σ_11 = 2/3, mean variance 1/3 -> ridge 1/300 on both: P_00 = 300, P_11 = 1/(2/3 + 1/300)
     assert precision[0, 0].item() == pytest.approx(300.0)

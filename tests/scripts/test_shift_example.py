@@ -1,4 +1,4 @@
-"""The breast-cancer shift case, small and fast: the shift score finds the x1.8 rows, MI does not."""
+"""The breast-cancer shift case, small and fast: the shift score finds the x1.8 rows, MI not."""
 
 from __future__ import annotations
 
