@@ -76,7 +76,7 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         sampler = MCSampler(
             module, layers, max_rows=rows, device=device, dtype=dtype, split=network.split
         )
-    shift = load_shift_rule(card, folder)
+    shift = load_shift_rule(card, folder) if options.shift else None
     if shift is not None and shift.source == "prefix":
         check_feature_width(card, shift, sampler.features(network.probe[:2]))
     spec = TaskSpec(
