@@ -94,11 +94,17 @@ def test_served_rows_metadata_and_metrics(
     rows = answer.json()["predictions"]
     assert [row["shift_flag"] for row in rows] == [False, True]
     assert rows[1]["shift_score"] > rows[0]["shift_score"] and rows[1]["abstain"] is True
+    tensor = {"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [2, 0, 40, 40]}
+    body = {"inputs": [tensor], "parameters": {"n_samples": 10, "seed": 0}}
+    v2 = client.post("/v2/models/tiny/infer", json=body).json()["outputs"]
+    by_name = {output["name"]: output["data"] for output in v2}
+    assert by_name["shift_flag"] == [False, True]
+    assert by_name["shift_score"] == pytest.approx([r["shift_score"] for r in rows], rel=1e-6)
     info = client.get("/v1/models/tiny").json()
     assert info["shift_features"].startswith("calibrated on prefix features")
     text = client.get("/metrics").text
-    assert metric_value(text, "mcdrop_shift_flags_total", {"model": "tiny"}) == 1.0
-    assert metric_value(text, "mcdrop_shift_score_count", {"model": "tiny"}) == 2.0
+    assert metric_value(text, "mcdrop_shift_flags_total", {"model": "tiny"}) == 2.0  # v1, v2
+    assert metric_value(text, "mcdrop_shift_score_count", {"model": "tiny"}) == 4.0
 
 
 def test_torchscript_has_no_prefix_and_says_so(model_factory: Factory, tmp_path: Path) -> None:
@@ -148,8 +154,10 @@ def test_a_corrupt_or_mismatched_shift_file_fails_the_load(
     tensors = load_file(str(folder / "shift.safetensors"))
     from safetensors.torch import save_file
 
-    save_file({"means": tensors["means"][:, :3].contiguous(), "precision": torch.eye(3)},
-              str(folder / "shift.safetensors"))
+    save_file(
+        {"means": tensors["means"][:, :3].contiguous(), "precision": torch.eye(3)},
+        str(folder / "shift.safetensors"),
+    )
     document["shift"]["sha256"] = sha256_of(folder / "shift.safetensors")
     (folder / "model.yaml").write_text(yaml.safe_dump(document))
     with pytest.raises(ModelLoadError, match="3 features, the model gives 4"):
