@@ -177,21 +177,26 @@ class Predictor:
         forward passes. Raises only when the sampling run itself fails (for all of them)."""
         seeds = [request.resolved_seed() for request in requests]
         jobs = [SampleJob(r.inputs, r.first_round, s) for r, s in zip(requests, seeds, strict=True)]
-        outputs = [raw.float().cpu() for raw in self.sampler.sample_jobs(jobs)]
+        features: list[Tensor | None] = [None] * len(jobs)
+        if self.spec.shift is not None and self.spec.shift.source == "prefix":
+            sampled, features = self.sampler.sample_jobs_and_features(jobs)
+        else:
+            sampled = self.sampler.sample_jobs(jobs)
+        outputs = [raw.float().cpu() for raw in sampled]
         self._sample_until_converged(requests, seeds, outputs)
         # Statistics run per request: reductions over a tensor holding other requests' rows
         # could round differently, a request's numbers must not depend on its neighbours, and
         # one request's failure must not reach the others.
         return [
-            self._summarize_alone(raw, request, seed)
-            for raw, request, seed in zip(outputs, requests, seeds, strict=True)
+            self._summarize_alone(raw, request, seed, feature)
+            for raw, request, seed, feature in zip(outputs, requests, seeds, features, strict=True)
         ]
 
     def _summarize_alone(
-        self, raw: Tensor, request: PredictionRequest, seed: int
+        self, raw: Tensor, request: PredictionRequest, seed: int, features: Tensor | None
     ) -> Prediction | Exception:
         try:
-            prediction = self.summarize(raw, request, seed)
+            prediction = self.summarize(raw, request, seed, features)
             check_finite(prediction)
         except Exception as exc:
             return exc
@@ -225,12 +230,15 @@ class Predictor:
         """Per-pass values whose mean is returned: probabilities, or regression means."""
         return self.task.values(raw)
 
-    def summarize(self, raw: Tensor, request: PredictionRequest, seed: int) -> Prediction:
-        """Prediction from raw model outputs (N, B, *output_shape) of one request."""
+    def summarize(
+        self, raw: Tensor, request: PredictionRequest, seed: int, features: Tensor | None = None
+    ) -> Prediction:
+        """Prediction from raw model outputs (N, B, *output_shape) of one request (``features``:
+        its prefix features (B, F) for the shift score, if the sampling run kept them)."""
         raw = raw.float().cpu()
         values = self.returned_values(raw)
         stats = self.task.statistics(raw, values, request.ci_level, request.inputs)
-        return self._prediction(request, seed, stats, values)
+        return self._prediction(request, seed, stats, values, features)
 
     def _prediction(
         self,
@@ -238,12 +246,13 @@ class Predictor:
         seed: int,
         stats: Any,
         values: Tensor,
+        features: Tensor | None = None,
     ) -> Prediction:
         error = mc_standard_error(values)
         converged = None
         if request.tolerance is not None:
             converged = error <= request.tolerance
-        shift = self.shift_of(request.inputs)
+        shift = self.shift_of(request.inputs, features)
         abstain = self.task.abstain(stats, self.spec.abstention)
         if shift is not None:
             abstain = shift.flag if abstain is None else abstain | shift.flag
@@ -260,13 +269,15 @@ class Predictor:
             shift=shift,
         )
 
-    def shift_of(self, inputs: Tensor) -> ShiftOutput | None:
+    def shift_of(self, inputs: Tensor, features: Tensor | None = None) -> ShiftOutput | None:
         """The shift score and flag of one request's rows (B, ...), where the model has a shift
-        rule: its own prefix pass, so a fused neighbour cannot change it."""
+        rule: from ``features`` (B, F) of the request's own prefix pass, or a prefix pass run
+        now, so a fused neighbour cannot change it."""
         rule = self.spec.shift
         if rule is None:
             return None
-        features = shift_features(self.sampler, rule.source, inputs)
+        if features is None:
+            features = shift_features(self.sampler, rule.source, inputs)
         if features is None:
             raise RuntimeError("the shift rule needs prefix features this sampler lacks")
         return apply_shift(rule, features, inputs)

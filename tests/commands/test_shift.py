@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from app.cli import main
 from app.commands.tabular import write_csv
 from app.engine.predictor import PredictionRequest
+from app.engine.sampler import MCSampler
 from app.engine.shift import mahalanobis_distance
 from app.errors import ModelLoadError
 from app.registry.loading import load_model_folder
@@ -80,6 +82,26 @@ def test_fused_neighbours_leave_a_request_s_shift_alone(
     assert alone.shift is not None and fused.shift is not None
     assert torch.equal(alone.shift.score, fused.shift.score)
     assert torch.equal(alone.shift.flag, fused.shift.flag)
+    # the score comes from the sampling run's own prefix pass: no second one
+    calls: list[int] = []
+    model = load_model_folder(folder)
+    sampler = model.predictor.sampler
+    assert isinstance(sampler, MCSampler)
+    prefix = sampler.split.prefix
+
+    def counted(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        calls.append(1)
+        return prefix(x)
+
+    sampler.split = dataclasses.replace(sampler.split, prefix=counted)
+    again = model.predictor.predict(mine)
+    assert len(calls) == 1 and again.shift is not None
+    assert torch.equal(again.shift.score, alone.shift.score)
+    features = model.predictor.sampler.features(mine.inputs)  # the same bits taken apart
+    assert features is not None and torch.equal(
+        model.predictor.shift_of(mine.inputs, features).score,  # type: ignore[union-attr]
+        alone.shift.score,
+    )
 
 
 def test_served_rows_metadata_and_metrics(
