@@ -32,6 +32,7 @@ from app.inputs.base import InputDescription
 from app.registry.auditing import Audit
 from app.registry.repository import ModelEntry
 from app.registry.served import ServedModel
+from app.registry.shift_file import shift_features_note
 from app.tasks import RowContext
 
 router = APIRouter(prefix="/v1", tags=["native"])
@@ -194,7 +195,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         ],
         prefix_fraction=model.split.prefix_fraction,
         prefix_note=model.split.reason,
-        shift_features=_shift_features(model),
+        shift_features=shift_features_note(model),
         warnings=model.warnings,
         unsampled=[UnsampledInfo(**vars(u)) for u in audit.unsampled] if audit else [],
         audit=_audit_info(audit),
@@ -221,14 +222,3 @@ def prediction_rows(
     """One response object per input row, by the model's task (``rows``: the request's rows
     as sent, for tasks that point into them)."""
     return model.task.rows(prediction, RowContext(model.card.labels, rows))
-
-
-def _shift_features(model: ServedModel) -> str:
-    """What `mcdrop calibrate --ood` models for this model, or says why not."""
-    if model.card.shift is not None:
-        return f"calibrated on {model.card.shift.source} features: {model.card.shift.source_note}"
-    if model.split.feature_index is not None:
-        return "prefix: the activation entering the first dropout"
-    if model.card.input.type == "tensor":
-        return f"model input only (no deterministic prefix: {model.split.reason})"
-    return f"none: no deterministic prefix ({model.split.reason}) and the input is not a tensor"

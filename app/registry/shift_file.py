@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -11,6 +12,9 @@ from app.engine.shift import ShiftRule
 from app.errors import ModelLoadError
 from app.registry.card import ModelCard
 from app.registry.torch_loader import sha256_of
+
+if TYPE_CHECKING:
+    from app.registry.served import ServedModel
 
 _RANGE_KEYS = ("low", "high", "scale")
 
@@ -74,3 +78,14 @@ def check_feature_width(card: ModelCard, rule: ShiftRule, features: torch.Tensor
             f"model '{card.name}': shift file has {rule.means.shape[1]} features, the model "
             f"gives {features.shape[1]}; recalibrate with --ood"
         )
+
+
+def shift_features_note(model: ServedModel) -> str:
+    """What ``mcdrop calibrate --ood`` models for this model, or why it has nothing to model."""
+    if model.card.shift is not None:
+        return f"calibrated on {model.card.shift.source} features: {model.card.shift.source_note}"
+    if model.split.feature_index is not None:
+        return "prefix: the activation entering the first dropout"
+    if model.card.input.type == "tensor":
+        return f"model input only (no deterministic prefix: {model.split.reason})"
+    return f"none: no deterministic prefix ({model.split.reason}) and the input is not a tensor"

@@ -197,3 +197,17 @@ def test_bad_requests_are_refused(
     assert main([*argv, "--held-out", str(tmp_path / "train.csv"), "--false-alarm", "1"]) == 2
     assert "--false-alarm must be in [0, 1)" in capsys.readouterr().err
     assert "shift" not in yaml.safe_load((folder / "model.yaml").read_text())
+
+
+def test_hugging_face_image_head_split_gives_pooled_features(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.hf_images import write_hf_image_model
+
+    folder = write_hf_image_model(tmp_path, "h", "efficientnet", card={"mc_dropout": "head"})
+    model = load_model_folder(folder)
+    pixels = torch.randn(2, *model.card.input.shape)
+    features = model.predictor.sampler.features(pixels)
+    assert features is not None and features.shape[0] == 2
+    from app.registry.shift_file import shift_features_note
+
+    assert shift_features_note(model) == "prefix: the activation entering the first dropout"
