@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from app.engine.conformal_sets import SetParameters, prediction_sets
+
 ConformalKind = Literal["normalised_residual", "lac", "aps", "raps"]
 SET_KINDS: tuple[ConformalKind, ...] = ("lac", "aps", "raps")
 """Classification's kinds (the set scores)."""
@@ -125,8 +127,6 @@ def apply_rule(
     """The conformal output for summary statistics: mean (B, D) and std (B, D) for regression,
     mean probabilities (B, C) for classification (std unused; ``seed`` draws the randomised
     sets' uniforms, one per row)."""
-    from app.engine.conformal_sets import SetParameters, prediction_sets
-
     if rule.kind in SET_KINDS:
         parameters = SetParameters(rule.kind, rule.penalty, rule.k_reg, rule.randomized)  # type: ignore[arg-type]
         q = rule.class_quantiles if rule.class_quantiles is not None else rule.quantile
@@ -136,3 +136,14 @@ def apply_rule(
     assert std is not None
     lower, upper = conformal_band(mean, std, rule.quantile)
     return ConformalOutput(level=rule.level, lower=lower, upper=upper)
+
+
+def mondrian_quantiles(scores: Tensor, labels: Tensor, classes: int, level: float) -> Tensor:
+    """(C,) float64: each class's conformal quantile over the calibration rows of that class
+    (inf, so the class is always in the set, when it has too few rows for a finite one)."""
+    out = torch.full((classes,), math.inf, dtype=torch.float64)
+    for c in range(classes):
+        own = scores[labels == c]
+        if own.numel() > 0:
+            out[c] = conformal_quantile(own, level)
+    return out

@@ -18,14 +18,11 @@ ranked strictly above c and u ~ U(0, 1) per row:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
-
-from app.engine.conformal import conformal_quantile
 
 SetScore = Literal["lac", "aps", "raps"]
 
@@ -95,14 +92,3 @@ def _weights(
     if parameters.randomized:
         return torch.rand(rows, generator=generator, dtype=torch.float64)
     return torch.full((rows,), 1.0 if calibrating else 0.0, dtype=torch.float64)
-
-
-def mondrian_quantiles(scores: Tensor, labels: Tensor, classes: int, level: float) -> Tensor:
-    """(C,) float64: each class's conformal quantile over the calibration rows of that class
-    (inf, so the class is always in the set, when it has too few rows for a finite one)."""
-    out = torch.full((classes,), math.inf, dtype=torch.float64)
-    for c in range(classes):
-        own = scores[labels == c]
-        if own.numel() > 0:
-            out[c] = conformal_quantile(own, level)
-    return out

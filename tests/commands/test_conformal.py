@@ -131,7 +131,8 @@ def _two_class_csv(path: Path, rows: int, seed: int) -> tuple[torch.Tensor, torc
 def test_lac_is_the_default_and_mondrian_keeps_a_threshold_per_class(
     model_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.engine.conformal_sets import SetParameters, calibration_scores, mondrian_quantiles
+    from app.engine.conformal import mondrian_quantiles
+    from app.engine.conformal_sets import SetParameters, calibration_scores
 
     folder = model_factory(card={"target": "label"})
     x, target = _two_class_csv(tmp_path / "cal.csv", 80, seed=0)

@@ -7,12 +7,16 @@ import math
 import pytest
 import torch
 
-from app.engine.conformal import ConformalRule, apply_rule, conformal_quantile
+from app.engine.conformal import (
+    ConformalRule,
+    apply_rule,
+    conformal_quantile,
+    mondrian_quantiles,
+)
 from app.engine.conformal_sets import (
     SetParameters,
     calibration_scores,
     class_scores,
-    mondrian_quantiles,
     prediction_sets,
     ranks,
 )

@@ -14,9 +14,10 @@ from app.engine.conformal import (
     aps_scores,
     conformal_quantile,
     minimum_rows,
+    mondrian_quantiles,
     normalised_residuals,
 )
-from app.engine.conformal_sets import SetParameters, calibration_scores, mondrian_quantiles
+from app.engine.conformal_sets import SetParameters, calibration_scores
 from app.engine.predictor import Passes
 from app.engine.stats import aleatoric_variance, epistemic_variance
 from app.errors import InvalidInputError
