@@ -132,18 +132,40 @@ def _fit(model: ServedModel, args: argparse.Namespace) -> tuple[ShiftRule, dict[
 def _rows(
     model: ServedModel, path: Path, target: str | None, labelled: bool = True
 ) -> tuple[Tensor, list[str]]:
+    """(inputs (B, ...), label cells) of a CSV file: numeric feature columns for tensor
+    models, one text column for text models."""
     import torch
 
     from app.commands.tabular import TableError, feature_rows, labelled_rows
 
     label = target or model.card.target
+    if labelled and label is None:
+        raise TableError("name the label column with --target (the model card has no 'target')")
+    if model.card.input.type == "text":
+        return _text_rows(model, path, label, labelled)
     if not labelled:
         return torch.from_numpy(feature_rows(path, model.card.input.shape, label)), []
-    if label is None:
-        raise TableError("name the label column with --target (the model card has no 'target')")
     inputs, cells = labelled_rows(path, label, model.card.input.shape)
     assert cells is not None
     return torch.from_numpy(inputs), list(cells)
+
+
+def _text_rows(
+    model: ServedModel, path: Path, label: str | None, labelled: bool
+) -> tuple[Tensor, list[str]]:
+    """A text model's rows: the one column that is not the label holds the texts."""
+    from app.commands.tabular import TableError, read_csv
+
+    table = read_csv(path)
+    if labelled and label not in table.columns:
+        raise TableError(f"{path}: no column '{label}' (columns: {', '.join(table.columns)})")
+    texts = [c for c in table.columns if c != label]
+    if len(texts) != 1:
+        raise TableError(f"{path}: a text model takes one text column beside the label")
+    column = table.columns.index(texts[0])
+    cells = [row[table.columns.index(label)] for row in table.rows] if labelled else []
+    inputs = model.rows_to_tensor([row[column] for row in table.rows], len(table.rows))
+    return inputs, cells
 
 
 def _aurocs(

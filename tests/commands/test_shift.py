@@ -211,3 +211,26 @@ def test_hugging_face_image_head_split_gives_pooled_features(tmp_path: Path) -> 
     from app.registry.shift_file import shift_features_note
 
     assert shift_features_note(model) == "prefix: the activation entering the first dropout"
+
+
+def test_a_hugging_face_text_model_is_calibrated_on_its_prefix(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.hf_models import write_text_model
+
+    folder = write_text_model(tmp_path, card={"mc_dropout": "head"})
+    labels = load_model_folder(folder).card.labels
+    assert labels is not None
+    words = ["kind", "late", "good", "rude", "fast", "slow", "warm", "cold"]
+    for name, seed in (("train", 0), ("held", 1)):
+        generator = torch.Generator().manual_seed(seed)
+        picks = torch.randint(0, len(words), (40, 3), generator=generator).tolist()
+        rows = [[" ".join(words[i] for i in p), labels[p[0] % len(labels)]] for p in picks]
+        write_csv(tmp_path / f"{name}.csv", ["text", "label"], rows)
+    argv = ["calibrate", str(folder), "--ood", "--in-data", str(tmp_path / "train.csv")]
+    assert main([*argv, "--held-out", str(tmp_path / "held.csv"), "--target", "label"]) == 0
+    section = yaml.safe_load((folder / "model.yaml").read_text())["shift"]
+    assert section["source"] == "prefix" and "Hugging Face split" in section["source_note"]
+    model = load_model_folder(folder)
+    inputs = model.rows_to_tensor(["kind late good", "zebra quantum xylophone"], max_rows=2)
+    prediction = model.predictor.predict(PredictionRequest(inputs, 8, 0.9, seed=0))
+    assert prediction.shift is not None and prediction.shift.score.shape == (2,)
