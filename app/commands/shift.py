@@ -163,7 +163,9 @@ def _text_rows(
     if len(texts) != 1:
         raise TableError(f"{path}: a text model takes one text column beside the label")
     column = table.columns.index(texts[0])
-    cells = [row[table.columns.index(label)] for row in table.rows] if labelled else []
+    cells = []
+    if labelled and label is not None:
+        cells = [row[table.columns.index(label)] for row in table.rows]
     inputs = model.rows_to_tensor([row[column] for row in table.rows], len(table.rows))
     return inputs, cells
 
