@@ -63,7 +63,7 @@ def mahalanobis_distance(features: Tensor, means: Tensor, precision: Tensor) -> 
     """min_c sqrt((z - μ_c)ᵀ P (z - μ_c)): features (B, F), means (K, F), precision (F, F)
     -> (B,) float64."""
     diff = features.double().unsqueeze(1) - means.unsqueeze(0)  # (B, K, F)
-    squared = torch.einsum("bkf,fg,bkg->bk", diff, precision, diff)
+    squared = ((diff @ precision) * diff).sum(dim=-1)  # (B, K)
     return squared.clamp_min(0.0).amin(dim=1).sqrt()
 
 
