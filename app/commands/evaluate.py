@@ -7,6 +7,7 @@ both print the same metrics and, with ``--out``, write the pictures and an HTML 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,11 +62,12 @@ def run(args: argparse.Namespace) -> int:
         if args.ood_data is not None and args.url:
             raise TableError("--ood-data evaluates locally: leave out --url")
         response = _remote(args) if args.url else _local(args)
-        _show(response, args)
+        ood = None
         if args.ood_data is not None:
-            from app.commands.ood_report import show_ood
+            from app.commands.ood_report import ood_report
 
-            show_ood(args)
+            ood = ood_report(args)
+        _show(response, args, ood)
     except (TableError, InvalidInputError) as exc:  # the data file does not fit the model
         print(f"mcdrop evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -161,13 +163,20 @@ def conformal_line(report: ConformalReport) -> str:
     return line
 
 
-def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
+def _show(
+    response: EvaluateResponse, args: argparse.Namespace, ood: dict[str, Any] | None = None
+) -> None:
+    """Print the metrics (one JSON document with ``--json``, the OOD comparison under "ood"),
+    write the report files when asked."""
     from app.reporting.summary import metric_rows, text_table
 
     report = response.classification or response.regression
     assert report is not None
     if args.json:
-        print(response.model_dump_json(indent=2))
+        text = response.model_dump_json(indent=2)
+        if ood is not None:  # one document: the response's own JSON, the comparison beside it
+            text = json.dumps({**json.loads(text), "ood": ood}, indent=2)
+        print(text)
     else:
         print(
             f"{response.model} v{response.version}: {response.rows} rows, N = {response.n_samples}"
@@ -175,6 +184,10 @@ def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
         print(text_table(metric_rows(report)))
         if response.conformal is not None:
             print(conformal_line(response.conformal))
+        if ood is not None:
+            from app.commands.ood_report import describe_ood
+
+            print(describe_ood(ood, args))
     if args.out is not None:
         from app.reporting.evaluation_report import write_evaluation_report
 

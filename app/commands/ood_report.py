@@ -8,7 +8,6 @@ with the share of rows each flag (shift, abstain) catches.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,12 +40,12 @@ def _shares(inside: Any, outside: Any) -> dict[str, float]:
     return {"in": float(inside.double().mean()), "ood": float(outside.double().mean())}
 
 
-def show_ood(args: argparse.Namespace) -> None:
-    """Load the model, predict both files with the same N and seed, print the comparison."""
+def ood_report(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the model, predict both files with the same N and seed: :func:`ood_scores` plus
+    whether the card has a shift section."""
     import torch
 
     from app.commands._shared import model_folder
-    from app.commands.tables import table
     from app.commands.tabular import feature_rows
     from app.dataplane.policy import local_request
     from app.registry.loading import load_model_folder
@@ -58,16 +57,24 @@ def show_ood(args: argparse.Namespace) -> None:
         x = torch.from_numpy(feature_rows(path, model.card.input.shape, label))
         request = local_request(model, x, n_samples=args.n_samples, seed=args.seed)
         predictions.append(model.predictor.predict(request))
-    result = ood_scores(model, predictions[0], predictions[1])
-    if args.json:
-        print(json.dumps({"ood": result}, indent=2))
-        return
-    if model.card.shift is None:
-        print("no shift section in the card (mcdrop calibrate --ood): MC scores only")
-    print(f"AUROC {args.data.name} vs {args.ood_data.name} (1 = perfect, 0.5 = chance):")
+    return {
+        **ood_scores(model, predictions[0], predictions[1]),
+        "shift": model.card.shift is not None,
+    }
+
+
+def describe_ood(result: dict[str, Any], args: argparse.Namespace) -> str:
+    """The comparison as text: the AUROC table and the flagged shares."""
+    from app.commands.tables import table
+
+    lines = []
+    if not result["shift"]:
+        lines.append("no shift section in the card (mcdrop calibrate --ood): MC scores only")
+    lines.append(f"AUROC {args.data.name} vs {args.ood_data.name} (1 = perfect, 0.5 = chance):")
     rows = [[name, f"{value:.4f}"] for name, value in result["auroc"].items()]
-    print("\n".join("  " + line for line in table(None, rows).splitlines()))
+    lines += ["  " + line for line in table(None, rows).splitlines()]
     for flag, shares in result["flagged"].items():
-        print(
+        lines.append(
             f"{flag}: {shares['in']:.1%} of in-distribution rows, {shares['ood']:.1%} of OOD rows"
         )
+    return "\n".join(lines)

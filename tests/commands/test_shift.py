@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -234,3 +235,29 @@ def test_a_hugging_face_text_model_is_calibrated_on_its_prefix(tmp_path: Path) -
     inputs = model.rows_to_tensor(["kind late good", "zebra quantum xylophone"], max_rows=2)
     prediction = model.predictor.predict(PredictionRequest(inputs, 8, 0.9, seed=0))
     assert prediction.shift is not None and prediction.shift.score.shape == (2,)
+
+
+def test_evaluate_puts_the_shift_score_beside_the_mc_scores(
+    model_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = model_factory(card={"target": "label"})
+    x = _rows(tmp_path / "test.csv", 100, seed=2)
+    far = [[*(row * 3 + 10).tolist(), "left"] for row in x]
+    write_csv(tmp_path / "far.csv", ["a", "b", "label"], far)
+    argv = ["evaluate", str(folder), "--data", str(tmp_path / "test.csv")]
+    argv += ["--ood-data", str(tmp_path / "far.csv"), "--n-samples", "20"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no shift section in the card" in out and "mutual_information" in out
+    assert _calibrate(folder, tmp_path) == 0
+    capsys.readouterr()
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["ood"]
+    assert list(report["auroc"]) == [
+        "shift_score",
+        "mutual_information",
+        "predictive_entropy",
+        "1 - confidence",
+    ]
+    assert report["auroc"]["shift_score"] > 0.99
+    assert report["flagged"]["shift_flag"]["ood"] == 1.0
