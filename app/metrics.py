@@ -26,6 +26,9 @@ _ENTROPY_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.
 _STD_BUCKETS = (0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _BATCH_ROW_BUCKETS = (16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
+_SHIFT_BUCKETS = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 1000.0)
+"""Mahalanobis distances (training stds): in-distribution rows of a 64-feature prefix sit near
+sqrt(64) = 8, shifted ones far beyond."""
 _BRIER_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
@@ -69,6 +72,8 @@ class Metrics:
     mutual_information: Histogram
     regression_std: Histogram
     abstentions: Counter
+    shift_score: Histogram
+    shift_flags: Counter
     feedback: Counter
     interval_covered: Counter
     interval_checked: Counter
@@ -188,6 +193,20 @@ def build_metrics(
         abstentions=Counter(
             "mcdrop_abstentions",
             "Returned rows flagged abstain: true (uncertainty above the card's threshold).",
+            ["model"],
+            registry=reg,
+        ),
+        shift_score=Histogram(
+            "mcdrop_shift_score",
+            "Shift score (Mahalanobis distance of the prefix features to the nearest training "
+            "class) of each returned row, for models with a shift section.",
+            ["model"],
+            buckets=_SHIFT_BUCKETS,
+            registry=reg,
+        ),
+        shift_flags=Counter(
+            "mcdrop_shift_flags",
+            "Returned rows flagged shift_flag: true (input unlike the training data).",
             ["model"],
             registry=reg,
         ),

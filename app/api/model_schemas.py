@@ -113,6 +113,11 @@ class ModelInfo(BaseModel):
     dropout: list[DropoutInfo] = Field(default_factory=list)
     prefix_fraction: float = 0.0
     prefix_note: str | None = None
+    shift_features: str = Field(
+        default="",
+        description="What the shift detector models: the prefix's activation entering the first "
+        "dropout, or why there is none (the model input is used, or no detector can be fitted).",
+    )
     warnings: list[str] = Field(default_factory=list)
     unsampled: list[UnsampledInfo] = Field(default_factory=list)
     audit: AuditInfo | None = None

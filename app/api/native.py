@@ -32,6 +32,7 @@ from app.inputs.base import InputDescription
 from app.registry.auditing import Audit
 from app.registry.repository import ModelEntry
 from app.registry.served import ServedModel
+from app.registry.shift_file import shift_features_note
 from app.tasks import RowContext
 
 router = APIRouter(prefix="/v1", tags=["native"])
@@ -195,6 +196,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
         ],
         prefix_fraction=model.split.prefix_fraction,
         prefix_note=model.split.reason,
+        shift_features=shift_features_note(model),
         warnings=model.warnings,
         unsampled=[UnsampledInfo(**vars(u)) for u in audit.unsampled] if audit else [],
         audit=_audit_info(audit),

@@ -33,6 +33,7 @@ _CARD_HINTS = (
     "regression",
     "abstention",
     "conformal",
+    "shift",
 )
 """Card sections the page reads (each one the card has; never weights or architecture)."""
 # The page is small and changes only with the package: let the browser keep it briefly.

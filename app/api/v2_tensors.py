@@ -140,9 +140,14 @@ def encode_outputs(
     return tensors, b"".join(blobs)
 
 
+SHIFT_OUTPUTS = (OutputTensor("shift_score", "FP32", []), OutputTensor("shift_flag", "BOOL", []))
+"""Outputs of a model with a shift detector (the card's ``shift`` section), whatever its task."""
+
+
 def _statistics(model: ServedModel) -> list[OutputTensor]:
     dims = model.task.value_dims(model.output_shape)
-    return model.task.outputs(dims, model.card.conformal is not None)
+    outputs = model.task.outputs(dims, model.card.conformal is not None)
+    return outputs + list(SHIFT_OUTPUTS) if model.card.shift is not None else outputs
 
 
 def _requested_outputs(
@@ -190,4 +195,6 @@ def _output_tensor(model: ServedModel, prediction: Prediction, name: str) -> Ten
     if name == SAMPLES_OUTPUT:
         assert prediction.samples is not None
         return prediction.samples.transpose(0, 1)
+    if prediction.shift is not None and name in ("shift_score", "shift_flag"):
+        return prediction.shift.score if name == "shift_score" else prediction.shift.flag
     return model.task.output_tensor(prediction, name)

@@ -7,6 +7,7 @@ command also reports how well each score separates the two sets (AUROC).
 
 With ``--conformal`` it instead takes labelled ``--in-data`` rows not used in training and
 writes a split-conformal ``conformal`` section at ``--level`` (regression or classification).
+With ``--ood`` it fits the distribution-shift detector (:mod:`app.commands.shift`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
     from app.registry.served import ServedModel
 
 
+ABSTENTION_CHOICES = ("mutual_information", "predictive_entropy", "variation_ratio")
+SET_CHOICES = ("lac", "aps", "raps")
+DEFAULT_SET_SCORE = "lac"
+"""Chosen by the smallest mean set size at the nominal coverage on the bundled classifiers
+(docs/shift-example.md, "Which conformal score")."""
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``calibrate`` sub-command."""
     calibrate = commands.add_parser(
@@ -38,9 +46,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     calibrate.add_argument("--ood-data", type=Path, help="CSV of out-of-distribution rows")
     calibrate.add_argument(
         "--score",
-        default="mutual_information",
-        choices=["mutual_information", "predictive_entropy", "variation_ratio"],
-        help="uncertainty score to threshold (default: mutual_information)",
+        choices=[*ABSTENTION_CHOICES, *SET_CHOICES],
+        help="abstention: the uncertainty score to threshold (default: mutual_information); "
+        f"--conformal classification: the set score (default: {DEFAULT_SET_SCORE})",
     )
     calibrate.add_argument(
         "--keep", type=float, default=0.95, help="share of in-distribution rows to keep"
@@ -61,6 +69,38 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     calibrate.add_argument(
         "--level", type=float, default=0.9, help="conformal coverage level (default 0.9)"
     )
+    calibrate.add_argument(
+        "--mondrian", action="store_true", help="--conformal: one threshold per class"
+    )
+    calibrate.add_argument(
+        "--randomized", action="store_true", help="--conformal: randomised APS/RAPS sets"
+    )
+    calibrate.add_argument(
+        "--penalty", type=float, default=0.01, help="--conformal raps: λ (default 0.01)"
+    )
+    calibrate.add_argument(
+        "--k-reg", type=int, default=1, help="--conformal raps: unpenalised ranks (default 1)"
+    )
+    calibrate.add_argument(
+        "--ood",
+        action="store_true",
+        help="fit the shift detector on labelled training --in-data instead of abstention",
+    )
+    calibrate.add_argument(
+        "--held-out", type=Path, help="--ood: in-distribution rows not trained on (threshold)"
+    )
+    calibrate.add_argument(
+        "--false-alarm",
+        type=float,
+        default=0.05,
+        help="--ood: share of held-out rows to flag (default 0.05)",
+    )
+    calibrate.add_argument(
+        "--margin",
+        type=float,
+        default=1.0,
+        help="--ood: flag inputs this many training stds outside their range (default 1)",
+    )
     calibrate.set_defaults(handler=run)
 
 
@@ -74,6 +114,14 @@ def run(args: argparse.Namespace) -> int:
         from app.commands.conformal import run_conformal
 
         return run_conformal(args)
+    if args.ood:
+        from app.commands.shift import run_shift
+
+        return run_shift(args)
+    args.score = args.score or "mutual_information"
+    if args.score not in ABSTENTION_CHOICES:
+        print(f"mcdrop calibrate: --score {args.score} is a conformal score", file=sys.stderr)
+        return EXIT_USAGE
     if not 0.0 < args.keep <= 1.0:
         print("mcdrop calibrate: --keep must be in (0, 1]", file=sys.stderr)
         return EXIT_USAGE

@@ -23,6 +23,7 @@ from app.registry.auditing import Audit
 from app.registry.card import read_card
 from app.registry.loading import load_model_folder
 from app.registry.served import LoadOptions, ServedModel
+from app.registry.shift_file import shift_features_note
 
 T = TypeVar("T")
 
@@ -94,6 +95,7 @@ def describe(model: ServedModel) -> str:
             f"{model.split.prefix_fraction:.0%} of the model runs once per row "
             f"({model.split.reason})",
         ],
+        ["shift", shift_features_note(model)],
     ]
     if model.audit is not None:
         facts.append(["audit", describe_audit(model.audit)])

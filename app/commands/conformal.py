@@ -16,16 +16,24 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.engine.conformal import ConformalRule
+    from app.engine.conformal_sets import SetParameters
     from app.engine.evaluation.conformal import ConformalReport
 
 
 def run_conformal(args: argparse.Namespace) -> int:
     """Calibrate, report the rule and its coverage on the calibration rows, write the card."""
+    from app.commands.calibrate import DEFAULT_SET_SCORE, SET_CHOICES
     from app.commands.tabular import TableError
     from app.errors import McdropError
 
     if not 0.0 < args.level < 1.0:
         print("mcdrop calibrate: --level must be in (0, 1)", file=sys.stderr)
+        return 2
+    args.score = args.score or DEFAULT_SET_SCORE
+    if args.score not in SET_CHOICES:
+        print(
+            f"mcdrop calibrate: --conformal takes --score {', '.join(SET_CHOICES)}", file=sys.stderr
+        )
         return 2
     try:
         rule, report, folder, n_samples = _fit(args)
@@ -39,8 +47,10 @@ def run_conformal(args: argparse.Namespace) -> int:
                     "kind": rule.kind,
                     "level": rule.level,
                     "quantile": rule.quantile,
+                    "class_quantiles": rule.class_quantiles,
                     "rows": report.rows,
                     "coverage": report.coverage,
+                    "mean_set_size": report.mean_set_size,
                 },
                 indent=2,
             )
@@ -77,9 +87,19 @@ def _fit(args: argparse.Namespace) -> tuple[ConformalRule, ConformalReport, Path
     n_samples = args.n_samples or model.card.n_samples.default
     request = local_request(model, torch.from_numpy(inputs), n_samples=n_samples, seed=args.seed)
     passes = model.predictor.sample_passes(request)
-    rule = fit_conformal(passes, targets, args.level)
+    rule = fit_conformal(passes, targets, args.level, set_parameters(args), args.mondrian)
     mean, std = summary(passes)
-    return rule, conformal_report(apply_rule(rule, mean, std), targets), folder, n_samples
+    report = conformal_report(apply_rule(rule, mean, std, passes.seed), targets)
+    return rule, report, folder, n_samples
+
+
+def set_parameters(args: argparse.Namespace) -> SetParameters:
+    """The classification set score and its options from the command line."""
+    from app.engine.conformal_sets import SetParameters
+
+    penalty = args.penalty if args.score == "raps" else 0.0
+    k_reg = args.k_reg if args.score == "raps" else 0
+    return SetParameters(args.score, penalty, k_reg, args.randomized and args.score != "lac")
 
 
 def _number(cell: str) -> float:
@@ -92,7 +112,11 @@ def _number(cell: str) -> float:
 
 
 def _describe(rule: ConformalRule, report: ConformalReport) -> str:
-    what = "normalised-residual quantile" if rule.kind == "normalised_residual" else "APS threshold"
+    what = (
+        "normalised-residual quantile"
+        if rule.kind == "normalised_residual"
+        else f"{rule.kind.upper()} threshold"
+    )
     size = (
         f"mean width {report.mean_width:.4g}"
         if report.mean_width is not None
@@ -110,12 +134,13 @@ def _write(folder: Path, rule: ConformalRule, rows: int, data: str, n_samples: i
     from app.registry.card import CARD_FILE, write_card
 
     document = yaml.safe_load((folder / CARD_FILE).read_text())
-    document["conformal"] = {
-        "kind": rule.kind,
-        "level": rule.level,
-        "quantile": rule.quantile,
-        "rows": rows,
-        "calibrated_on": data,
-        "n_samples": n_samples,
-    }
+    section: dict[str, object] = {"kind": rule.kind, "level": rule.level, "quantile": rule.quantile}
+    if rule.kind == "raps":
+        section.update(penalty=rule.penalty, k_reg=rule.k_reg)
+    if rule.randomized:
+        section["randomized"] = True
+    if rule.class_quantiles is not None:
+        section["class_quantiles"] = list(rule.class_quantiles)
+    section.update(rows=rows, calibrated_on=data, n_samples=n_samples)
+    document["conformal"] = section
     write_card(folder, document)

@@ -7,6 +7,7 @@ both print the same metrics and, with ``--out``, write the pictures and an HTML 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         choices=["predictive_entropy", "mutual_information", "variation_ratio", "confidence"],
         help="uncertainty that orders rows for the selective metrics",
     )
+    evaluate.add_argument(
+        "--ood-data",
+        type=Path,
+        help="CSV of out-of-distribution rows (local only): AUROC of the shift score, MI, "
+        "entropy and 1 - confidence against --data",
+    )
     evaluate.add_argument("--out", type=Path, help="write PNG pictures and report.html here")
     evaluate.add_argument("--json", action="store_true", help="print the full JSON report")
     evaluate.set_defaults(handler=run)
@@ -52,8 +59,15 @@ def run(args: argparse.Namespace) -> int:
     from app.reporting.figures import PlottingUnavailableError
 
     try:
+        if args.ood_data is not None and args.url:
+            raise TableError("--ood-data evaluates locally: leave out --url")
         response = _remote(args) if args.url else _local(args)
-        _show(response, args)
+        ood = None
+        if args.ood_data is not None:
+            from app.commands.ood_report import ood_report
+
+            ood = ood_report(args)
+        _show(response, args, ood)
     except (TableError, InvalidInputError) as exc:  # the data file does not fit the model
         print(f"mcdrop evaluate: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -137,19 +151,32 @@ def conformal_line(report: ConformalReport) -> str:
         if report.mean_width is not None
         else f"mean set size {report.mean_set_size:.3f}"
     )
-    return (
+    line = (
         f"conformal (level {report.level:g}): coverage {report.coverage:.4f} "
         f"on {report.rows} rows, {spread}"
     )
+    if report.class_coverage:
+        shown = ", ".join(f"{c}: {v:.4f}" for c, v in report.class_coverage.items())
+        line += f"; per class {shown}"
+    if report.empty_sets:
+        line += f"; empty sets {report.empty_sets:.1%}"
+    return line
 
 
-def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
+def _show(
+    response: EvaluateResponse, args: argparse.Namespace, ood: dict[str, Any] | None = None
+) -> None:
+    """Print the metrics (one JSON document with ``--json``, the OOD comparison under "ood"),
+    write the report files when asked."""
     from app.reporting.summary import metric_rows, text_table
 
     report = response.classification or response.regression
     assert report is not None
     if args.json:
-        print(response.model_dump_json(indent=2))
+        text = response.model_dump_json(indent=2)
+        if ood is not None:  # one document: the response's own JSON, the comparison beside it
+            text = json.dumps({**json.loads(text), "ood": ood}, indent=2)
+        print(text)
     else:
         print(
             f"{response.model} v{response.version}: {response.rows} rows, N = {response.n_samples}"
@@ -157,6 +184,10 @@ def _show(response: EvaluateResponse, args: argparse.Namespace) -> None:
         print(text_table(metric_rows(report)))
         if response.conformal is not None:
             print(conformal_line(response.conformal))
+        if ood is not None:
+            from app.commands.ood_report import describe_ood
+
+            print(describe_ood(ood, args))
     if args.out is not None:
         from app.reporting.evaluation_report import write_evaluation_report
 

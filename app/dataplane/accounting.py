@@ -101,6 +101,11 @@ class Accounting:
         self.metrics.rows_per_request.labels(model).observe(rows)
         if result.abstain is not None:
             self.metrics.abstentions.labels(model).inc(int(result.abstain.sum()))
+        if result.shift is not None:
+            self.metrics.shift_flags.labels(model).inc(int(result.shift.flag.sum()))
+            shift_histogram = self.metrics.shift_score.labels(model)
+            for value in result.shift.score.tolist():
+                shift_histogram.observe(value)
         for histogram, values in task.observations(result.stats).items():
             metric = getattr(self.metrics, histogram).labels(model)
             for value in values.flatten().tolist():

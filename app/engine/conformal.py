@@ -7,10 +7,11 @@ Calibration rows not used in training give n scores s_1..s_n; the conformal quan
 - Regression: s = max_d |y_d - ȳ_d| / std_d (the normalised residual, std the total predictive
   std of the MC passes, aleatoric included), so the band ȳ ± q̂·std holds every output of the
   row with probability >= level.
-- Classification: adaptive prediction sets (APS, Romano, Sesia & Candès 2020) on the MC mean
-  probabilities p̄: classes sorted by p̄, descending; s is the mass of the classes ranked
-  strictly above the true one plus its own. The set holds the classes whose mass ranked
-  strictly above them is below q̂: every class with a score <= q̂ and never empty.
+- Classification: a set score on the MC mean probabilities p̄ (:mod:`app.engine.conformal_sets`:
+  LAC, APS, RAPS, randomised or not, one q̂ or one per class). APS (Romano, Sesia & Candès 2020):
+  classes sorted by p̄, descending; s is the mass of the classes ranked strictly above the true
+  one plus its own. The set holds the classes whose mass ranked strictly above them is below
+  q̂: every class with a score <= q̂ and never empty.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-ConformalKind = Literal["normalised_residual", "aps"]
+from app.engine.conformal_sets import SetParameters, prediction_sets
+
+ConformalKind = Literal["normalised_residual", "lac", "aps", "raps"]
+SET_KINDS: tuple[ConformalKind, ...] = ("lac", "aps", "raps")
+"""Classification's kinds (the set scores)."""
 
 
 def conformal_quantile(scores: Tensor, level: float) -> float:
@@ -89,11 +94,19 @@ def aps_sets(probs: Tensor, threshold: float) -> Tensor:
 
 @dataclass(frozen=True)
 class ConformalRule:
-    """A model's calibrated conformal rule: `quantile` is q̂ for either kind."""
+    """A model's calibrated conformal rule: `quantile` is q̂ for every kind."""
 
     kind: ConformalKind
     level: float
     quantile: float
+    penalty: float = 0.0
+    """RAPS's λ."""
+    k_reg: int = 0
+    """RAPS's unpenalised ranks."""
+    randomized: bool = False
+    """Sets drawn with the randomised score (APS, RAPS)."""
+    class_quantiles: tuple[float, ...] | None = None
+    """Mondrian (class-conditional): one q̂ per class, used instead of `quantile`."""
 
 
 @dataclass(frozen=True)
@@ -108,11 +121,29 @@ class ConformalOutput:
     """(B, C) bool: the classes in each row's prediction set."""
 
 
-def apply_rule(rule: ConformalRule, mean: Tensor, std: Tensor | None) -> ConformalOutput:
+def apply_rule(
+    rule: ConformalRule, mean: Tensor, std: Tensor | None, seed: int = 0
+) -> ConformalOutput:
     """The conformal output for summary statistics: mean (B, D) and std (B, D) for regression,
-    mean probabilities (B, C) for classification (std unused)."""
-    if rule.kind == "aps":
-        return ConformalOutput(level=rule.level, sets=aps_sets(mean, rule.quantile))
+    mean probabilities (B, C) for classification (std unused; ``seed`` draws the randomised
+    sets' uniforms, one per row)."""
+    if rule.kind in SET_KINDS:
+        parameters = SetParameters(rule.kind, rule.penalty, rule.k_reg, rule.randomized)  # type: ignore[arg-type]
+        q = rule.class_quantiles if rule.class_quantiles is not None else rule.quantile
+        generator = torch.Generator().manual_seed(seed)
+        sets = prediction_sets(mean, torch.tensor(q, dtype=torch.float64), parameters, generator)
+        return ConformalOutput(level=rule.level, sets=sets)
     assert std is not None
     lower, upper = conformal_band(mean, std, rule.quantile)
     return ConformalOutput(level=rule.level, lower=lower, upper=upper)
+
+
+def mondrian_quantiles(scores: Tensor, labels: Tensor, classes: int, level: float) -> Tensor:
+    """(C,) float64: each class's conformal quantile over the calibration rows of that class
+    (inf, so the class is always in the set, when it has too few rows for a finite one)."""
+    out = torch.full((classes,), math.inf, dtype=torch.float64)
+    for c in range(classes):
+        own = scores[labels == c]
+        if own.numel() > 0:
+            out[c] = conformal_quantile(own, level)
+    return out

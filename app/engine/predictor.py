@@ -22,6 +22,7 @@ from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_
 from app.engine.conformal import ConformalOutput, ConformalRule
 from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
 from app.engine.sampling import SampleJob, Sampler
+from app.engine.shift import ShiftOutput, ShiftRule, apply_shift, shift_features
 
 if TYPE_CHECKING:
     from app.tasks import Task
@@ -52,6 +53,8 @@ class TaskSpec:
     """Classification: flag rows whose uncertainty score exceeds a calibrated threshold."""
     conformal: ConformalRule | None = None
     """Split-conformal band (regression) or prediction sets (classification)."""
+    shift: ShiftRule | None = None
+    """Classification: the distribution-shift detector (``shift_score``, ``shift_flag``)."""
     threshold: float = 0.5
     """Multi-label: a label is predicted where its mean probability is >= this."""
 
@@ -108,6 +111,8 @@ class Prediction:
     """(B,) bool where the model has an abstention rule: True = do not trust this row."""
     conformal: ConformalOutput | None = None
     """Where the model has a conformal rule: its band or prediction sets."""
+    shift: ShiftOutput | None = None
+    """Where the model has a shift rule: each row's shift score and flag (in ``abstain``)."""
 
 
 @dataclass(frozen=True)
@@ -172,21 +177,26 @@ class Predictor:
         forward passes. Raises only when the sampling run itself fails (for all of them)."""
         seeds = [request.resolved_seed() for request in requests]
         jobs = [SampleJob(r.inputs, r.first_round, s) for r, s in zip(requests, seeds, strict=True)]
-        outputs = [raw.float().cpu() for raw in self.sampler.sample_jobs(jobs)]
+        features: list[Tensor | None] = [None] * len(jobs)
+        if self.spec.shift is not None and self.spec.shift.source == "prefix":
+            sampled, features = self.sampler.sample_jobs_and_features(jobs)
+        else:
+            sampled = self.sampler.sample_jobs(jobs)
+        outputs = [raw.float().cpu() for raw in sampled]
         self._sample_until_converged(requests, seeds, outputs)
         # Statistics run per request: reductions over a tensor holding other requests' rows
         # could round differently, a request's numbers must not depend on its neighbours, and
         # one request's failure must not reach the others.
         return [
-            self._summarize_alone(raw, request, seed)
-            for raw, request, seed in zip(outputs, requests, seeds, strict=True)
+            self._summarize_alone(raw, request, seed, feature)
+            for raw, request, seed, feature in zip(outputs, requests, seeds, features, strict=True)
         ]
 
     def _summarize_alone(
-        self, raw: Tensor, request: PredictionRequest, seed: int
+        self, raw: Tensor, request: PredictionRequest, seed: int, features: Tensor | None
     ) -> Prediction | Exception:
         try:
-            prediction = self.summarize(raw, request, seed)
+            prediction = self.summarize(raw, request, seed, features)
             check_finite(prediction)
         except Exception as exc:
             return exc
@@ -220,12 +230,15 @@ class Predictor:
         """Per-pass values whose mean is returned: probabilities, or regression means."""
         return self.task.values(raw)
 
-    def summarize(self, raw: Tensor, request: PredictionRequest, seed: int) -> Prediction:
-        """Prediction from raw model outputs (N, B, *output_shape) of one request."""
+    def summarize(
+        self, raw: Tensor, request: PredictionRequest, seed: int, features: Tensor | None = None
+    ) -> Prediction:
+        """Prediction from raw model outputs (N, B, *output_shape) of one request (``features``:
+        its prefix features (B, F) for the shift score, if the sampling run kept them)."""
         raw = raw.float().cpu()
         values = self.returned_values(raw)
         stats = self.task.statistics(raw, values, request.ci_level, request.inputs)
-        return self._prediction(request, seed, stats, values)
+        return self._prediction(request, seed, stats, values, features)
 
     def _prediction(
         self,
@@ -233,11 +246,16 @@ class Predictor:
         seed: int,
         stats: Any,
         values: Tensor,
+        features: Tensor | None = None,
     ) -> Prediction:
         error = mc_standard_error(values)
         converged = None
         if request.tolerance is not None:
             converged = error <= request.tolerance
+        shift = self.shift_of(request.inputs, features)
+        abstain = self.task.abstain(stats, self.spec.abstention)
+        if shift is not None:
+            abstain = shift.flag if abstain is None else abstain | shift.flag
         return Prediction(
             n_samples=int(values.shape[0]),
             seed=seed,
@@ -246,9 +264,23 @@ class Predictor:
             samples=values if request.return_samples else None,
             mc_standard_error=error,
             converged=converged,
-            abstain=self.task.abstain(stats, self.spec.abstention),
-            conformal=self.task.conformal(stats, self.spec.conformal),
+            abstain=abstain,
+            conformal=self.task.conformal(stats, self.spec.conformal, seed),
+            shift=shift,
         )
+
+    def shift_of(self, inputs: Tensor, features: Tensor | None = None) -> ShiftOutput | None:
+        """The shift score and flag of one request's rows (B, ...), where the model has a shift
+        rule: from ``features`` (B, F) of the request's own prefix pass, or a prefix pass run
+        now, so a fused neighbour cannot change it."""
+        rule = self.spec.shift
+        if rule is None:
+            return None
+        if features is None:
+            features = shift_features(self.sampler, rule.source, inputs)
+        if features is None:
+            raise RuntimeError("the shift rule needs prefix features this sampler lacks")
+        return apply_shift(rule, features, inputs)
 
 
 def check_finite(prediction: Prediction) -> None:

@@ -53,6 +53,9 @@ class ModelSplit:
     dropout_inputs: frozenset[int] = frozenset()
     """Positions of crossing values that only dropouts read: the sampler may pass them unfolded
     (as :class:`Unfolded`) and let the dropout repeat them while masking."""
+    feature_index: int | None = None
+    """Position of the crossing value entering the first dropout (the deterministic features
+    the shift score models, :mod:`app.engine.shift`); None when there is no prefix."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) ->
     suffix = compile_graph(suffix_graph, dropout_names)
     _check_split(compile_graph(traced, dropout_names), prefix, suffix, probe)
     fraction = _parameter_share(traced, prefix_nodes)
-    first = next(dropout_key(n) for n in nodes if n in stochastic and dropout_key(n) is not None)
+    first_node = next(n for n in nodes if n in stochastic and dropout_key(n) is not None)
+    first = dropout_key(first_node)
     reason = (
         f"torch.fx split: {len(prefix_nodes)} ops run once per row, "
         f"{sum(1 for n in nodes if n in stochastic) - 1} ops per sample "
@@ -132,8 +136,21 @@ def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) ->
         if all(dropout_key(user) in dropout_names for user in node.users if user in suffix_side)
     )
     return ModelSplit(
-        prefix, suffix, fraction, reason, applies_dropout=True, dropout_inputs=dropout_inputs
+        prefix,
+        suffix,
+        fraction,
+        reason,
+        applies_dropout=True,
+        dropout_inputs=dropout_inputs,
+        feature_index=_first_dropout_input(first_node, crossing),
     )
+
+
+def _first_dropout_input(first: fx.Node, crossing: list[fx.Node]) -> int | None:
+    """Index in ``crossing`` of the first dropout's input, None when it is not a crossing value
+    (the first dropout reads a value computed after another stochastic op)."""
+    inputs = first.all_input_nodes
+    return next((i for i, node in enumerate(crossing) if inputs and node is inputs[0]), None)
 
 
 def _pull_non_tensors(

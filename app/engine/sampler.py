@@ -138,22 +138,47 @@ class MCSampler(Sampler):
             handle.remove()
         self._handles.clear()
 
+    def features(self, inputs: Tensor) -> Tensor | None:
+        """The split's crossing value entering the first dropout, flattened: (B, F) float64;
+        None without a prefix. One prefix pass over the request's rows, dropout off."""
+        if self.split.feature_index is None:
+            return None
+        with torch.inference_mode():
+            return self._feature_of(self.split.prefix(self._to_device(inputs)))
+
+    def _feature_of(self, prefix_output: tuple[Tensor, ...]) -> Tensor | None:
+        index = self.split.feature_index
+        return None if index is None else prefix_output[index].flatten(1).double().cpu()
+
     def sample_jobs(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
         """MC outputs (N_j, B_j, *output_shape) for every job, sharing forward passes among
         jobs whose rows have the same shape (texts padded to different lengths run apart)."""
+        return [output for output, _ in self._run(jobs)]
+
+    def sample_jobs_and_features(
+        self, jobs: Sequence[SampleJob]
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
+        """``sample_jobs`` and each job's ``features``, taken from the prefix pass the sampling
+        ran anyway (once per job, so a job's features do not depend on its neighbours)."""
+        results = self._run(jobs)
+        return [r[0] for r in results], [self._feature_of(r[1]) for r in results]
+
+    def _run(self, jobs: Sequence[SampleJob]) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
+        """(outputs, prefix outputs) of every job, run in groups of one row shape."""
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, job in enumerate(jobs):
             groups.setdefault(tuple(job.inputs.shape[1:]), []).append(index)
         if len(groups) == 1:
             return self._sample_group(jobs)
-        outputs: list[Tensor | None] = [None] * len(jobs)
+        results: list[tuple[Tensor, tuple[Tensor, ...]] | None] = [None] * len(jobs)
         for members in groups.values():
-            results = self._sample_group([jobs[i] for i in members])
-            for i, result in zip(members, results, strict=True):
-                outputs[i] = result
-        return [output for output in outputs if output is not None]
+            for i, result in zip(
+                members, self._sample_group([jobs[i] for i in members]), strict=True
+            ):
+                results[i] = result
+        return [result for result in results if result is not None]
 
-    def _sample_group(self, jobs: Sequence[SampleJob]) -> list[Tensor]:
+    def _sample_group(self, jobs: Sequence[SampleJob]) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
         with torch.inference_mode():
             prefix_outputs = [self.split.prefix(self._to_device(job.inputs)) for job in jobs]
             outputs: list[list[Tensor]] = [[] for _ in jobs]
@@ -168,7 +193,8 @@ class MCSampler(Sampler):
                     self._local.context = None
                 for piece, part in zip(pieces, _piece_outputs(result, pieces), strict=True):
                     outputs[piece.job].append(part)
-            return [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
+            joined = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
+            return list(zip(joined, prefix_outputs, strict=True))
 
     def _make_hook(self, layer: DropoutLayer):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor | None:

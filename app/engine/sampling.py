@@ -82,6 +82,19 @@ class Sampler(ABC):
         """Undo whatever the sampler changed on the model (nothing by default)."""
         return None
 
+    def sample_jobs_and_features(
+        self, jobs: Sequence[SampleJob]
+    ) -> tuple[list[Tensor], list[Tensor | None]]:
+        """``sample_jobs(jobs)`` and ``features`` of each job's inputs (a sampler with a
+        prefix takes them from the prefix pass it runs anyway)."""
+        return self.sample_jobs(jobs), [self.features(job.inputs) for job in jobs]
+
+    def features(self, inputs: Tensor) -> Tensor | None:
+        """The deterministic activation entering the first dropout, (B, F) float64 on the CPU,
+        for inputs (B, *input_shape); None when this sampler has no prefix to take it from
+        (the default: TorchScript, or a model run whole on every pass)."""
+        return None
+
     def _to_device(self, inputs: Tensor) -> Tensor:
         """Float inputs in the model's dtype; integer ones (token ids) keep theirs."""
         if not inputs.is_floating_point():

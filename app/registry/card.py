@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from app.engine.abstention import AbstentionScore
-from app.engine.conformal import ConformalKind
+from app.engine.conformal import SET_KINDS, ConformalKind
 from app.engine.images import ImagePreprocessing
 from app.errors import ModelLoadError
 
@@ -317,17 +317,52 @@ class AbstentionSpec(_Strict):
 class ConformalSpec(_Strict):
     """Split-conformal calibration (``mcdrop calibrate --conformal``): served rows carry
     ``conformal_lower``/``conformal_upper`` (regression, ȳ ± quantile·std) or a
-    ``prediction_set`` (classification, APS with threshold `quantile`) at `level`."""
+    ``prediction_set`` (classification: LAC, APS or RAPS sets with threshold `quantile`, or one
+    per class) at `level`."""
 
     kind: ConformalKind
     level: float = Field(gt=0, lt=1)
     quantile: float = Field(ge=0)
-    """q̂: the normalised-residual quantile, or the APS threshold on the mean probabilities."""
+    """q̂: the normalised-residual quantile, or the set score's threshold."""
+    penalty: float = Field(default=0.0, ge=0)
+    """RAPS's λ (added per rank beyond `k_reg`)."""
+    k_reg: int = Field(default=0, ge=0)
+    randomized: bool = False
+    """Randomised APS/RAPS sets (exact coverage on average; a set may be empty)."""
+    class_quantiles: list[float] | None = None
+    """Mondrian (class-conditional) calibration: one threshold per class."""
     rows: int = Field(ge=1)
     """Calibration rows the quantile was taken over."""
     calibrated_on: str | None = None
     n_samples: int | None = Field(default=None, ge=1)
     """MC passes used when calibrating."""
+
+
+class ShiftSpec(_Strict):
+    """Distribution-shift detector (``mcdrop calibrate --ood``, :mod:`app.engine.shift`):
+    class Gaussians on the training features and input ranges, kept in `file`; served rows carry
+    ``shift_score`` and ``shift_flag`` (part of ``abstain``)."""
+
+    file: str = "shift.safetensors"
+    """Tensor file in the model folder: means, precision and (tabular inputs) input ranges."""
+    sha256: str | None = None
+    source: Literal["prefix", "input"]
+    """Features modelled: the activation entering the first dropout, or the model input where
+    the model has no deterministic prefix (TorchScript, a model run whole)."""
+    source_note: str = ""
+    """Why that source (the prefix split's reason), shown in metadata."""
+    threshold: float = Field(ge=0)
+    """Mahalanobis distance above which a row is flagged."""
+    margin: float = Field(default=1.0, ge=0)
+    """Flag a row with an input value more than `margin` training stds outside its range."""
+    false_alarm_rate: float = Field(ge=0, lt=1)
+    """Share of held-out in-distribution rows the threshold was chosen to flag."""
+    held_out_false_alarms: float | None = None
+    """Share of the held-out rows actually flagged."""
+    rows: int = Field(ge=2)
+    """Training rows the Gaussians were fitted on."""
+    held_out_rows: int = Field(ge=1)
+    calibrated_on: str | None = None
 
 
 class ModelCard(_Strict):
@@ -365,6 +400,7 @@ class ModelCard(_Strict):
     """Custom stochastic modules sampled as they are (``mc_dropout: {modules: [...]}``): each
     pass runs them in training mode under a seeded generator (Python-file and bundled models)."""
     conformal: ConformalSpec | None = None
+    shift: ShiftSpec | None = None
     unsampled: list[str] = Field(default_factory=list)
     """Modules acknowledged as sources of randomness mcdrop does not sample (a custom noise
     layer left off on purpose): the audit lists them instead of warning about them."""
@@ -404,6 +440,8 @@ class ModelCard(_Strict):
             raise ValueError(f"'regression' section given for a {self.task} model")
         if self.task != "classification" and self.abstention is not None:
             raise ValueError("'abstention' applies to classification models only")
+        if self.task != "classification" and self.shift is not None:
+            raise ValueError("'shift' applies to classification models only")
         # A Hugging Face folder may say multi-label itself (config.problem_type).
         folder_says = self.task == "classification" and self.architecture.huggingface is not None
         if self.multilabel is not None and self.task != "multilabel" and not folder_says:
@@ -434,9 +472,10 @@ class ModelCard(_Strict):
         if isinstance(self.mc_dropout, list) and not self.mc_dropout:
             raise ValueError("mc_dropout: name at least one dropout site, or use all / head")
         if self.conformal is not None:
-            expected = "normalised_residual" if self.task == "regression" else "aps"
-            if self.conformal.kind != expected:
-                raise ValueError(f"conformal.kind must be '{expected}' for a {self.task} model")
+            expected = ("normalised_residual",) if self.task == "regression" else SET_KINDS
+            if self.conformal.kind not in expected:
+                kinds = " or ".join(f"'{kind}'" for kind in expected)
+                raise ValueError(f"conformal.kind must be {kinds} for a {self.task} model")
         return self
 
     @model_validator(mode="after")

@@ -106,7 +106,8 @@ def describe(model: ServedModel) -> dict[str, Any]:
         (layer.index, layer.name, layer.p, layer.mask_kind, layer.alpha, layer.shared)
         for layer in model.dropout_layers
     ]
-    fields["split"] = (model.split.prefix_fraction, model.split.reason)
+    split = model.split
+    fields["split"] = (split.prefix_fraction, split.reason, split.feature_index)
     fields["spec"] = model.predictor.spec
     return fields
 
@@ -115,7 +116,7 @@ def described_model(fields: dict[str, Any]) -> DescribedModel:
     """The weightless model of :func:`describe`'s fields."""
     fields = dict(fields)
     card, spec = fields["card"], fields.pop("spec")
-    fraction, reason = fields.pop("split")
+    fraction, reason, feature_index = fields.pop("split")
     layers = [
         DropoutLayer(index, name, _Site(p), kind, alpha, shared)
         for index, name, p, kind, alpha, shared in fields.pop("dropout_layers")
@@ -123,7 +124,7 @@ def described_model(fields: dict[str, Any]) -> DescribedModel:
     return DescribedModel(
         module=nn.Module(),
         dropout_layers=layers,
-        split=ModelSplit(_unavailable, _unavailable, fraction, reason),
+        split=ModelSplit(_unavailable, _unavailable, fraction, reason, feature_index=feature_index),
         predictor=DescribedPredictor(card.name, card.version, spec),
         **fields,
     )

@@ -194,7 +194,7 @@ def image_head_split(model: nn.Module, architecture: ImageArchitecture) -> Model
     total = sum(p.numel() for p in model.parameters())
     share = sum(p.numel() for p in base.parameters()) / max(total, 1)
     reason = f"Hugging Face split: {architecture.base} runs once per image, the head per sample"
-    return ModelSplit(prefix, suffix, round(share, 4), reason)
+    return ModelSplit(prefix, suffix, round(share, 4), reason, feature_index=0)
 
 
 def _load_pretrained(path: Path) -> tuple[nn.Module, ImageArchitecture]:

@@ -371,4 +371,4 @@ def head_split(classifier: PretrainedClassifier) -> ModelSplit:
     total = sum(p.numel() for p in model.parameters())
     share = sum(p.numel() for p in base.parameters()) / max(total, 1)
     reason = f"Hugging Face split: {architecture.base} runs once per row, the head per sample"
-    return ModelSplit(prefix, suffix, round(share, 4), reason)
+    return ModelSplit(prefix, suffix, round(share, 4), reason, feature_index=0)

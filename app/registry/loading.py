@@ -29,6 +29,7 @@ from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
 from app.registry.network import Network
 from app.registry.served import LoadOptions, ServedModel
+from app.registry.shift_file import check_feature_width, load_shift_rule
 from app.registry.torch_loader import load_torch
 
 __all__ = ["LOADERS", "load_model_folder"]
@@ -77,8 +78,12 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         sampler = MCSampler(
             module, layers, max_rows=rows, device=device, dtype=dtype, split=network.split
         )
+    shift = load_shift_rule(card, folder) if options.shift else None
+    if shift is not None and shift.source == "prefix":
+        check_feature_width(card, shift, sampler.features(network.probe[:2]))
     spec = TaskSpec(
         task=card.task,
+        shift=shift,
         threshold=card.multilabel.threshold if card.multilabel else 0.5,
         noise_variance=(
             1.0 / card.regression.tau if card.regression and card.regression.tau else None
@@ -89,11 +94,7 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
             if card.abstention is not None
             else None
         ),
-        conformal=(
-            ConformalRule(card.conformal.kind, card.conformal.level, card.conformal.quantile)
-            if card.conformal is not None
-            else None
-        ),
+        conformal=_conformal_rule(card),
     )
     predictor = Predictor(sampler, spec)
     output_shape = _probe_output_shape(module, card, network.probe[:2].to(options.device))
@@ -115,6 +116,22 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         input_kind=network.input_kind,
         dropout_sites=network.sites,
         audit=audit,
+    )
+
+
+def _conformal_rule(card: ModelCard) -> ConformalRule | None:
+    spec = card.conformal
+    if spec is None:
+        return None
+    per_class = tuple(spec.class_quantiles) if spec.class_quantiles is not None else None
+    return ConformalRule(
+        spec.kind,
+        spec.level,
+        spec.quantile,
+        penalty=spec.penalty,
+        k_reg=spec.k_reg,
+        randomized=spec.randomized,
+        class_quantiles=per_class,
     )
 
 

@@ -28,6 +28,8 @@ class LoadOptions:
     dtype: torch.dtype = torch.float32
     max_image_pixels: int = 16_777_216
     """Image models: the largest image (width x height) decoded."""
+    shift: bool = True
+    """Load the card's shift detector (False: ``mcdrop calibrate --ood`` replacing it)."""
 
     @property
     def value_limit(self) -> float:

@@ -102,8 +102,11 @@ class Task(ABC):
         """(B,) bool abstention flags where the task and the card have a rule."""
         return None
 
-    def conformal(self, stats: Any, rule: ConformalRule | None) -> ConformalOutput | None:
-        """The card's conformal band or sets, where the task has one."""
+    def conformal(
+        self, stats: Any, rule: ConformalRule | None, seed: int = 0
+    ) -> ConformalOutput | None:
+        """The card's conformal band or sets, where the task has one (``seed``: the request's,
+        for randomised sets)."""
         return None
 
     @abstractmethod

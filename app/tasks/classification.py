@@ -57,6 +57,16 @@ class ClassificationRow(BaseModel):
         "`conformal_level`; absent for models without a conformal section in their card.",
     )
     conformal_level: float | None = None
+    shift_score: float | None = Field(
+        default=None,
+        description="Mahalanobis distance of the row's features to the nearest training class "
+        "(training stds); absent for models without a shift section in their card.",
+    )
+    shift_flag: bool | None = Field(
+        default=None,
+        description="True when the input is unlike the training data (shift score above the "
+        "card's threshold, or an input value far outside its training range); part of abstain.",
+    )
     samples: list[list[float]] | None = None
 
 
@@ -94,8 +104,10 @@ class Classification(Task):
             return None
         return uncertainty_score(stats, rule.score) > rule.threshold
 
-    def conformal(self, stats: Any, rule: ConformalRule | None) -> ConformalOutput | None:
-        return apply_rule(rule, stats.mean, None) if rule is not None else None
+    def conformal(
+        self, stats: Any, rule: ConformalRule | None, seed: int = 0
+    ) -> ConformalOutput | None:
+        return apply_rule(rule, stats.mean, None, seed) if rule is not None else None
 
     def rows(self, prediction: Prediction, context: RowContext) -> list[BaseModel]:
         stats, labels = prediction.stats, context.labels
@@ -111,6 +123,13 @@ class Classification(Task):
                 samples=samples[i] if samples is not None else None,
             )
             rows.append(answer)
+        shift = prediction.shift
+        if shift is not None:
+            for row, score, flag in zip(
+                rows, shift.score.tolist(), shift.flag.tolist(), strict=True
+            ):
+                assert isinstance(row, ClassificationRow)
+                row.shift_score, row.shift_flag = score, flag
         conformal = prediction.conformal
         if conformal is not None and conformal.sets is not None:
             for row, inside in zip(rows, conformal.sets.tolist(), strict=True):

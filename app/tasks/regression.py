@@ -89,7 +89,9 @@ class Regression(Task):
     ) -> RegressionStats:
         return regression_stats(values, self._split(raw)[1], ci_level)
 
-    def conformal(self, stats: Any, rule: ConformalRule | None) -> ConformalOutput | None:
+    def conformal(
+        self, stats: Any, rule: ConformalRule | None, seed: int = 0
+    ) -> ConformalOutput | None:
         return apply_rule(rule, stats.mean, stats.std) if rule is not None else None
 
     def rows(self, prediction: Prediction, context: RowContext) -> list[BaseModel]:

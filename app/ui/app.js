@@ -79,6 +79,8 @@ function cardEntries(info, hints) {
       (rule.calibrated_on ? ` (calibrated on ${rule.calibrated_on}${rule.n_samples ? `, N=${rule.n_samples}` : ""})` : "")]);
   }
   if (hints.conformal) entries.push(["Conformal", describe(hints.conformal)]);
+  if (hints.shift) entries.push(["Shift detector", `flags rows whose shift score > ${fmt(hints.shift.threshold, 2)} or an input ` +
+    `${hints.shift.margin} training stds outside its range; ${fmt(hints.shift.false_alarm_rate * 100, 1)}% false alarms on held-out rows (${hints.shift.source} features)`]);
   const unsampled = (info.unsampled || []).filter((u) => u.acknowledged);
   if (unsampled.length) entries.push(["Not sampled (acknowledged)", unsampled.map((u) => `${u.name || "the model's forward"} (${u.kind}): ${u.reason}`).join("; ")]);
   if (info.warnings?.length) entries.push(["Warnings", info.warnings.join(" ")]);
@@ -150,6 +152,10 @@ function renderClassification(row) {
   const badges = [];
   if (row.abstain !== undefined) {
     badges.push(h("span", { class: row.abstain ? "badge abstain" : "badge ok", "data-field": "abstain", "data-value": String(row.abstain) }, row.abstain ? "Abstains: too uncertain" : "Within the abstention threshold"));
+  }
+  if (row.shift_flag !== undefined && row.shift_flag !== null) {
+    badges.push(h("span", { class: row.shift_flag ? "badge abstain" : "badge ok", "data-field": "shift_flag", "data-value": String(row.shift_flag) },
+      row.shift_flag ? `Unlike the training data (shift ${fmt(row.shift_score, 1)})` : `Like the training data (shift ${fmt(row.shift_score, 1)})`));
   }
   const set = row.prediction_set ?? null;
   const setLevel = row.conformal_level ?? state.many.conformal_level;

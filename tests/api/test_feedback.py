@@ -204,7 +204,10 @@ def test_card_rejects_a_conformal_kind_of_the_other_task(
     )
     client = client_for(folder.parent)
     info = client.get("/v1/models/wrong").json()
-    assert info["ready"] is False and "conformal.kind must be 'aps'" in info["error"]
+    assert (
+        info["ready"] is False
+        and "conformal.kind must be 'lac' or 'aps' or 'raps'" in info["error"]
+    )
     assert yaml.safe_load((folder / "model.yaml").read_text())["conformal"]["quantile"] == 1.0
 
 

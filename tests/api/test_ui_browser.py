@@ -383,3 +383,32 @@ def test_a_token_id_model_takes_a_row_of_integers(browser: WebDriver, tmp_path: 
         _assert_numbers_match(_shown(browser), {"confidence": row["confidence"]})
         _set(area, "3 1 4 1 5 90")
         assert _status_after_predict(browser) == "value 6: 90 is outside [0, 50)."
+
+
+def test_the_shift_flag_and_the_set_are_shown(browser: WebDriver, tmp_path: Path) -> None:
+    """A row far from the training data: the page says so (as the API does) beside its set."""
+    from app.cli import main
+    from app.commands.tabular import write_csv
+
+    folder = write_model(tmp_path, "tiny", card={"target": "label"})
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 2, generator=generator)
+    cells = [[*r, "right" if r[1] > r[0] else "left"] for r in x.tolist()]
+    write_csv(tmp_path / "train.csv", ["a", "b", "label"], cells[:120])
+    write_csv(tmp_path / "held.csv", ["a", "b", "label"], cells[120:])
+    ood = ["calibrate", str(folder), "--ood", "--in-data", str(tmp_path / "train.csv")]
+    assert main([*ood, "--held-out", str(tmp_path / "held.csv")]) == 0
+    sets = ["calibrate", str(folder), "--conformal", "--in-data", str(tmp_path / "held.csv")]
+    assert main([*sets, "--score", "aps"]) == 0
+    with serve_in_thread(tmp_path) as base_url:
+        area = _open(browser, f"{base_url}/", "csv-row")
+        area.send_keys("40, -30")
+        _predict(browser, n_samples=20, seed=3)
+        row = _api_row(base_url, "tiny", [40.0, -30.0], 20, 3)["predictions"][0]
+        badge = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="shift_flag"]')
+        assert row["shift_flag"] is True and badge.get_attribute("data-value") == "true"
+        assert badge.text.startswith("Unlike the training data (shift ")
+        shown = browser.find_element(By.CSS_SELECTOR, '#summary [data-field="prediction_set"]')
+        assert shown.text.endswith("{" + ", ".join(row["prediction_set"]) + "}")
+        card = [dd.text for dd in browser.find_elements(By.CSS_SELECTOR, "#card dd")]
+        assert any(text.startswith("flags rows whose shift score >") for text in card)

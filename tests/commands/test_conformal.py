@@ -89,7 +89,7 @@ def test_classification_section_is_the_aps_threshold(
         [[*row, label] for row, label in zip(x.tolist(), labels, strict=True)],
     )
     argv = ["calibrate", str(folder), "--conformal", "--in-data", str(tmp_path / "cal.csv")]
-    assert main([*argv, "--level", "0.8", "--json"]) == 0
+    assert main([*argv, "--level", "0.8", "--score", "aps", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     model = load_model_folder(folder)
     passes = model.predictor.sample_passes(PredictionRequest(x, 20, 0.95, seed=0))
@@ -117,3 +117,69 @@ def test_bad_requests_are_refused(
     assert main(argv) == 2
     assert "must be numbers" in capsys.readouterr().err
     assert "conformal" not in yaml.safe_load((folder / "model.yaml").read_text())
+
+
+def _two_class_csv(path: Path, rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 2, generator=generator)
+    target = (x[:, 1] > x[:, 0]).long()
+    names = ["right" if t else "left" for t in target.tolist()]
+    write_csv(path, ["a", "b", "label"], [[*r, n] for r, n in zip(x.tolist(), names, strict=True)])
+    return x, target
+
+
+def test_lac_is_the_default_and_mondrian_keeps_a_threshold_per_class(
+    model_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.engine.conformal import mondrian_quantiles
+    from app.engine.conformal_sets import SetParameters, calibration_scores
+
+    folder = model_factory(card={"target": "label"})
+    x, target = _two_class_csv(tmp_path / "cal.csv", 80, seed=0)
+    argv = ["calibrate", str(folder), "--conformal", "--in-data", str(tmp_path / "cal.csv")]
+    assert main([*argv, "--level", "0.8", "--mondrian", "--seed", "1"]) == 0
+    assert "conformal LAC threshold at level 0.8" in capsys.readouterr().out
+    section = yaml.safe_load((folder / "model.yaml").read_text())["conformal"]
+    model = load_model_folder(folder)
+    passes = model.predictor.sample_passes(PredictionRequest(x, 20, 0.95, seed=1))
+    probs = passes.values.double().mean(0)
+    scores = calibration_scores(probs, target, SetParameters("lac"), torch.Generator())
+    assert section["kind"] == "lac"
+    assert section["quantile"] == pytest.approx(conformal_quantile(scores, 0.8))
+    expected = mondrian_quantiles(scores, target, 2, 0.8).tolist()
+    assert section["class_quantiles"] == pytest.approx(expected)
+    _two_class_csv(tmp_path / "test.csv", 200, seed=2)
+    assert main(["evaluate", str(folder), "--data", str(tmp_path / "test.csv")]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("conformal"))
+    assert "per class 0: " in line and ", 1: " in line
+
+
+def test_raps_writes_its_penalty_and_randomised_sets_are_seeded(
+    model_factory: Factory, tmp_path: Path
+) -> None:
+    folder = model_factory(card={"target": "label"})
+    x, _ = _two_class_csv(tmp_path / "cal.csv", 60, seed=0)
+    argv = ["calibrate", str(folder), "--conformal", "--in-data", str(tmp_path / "cal.csv")]
+    argv += ["--score", "raps", "--penalty", "0.05", "--k-reg", "1", "--randomized"]
+    assert main(argv) == 0
+    section = yaml.safe_load((folder / "model.yaml").read_text())["conformal"]
+    assert section["kind"] == "raps" and section["penalty"] == 0.05
+    assert section["k_reg"] == 1 and section["randomized"] is True
+    model = load_model_folder(folder)
+    first = model.predictor.predict(PredictionRequest(x, 20, 0.95, seed=7)).conformal
+    again = model.predictor.predict(PredictionRequest(x, 20, 0.95, seed=7)).conformal
+    assert first is not None and again is not None and first.sets is not None
+    assert again.sets is not None and torch.equal(first.sets, again.sets)
+
+
+def test_an_abstention_score_is_not_a_set_score(
+    model_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = model_factory(card={"target": "label"})
+    _two_class_csv(tmp_path / "cal.csv", 30, seed=0)
+    argv = ["calibrate", str(folder), "--conformal", "--in-data", str(tmp_path / "cal.csv")]
+    assert main([*argv, "--score", "mutual_information"]) == 2
+    assert "--conformal takes --score lac, aps, raps" in capsys.readouterr().err
+    argv = ["calibrate", str(folder), "--in-data", str(tmp_path / "cal.csv"), "--score", "lac"]
+    assert main(argv) == 2
+    assert "is a conformal score" in capsys.readouterr().err

@@ -91,3 +91,17 @@ def test_bad_input_hints_are_refused(
 ) -> None:
     with pytest.raises(ModelLoadError, match=message):
         read_card(model_factory(card=hints))
+
+
+def test_set_kinds_and_the_shift_section_are_checked(model_factory: Factory) -> None:
+    lac = {"kind": "lac", "level": 0.9, "quantile": 0.2, "rows": 50, "class_quantiles": [0.1, 0.3]}
+    card = read_card(model_factory(card={"conformal": lac}))
+    assert card.conformal is not None and card.conformal.class_quantiles == [0.1, 0.3]
+    residual = {"kind": "normalised_residual", "level": 0.9, "quantile": 1.0, "rows": 50}
+    with pytest.raises(ModelLoadError, match="'lac' or 'aps' or 'raps'"):
+        read_card(model_factory("bad", card={"conformal": residual}))
+    shift = {"source": "prefix", "threshold": 3.0, "false_alarm_rate": 0.05, "rows": 10}
+    with pytest.raises(ModelLoadError, match="'shift' applies to classification models only"):
+        read_card(
+            model_factory("line", task="regression", card={"shift": shift | {"held_out_rows": 5}})
+        )

@@ -150,4 +150,4 @@ def _conformal(
     if rule is None:
         return None
     mean, std = summary(passes)
-    return conformal_report(apply_rule(rule, mean, std), targets)
+    return conformal_report(apply_rule(rule, mean, std, passes.seed), targets)
