@@ -108,10 +108,10 @@ def write_unet_folder(
     return folder
 
 
-def images(rows: int = 2, channels: int = 1, seed: int = 1) -> torch.Tensor:
-    """Seeded (rows, channels, SIZE, SIZE) inputs: a bright disc on noise."""
+def images(rows: int = 2, channels: int = 1, seed: int = 1, size: int = SIZE) -> torch.Tensor:
+    """Seeded (rows, channels, size, size) inputs: a bright disc on noise."""
     generator = torch.Generator().manual_seed(seed)
-    grid = torch.arange(SIZE, dtype=torch.float32) - SIZE / 2
-    disc = ((grid.view(-1, 1) ** 2 + grid.view(1, -1) ** 2) < (SIZE / 4) ** 2).float()
-    noise = 0.3 * torch.randn((rows, channels, SIZE, SIZE), generator=generator)
+    grid = torch.arange(size, dtype=torch.float32) - size / 2
+    disc = ((grid.view(-1, 1) ** 2 + grid.view(1, -1) ** 2) < (size / 4) ** 2).float()
+    noise = 0.3 * torch.randn((rows, channels, size, size), generator=generator)
     return disc + noise
