@@ -180,3 +180,16 @@ def test_v2_binary_outputs_carry_the_uint8_mask(client: TestClient) -> None:
     assert len(tail) == 2 * SIZE * SIZE
     mask = np.frombuffer(tail, dtype=np.uint8).reshape(2, SIZE, SIZE)
     assert mask[0].tolist() == plain
+
+
+def test_mcdrop_predict_shows_one_line_per_class_with_its_area_interval(
+    client: TestClient,
+) -> None:
+    from app.api.schemas import PredictResponse
+    from app.commands.predict import render
+
+    answer = _predict(client, maps="none")
+    shown = render(PredictResponse.model_validate(answer))
+    lesion = answer["predictions"][0]["areas"][1]
+    assert "area over passes (95%)" in shown
+    assert f"{lesion['mean']:.1f} [{lesion['lower']:.1f}, {lesion['upper']:.1f}]" in shown
