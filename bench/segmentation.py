@@ -5,10 +5,11 @@
    everywhere (``mc_dropout: all``), in the decoder's three levels (the encoder runs once per
    image) and ``head`` (the last decoder level only), N = 10, 30, 100. Target: decoder-only
    mcdrop >= 3x faster than the loop at N = 30.
-2. Memory: the peak RSS a prediction adds, each N in a fresh process (``ru_maxrss`` after the
-   model is loaded and warmed up, then after one prediction), for mcdrop (passes summed round
-   by round) and for holding every pass then computing the statistics (what a dense task
-   without rounds would do). Target: mcdrop's flat in N.
+2. Memory: the resident memory one prediction of 4 images adds, each N in a fresh process
+   (the peak of /proc/self/statm polled every millisecond while it runs, less the resident
+   memory before it), for mcdrop (passes summed round by round) and for holding every pass
+   then computing the statistics (what a dense task without rounds would do). Target:
+   mcdrop's flat in N.
 
     python -m bench.segmentation [--repeats 5] [--threads 1] [--size 128] [--width 16]
 
@@ -26,6 +27,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +161,36 @@ def speed_rows(models: dict[str, ServedModel], size: int, repeats: int) -> list[
 _CHILD = "--child"
 
 
+def _resident_bytes() -> int:
+    """The process's resident memory now (Linux /proc/self/statm)."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_during(run: Callable[[], object]) -> tuple[int, int]:
+    """(resident bytes before ``run``, the most resident bytes while it ran), polled every
+    millisecond by a thread (the process's high-water mark is the model load's, not this)."""
+    before = _resident_bytes()
+    peak = [before]
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=poll)
+    watcher.start()
+    try:
+        run()
+    finally:
+        done.set()
+        watcher.join()
+    return before, max(peak[0], _resident_bytes())
+
+
 def child(folder: str, n: int, held: bool, size: int, rows: int) -> None:
-    """One prediction in this fresh process; prints the peak RSS it added (KiB)."""
+    """One prediction in this fresh process; prints the resident memory it added (bytes)."""
     torch.set_num_threads(1)
     model = load_model_folder(Path(folder), load_options())
     x = torch.randn(rows, 1, size, size, generator=torch.Generator().manual_seed(1))
@@ -170,11 +202,9 @@ def child(folder: str, n: int, held: bool, size: int, rows: int) -> None:
         else:
             model.predictor.predict(PredictionRequest(x, count, 0.9, seed=0))
 
-    run(16)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run(n)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"added_kib": after - before, "peak_kib": after}))
+    run(1)
+    before, peak = _peak_during(lambda: run(n))
+    print(json.dumps({"added": peak - before, "before": before}))
 
 
 def memory_rows(folder: Path, size: int, rows: int) -> list[list[object]]:
@@ -186,7 +216,7 @@ def memory_rows(folder: Path, size: int, rows: int) -> list[list[object]]:
             command += [str(int(held)), str(size), str(rows)]
             found = json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
             label = "all passes held" if held else "mcdrop (rounds)"
-            table.append([label, n, found["added_kib"] / 1024, found["peak_kib"] / 1024])
+            table.append([label, n, found["added"] / 2**20, found["before"] / 2**20])
     return table
 
 
@@ -218,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         memory = memory_rows(folders["all"], options.size, options.memory_rows)
         print(f"memory, {options.memory_rows} images of {options.size} x {options.size}:")
-        print(markdown_table(["run", "N", "peak RSS added (MiB)", "peak RSS (MiB)"], memory))
+        header = ["run", "N", "resident memory added (MiB)", "resident before (MiB)"]
+        print(markdown_table(header, memory))
     print(
         f"\nmedian of {options.repeats} repeats, {options.threads} thread(s), torch "
         f"{torch.__version__}"

@@ -34,6 +34,7 @@ from app.registry.auditing import Audit
 from app.registry.repository import ModelEntry
 from app.registry.served import ServedModel
 from app.tasks import RowContext
+from app.tasks.base import MapFormat
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
@@ -137,7 +138,7 @@ def predict_response(
     prediction: Prediction,
     prediction_id: str | None = None,
     rows: Sequence[Any] = (),
-    maps: str = "json",
+    maps: MapFormat = "json",
 ) -> PredictResponse:
     """The v1 answer of one prediction (a non-finite MC standard error is left out); ``rows``
     are the request's rows as sent, ``maps`` how a dense task writes its maps."""
@@ -240,7 +241,7 @@ def _audit_info(audit: Audit | None) -> AuditInfo | None:
 
 
 def prediction_rows(
-    model: ServedModel, prediction: Prediction, rows: Sequence[Any] = (), maps: str = "json"
+    model: ServedModel, prediction: Prediction, rows: Sequence[Any] = (), maps: MapFormat = "json"
 ) -> list[BaseModel]:
     """One response object per input row, by the model's task (``rows``: the request's rows
     as sent, for tasks that point into them; ``maps``: a dense task's map format)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 from torch import Tensor
@@ -25,6 +25,10 @@ from app.errors import InvalidInputError, ModelLoadError
 
 if TYPE_CHECKING:
     from app.engine.predictor import Passes, Prediction
+
+
+MapFormat = Literal["json", "png", "npy", "none"]
+"""How a dense task's per-pixel maps are written; ``none``: the per-image summaries alone."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,8 @@ class RowContext:
 
     labels: list[str] | None = None
     rows: Sequence[Any] = field(default_factory=list)
-    maps: str = "json"
-    """Dense tasks: how per-pixel maps are written (``json``, ``png``, ``npy``, ``none``)."""
+    maps: MapFormat = "json"
+    """Dense tasks: how per-pixel maps are written."""
 
 
 class Task(ABC):

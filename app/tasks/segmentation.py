@@ -35,9 +35,11 @@ from app.tasks.segmentation_overlay import overlay, overlay_png
 if TYPE_CHECKING:
     from app.engine.predictor import Passes, Prediction
 
-ROUND_VALUES = 4_194_304
-"""Raw values (rows x passes x C x H x W) one round of a request aims at: 16 MiB of float32
-outputs; a round holds at least ``ROW_ALIGN`` passes."""
+ROUND_VALUES = 524_288
+"""Raw values (rows x passes x C x H x W) one round of a request aims at, 2 MiB of float32
+outputs; a round holds at least ``ROW_ALIGN`` passes. The round also bounds the rows of one
+forward call (rows x passes), whose activations are most of a dense model's memory; on a CPU
+rounds of 16 passes of one 128 x 128 image were also the fastest (bench/segmentation.py)."""
 HELD_PER_ROUND_VALUE = 6
 """Float32-sized values held per raw value of a round: the output, its probabilities, and their
 float64 copy and square while they are summed."""
@@ -150,9 +152,10 @@ class Segmentation(StreamedTask):
             for c in range(int(stats.area.shape[1]))
         ]
         maps = None
-        if context.maps in ("json", "png", "npy"):
+        fmt = context.maps
+        if fmt != "none":
             floats = {name: getattr(stats, name)[i] for name in FLOAT_MAPS}
-            maps = encode_maps(context.maps, stats.mask[i], stats.mean[i], floats)  # type: ignore[arg-type]
+            maps = encode_maps(fmt, stats.mask[i], stats.mean[i], floats)
         return SegmentationRow(
             height=int(stats.mask.shape[1]),
             width=int(stats.mask.shape[2]),

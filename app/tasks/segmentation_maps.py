@@ -21,8 +21,8 @@ from PIL import Image
 from pydantic import BaseModel
 from torch import Tensor
 
-MapFormat = Literal["json", "png", "npy", "none"]
-"""How a request wants its maps; ``none``: the per-image summaries alone."""
+from app.tasks.base import MapFormat as MapFormat
+
 FLOAT_MAPS = ("predictive_entropy", "expected_entropy", "mutual_information")
 _PNG_LEVELS = 65535
 

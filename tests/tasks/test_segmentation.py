@@ -194,3 +194,22 @@ def test_class_argmax_is_torch_argmax_with_the_first_class_on_ties() -> None:
 
     probs = torch.randint(0, 3, (4, 2, 5, 3, 3), generator=torch.Generator().manual_seed(3))
     assert torch.equal(class_argmax(probs.float()), probs.float().argmax(dim=2))
+
+
+def test_fused_requests_get_their_own_numbers_and_failures() -> None:
+    case = _case(passes=48)
+    predictor = Predictor(FixedSampler(case.raw, case.inputs), case.spec)  # type: ignore[arg-type]
+    first = PredictionRequest(case.inputs[:1], 48, 0.9, seed=1)
+    second = PredictionRequest(case.inputs[1:], 20, 0.8, seed=1)
+    together = predictor.predict_each([first, second])
+    for request, fused in zip((first, second), together, strict=True):
+        alone = predictor.predict(request)
+        assert not isinstance(fused, Exception) and fused.n_samples == request.n_samples
+        for name in ("mean", "mutual_information", "area_lower", "area_upper"):
+            assert torch.equal(getattr(fused.stats, name), getattr(alone.stats, name)), name
+    broken = case.raw.clone()
+    broken[:, 1] = float("nan")  # the second row's passes are not finite
+    predictor = Predictor(FixedSampler(broken, case.inputs), case.spec)  # type: ignore[arg-type]
+    outcomes = predictor.predict_each([first, second])
+    assert not isinstance(outcomes[0], Exception)
+    assert isinstance(outcomes[1], InvalidInputError)
