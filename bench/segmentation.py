@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,29 +138,40 @@ def textbook_loop(network: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
     return dense_classification_stats(probs.movedim(2, -1)).mutual_information
 
 
+def _interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each run, the runs taken in turn within each repeat (one warm-up call
+    each first), so that a ratio compares calls made moments apart on a shared machine."""
+    for run in runs.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(found) for name, found in times.items()}
+
+
 def speed_rows(models: dict[str, ServedModel], size: int, repeats: int) -> list[list[object]]:
-    """Seconds of one forward, the loop and mcdrop (all, decoder-only) at each N."""
+    """Seconds of one forward, the loop and mcdrop (each mode) at each N, interleaved."""
     x = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(1))
     network = models["all"].module
     with torch.inference_mode():
         forward = median_seconds(lambda: network(x), repeats)
     rows: list[list[object]] = [["one forward", 1, forward, "", ""]]
     for n in SAMPLES:
-        loop = median_seconds(lambda n=n: textbook_loop(network, x, n), repeats)  # type: ignore[misc]
-        times = {
-            mode: median_seconds(
-                lambda m=model, n=n: m.predictor.predict(PredictionRequest(x, n, 0.9, seed=0)),
-                repeats,
-            )
-            for mode, model in models.items()
-        }
-        rows.append(["loop", n, loop, 1.0, loop / forward])
-        for mode, seconds in times.items():
-            rows.append([f"mcdrop {mode}", n, seconds, loop / seconds, seconds / forward])
+        runs: dict[str, Callable[[], object]] = {"loop": partial(textbook_loop, network, x, n)}
+        for mode, model in models.items():
+            request = PredictionRequest(x, n, 0.9, seed=0)
+            runs[f"mcdrop {mode}"] = partial(model.predictor.predict, request)
+        times = _interleaved(runs, repeats)
+        for name, seconds in times.items():
+            rows.append([name, n, seconds, times["loop"] / seconds, seconds / forward])
     return rows
 
 
 _CHILD = "--child"
+"""First argument of the fresh process one memory measurement runs in."""
 
 
 def _resident_bytes() -> int:
