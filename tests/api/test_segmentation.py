@@ -122,6 +122,10 @@ def test_a_request_over_the_memory_bound_is_refused_before_sampling(client: Test
     samples = {"inputs": images(2).tolist(), "n_samples": 1000, "return_samples": True}
     refused = client.post("/v1/models/unet/predict", json=samples)
     assert refused.status_code == 422 and "max_dense_values" in refused.json()["error"]
+    tensor = {"name": "input", "shape": [40, 1, SIZE, SIZE], "datatype": "FP32"}
+    v2 = {"inputs": [{**tensor, "data": images(40).flatten().tolist()}]}
+    refused = client.post("/v2/models/unet/infer", json={**v2, "parameters": {"n_samples": 24}})
+    assert refused.status_code in (400, 422) and "max_dense_values" in refused.json()["error"]
 
 
 def test_the_client_reads_segmentation_rows(client: TestClient) -> None:
