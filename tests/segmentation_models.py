@@ -70,6 +70,7 @@ def unet(folder: Path, scale: float = 1.7, **kwargs: Any) -> torch.nn.Module:
     with torch.no_grad():
         for module in network.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
         for parameter in network.parameters():
@@ -94,7 +95,7 @@ def write_unet_folder(
     shape = [kwargs.get("in_channels", 1), SIZE, SIZE]
     document: dict[str, Any] = {"name": name, "task": "segmentation", "input": {"shape": shape}}
     if torchscript:
-        torch.jit.script(network).save(str(folder / "net.pt"))
+        torch.jit.script(network).save(str(folder / "net.pt"))  # type: ignore[no-untyped-call]
         document["architecture"] = {"torchscript": "net.pt"}
     else:
         save_file(

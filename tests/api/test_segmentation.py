@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -25,6 +26,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("models")
     write_unet_folder(root, "unet", {"p": 0.3}, labels=["background", "lesion"])
     write_model(root, "tiny")
+    grey = {"type": "image", "channels": 1, "size": [SIZE, SIZE], "std": [1.0 / 255]}
+    write_unet_folder(root, "unet-png", {"p": 0.3}, input=grey)
     settings = load_settings(models_dir=root, max_dense_values=2_000_000)
     with TestClient(create_app(settings)) as started:
         yield started
@@ -197,3 +200,24 @@ def test_mcdrop_predict_shows_one_line_per_class_with_its_area_interval(
     lesion = answer["predictions"][0]["areas"][1]
     assert "area over passes (95%)" in shown
     assert f"{lesion['mean']:.1f} [{lesion['lower']:.1f}, {lesion['upper']:.1f}]" in shown
+
+
+def test_a_grayscale_png_is_segmented_like_its_pixel_rows(client: TestClient) -> None:
+    pixels = (images(1)[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    picture = {"b64": base64.b64encode(buffer.getvalue()).decode()}
+    options = {"n_samples": 24, "seed": 4, "maps": "none"}
+    from_png = client.post("/v1/models/unet-png/predict", json={"inputs": [picture], **options})
+    assert from_png.status_code == 200, from_png.text
+    rows = [[pixels.astype(np.float32).tolist()]]
+    from_rows = client.post("/v1/models/unet/predict", json={"inputs": rows, **options})
+    png_row, tensor_row = from_png.json()["predictions"][0], from_rows.json()["predictions"][0]
+    for mine, theirs in zip(png_row["areas"], tensor_row["areas"], strict=True):
+        assert mine["pixels"] == theirs["pixels"]  # the rescaling rounds apart, no more
+        assert [mine[k] for k in ("mean", "lower", "upper")] == pytest.approx(
+            [theirs[k] for k in ("mean", "lower", "upper")]
+        )
+    assert png_row["mean_mutual_information"] == pytest.approx(
+        tensor_row["mean_mutual_information"], rel=1e-5
+    )
