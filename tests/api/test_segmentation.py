@@ -212,6 +212,11 @@ def test_a_grayscale_png_is_segmented_like_its_pixel_rows(client: TestClient) ->
     assert from_png.status_code == 200, from_png.text
     rows = [[pixels.astype(np.float32).tolist()]]
     from_rows = client.post("/v1/models/unet/predict", json={"inputs": rows, **options})
+    form = {key: str(value) for key, value in options.items()}
+    files = {"image": ("slice.png", buffer.getvalue(), "image/png")}
+    uploaded = client.post("/v1/models/unet-png/predict", data=form, files=files)
+    assert uploaded.status_code == 200, uploaded.text
+    assert uploaded.json()["predictions"] == from_png.json()["predictions"]
     png_row, tensor_row = from_png.json()["predictions"][0], from_rows.json()["predictions"][0]
     for mine, theirs in zip(png_row["areas"], tensor_row["areas"], strict=True):
         assert mine["pixels"] == theirs["pixels"]  # the rescaling rounds apart, no more
