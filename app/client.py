@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         MultilabelRow,
         PredictResponse,
         RegressionRow,
+        SegmentationRow,
         TokenRow,
     )
 
@@ -44,6 +45,7 @@ __all__ = [
     "MultilabelRow",
     "PredictResponse",
     "RegressionRow",
+    "SegmentationRow",
     "TokenRow",
 ]
 
@@ -54,6 +56,7 @@ _LAZY_SCHEMAS = {
     "MultilabelRow",
     "PredictResponse",
     "RegressionRow",
+    "SegmentationRow",
     "TokenRow",
 }
 

@@ -126,6 +126,7 @@ PREDICT_OPENAPI: dict[str, Any] = {
                         "seed": {"type": "integer", "minimum": 0},
                         "ci_level": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
                         "return_samples": {"type": "boolean"},
+                        "maps": {"type": "string", "enum": ["json", "png", "npy", "none"]},
                     },
                 }
             },

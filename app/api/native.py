@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -28,14 +28,19 @@ from app.api.schemas import (
 from app.engine.module_sites import SAMPLED_MODULE_NOTE
 from app.engine.predictor import Prediction
 from app.engine.selection import describe_choice
+from app.errors import NotAcceptableError
 from app.inputs.base import InputDescription
 from app.registry.auditing import Audit
 from app.registry.repository import ModelEntry
 from app.registry.served import ServedModel
 from app.registry.shift_file import shift_features_note
 from app.tasks import RowContext
+from app.tasks.base import MapFormat
 
 router = APIRouter(prefix="/v1", tags=["native"])
+
+DEFAULT_OPACITY = 0.6
+"""Opacity of the uncertainty heatmap of a rendered (image/png) answer."""
 
 
 @router.get("/models")
@@ -58,16 +63,30 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     openapi_extra=PREDICT_OPENAPI,
 )
 async def predict(
-    name: str, body: PredictBody, caller: CallerDep, dataplane: DataPlaneDep
+    name: str,
+    body: PredictBody,
+    caller: CallerDep,
+    dataplane: DataPlaneDep,
+    request: Request,
+    opacity: Annotated[float, Query(ge=0.0, le=1.0)] = DEFAULT_OPACITY,
 ) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes; held for
-    feedback under the returned ``prediction_id``."""
+    feedback under the returned ``prediction_id``. With ``Accept: image/png`` (segmentation)
+    the answer is the images with their masks and uncertainty heatmaps (``opacity``)."""
+    picture = wants_png(request.headers.get("accept", ""))
     model, prediction, prediction_id = await dataplane.predict_held(
         name, body.inputs, body.options(body.return_samples), "v1_predict", owner=caller
     )
+    if picture:
+        drawn = await serialise(
+            lambda: model.task.render_png(prediction, opacity), answer_values(prediction)
+        )
+        if drawn is None:
+            raise NotAcceptableError(f"a {model.card.task} answer has no image/png form")
+        return Response(drawn, media_type="image/png")
 
     def encode() -> str:
-        response = predict_response(model, prediction, prediction_id, body.inputs)
+        response = predict_response(model, prediction, prediction_id, body.inputs, body.maps)
         # Serialised here, once: returning the model would make FastAPI validate it again.
         return response.model_dump_json(exclude_none=True)
 
@@ -105,6 +124,12 @@ async def feedback(
     )
 
 
+def wants_png(accept: str) -> bool:
+    """Whether an Accept header prefers a picture: its first media type is image/png."""
+    first = accept.split(",")[0].split(";")[0].strip().lower()
+    return first == "image/png"
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -114,9 +139,10 @@ def predict_response(
     prediction: Prediction,
     prediction_id: str | None = None,
     rows: Sequence[Any] = (),
+    maps: MapFormat = "json",
 ) -> PredictResponse:
     """The v1 answer of one prediction (a non-finite MC standard error is left out); ``rows``
-    are the request's rows as sent."""
+    are the request's rows as sent, ``maps`` how a dense task writes its maps."""
     error = prediction.mc_standard_error
     return PredictResponse(
         model=model.name,
@@ -127,7 +153,7 @@ def predict_response(
         ci_level=prediction.ci_level,
         mc_standard_error=error if math.isfinite(error) else None,
         converged=prediction.converged,
-        predictions=prediction_rows(model, prediction, rows),
+        predictions=prediction_rows(model, prediction, rows, maps),
         prediction_id=prediction_id,
     )
 
@@ -218,8 +244,8 @@ def _audit_info(audit: Audit | None) -> AuditInfo | None:
 
 
 def prediction_rows(
-    model: ServedModel, prediction: Prediction, rows: Sequence[Any] = ()
+    model: ServedModel, prediction: Prediction, rows: Sequence[Any] = (), maps: MapFormat = "json"
 ) -> list[BaseModel]:
     """One response object per input row, by the model's task (``rows``: the request's rows
-    as sent, for tasks that point into them)."""
-    return model.task.rows(prediction, RowContext(model.card.labels, rows))
+    as sent, for tasks that point into them; ``maps``: a dense task's map format)."""
+    return model.task.rows(prediction, RowContext(model.card.labels, rows, maps))

@@ -21,6 +21,7 @@ from app.client import (
     MultilabelRow,
     PredictResponse,
     RegressionRow,
+    SegmentationRow,
     TokenRow,
 )
 from app.commands._local import LocalModel, image_files
@@ -225,6 +226,16 @@ def _token_lines(index: object, row: Any) -> list[list[object]]:
     ]
 
 
+def _segmentation_lines(index: object, row: Any) -> list[list[object]]:
+    """One line per class: its pixels, its area over passes, and the image's uncertainty."""
+    assert isinstance(row, SegmentationRow)
+    mi, fg = row.mean_mutual_information, row.foreground_mutual_information
+    return [
+        [index, a.label, a.pixels, f"{a.mean:.1f} [{a.lower:.1f}, {a.upper:.1f}]", mi, fg]
+        for a in row.areas
+    ]
+
+
 _LAYOUTS: dict[str, tuple[list[str], Callable[[object, Any], list[list[object]]]]] = {
     "classification": (
         ["row", "class", "confidence", "LEVEL interval", "entropy", "MI", "var. ratio"],
@@ -241,6 +252,10 @@ _LAYOUTS: dict[str, tuple[list[str], Callable[[object, Any], list[list[object]]]
     "token_classification": (
         ["row", "word", "label", "confidence", "entropy", "MI"],
         _token_lines,
+    ),
+    "segmentation": (
+        ["row", "class", "pixels", "area over passes (LEVEL)", "mean MI", "foreground MI"],
+        _segmentation_lines,
     ),
 }
 """Task -> the table's headers and each row's lines."""

@@ -1,7 +1,8 @@
 """A Hugging Face image-classifier folder -> a network on pixel rows (B, 3, H, W), preprocessed
 by the folder's own image processor on its Pillow backend (torchvision is not needed).
 
-Supported: MobileNetV2, EfficientNet, ConvNeXt and ViT image classification. Their dropout:
+Supported: MobileNetV2, EfficientNet, ConvNeXt and ViT image classification, and Segformer
+semantic segmentation (:mod:`app.registry.hf_segmentation`). Their dropout:
 - MobileNetV2: the classifier's dropout only, so the backbone runs once per image;
 - EfficientNet: dropout in the blocks and before the classifier (``mc_dropout: head`` keeps only
   the classifier's, and the backbone runs once per image);
@@ -28,6 +29,7 @@ from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.inputs.image import ImageKind
 from app.registry.card import ImageInputSpec, ModelCard
+from app.registry.hf_segmentation import HEAD_DROPOUT, PretrainedSegmenter, segformer_head_split
 from app.registry.huggingface import (
     attention_sites,
     config_labels,
@@ -53,6 +55,8 @@ class ImageArchitecture:
     """Attribute of the head's dropout (applied to the pooled output), None if it has none."""
     attention: bool = False
     """Whether attention dropout is applied functionally (ViT) and must be made a module."""
+    segmentation: bool = False
+    """A semantic segmentation model (``task: segmentation``; app/registry/hf_segmentation.py)."""
 
 
 SUPPORTED: dict[str, ImageArchitecture] = {
@@ -60,6 +64,9 @@ SUPPORTED: dict[str, ImageArchitecture] = {
     "EfficientNetForImageClassification": ImageArchitecture("efficientnet", "dropout"),
     "ConvNextForImageClassification": ImageArchitecture("convnext", None),
     "ViTForImageClassification": ImageArchitecture("vit", None, attention=True),
+    "SegformerForSemanticSegmentation": ImageArchitecture(
+        "segformer", HEAD_DROPOUT, attention=True, segmentation=True
+    ),
 }
 NO_DROPOUT = {"ResNetForImageClassification": "ResNet"}
 PROBE_ROWS = 2
@@ -156,10 +163,18 @@ def load_image_classifier(card: ModelCard, folder: Path, options: LoadOptions) -
     if card.labels is None:
         update["labels"] = config_labels(config)
     card = card.model_copy(update=update)
+    _check_task(card, architecture, path)
     found = find_dropout_layers(model)
     head = {architecture.head} if architecture.head is not None else set()
     layers = select_dropout(found, card.mc_dropout, head, card.name, card.dropout_share)
-    classifier = PretrainedImageClassifier(model).eval()
+    classifier: nn.Module
+    if architecture.segmentation:
+        classifier = PretrainedSegmenter(model).eval()
+        size = (int(probe.shape[-2]), int(probe.shape[-1]))
+        head_split = lambda: segformer_head_split(classifier, size)  # noqa: E731
+    else:
+        classifier = PretrainedImageClassifier(model).eval()
+        head_split = lambda: image_head_split(model, architecture)  # noqa: E731
     classifier.to(options.device, options.dtype)
     return Network(
         card=card,
@@ -167,12 +182,18 @@ def load_image_classifier(card: ModelCard, folder: Path, options: LoadOptions) -
         module_prefix="model.",
         layers=layers,
         sites=describe_sites(found, layers, attention_sites(model)),
-        split=sampling_split(
-            classifier, layers, head, lambda: image_head_split(model, architecture)
-        ),
+        split=sampling_split(classifier, layers, head, head_split),
         probe=probe.to(options.device, options.dtype),
         input_kind=kind,
     )
+
+
+def _check_task(card: ModelCard, architecture: ImageArchitecture, path: Path) -> None:
+    """A segmentation folder goes with ``task: segmentation``, a classifier with any other."""
+    if architecture.segmentation != (card.task == "segmentation"):
+        what = "a semantic segmentation" if architecture.segmentation else "an image classifier"
+        wanted = "task: segmentation" if architecture.segmentation else "a classification task"
+        raise ModelLoadError(f"{path}: the folder holds {what} model; the card needs {wanted}")
 
 
 def image_head_split(model: nn.Module, architecture: ImageArchitecture) -> ModelSplit:

@@ -27,6 +27,7 @@ from app.registry.card import ModelCard, read_card
 from app.registry.hf_audio import load_audio_classifier
 from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
+from app.registry.monai_nets import load_monai
 from app.registry.network import Network
 from app.registry.served import LoadOptions, ServedModel
 from app.registry.shift_file import check_feature_width, load_shift_rule
@@ -44,18 +45,21 @@ LOADERS: dict[str, Loader] = {
     "huggingface-text": load_text_classifier,
     "huggingface-image": load_image_classifier,
     "huggingface-audio": load_audio_classifier,
+    "monai": load_monai,
 }
 """Architecture source -> its loader (a new source: one loader and one row here)."""
 
 
 def architecture_source(card: ModelCard) -> str:
-    """The card's row of :data:`LOADERS`: ``bundled``, ``file``, ``torchscript`` or
-    ``huggingface-<input type>``."""
+    """The card's row of :data:`LOADERS`: ``bundled``, ``file``, ``torchscript``, ``monai``
+    or ``huggingface-<input type>``."""
     arch = card.architecture
     if arch.huggingface is not None:
         return f"huggingface-{card.input.type}"
     return next(
-        name for name in ("bundled", "file", "torchscript") if getattr(arch, name) is not None
+        name
+        for name in ("bundled", "file", "torchscript", "monai")
+        if getattr(arch, name) is not None
     )
 
 
@@ -85,6 +89,9 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
         task=card.task,
         shift=shift,
         threshold=card.multilabel.threshold if card.multilabel else 0.5,
+        uncertainty_threshold=(
+            card.segmentation.uncertainty_threshold if card.segmentation else 0.1
+        ),
         noise_variance=(
             1.0 / card.regression.tau if card.regression and card.regression.tau else None
         ),

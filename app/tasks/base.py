@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 from torch import Tensor
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from app.engine.predictor import Passes, Prediction
 
 
+MapFormat = Literal["json", "png", "npy", "none"]
+"""How a dense task's per-pixel maps are written; ``none``: the per-image summaries alone."""
+
+
 @dataclass(frozen=True)
 class TaskOptions:
     """What the card says about the output beyond its task name."""
@@ -36,6 +40,9 @@ class TaskOptions:
     variance_head: bool = False
     threshold: float = 0.5
     """Multi-label: a label is predicted where its mean probability is >= this."""
+    uncertainty_threshold: float = 0.1
+    """Segmentation: a pixel counts as uncertain where its mutual information (nats) exceeds
+    this."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class RowContext:
 
     labels: list[str] | None = None
     rows: Sequence[Any] = field(default_factory=list)
+    maps: MapFormat = "json"
+    """Dense tasks: how per-pixel maps are written."""
 
 
 class Task(ABC):
@@ -122,6 +131,11 @@ class Task(ABC):
         tensor: Tensor = getattr(prediction.stats, name)
         return tensor
 
+    def render_png(self, prediction: Prediction, opacity: float) -> bytes | None:
+        """The answer drawn as a PNG (``Accept: image/png``), where the task has a picture;
+        ``opacity`` of the uncertainty heatmap in [0, 1]. None: no picture."""
+        return None
+
     @abstractmethod
     def observations(self, stats: Any) -> dict[str, Tensor]:
         """Values to observe per uncertainty histogram (``predictive_entropy``,
@@ -147,3 +161,36 @@ class Task(ABC):
     ) -> dict[str, Any]:
         """The task's evaluation report, keyed by the task's field of the answer."""
         raise ValueError(f"evaluation is not available for {self.name} models")
+
+
+class StreamedTask(Task):
+    """A dense task whose statistics are sums over passes: the predictor samples a request
+    round by round (passes ``first_sample``..) and folds each round into running sums, so a
+    request's memory does not grow with N (:mod:`app.engine.streaming`)."""
+
+    @abstractmethod
+    def round_passes(self, rows: int, row_values: int) -> int:
+        """Passes per round for ``rows`` rows of ``row_values`` raw values each (a multiple
+        of the row alignment)."""
+
+    @abstractmethod
+    def accumulate(self, sums: Any, raw: Tensor) -> Any:
+        """Sums (None before the first round) with one round of raw outputs
+        (n, B, *output_shape) folded in."""
+
+    @abstractmethod
+    def summary(self, sums: Any, ci_level: float, inputs: Tensor) -> Any:
+        """The request's statistics (a dataclass of (B, ...) tensors) from its sums and its
+        input rows (B, ...)."""
+
+    @abstractmethod
+    def standard_error(self, sums: Any) -> float:
+        """Largest MC standard error of the returned mean, from the sums."""
+
+    @abstractmethod
+    def held_values(
+        self, rows: int, n_samples: int, output_shape: Sequence[int], return_samples: bool
+    ) -> int:
+        """Most float values one request holds at once (a round's outputs, the sums, every
+        pass's values with ``return_samples``): checked against the settings before
+        sampling."""
