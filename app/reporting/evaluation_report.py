@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.engine.evaluation import ClassificationReport, RegressionReport
+from app.engine.evaluation.referral import Referral
 from app.reporting.html import html_report
 from app.reporting.summary import metric_rows
 
@@ -17,7 +18,7 @@ def evaluation_pictures(report: ClassificationReport | RegressionReport) -> dict
     if isinstance(report, ClassificationReport):
         entropy = report.histograms["predictive_entropy"]
         information = report.histograms["mutual_information"]
-        return {
+        return referral_pictures(report.referral) | {
             "reliability_diagram.png": figures.reliability_diagram(
                 {"mean of the MC passes": report.reliability}, "Reliability diagram"
             ),
@@ -44,6 +45,18 @@ def evaluation_pictures(report: ClassificationReport | RegressionReport) -> dict
             "Epistemic standard deviation (spread of the passes)",
             "std of the pass means (target units)",
         ),
+    }
+
+
+def referral_pictures(referrals: list[Referral]) -> dict[str, bytes]:
+    """``referral_<metric>.png`` per referral curve."""
+    from app.reporting import figures
+
+    return {
+        f"referral_{referral.metric}.png": figures.referral_plot(
+            referral, f"Referral: {referral.metric} on the retained cases"
+        )
+        for referral in referrals
     }
 
 

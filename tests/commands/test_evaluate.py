@@ -75,6 +75,7 @@ def test_out_writes_pngs_and_a_self_contained_html_report(digits_csv: Path, tmp_
         "risk_coverage.png",
         "predictive_entropy_histogram.png",
         "mutual_information_histogram.png",
+        "referral_accuracy.png",  # ten classes: no AUROC referral curve
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*pictures, "report.html", "metrics.json"]
@@ -82,7 +83,8 @@ def test_out_writes_pngs_and_a_self_contained_html_report(digits_csv: Path, tmp_
     for name in pictures:
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4 and "ECE (15 bins)" in page
+    assert page.count('src="data:image/png;base64,') == 5 and "ECE (15 bins)" in page
+    assert "accuracy retained, 0% / 10% / 20% / 30% / 50% referred by MI" in page
     assert json.loads((out / "metrics.json").read_text())["rows"] == 60
 
 
