@@ -148,6 +148,13 @@ class Settings(BaseSettings):
     """On SIGTERM, report not-ready and keep serving this long before draining (lets load
     balancers stop sending traffic first)."""
 
+    max_dense_values: int = Field(default=100_000_000, ge=1)
+    """Most float32-sized values one prediction of a segmentation model may hold at once: its
+    rows x the passes of one round x C x H x W outputs (the passes are summed round by round),
+    its sums and maps, and every pass with ``return_samples``
+    (``app.tasks.segmentation.Segmentation.held_values``). Checked from the request's rows, N
+    and the model's output size before sampling; larger requests get 422 naming it."""
+
     max_evaluation_values: int = Field(default=10_000_000, ge=1)
     """Most values (rows x MC samples x model outputs) one evaluation request may hold: every
     pass of every row is kept to score it, so this bounds an evaluation's memory (see the

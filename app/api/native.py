@@ -66,7 +66,7 @@ async def predict(
     )
 
     def encode() -> str:
-        response = predict_response(model, prediction, prediction_id, body.inputs)
+        response = predict_response(model, prediction, prediction_id, body.inputs, body.maps)
         # Serialised here, once: returning the model would make FastAPI validate it again.
         return response.model_dump_json(exclude_none=True)
 
@@ -113,9 +113,10 @@ def predict_response(
     prediction: Prediction,
     prediction_id: str | None = None,
     rows: Sequence[Any] = (),
+    maps: str = "json",
 ) -> PredictResponse:
     """The v1 answer of one prediction (a non-finite MC standard error is left out); ``rows``
-    are the request's rows as sent."""
+    are the request's rows as sent, ``maps`` how a dense task writes its maps."""
     error = prediction.mc_standard_error
     return PredictResponse(
         model=model.name,
@@ -126,7 +127,7 @@ def predict_response(
         ci_level=prediction.ci_level,
         mc_standard_error=error if math.isfinite(error) else None,
         converged=prediction.converged,
-        predictions=prediction_rows(model, prediction, rows),
+        predictions=prediction_rows(model, prediction, rows, maps),
         prediction_id=prediction_id,
     )
 
@@ -215,8 +216,8 @@ def _audit_info(audit: Audit | None) -> AuditInfo | None:
 
 
 def prediction_rows(
-    model: ServedModel, prediction: Prediction, rows: Sequence[Any] = ()
+    model: ServedModel, prediction: Prediction, rows: Sequence[Any] = (), maps: str = "json"
 ) -> list[BaseModel]:
     """One response object per input row, by the model's task (``rows``: the request's rows
-    as sent, for tasks that point into them)."""
-    return model.task.rows(prediction, RowContext(model.card.labels, rows))
+    as sent, for tasks that point into them; ``maps``: a dense task's map format)."""
+    return model.task.rows(prediction, RowContext(model.card.labels, rows, maps))

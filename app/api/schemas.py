@@ -23,10 +23,13 @@ from app.engine.evaluation import (
 )
 from app.engine.evaluation.conformal import ConformalReport
 from app.engine.evaluation.multilabel import MultilabelReport
+from app.engine.evaluation.segmentation import SegmentationReport
 from app.registry.card import TaskName
 from app.tasks.classification import ClassificationRow as ClassificationRow
 from app.tasks.multilabel import MultilabelRow as MultilabelRow
 from app.tasks.regression import RegressionRow as RegressionRow
+from app.tasks.segmentation import SegmentationRow as SegmentationRow
+from app.tasks.segmentation_maps import MapFormat
 from app.tasks.token_classification import TokenRow as TokenRow
 
 MAX_COVERAGES = 100
@@ -43,6 +46,11 @@ class PredictRequest(MCOptions):
         description="Input rows, each a (nested) list of numbers of the model's input shape.",
     )
     return_samples: bool = Field(default=False, description="Also return every pass's output.")
+    maps: MapFormat = Field(
+        default="json",
+        description="Segmentation: per-pixel maps as nested lists (json), base64 PNG or .npy, "
+        "or none (the per-image summaries alone).",
+    )
 
 
 class PredictResponse(BaseModel):
@@ -61,7 +69,11 @@ class PredictResponse(BaseModel):
         default=None, description='With "auto": whether the tolerance was met before the cap.'
     )
     predictions: (
-        list[ClassificationRow] | list[RegressionRow] | list[MultilabelRow] | list[TokenRow]
+        list[ClassificationRow]
+        | list[RegressionRow]
+        | list[MultilabelRow]
+        | list[TokenRow]
+        | list[SegmentationRow]
     )
     prediction_id: str | None = Field(
         default=None,
@@ -114,6 +126,7 @@ class EvaluateResponse(BaseModel):
     classification: ClassificationReport | None = None
     regression: RegressionReport | None = None
     multilabel: MultilabelReport | None = None
+    segmentation: SegmentationReport | None = None
     conformal: ConformalReport | None = Field(
         default=None,
         description="Coverage and mean width / set size of the model's conformal rule, if any.",

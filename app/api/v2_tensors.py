@@ -33,7 +33,12 @@ SAMPLES_OUTPUT = "samples"
 """Every MC pass's output, (B, N, ...); returned only when asked for by name."""
 
 
-_NUMPY_OUT: dict[str, type[np.generic]] = {"INT64": np.int64, "BOOL": np.bool_, "FP32": np.float32}
+_NUMPY_OUT: dict[str, type[np.generic]] = {
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "FP32": np.float32,
+    "UINT8": np.uint8,
+}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from app.engine.predictor import PredictionRequest
 from app.errors import InvalidInputError
 from app.inputs.base import Rows
 from app.registry.served import ServedModel
+from app.tasks.base import StreamedTask
 
 MIN_TOLERANCE = 1e-12
 """Smallest adaptive tolerance: far below what float32 passes can resolve, so a smaller one
@@ -71,7 +72,28 @@ class RequestPolicy:
                 f"{request.inputs.shape[0]} rows x {request.n_samples} samples = {sample_rows} "
                 f"exceeds the limit of {limit} (max_request_sample_rows)",
             )
+        self._check_held_values(model, request)
         return request
+
+    def _check_held_values(self, model: ServedModel, request: PredictionRequest) -> None:
+        """Refuse, before sampling, a dense task's request that would hold more values at once
+        than ``max_dense_values`` (its worst-case memory, from its rows, N and output size)."""
+        if not isinstance(model.task, StreamedTask):
+            return
+        rows = int(request.inputs.shape[0])
+        held = model.task.held_values(
+            rows, request.n_samples, model.output_shape, request.return_samples
+        )
+        limit = self.settings.max_dense_values
+        if held > limit:
+            shape = " x ".join(map(str, model.task.value_dims(model.output_shape)))
+            raise InvalidInputError(
+                "inputs",
+                f"{rows} rows of {shape} outputs x {request.n_samples} samples"
+                f"{' (return_samples)' if request.return_samples else ''} would hold {held} "
+                f"values at once, over the limit of {limit} (max_dense_values): send fewer "
+                "rows or passes",
+            )
 
     def evaluation(
         self, model: ServedModel, rows: Rows, options: PredictOptions

@@ -22,6 +22,7 @@ from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_
 from app.engine.conformal import ConformalOutput, ConformalRule
 from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
 from app.engine.sampling import SampleJob, Sampler
+from app.engine.streaming import predict_streamed
 
 if TYPE_CHECKING:
     from app.tasks import Task
@@ -44,7 +45,9 @@ def fresh_seed() -> int:
 class TaskSpec:
     """What the model's output means: the task's name and the card's options for it."""
 
-    task: Literal["classification", "regression", "multilabel", "token_classification"]
+    task: Literal[
+        "classification", "regression", "multilabel", "token_classification", "segmentation"
+    ]
     noise_variance: float | None = None
     """Fixed aleatoric variance 1/tau for regression; None with a variance head."""
     variance_head: bool = False
@@ -54,6 +57,8 @@ class TaskSpec:
     """Split-conformal band (regression) or prediction sets (classification)."""
     threshold: float = 0.5
     """Multi-label: a label is predicted where its mean probability is >= this."""
+    uncertainty_threshold: float = 0.1
+    """Segmentation: a pixel is uncertain where its mutual information exceeds this (nats)."""
 
 
 @dataclass(frozen=True)
@@ -130,12 +135,16 @@ class Predictor:
     def __init__(self, sampler: Sampler, spec: TaskSpec) -> None:
         # Imported here: app.tasks imports the evaluation package, which imports this module.
         from app.tasks import TaskOptions, build_task
+        from app.tasks.base import StreamedTask
 
         self.sampler = sampler
         self.spec = spec
-        self.task: Task = build_task(
-            spec.task, TaskOptions(spec.noise_variance, spec.variance_head, spec.threshold)
+        options = TaskOptions(
+            spec.noise_variance, spec.variance_head, spec.threshold, spec.uncertainty_threshold
         )
+        self.task: Task = build_task(spec.task, options)
+        self._streamed = self.task if isinstance(self.task, StreamedTask) else None
+        """The task, where it is summed round by round (memory flat in N); else None."""
 
     def predict(self, request: PredictionRequest) -> Prediction:
         """Statistics for a single request."""
@@ -171,6 +180,8 @@ class Predictor:
         """Each request's prediction, or the error of that request alone, from shared
         forward passes. Raises only when the sampling run itself fails (for all of them)."""
         seeds = [request.resolved_seed() for request in requests]
+        if self._streamed is not None:
+            return predict_streamed(self.sampler, self._streamed, requests, seeds)
         jobs = [SampleJob(r.inputs, r.first_round, s) for r, s in zip(requests, seeds, strict=True)]
         outputs = [raw.float().cpu() for raw in self.sampler.sample_jobs(jobs)]
         self._sample_until_converged(requests, seeds, outputs)

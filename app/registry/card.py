@@ -276,9 +276,18 @@ class MultilabelSpec(_Strict):
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
 
 
-TASKS = ("classification", "regression", "multilabel", "token_classification")
+class SegmentationSpec(_Strict):
+    """Segmentation models: a pixel is uncertain where its mutual information (nats) exceeds
+    ``uncertainty_threshold`` (the answer's ``uncertain_share``)."""
+
+    uncertainty_threshold: float = Field(default=0.1, ge=0.0)
+
+
+TASKS = ("classification", "regression", "multilabel", "token_classification", "segmentation")
 """Task names a card may give (``app.tasks`` has one module each)."""
-TaskName = Literal["classification", "regression", "multilabel", "token_classification"]
+TaskName = Literal[
+    "classification", "regression", "multilabel", "token_classification", "segmentation"
+]
 
 
 class AbstentionSpec(_Strict):
@@ -324,6 +333,7 @@ class ModelCard(_Strict):
     n_samples: SamplingSpec = SamplingSpec()
     regression: RegressionSpec | None = None
     multilabel: MultilabelSpec | None = None
+    segmentation: SegmentationSpec | None = None
     abstention: AbstentionSpec | None = None
     target: str | None = None
     """Label column of evaluation CSV files (``mcdrop evaluate`` uses it unless told another)."""
@@ -388,7 +398,10 @@ class ModelCard(_Strict):
         folder_says = self.task == "classification" and self.architecture.huggingface is not None
         if self.multilabel is not None and self.task != "multilabel" and not folder_says:
             raise ValueError(f"'multilabel' section given for a {self.task} model")
-        if self.task in ("multilabel", "token_classification") and self.conformal is not None:
+        if self.segmentation is not None and self.task != "segmentation":
+            raise ValueError(f"'segmentation' section given for a {self.task} model")
+        dense = ("multilabel", "token_classification", "segmentation")
+        if self.task in dense and self.conformal is not None:
             raise ValueError(f"'conformal' does not apply to {self.task} models")
         arch = self.architecture
         external = arch.torchscript is not None or arch.huggingface is not None

@@ -78,6 +78,9 @@ def load_model_folder(folder: Path, options: LoadOptions = LoadOptions()) -> Ser
     spec = TaskSpec(
         task=card.task,
         threshold=card.multilabel.threshold if card.multilabel else 0.5,
+        uncertainty_threshold=(
+            card.segmentation.uncertainty_threshold if card.segmentation else 0.1
+        ),
         noise_variance=(
             1.0 / card.regression.tau if card.regression and card.regression.tau else None
         ),

@@ -9,10 +9,12 @@ from app.tasks.base import OutputTensor, RowContext, Task, TaskOptions
 from app.tasks.classification import Classification
 from app.tasks.multilabel import Multilabel
 from app.tasks.regression import Regression
+from app.tasks.segmentation import Segmentation
 from app.tasks.token_classification import TokenClassification
 
 TASKS: dict[str, type[Task]] = {
-    task.name: task for task in (Classification, Regression, Multilabel, TokenClassification)
+    task.name: task
+    for task in (Classification, Regression, Multilabel, TokenClassification, Segmentation)
 }
 
 

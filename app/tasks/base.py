@@ -36,6 +36,9 @@ class TaskOptions:
     variance_head: bool = False
     threshold: float = 0.5
     """Multi-label: a label is predicted where its mean probability is >= this."""
+    uncertainty_threshold: float = 0.1
+    """Segmentation: a pixel counts as uncertain where its mutual information (nats) exceeds
+    this."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class RowContext:
 
     labels: list[str] | None = None
     rows: Sequence[Any] = field(default_factory=list)
+    maps: str = "json"
+    """Dense tasks: how per-pixel maps are written (``json``, ``png``, ``npy``, ``none``)."""
 
 
 class Task(ABC):
@@ -144,3 +149,36 @@ class Task(ABC):
     ) -> dict[str, Any]:
         """The task's evaluation report, keyed by the task's field of the answer."""
         raise ValueError(f"evaluation is not available for {self.name} models")
+
+
+class StreamedTask(Task):
+    """A dense task whose statistics are sums over passes: the predictor samples a request
+    round by round (passes ``first_sample``..) and folds each round into running sums, so a
+    request's memory does not grow with N (:mod:`app.engine.streaming`)."""
+
+    @abstractmethod
+    def round_passes(self, rows: int, row_values: int) -> int:
+        """Passes per round for ``rows`` rows of ``row_values`` raw values each (a multiple
+        of the row alignment)."""
+
+    @abstractmethod
+    def accumulate(self, sums: Any, raw: Tensor) -> Any:
+        """Sums (None before the first round) with one round of raw outputs
+        (n, B, *output_shape) folded in."""
+
+    @abstractmethod
+    def summary(self, sums: Any, ci_level: float, inputs: Tensor) -> Any:
+        """The request's statistics (a dataclass of (B, ...) tensors) from its sums and its
+        input rows (B, ...)."""
+
+    @abstractmethod
+    def standard_error(self, sums: Any) -> float:
+        """Largest MC standard error of the returned mean, from the sums."""
+
+    @abstractmethod
+    def held_values(
+        self, rows: int, n_samples: int, output_shape: Sequence[int], return_samples: bool
+    ) -> int:
+        """Most float values one request holds at once (a round's outputs, the sums, every
+        pass's values with ``return_samples``): checked against the settings before
+        sampling."""

@@ -23,7 +23,12 @@ from app.engine.sampling import SampleJob
 from app.errors import ModelLoadError
 from app.tasks import RowContext, Task
 
-DTYPES = {"FP32": torch.float32, "INT64": torch.int64, "BOOL": torch.bool}
+DTYPES = {
+    "FP32": torch.float32,
+    "INT64": torch.int64,
+    "BOOL": torch.bool,
+    "UINT8": torch.uint8,
+}
 HISTOGRAMS = {"predictive_entropy", "mutual_information", "regression_std"}
 
 

@@ -21,6 +21,7 @@ from app.engine.evaluation.report import (
     classification_report,
     regression_report,
 )
+from app.engine.evaluation.segmentation import SegmentationReport
 from app.engine.finite import check_passes_finite
 from app.engine.predictor import Passes, PredictionRequest, Predictor, TaskSpec
 from app.errors import InvalidInputError
@@ -40,6 +41,7 @@ class Evaluation:
     classification: ClassificationReport | None = None
     regression: RegressionReport | None = None
     multilabel: MultilabelReport | None = None
+    segmentation: SegmentationReport | None = None
     conformal: ConformalReport | None = None
     """Where the model has a conformal rule: its coverage and width or set size."""
 
@@ -57,7 +59,9 @@ def parse_targets(
     # Imported here: app.tasks imports this package (its reports), which imports this module.
     from app.tasks import TaskOptions, build_task
 
-    options = TaskOptions(spec.noise_variance, spec.variance_head, spec.threshold)
+    options = TaskOptions(
+        spec.noise_variance, spec.variance_head, spec.threshold, spec.uncertainty_threshold
+    )
     return build_task(spec.task, options).parse_targets(targets, labels, output_shape)
 
 

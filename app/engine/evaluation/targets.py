@@ -107,3 +107,27 @@ def _label_set(value: Any, labels: Sequence[str] | None, classes: int, row: int)
     for member in value:
         on[_class_index(member, labels, classes, row)] = 1.0
     return on
+
+
+def mask_targets(targets: Sequence[Any], size: tuple[int, int], classes: int) -> Tensor:
+    """(B, H, W) long target masks: each target an H x W nested list of class indices
+    (booleans for a binary mask: true is class 1)."""
+    return torch.stack([_mask(value, size, classes, i) for i, value in enumerate(targets)])
+
+
+def _mask(value: Any, size: tuple[int, int], classes: int, row: int) -> Tensor:
+    height, width = size
+    shape_ok = (
+        isinstance(value, list)
+        and len(value) == height
+        and all(isinstance(line, list) and len(line) == width for line in value)
+    )
+    if not shape_ok:
+        raise InvalidInputError(
+            f"targets[{row}]", f"must be a {height} x {width} list of lists of class indices"
+        )
+    if not all(isinstance(v, int) and 0 <= v < classes for line in value for v in line):
+        raise InvalidInputError(
+            f"targets[{row}]", f"class indices must be integers in 0..{classes - 1}"
+        )
+    return torch.tensor(value, dtype=torch.long)
