@@ -47,9 +47,7 @@ def test_ties_share_their_group_mean() -> None:
 
 def test_dice_is_a_per_case_mean_too() -> None:
     dice = torch.tensor([0.9, 0.2, 0.8, 0.5, 0.7], dtype=torch.float64)
-    assert retained_mean_curve(UNCERTAINTY, dice, [0.0, 0.4]) == pytest.approx(
-        [3.1 / 5, 2.4 / 3]
-    )
+    assert retained_mean_curve(UNCERTAINTY, dice, [0.0, 0.4]) == pytest.approx([3.1 / 5, 2.4 / 3])
 
 
 def test_retained_auroc() -> None:
