@@ -13,10 +13,12 @@ from torch import nn
 from app.architectures.cnn import DigitsCNN
 from app.architectures.layers import Destandardize, Standardize
 from app.architectures.mlp import DropoutMLP
+from app.architectures.unet import DropoutUNet
 
 BUNDLED: dict[str, type[nn.Module]] = {
     "dropout_mlp": DropoutMLP,
     "digits_cnn": DigitsCNN,
+    "dropout_unet": DropoutUNet,
 }
 """Bundled architecture name -> class."""
 
@@ -52,6 +54,7 @@ __all__ = [
     "Destandardize",
     "DigitsCNN",
     "DropoutMLP",
+    "DropoutUNet",
     "Standardize",
     "UnknownArchitectureError",
     "build_bundled",

@@ -7,14 +7,19 @@ from pathlib import Path
 
 from app.engine.evaluation import ClassificationReport, RegressionReport
 from app.engine.evaluation.referral import Referral
+from app.engine.evaluation.segmentation import SegmentationReport
 from app.reporting.html import html_report
 from app.reporting.summary import metric_rows
 
 
-def evaluation_pictures(report: ClassificationReport | RegressionReport) -> dict[str, bytes]:
+def evaluation_pictures(
+    report: ClassificationReport | RegressionReport | SegmentationReport,
+) -> dict[str, bytes]:
     """File name -> PNG bytes of the report's pictures."""
     from app.reporting import figures
 
+    if isinstance(report, SegmentationReport):
+        return referral_pictures(report.referral)
     if isinstance(report, ClassificationReport):
         entropy = report.histograms["predictive_entropy"]
         information = report.histograms["mutual_information"]
@@ -64,7 +69,7 @@ def write_evaluation_report(
     out_dir: Path,
     title: str,
     about: Sequence[tuple[str, str]],
-    report: ClassificationReport | RegressionReport,
+    report: ClassificationReport | RegressionReport | SegmentationReport,
 ) -> list[Path]:
     """Write the PNG pictures and ``report.html`` (pictures inlined) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.commands.tables import table
 from app.engine.evaluation import ClassificationReport, RegressionReport
 from app.engine.evaluation.referral import Referral
+from app.engine.evaluation.segmentation import SegmentationReport
 
 
 def _number(value: float) -> str:
@@ -64,10 +65,27 @@ def regression_rows(report: RegressionReport) -> list[tuple[str, str]]:
     ]
 
 
-def metric_rows(report: ClassificationReport | RegressionReport) -> list[tuple[str, str]]:
-    """The rows of either kind of report."""
+def segmentation_rows(report: SegmentationReport) -> list[tuple[str, str]]:
+    """Mean foreground Dice, pixel accuracy, each class's mean Dice, the referral curve."""
+    rows = [
+        ("images", str(len(report.images))),
+        ("mean foreground Dice", _number(report.mean_foreground_dice)),
+        ("pixel accuracy", _number(report.pixel_accuracy)),
+    ]
+    rows += [(f"mean Dice of class {c}", _number(d)) for c, d in enumerate(report.mean_dice)]
+    for referral in report.referral:
+        rows += referral_rows(referral)
+    return rows
+
+
+def metric_rows(
+    report: ClassificationReport | RegressionReport | SegmentationReport,
+) -> list[tuple[str, str]]:
+    """The rows of any kind of report."""
     if isinstance(report, ClassificationReport):
         return classification_rows(report)
+    if isinstance(report, SegmentationReport):
+        return segmentation_rows(report)
     return regression_rows(report)
 
 

@@ -3,6 +3,7 @@
 import { bindKeyForm, call } from "./api.js";
 import { densityChart, entropySplit, fmt, h, histogram, probabilityBars } from "./charts.js";
 import { buildInput } from "./inputs.js";
+import { bindReferral } from "./referral.js";
 import { renderMultilabel, renderTokens } from "./tasks.js";
 
 const $ = (id) => document.getElementById(id);
@@ -56,6 +57,8 @@ async function selectModel(name) {
   $("model-section").hidden = false;
   $("result").hidden = true;
   $("predict-status").textContent = "";
+  $("referral-charts").replaceChildren();
+  $("referral-status").textContent = "";
 }
 
 function cardEntries(info, hints) {
@@ -252,5 +255,6 @@ window.addEventListener("hashchange", () => {
   const name = decodeURIComponent(location.hash.slice(1));
   if (name && name !== state.info?.name) selectModel(name);
 });
+bindReferral($("referral-form"), $("referral-file"), $("referral-status"), $("referral-charts"), () => state.info?.name);
 bindKeyForm($("key-form"), $("api-key"), loadModels);
 loadModels();

@@ -35,3 +35,22 @@ def test_binary_models_get_accuracy_and_auroc_curves() -> None:
 def test_many_classes_get_the_accuracy_curve_only() -> None:
     probs, targets = _passes(5)
     assert [r.metric for r in classification_report(probs, targets).referral] == ["accuracy"]
+
+
+def test_segmentation_refers_the_uncertain_wrong_image_first() -> None:
+    from app.engine.evaluation.segmentation import segmentation_report
+
+    # two passes, two images of 1 x 2 pixels, classes (background, lesion). Image 0: both
+    # passes say lesion everywhere (MI 0), and it is; image 1: the passes disagree (MI ln 2,
+    # mean (0.5, 0.5), argmax background), but it is all lesion: Dice 0.
+    lesion = torch.tensor([0.0, 1.0], dtype=torch.float64).view(2, 1, 1)
+    background = 1.0 - lesion
+    image0 = torch.stack([lesion.expand(2, 1, 2)] * 2)  # (N, C, H, W)
+    image1 = torch.stack([lesion.expand(2, 1, 2), background.expand(2, 1, 2)])
+    probs = torch.stack([image0, image1], dim=1)  # (N, B, C, H, W)
+    report = segmentation_report(probs, torch.ones(2, 1, 2, dtype=torch.long))
+    (dice,) = report.referral
+    assert dice.metric == "dice"
+    for curve in dice.curves.values():
+        assert curve[0] == 0.5  # both images
+        assert curve[dice.rates.index(0.5)] == 1.0  # image 1 referred
