@@ -1,4 +1,4 @@
-"""DICOM files -> one windowed grey plane, through pydicom (``mcdrop[medical]``).
+"""DICOM files -> one windowed grey plane, through pydicom (``mcdrop[scans]``).
 
 Only the pixel data and the attributes that make numbers of it are read: Rows, Columns,
 NumberOfFrames, SamplesPerPixel, PhotometricInterpretation (MONOCHROME1 is inverted),

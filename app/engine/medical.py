@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 Format = Literal["png", "jpeg", "webp", "dicom", "nifti"]
 MEDICAL_FORMATS: tuple[Format, ...] = ("dicom", "nifti")
 PILLOW_FORMATS: tuple[Format, ...] = ("png", "jpeg", "webp")
-MEDICAL_EXTRA = 'DICOM and NIfTI inputs need pydicom and nibabel: pip install "mcdrop[medical]"'
+MEDICAL_EXTRA = 'DICOM and NIfTI inputs need pydicom and nibabel: pip install "mcdrop[scans]"'
 _DICOM_MAGIC_AT, _DICOM_MAGIC = 128, b"DICM"
 
 

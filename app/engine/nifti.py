@@ -1,5 +1,5 @@
 """NIfTI-1/2 images (``.nii``, or gzipped ``.nii.gz``) -> one windowed 2D slice, through
-nibabel (``mcdrop[medical]``).
+nibabel (``mcdrop[scans]``).
 
 A 2D image is taken as it is; a 3D volume needs the card's ``input.slice``, an index along its
 third axis (trailing axes of length 1 are ignored). The slice's voxel ``(i, j)`` becomes the

@@ -134,7 +134,7 @@ class ImageInputSpec(_Strict):
     std: list[float] | None = None
     """Per channel; default 1."""
     formats: list[Format] = Field(default_factory=lambda: list(PILLOW_FORMATS), min_length=1)
-    """Encodings clients may send; ``dicom`` and ``nifti`` need ``mcdrop[medical]``. Each
+    """Encodings clients may send; ``dicom`` and ``nifti`` need ``mcdrop[scans]``. Each
     request image is told apart by its content (see :mod:`app.engine.medical`)."""
     window: WindowSpec | None = None
     """DICOM/NIfTI: values mapped to [0, 1]; absent: the file's window, else its range."""
