@@ -21,7 +21,14 @@ from tests.support import free_port, serve_in_thread
 
 DIGIT_ROWS = [[0.0] * 64, [8.0] * 64]
 
-BUNDLED_NAMES = {"digits-mlp", "digits-cnn", "diabetes-mlp", "ticket-triage", "digits-image"}
+BUNDLED_NAMES = {
+    "digits-mlp",
+    "digits-cnn",
+    "diabetes-mlp",
+    "ticket-triage",
+    "digits-image",
+    "lesion-seg",
+}
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ def test_lists_models_with_their_metadata(demo_client: TestClient) -> None:
         "diabetes-mlp",
         "ticket-triage",
         "digits-image",
+        "lesion-seg",
     }
     mlp = models["digits-mlp"]
     assert mlp["task"] == "classification" and mlp["input_shape"] == [64]

@@ -153,6 +153,7 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
             "diabetes-mlp",
             "ticket-triage",
             "digits-image",
+            "lesion-seg",
         }
     finally:
         server.terminate()

