@@ -26,6 +26,12 @@ class InvalidInputError(McdropError):
         self.field = field
 
 
+class NotAcceptableError(McdropError):
+    """The client asked (Accept) for a media type this model's answers do not come in."""
+
+    status_code = 406
+
+
 class InvalidTensorError(McdropError):
     """An Open Inference Protocol request breaks the protocol or the model's contract: wrong
     tensor name, datatype, shape or data length. The protocol answers these with 400."""

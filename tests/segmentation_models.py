@@ -32,11 +32,16 @@ UNET_SOURCE = textwrap.dedent(
 
     class TinyUNet(nn.Module):
         """A two-level U-Net over (B, in_channels, H, W) -> (B, classes, H, W) logits; dropout
-        at the bottleneck (``bottleneck_p``) and in the decoder (``p``)."""
+        at the bottleneck (``bottleneck_p``) and in the decoder (``p``); the last class is
+        the bright one."""
 
         def __init__(self, in_channels: int = 1, classes: int = 2, width: int = 8,
-                     p: float = 0.3, bottleneck_p: float = 0.0) -> None:
+                     p: float = 0.3, bottleneck_p: float = 0.0, gain: float = 8.0) -> None:
             super().__init__()
+            # A fixed intensity prior so that random weights still find the bright disc.
+            sign = torch.zeros(1, classes, 1, 1)
+            sign[0, 0], sign[0, -1] = -gain, gain
+            self.register_buffer("sign", sign, persistent=False)
             self.enc1 = block(in_channels, width)
             self.enc2 = block(width, 2 * width)
             self.bottleneck = block(2 * width, 2 * width)
@@ -52,12 +57,13 @@ UNET_SOURCE = textwrap.dedent(
             deep = self.bottleneck(self.enc2(F.max_pool2d(skip, 2)))
             deep = self.up(self.bottleneck_drop(deep))
             merged = self.decoder_drop(torch.cat([deep, skip], dim=1))
-            return self.out(self.head_drop(self.dec(merged)))
+            prior = (x[:, :1] - 0.5) * self.sign
+            return self.out(self.head_drop(self.dec(merged))) + prior
     '''
 )
 
 
-def unet(folder: Path, **kwargs: Any) -> torch.nn.Module:
+def unet(folder: Path, scale: float = 1.7, **kwargs: Any) -> torch.nn.Module:
     """The folder's TinyUNet with seeded weights (running stats set away from 0 and 1)."""
     torch.manual_seed(0)
     network: torch.nn.Module = source_module(folder).TinyUNet(**kwargs)
@@ -67,7 +73,7 @@ def unet(folder: Path, **kwargs: Any) -> torch.nn.Module:
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
         for parameter in network.parameters():
-            parameter.mul_(2.0)
+            parameter.mul_(scale)
     return network.eval()
 
 
@@ -102,10 +108,10 @@ def write_unet_folder(
     return folder
 
 
-def images(rows: int = 2, channels: int = 1, seed: int = 1) -> torch.Tensor:
-    """Seeded (rows, channels, SIZE, SIZE) inputs: a bright disc on noise."""
+def images(rows: int = 2, channels: int = 1, seed: int = 1, size: int = SIZE) -> torch.Tensor:
+    """Seeded (rows, channels, size, size) inputs: a bright disc on noise."""
     generator = torch.Generator().manual_seed(seed)
-    grid = torch.arange(SIZE, dtype=torch.float32) - SIZE / 2
-    disc = ((grid.view(-1, 1) ** 2 + grid.view(1, -1) ** 2) < (SIZE / 4) ** 2).float()
-    noise = 0.3 * torch.randn((rows, channels, SIZE, SIZE), generator=generator)
+    grid = torch.arange(size, dtype=torch.float32) - size / 2
+    disc = ((grid.view(-1, 1) ** 2 + grid.view(1, -1) ** 2) < (size / 4) ** 2).float()
+    noise = 0.3 * torch.randn((rows, channels, size, size), generator=generator)
     return disc + noise

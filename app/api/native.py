@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
@@ -28,6 +28,7 @@ from app.api.schemas import (
 from app.engine.module_sites import SAMPLED_MODULE_NOTE
 from app.engine.predictor import Prediction
 from app.engine.selection import describe_choice
+from app.errors import NotAcceptableError
 from app.inputs.base import InputDescription
 from app.registry.auditing import Audit
 from app.registry.repository import ModelEntry
@@ -35,6 +36,9 @@ from app.registry.served import ServedModel
 from app.tasks import RowContext
 
 router = APIRouter(prefix="/v1", tags=["native"])
+
+DEFAULT_OPACITY = 0.6
+"""Opacity of the uncertainty heatmap of a rendered (image/png) answer."""
 
 
 @router.get("/models")
@@ -57,13 +61,27 @@ async def describe_model(name: str, repository: RepositoryDep) -> ModelInfo:
     openapi_extra=PREDICT_OPENAPI,
 )
 async def predict(
-    name: str, body: PredictBody, caller: CallerDep, dataplane: DataPlaneDep
+    name: str,
+    body: PredictBody,
+    caller: CallerDep,
+    dataplane: DataPlaneDep,
+    request: Request,
+    opacity: Annotated[float, Query(ge=0.0, le=1.0)] = DEFAULT_OPACITY,
 ) -> Response:
     """Mean prediction and uncertainty for each input row from N MC dropout passes; held for
-    feedback under the returned ``prediction_id``."""
+    feedback under the returned ``prediction_id``. With ``Accept: image/png`` (segmentation)
+    the answer is the images with their masks and uncertainty heatmaps (``opacity``)."""
+    picture = wants_png(request.headers.get("accept", ""))
     model, prediction, prediction_id = await dataplane.predict_held(
         name, body.inputs, body.options(body.return_samples), "v1_predict", owner=caller
     )
+    if picture:
+        drawn = await serialise(
+            lambda: model.task.render_png(prediction, opacity), answer_values(prediction)
+        )
+        if drawn is None:
+            raise NotAcceptableError(f"a {model.card.task} answer has no image/png form")
+        return Response(drawn, media_type="image/png")
 
     def encode() -> str:
         response = predict_response(model, prediction, prediction_id, body.inputs, body.maps)
@@ -102,6 +120,12 @@ async def feedback(
         log_likelihood=_mean(score.log_likelihood),
         brier=_mean(score.brier) if score.brier is not None else None,
     )
+
+
+def wants_png(accept: str) -> bool:
+    """Whether an Accept header prefers a picture: its first media type is image/png."""
+    first = accept.split(",")[0].split(";")[0].strip().lower()
+    return first == "image/png"
 
 
 def _mean(values: list[float]) -> float:

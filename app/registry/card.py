@@ -216,6 +216,8 @@ class ArchitectureSpec(_Strict):
     class_name: str | None = Field(default=None, alias="class")
     torchscript: str | None = None
     huggingface: str | None = None
+    monai: str | None = None
+    """A MONAI network class (``UNet``, ``BasicUNet``: ``app/registry/monai_nets.py``)."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -224,12 +226,13 @@ class ArchitectureSpec(_Strict):
     def _exactly_one_source(self) -> ArchitectureSpec:
         sources = [
             s
-            for s in (self.bundled, self.file, self.torchscript, self.huggingface)
+            for s in (self.bundled, self.file, self.torchscript, self.huggingface, self.monai)
             if s is not None
         ]
         if len(sources) != 1:
             raise ValueError(
-                "architecture needs exactly one of 'bundled', 'file', 'torchscript', 'huggingface'"
+                "architecture needs exactly one of 'bundled', 'file', 'torchscript', "
+                "'huggingface', 'monai'"
             )
         if self.file is not None and self.class_name is None:
             raise ValueError("architecture.file needs 'class' (the nn.Module class to build)")

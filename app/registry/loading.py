@@ -26,6 +26,7 @@ from app.registry.auditing import audit_network
 from app.registry.card import ModelCard, read_card
 from app.registry.hf_image import load_image_classifier
 from app.registry.hf_text import load_text_classifier
+from app.registry.monai_nets import load_monai
 from app.registry.network import Network
 from app.registry.served import LoadOptions, ServedModel
 from app.registry.torch_loader import load_torch
@@ -41,18 +42,21 @@ LOADERS: dict[str, Loader] = {
     "torchscript": load_torch,
     "huggingface-text": load_text_classifier,
     "huggingface-image": load_image_classifier,
+    "monai": load_monai,
 }
 """Architecture source -> its loader (a new source: one loader and one row here)."""
 
 
 def architecture_source(card: ModelCard) -> str:
-    """The card's row of :data:`LOADERS`: ``bundled``, ``file``, ``torchscript`` or
-    ``huggingface-<input type>``."""
+    """The card's row of :data:`LOADERS`: ``bundled``, ``file``, ``torchscript``, ``monai``
+    or ``huggingface-<input type>``."""
     arch = card.architecture
     if arch.huggingface is not None:
         return f"huggingface-{card.input.type}"
     return next(
-        name for name in ("bundled", "file", "torchscript") if getattr(arch, name) is not None
+        name
+        for name in ("bundled", "file", "torchscript", "monai")
+        if getattr(arch, name) is not None
     )
 
 

@@ -4,6 +4,7 @@ card's ``mc_dropout`` and split into a deterministic prefix and a sampled suffix
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 
 import torch
@@ -27,8 +28,15 @@ from app.registry.card import ModelCard
 from app.registry.network import Network, describe_sites
 
 
-def torch_network(card: ModelCard, module: nn.Module, probe: Tensor, kind: InputKind) -> Network:
-    """The network of a built model in eval mode with its weights, probed on ``probe`` rows."""
+def torch_network(
+    card: ModelCard,
+    module: nn.Module,
+    probe: Tensor,
+    kind: InputKind,
+    head: Collection[str] | None = None,
+) -> Network:
+    """The network of a built model in eval mode with its weights, probed on ``probe`` rows;
+    ``head`` the sites ``mc_dropout: head`` samples (None: the last dropout site)."""
     if isinstance(module, torch.jit.ScriptModule):
         return _scripted_network(card, module, probe, kind)
     unroll_recurrent_dropout(module)
@@ -36,7 +44,8 @@ def torch_network(card: ModelCard, module: nn.Module, probe: Tensor, kind: Input
     modules += module_sites(module, card, len(modules), {layer.name for layer in modules})
     traced = trace_sites(module, {layer.name for layer in modules}, len(modules))
     found = modules + (traced.functional if traced is not None else [])
-    head = set(traced.order[-1:]) if traced is not None else _last(modules)
+    if head is None:
+        head = set(traced.order[-1:]) if traced is not None else _last(modules)
     reached = [x for x in found if traced is None or x.name in traced.order]
     layers = select_dropout(reached, card.mc_dropout, head, card.name, card.dropout_share)
     if not any(layer.active for layer in layers):

@@ -36,7 +36,7 @@ def load_torch(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     kind = torch_input_kind(card, options)
     module = _build_module(card, folder)
     if card.weights.file is not None:
-        _load_weights(module, card, folder)
+        load_weights(module, card, folder)
     if isinstance(card.input, InputSpec) and card.input.lengths:
         module = take_lengths(module, card.input.shape, card.name)
     module.eval().to(options.device, options.dtype)
@@ -125,7 +125,8 @@ def _import_class(folder: Path, file: str, class_name: str, model_name: str) -> 
     return cls
 
 
-def _load_weights(module: nn.Module, card: ModelCard, folder: Path) -> None:
+def load_weights(module: nn.Module, card: ModelCard, folder: Path) -> None:
+    """The card's weights file, its sha256 checked, into ``module`` (strict)."""
     assert card.weights.file is not None
     path = _inside(folder, card.weights.file, "weights.file")
     if card.weights.sha256 is None:

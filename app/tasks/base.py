@@ -124,6 +124,11 @@ class Task(ABC):
         tensor: Tensor = getattr(prediction.stats, name)
         return tensor
 
+    def render_png(self, prediction: Prediction, opacity: float) -> bytes | None:
+        """The answer drawn as a PNG (``Accept: image/png``), where the task has a picture;
+        ``opacity`` of the uncertainty heatmap in [0, 1]. None: no picture."""
+        return None
+
     @abstractmethod
     def observations(self, stats: Any) -> dict[str, Tensor]:
         """Values to observe per uncertainty histogram (``predictive_entropy``,

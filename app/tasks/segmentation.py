@@ -30,6 +30,7 @@ from app.engine.stats.segmentation import (
 )
 from app.tasks.base import OutputTensor, RowContext, StreamedTask
 from app.tasks.segmentation_maps import FLOAT_MAPS, SegmentationMaps, encode_maps
+from app.tasks.segmentation_overlay import overlay, overlay_png
 
 if TYPE_CHECKING:
     from app.engine.predictor import Passes, Prediction
@@ -183,6 +184,17 @@ class Segmentation(StreamedTask):
     def output_tensor(self, prediction: Prediction, name: str) -> Tensor:
         tensor: Tensor = getattr(prediction.stats, name)
         return tensor.to(torch.uint8) if name == "mask" else tensor
+
+    def render_png(self, prediction: Prediction, opacity: float) -> bytes:
+        """Every image with its mask's contour and its MI heatmap, side by side
+        (:mod:`app.tasks.segmentation_overlay`)."""
+        stats: SegmentationStats = prediction.stats
+        classes = int(stats.mean.shape[1])
+        drawn = [
+            overlay(stats.image[i], stats.mask[i], stats.mutual_information[i], classes, opacity)
+            for i in range(int(stats.mask.shape[0]))
+        ]
+        return overlay_png(drawn)
 
     def observations(self, stats: Any) -> dict[str, Tensor]:
         """Per image: the mean over its pixels (a histogram of every pixel would drown the

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.segmentation_models import SIZE, images, write_unet_folder
+from tests.support import write_model
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     root = tmp_path_factory.mktemp("models")
     write_unet_folder(root, "unet", {"p": 0.3}, labels=["background", "lesion"])
+    write_model(root, "tiny")
     settings = load_settings(models_dir=root, max_dense_values=2_000_000)
     with TestClient(create_app(settings)) as started:
         yield started
@@ -128,3 +130,53 @@ def test_the_client_reads_segmentation_rows(client: TestClient) -> None:
 
     parsed = PredictResponse.model_validate(_predict(client, maps="png"))
     assert isinstance(parsed.predictions[0], SegmentationRow)
+
+
+def test_accept_png_gives_the_overlay_and_other_tasks_say_406(client: TestClient) -> None:
+    body = {"inputs": images(2).tolist(), "n_samples": 24, "seed": 4}
+    response = client.post(
+        "/v1/models/unet/predict?opacity=1", json=body, headers={"Accept": "image/png"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    drawn = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert drawn.shape == (SIZE, 2 * SIZE + 4, 3)
+    mask = np.array(_predict(client)["predictions"][0]["maps"]["mask"])
+    from app.tasks.segmentation_overlay import CONTOUR_RGB, contour
+
+    edge = contour(mask)
+    assert edge.any() and (drawn[:SIZE, :SIZE][edge] == CONTOUR_RGB).all()
+    bad = client.post(
+        "/v1/models/unet/predict?opacity=2", json=body, headers={"Accept": "image/png"}
+    )
+    assert bad.status_code == 422
+    tiny = client.post(
+        "/v1/models/tiny/predict", json={"inputs": [[0.0, 1.0]]}, headers={"Accept": "image/png"}
+    )
+    assert tiny.status_code == 406
+    assert "classification answer has no image/png form" in tiny.json()["error"]
+    either = {"Accept": "application/json, image/png"}
+    assert client.post("/v1/models/unet/predict", json=body, headers=either).json()["task"]
+
+
+def test_v2_binary_outputs_carry_the_uint8_mask(client: TestClient) -> None:
+    plain = _predict(client)["predictions"][0]["maps"]["mask"]
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [2, 1, SIZE, SIZE],
+                "datatype": "FP32",
+                "data": images(2).flatten().tolist(),
+            }
+        ],
+        "outputs": [{"name": "mask", "parameters": {"binary_data": True}}],
+        "parameters": {"n_samples": 24, "seed": 4},
+    }
+    response = client.post("/v2/models/unet/infer", json=body)
+    assert response.status_code == 200, response.text
+    header_length = int(response.headers["inference-header-content-length"])
+    tail = response.content[header_length:]
+    assert len(tail) == 2 * SIZE * SIZE
+    mask = np.frombuffer(tail, dtype=np.uint8).reshape(2, SIZE, SIZE)
+    assert mask[0].tolist() == plain

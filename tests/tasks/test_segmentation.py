@@ -173,3 +173,17 @@ def test_targets_are_masks_of_the_output_size_with_known_classes() -> None:
         with pytest.raises(InvalidInputError) as refused:
             mask_targets([[[0, 0], [0, 0]], wrong], (2, 2), 2)
         assert refused.value.field == "targets[1]"
+
+
+def test_the_overlay_draws_the_contour_and_the_heatmap() -> None:
+    from app.tasks.segmentation_overlay import CONTOUR_RGB, HEAT_RGB, contour, overlay
+
+    mask = torch.zeros(5, 5, dtype=torch.long)
+    mask[1:4, 1:4] = 1
+    edge = contour(mask.numpy())
+    assert edge.sum() == 8 and not edge[2, 2]  # the square's ring, not its centre
+    mi = torch.zeros(5, 5)
+    mi[0, 0] = LN2  # the largest MI of two classes: the full heat colour at opacity 1
+    drawn = overlay(torch.zeros(1, 5, 5), mask, mi, 2, opacity=1.0)
+    assert tuple(drawn[1, 1]) == CONTOUR_RGB and tuple(drawn[0, 0]) == HEAT_RGB
+    assert tuple(drawn[2, 2]) == (0, 0, 0) and tuple(drawn[4, 4]) == (0, 0, 0)
