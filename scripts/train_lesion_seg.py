@@ -212,18 +212,23 @@ def mc_dice(model: nn.Module, pixels: np.ndarray, masks: np.ndarray) -> float:
 def train(
     epochs: int = EPOCHS, train_scans: int = TRAIN_SCANS, test_scans: int = TEST_SCANS
 ) -> tuple[nn.Module, dict[str, object]]:
-    """The trained model and its card (without the weights' checksum)."""
+    """The trained model and its card (without the weights' checksum). Runs on one thread
+    with deterministic algorithms, and puts both settings back afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    started = time.perf_counter()
-    torch.manual_seed(TRAIN_SEED)
-    model = build_bundled("dropout_unet", KWARGS)
-    losses = fit(model, *scans(TRAIN_SEED, train_scans), epochs)
-    dice = mc_dice(model, *scans(TEST_SEED, test_scans))
-    seconds = time.perf_counter() - started
-    print(
-        f"{NAME}: losses {[round(x, 4) for x in losses]}, MC test Dice {dice:.4f}, {seconds:.0f} s"
-    )
+    try:
+        started = time.perf_counter()
+        torch.manual_seed(TRAIN_SEED)
+        model = build_bundled("dropout_unet", KWARGS)
+        losses = fit(model, *scans(TRAIN_SEED, train_scans), epochs)
+        dice = mc_dice(model, *scans(TEST_SEED, test_scans))
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    rounded = [round(x, 4) for x in losses]
+    print(f"{NAME}: losses {rounded}, MC test Dice {dice:.4f}, {seconds:.0f} s")
     return model.eval(), _card(dice)
 
 

@@ -3,16 +3,19 @@ deterministic, and the shipped model loads and answers its samples as the README
 
 from __future__ import annotations
 
-import io
+import shutil
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.engine.predictor import PredictionRequest
+from app.config import load_settings
+from app.main import create_app
 from app.registry.loading import load_model_folder
-from app.registry.served import ServedModel
 from tests.support import BUNDLED_MODELS, load_script
 
 demo = load_script("train_lesion_seg")
@@ -20,9 +23,11 @@ FOLDER = BUNDLED_MODELS / "lesion-seg"
 SAMPLES = FOLDER / "samples"
 
 
-@pytest.fixture(scope="module")
-def model() -> ServedModel:
-    return load_model_folder(FOLDER)  # the card's sha256 is checked on load
+def test_the_card_matches_the_weights_and_the_script() -> None:
+    model = load_model_folder(FOLDER)  # the card's sha256 is checked on load
+    assert model.card.task == "segmentation" and model.card.training["script"] == demo.SCRIPT
+    assert model.card.architecture.kwargs == demo.KWARGS
+    assert (FOLDER / "model.safetensors").stat().st_size < 2_000_000
 
 
 def test_scans_are_seeded_and_varied() -> None:
@@ -52,12 +57,60 @@ def test_training_is_deterministic() -> None:
         assert torch.equal(a, b), name
 
 
-def _answer(model: ServedModel, name: str) -> dict:
-    data = (SAMPLES / name).read_bytes()
-    inputs = model.input_kind.rows([data], 1)
-    request = PredictionRequest(inputs, n_samples=30, ci_level=0.95, seed=0)
-    prediction = model.predictor.predict(request)
-    from app.tasks import RowContext
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    root = tmp_path_factory.mktemp("models")
+    shutil.copytree(FOLDER, root / "lesion-seg")
+    with TestClient(create_app(load_settings(models_dir=root))) as started:
+        yield started
 
-    (row,) = model.predictor.task.rows(prediction, RowContext(labels=model.card.labels))
-    return row.model_dump()
+
+def _answer(client: TestClient, name: str) -> dict[str, Any]:
+    files = [("image", (name, (SAMPLES / name).read_bytes(), "application/octet-stream"))]
+    form = {"n_samples": "30", "seed": "0"}
+    response = client.post("/v1/models/lesion-seg/predict", files=files, data=form)
+    assert response.status_code == 200, response.text
+    row: dict[str, Any] = response.json()["predictions"][0]
+    return row
+
+
+def _boundary(mask: np.ndarray, reach: int = 2) -> np.ndarray:
+    """Pixels within ``reach`` of a change of class in the mask."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    windows = sliding_window_view(np.pad(mask, reach, mode="edge"), (2 * reach + 1,) * 2)
+    band: np.ndarray = windows.max(axis=(-1, -2)) != windows.min(axis=(-1, -2))
+    return band
+
+
+def _lesion(row: dict[str, Any]) -> dict[str, Any]:
+    area: dict[str, Any] = row["areas"][1]
+    assert area["label"] == "lesion"
+    return area
+
+
+def test_the_easy_scan_is_uncertain_only_on_its_boundary(client: TestClient) -> None:
+    row = _answer(client, "easy.png")
+    information = np.array(row["maps"]["mutual_information"])
+    band = _boundary(np.array(row["maps"]["mask"]))
+    assert (information * band).sum() / information.sum() > 0.8
+    assert not ((information > row["uncertainty_threshold"]) & ~band).any()
+    lesion = _lesion(row)
+    assert (
+        150 < lesion["pixels"] < 300 and lesion["upper"] - lesion["lower"] < 0.3 * lesion["pixels"]
+    )
+    assert row["foreground_mutual_information"] < 0.05
+
+
+def test_low_contrast_and_out_of_distribution_are_flagged(client: TestClient) -> None:
+    easy, faint = _answer(client, "easy.png"), _answer(client, "low-contrast.png")
+    unseen = _answer(client, "out-of-distribution.png")
+    assert faint["foreground_mutual_information"] > 3 * easy["foreground_mutual_information"]
+    width = _lesion(faint)["upper"] - _lesion(faint)["lower"]
+    assert width > _lesion(faint)["pixels"]  # the interval is wider than the area itself
+    assert unseen["mean_mutual_information"] > 10 * easy["mean_mutual_information"]
+    assert unseen["uncertain_share"] > 10 * easy["uncertain_share"]
+
+
+def test_the_dicom_sample_answers_as_its_png(client: TestClient) -> None:
+    assert _answer(client, "easy.dcm") == _answer(client, "easy.png")
