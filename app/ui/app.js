@@ -39,7 +39,7 @@ async function selectModel(name) {
   const path = encodeURIComponent(name);
   try {
     const [info, hints] = await Promise.all([call(`/v1/models/${path}`), call(`/ui/models/${path}/card`)]);
-    Object.assign(state, { info, hints, widget: buildInput(info.input, info.feature_names), many: null, one: null, row: null, view: {} });
+    Object.assign(state, { info, hints, widget: buildInput({ ...info.input, formats: hints.input?.formats }, info.feature_names), many: null, one: null, row: null, view: {} });
   } catch (error) {
     $("models-status").textContent = error.message;
     return;
