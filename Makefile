@@ -14,7 +14,7 @@ SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install install-dev install-bench serve test lint typecheck pytest train-demo \
+.PHONY: install install-dev install-bench serve test lint typecheck pytest train-demo train-lesion-demo \
 	ood-example clean train-text-demo
 
 $(BIN)/python:
@@ -66,6 +66,9 @@ train-demo: install-dev
 
 train-text-demo: install-dev
 	$(BIN)/python scripts/train_text_demo.py --out models/ticket-triage
+
+train-lesion-demo: install-dev
+	$(BIN)/python scripts/train_lesion_seg.py --out models
 
 ood-example: install-dev
 	$(BIN)/python scripts/ood_example.py
