@@ -136,7 +136,7 @@ def _for_accuracy(
     args: argparse.Namespace, model: ServedModel, label: str | None, n_samples: int
 ) -> Calibration:
     """The threshold reaching ``--retained-accuracy`` on the labelled ``--in-data``."""
-    from app.commands.evaluate import _typed
+    from app.commands.evaluate import typed_labels
     from app.commands.tabular import TableError, labelled_rows
     from app.engine.evaluation import parse_targets
     from app.engine.evaluation.calibration import calibrate_for_accuracy
@@ -146,7 +146,8 @@ def _for_accuracy(
     inputs, labels = labelled_rows(args.in_data, label, model.card.input.shape)
     assert labels is not None
     spec = model.predictor.spec
-    targets = parse_targets(_typed(labels, spec.task), spec, model.card.labels, model.output_shape)
+    cells = typed_labels(labels, spec.task)
+    targets = parse_targets(cells, spec, model.card.labels, model.output_shape)
     stats = _stats(model, inputs, n_samples, args.seed)
     return calibrate_for_accuracy(stats, args.score, targets, args.retained_accuracy)
 

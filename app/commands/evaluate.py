@@ -87,7 +87,7 @@ def _local(args: argparse.Namespace) -> EvaluateResponse:
         inputs, labels = labelled_rows(args.data, target, model.card.input.shape)
         assert labels is not None
         targets = parse_targets(
-            _typed(labels, spec.task), spec, model.card.labels, model.output_shape
+            typed_labels(labels, spec.task), spec, model.card.labels, model.output_shape
         )
     request = local_request(
         model,
@@ -120,7 +120,7 @@ def mask_data(path: Path) -> tuple[np.ndarray, list[Any]]:
     return inputs.astype(np.float64), masks.astype(np.int64).tolist()
 
 
-def _typed(labels: list[str], task: str) -> list[Any]:
+def typed_labels(labels: list[str], task: str) -> list[Any]:
     """Label cells as the API takes them: text for classes, numbers for regression."""
     if task == "classification":
         return list(labels)
@@ -155,7 +155,7 @@ def _remote(args: argparse.Namespace) -> EvaluateResponse:
         return client.evaluate(
             args.model,
             inputs.tolist(),
-            _typed(labels, info.task or ""),
+            typed_labels(labels, info.task or ""),
             n_samples=args.n_samples,
             seed=args.seed,
             ci_level=args.ci_level,
