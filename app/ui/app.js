@@ -4,6 +4,7 @@ import { bindKeyForm, call } from "./api.js";
 import { densityChart, entropySplit, fmt, h, histogram, probabilityBars } from "./charts.js";
 import { buildInput } from "./inputs.js";
 import { bindReferral } from "./referral.js";
+import { renderSegmentation } from "./segmentation.js";
 import { renderMultilabel, renderTokens } from "./tasks.js";
 
 const $ = (id) => document.getElementById(id);
@@ -103,11 +104,14 @@ async function predict(event) {
     if (!Number.isInteger(seed) || seed < 0) throw new Error("The seed must be a whole number, 0 or more.");
     const row = await state.widget.read();
     status.textContent = `Sampling ${n} passes…`;
-    const body = { inputs: [row], n_samples: n, seed, return_samples: true };
+    // A segmentation answer has maps instead of passes (and its passes could be large).
+    const dense = state.info.task === "segmentation";
+    const body = { inputs: [row], n_samples: n, seed, ...(dense ? { maps: "json" } : { return_samples: true }) };
     const path = `/v1/models/${encodeURIComponent(state.info.name)}/predict`;
-    const [many, one] = await Promise.all([call(path, { body }), call(path, { body: { ...body, n_samples: 1 } })]);
+    const single = { ...body, n_samples: 1 };
+    const [many, one] = await Promise.all([call(path, { body }), call(path, { body: single })]);
     Object.assign(state, { many, one, row });
-    renderResult();
+    await renderResult();
     status.textContent = `Done: ${many.n_samples} passes, seed ${many.seed}.`;
   } catch (error) {
     status.textContent = error.message;
@@ -124,7 +128,8 @@ function renderResult() {
   $("result").hidden = false;
   $("result-title").textContent = `${state.info.name}: ${task.replaceAll("_", " ")}`;
   const row = state.many.predictions[0];
-  $("passes").hidden = task === "token_classification";  // tokens have no per-pass values here
+  $("passes").hidden = task === "token_classification" || task === "segmentation";  // no per-pass values here
+  if (task === "segmentation") return renderSegmentation(taskView(), row, state.one.predictions[0], state.row);
   if (task === "token_classification") return renderTokens(taskView(), row, state.one.predictions[0], state.info.labels, state.row);
   const select = $("pass-output");
   const names = classes ? labelsOf(row) : row.mean.map((_, k) => (row.mean.length === 1 && state.info.target) || `output ${k}`);

@@ -96,7 +96,7 @@ def test_sums_over_rounds_equal_the_direct_computation_on_all_passes() -> None:
         )
     assert torch.equal(stats.mask, direct.predicted_class)
     se = (probs.double().std(dim=0) / math.sqrt(37)).max()
-    assert sums_standard_error(sums) == pytest.approx(float(se), rel=1e-9)
+    assert sums_standard_error(sums) == pytest.approx(float(se), rel=1e-6)  # float32 terms
 
 
 def test_a_request_gives_the_same_bits_whatever_the_round_size(
@@ -187,3 +187,10 @@ def test_the_overlay_draws_the_contour_and_the_heatmap() -> None:
     drawn = overlay(torch.zeros(1, 5, 5), mask, mi, 2, opacity=1.0)
     assert tuple(drawn[1, 1]) == CONTOUR_RGB and tuple(drawn[0, 0]) == HEAT_RGB
     assert tuple(drawn[2, 2]) == (0, 0, 0) and tuple(drawn[4, 4]) == (0, 0, 0)
+
+
+def test_class_argmax_is_torch_argmax_with_the_first_class_on_ties() -> None:
+    from app.engine.stats.segmentation import class_argmax
+
+    probs = torch.randint(0, 3, (4, 2, 5, 3, 3), generator=torch.Generator().manual_seed(3))
+    assert torch.equal(class_argmax(probs.float()), probs.float().argmax(dim=2))

@@ -14,7 +14,12 @@ import torch
 from torch import Tensor
 
 from app.engine.evaluation.referral import Referral, mean_referral
-from app.engine.stats.segmentation import add_passes, foreground_mean, pixel_entropies
+from app.engine.stats.segmentation import (
+    add_passes,
+    class_argmax,
+    foreground_mean,
+    pixel_entropies,
+)
 
 
 def _dice(predicted: Tensor, truth: Tensor) -> Tensor:
@@ -67,7 +72,7 @@ def segmentation_report(probs: Tensor, targets: Tensor) -> SegmentationReport:
     """Score passes ``probs: (N, B, C, H, W)`` against target masks ``targets: (B, H, W)``:
     the predicted mask is the argmax of p̄ per pixel, as served."""
     mean, total, _, mi = pixel_entropies(add_passes(None, probs))
-    mask = mean.argmax(dim=1)
+    mask = class_argmax(mean.unsqueeze(0))[0]
     dice = class_dice(mask, targets, int(mean.shape[1]))
     fg = foreground_dice(mask, targets)
     accuracy = (mask == targets).flatten(1).double().mean(dim=1)
