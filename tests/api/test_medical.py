@@ -116,3 +116,25 @@ def _assert_no_patient_data(text: str, caplog: pytest.LogCaptureFixture) -> None
     logged = "\n".join(record.getMessage() for record in caplog.records) + caplog.text
     for secret in SECRETS:
         assert secret not in text and secret not in logged, secret
+
+
+def test_the_patient_data_check_catches_a_leak(
+    client: TestClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Power check: a decoder that logged the patient's name would fail the checks above."""
+    from app.engine import dicom
+
+    read = dicom._read
+
+    def leaky(data: bytes, field: str) -> object:
+        dataset = read(data, field)
+        logging.getLogger("app.engine.dicom").warning("reading %s", dataset.PatientName)
+        return dataset
+
+    monkeypatch.setattr(dicom, "_read", leaky)
+    caplog.set_level(logging.DEBUG)
+    scan = dicom_file(_digit().astype(np.uint16))
+    response = client.post(PREDICT, json={"inputs": [{"b64": _b64(scan)}]} | OPTIONS)
+    assert response.status_code == 200
+    with pytest.raises(AssertionError):
+        _assert_no_patient_data(response.text, caplog)
