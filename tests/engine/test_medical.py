@@ -131,3 +131,25 @@ def test_other_files_go_to_pillow_or_are_refused() -> None:
         only_scans(buffer.getvalue(), LIMIT, "inputs[0]", SPEC)
     with pytest.raises(InvalidImageError, match="is not a PNG image"):
         ScanDecoder(("png", "nifti"))(dicom_file(STORED), LIMIT, "inputs[0]", SPEC)
+
+
+def test_a_compressed_syntax_with_a_decoder_is_decoded() -> None:
+    from pydicom import dcmread
+    from pydicom.uid import RLELossless
+
+    dataset = dcmread(io.BytesIO(dicom_file(STORED)))
+    dataset.compress(RLELossless)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    assert np.allclose(decode(buffer.getvalue()), STORED / 1000.0, atol=1e-6)
+
+
+def test_the_first_of_several_file_windows_is_used() -> None:
+    from pydicom import dcmread
+
+    dataset = dcmread(io.BytesIO(dicom_file(STORED)))
+    dataset.WindowCenter, dataset.WindowWidth = [500, 40], [1001, 80]
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    expected = apply_window(STORED.astype(np.float64), Window(500, 1001))
+    assert np.allclose(decode(buffer.getvalue()), expected, atol=1e-6)
