@@ -15,7 +15,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: install install-dev install-bench serve test lint typecheck pytest train-demo \
-	ood-example clean train-text-demo train-audio-demo
+	ood-example clean train-text-demo train-audio-demo train-lesion-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,9 @@ train-text-demo: install-dev
 # Needs Debian's espeak-ng (apt-get install espeak-ng): the corpus is synthetic speech.
 train-audio-demo: install-dev
 	$(BIN)/python scripts/train_audio_demo.py --out models --samples docs/audio
+
+train-lesion-demo: install-dev
+	$(BIN)/python scripts/train_lesion_seg.py --out models
 
 ood-example: install-dev
 	$(BIN)/python scripts/ood_example.py

@@ -28,6 +28,7 @@ BUNDLED_NAMES = {
     "ticket-triage",
     "digits-image",
     "spoken-digits",
+    "lesion-seg",
 }
 
 

@@ -14,11 +14,13 @@ from app.architectures.audio import KeywordGRU
 from app.architectures.cnn import DigitsCNN
 from app.architectures.layers import Destandardize, Standardize
 from app.architectures.mlp import DropoutMLP
+from app.architectures.unet import DropoutUNet
 
 BUNDLED: dict[str, type[nn.Module]] = {
     "dropout_mlp": DropoutMLP,
     "digits_cnn": DigitsCNN,
     "keyword_gru": KeywordGRU,
+    "dropout_unet": DropoutUNet,
 }
 """Bundled architecture name -> class."""
 
@@ -55,6 +57,7 @@ __all__ = [
     "DigitsCNN",
     "DropoutMLP",
     "KeywordGRU",
+    "DropoutUNet",
     "Standardize",
     "UnknownArchitectureError",
     "build_bundled",

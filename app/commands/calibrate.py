@@ -53,6 +53,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     calibrate.add_argument(
         "--keep", type=float, default=0.95, help="share of in-distribution rows to keep"
     )
+    calibrate.add_argument(
+        "--refer",
+        type=float,
+        help="share of the rows to refer (abstain on), the most uncertain first: --keep 1 - R",
+    )
+    calibrate.add_argument(
+        "--retained-accuracy",
+        type=float,
+        help="refer the fewest rows such that the rest reach this accuracy (needs --target)",
+    )
     calibrate.add_argument("--models-dir", type=Path, default=Path("models"))
     calibrate.add_argument("--n-samples", type=int, help="MC passes (default: the model's)")
     calibrate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -122,12 +132,17 @@ def run(args: argparse.Namespace) -> int:
     if args.score not in ABSTENTION_CHOICES:
         print(f"mcdrop calibrate: --score {args.score} is a conformal score", file=sys.stderr)
         return EXIT_USAGE
+    if args.refer is not None:
+        if not 0.0 <= args.refer < 1.0:
+            print("mcdrop calibrate: --refer must be in [0, 1)", file=sys.stderr)
+            return EXIT_USAGE
+        args.keep = 1.0 - args.refer
     if not 0.0 < args.keep <= 1.0:
         print("mcdrop calibrate: --keep must be in (0, 1]", file=sys.stderr)
         return EXIT_USAGE
     try:
         result, folder, n_samples = _calibrate(args)
-    except (TableError, InvalidInputError) as exc:
+    except (TableError, InvalidInputError, ValueError) as exc:
         print(f"mcdrop calibrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except McdropError as exc:  # the model folder cannot be loaded
@@ -155,12 +170,34 @@ def _calibrate(args: argparse.Namespace) -> tuple[Calibration, Path, int]:
     label = args.target or model.card.target
     shape = model.card.input.shape
     n_samples = args.n_samples or model.card.n_samples.default
+    if args.retained_accuracy is not None:
+        return _for_accuracy(args, model, label, n_samples), folder, n_samples
     in_stats = _stats(model, feature_rows(args.in_data, shape, label), n_samples, args.seed)
     out_stats = None
     if args.ood_data is not None:
         out_rows = feature_rows(args.ood_data, shape, label)
         out_stats = _stats(model, out_rows, n_samples, args.seed)
     return calibrate(in_stats, args.score, args.keep, out_stats), folder, n_samples
+
+
+def _for_accuracy(
+    args: argparse.Namespace, model: ServedModel, label: str | None, n_samples: int
+) -> Calibration:
+    """The threshold reaching ``--retained-accuracy`` on the labelled ``--in-data``."""
+    from app.commands.evaluate import typed_labels
+    from app.commands.tabular import TableError, labelled_rows
+    from app.engine.evaluation import parse_targets
+    from app.engine.evaluation.calibration import calibrate_for_accuracy
+
+    if label is None:
+        raise TableError("--retained-accuracy needs labels: name their column with --target")
+    inputs, labels = labelled_rows(args.in_data, label, model.card.input.shape)
+    assert labels is not None
+    spec = model.predictor.spec
+    cells = typed_labels(labels, spec.task)
+    targets = parse_targets(cells, spec, model.card.labels, model.output_shape)
+    stats = _stats(model, inputs, n_samples, args.seed)
+    return calibrate_for_accuracy(stats, args.score, targets, args.retained_accuracy)
 
 
 def _stats(
@@ -183,7 +220,13 @@ def _describe(result: Calibration) -> str:
     lines = [
         f"threshold on {result.score}: {result.threshold:.6g} keeps "
         f"{result.in_kept:.1%} of {result.in_rows} in-distribution rows (target {result.keep:.1%})"
+        f", refers {1 - result.in_kept:.1%}"
     ]
+    if result.retained_accuracy is not None:
+        lines.append(
+            f"accuracy of the rows kept: {result.retained_accuracy:.4f} "
+            f"(target {result.target_accuracy:g})"
+        )
     if result.auroc is not None and result.out_flagged is not None:
         lines.append(f"it flags {result.out_flagged:.1%} of {result.out_rows} OOD rows")
         lines.append("AUROC in-distribution vs OOD (1 = perfect, 0.5 = chance):")

@@ -16,6 +16,8 @@ from app.client import McdropClient, McdropClientError
 from app.commands._output import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_url_flag
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from app.api.schemas import EvaluateResponse
     from app.engine.evaluation.conformal import ConformalReport
 
@@ -88,13 +90,19 @@ def _local(args: argparse.Namespace) -> EvaluateResponse:
     from app.registry.loading import load_model_folder
 
     model = load_model_folder(model_folder(args.models_dir, args.model))
-    target = args.target or model.card.target
-    if target is None:
-        raise TableError("name the label column with --target (the model card has no 'target')")
-    inputs, labels = labelled_rows(args.data, target, model.card.input.shape)
-    assert labels is not None
     spec = model.predictor.spec
-    targets = parse_targets(_typed(labels, spec.task), spec, model.card.labels, model.output_shape)
+    if spec.task == "segmentation":
+        inputs, masks = mask_data(args.data)
+        targets = parse_targets(masks, spec, model.card.labels, model.output_shape)
+    else:
+        target = args.target or model.card.target
+        if target is None:
+            raise TableError("name the label column with --target (the model card has no 'target')")
+        inputs, labels = labelled_rows(args.data, target, model.card.input.shape)
+        assert labels is not None
+        targets = parse_targets(
+            typed_labels(labels, spec.task), spec, model.card.labels, model.output_shape
+        )
     request = local_request(
         model,
         torch.from_numpy(inputs),
@@ -106,7 +114,27 @@ def _local(args: argparse.Namespace) -> EvaluateResponse:
     return EvaluateResponse.of(model.name, model.version, model.card.task, result)
 
 
-def _typed(labels: list[str], task: str) -> list[Any]:
+def mask_data(path: Path) -> tuple[np.ndarray, list[Any]]:
+    """(inputs (B, C, H, W) float64, target masks as H x W lists) of a segmentation set: an
+    ``.npz`` file with the arrays ``inputs`` and ``masks`` (class indices)."""
+    import numpy as np
+
+    from app.commands.tabular import TableError
+
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            inputs, masks = arrays["inputs"], arrays["masks"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise TableError(
+            f"{path}: a segmentation set is an .npz file of 'inputs' (B, C, H, W) and 'masks' "
+            f"(B, H, W): {exc}"
+        ) from None
+    if inputs.ndim != 4 or masks.shape != (inputs.shape[0], *inputs.shape[2:]):
+        raise TableError(f"{path}: inputs {inputs.shape} and masks {masks.shape} do not match")
+    return inputs.astype(np.float64), masks.astype(np.int64).tolist()
+
+
+def typed_labels(labels: list[str], task: str) -> list[Any]:
     """Label cells as the API takes them: text for classes, numbers for regression."""
     if task == "classification":
         return list(labels)
@@ -128,6 +156,11 @@ def _remote(args: argparse.Namespace) -> EvaluateResponse:
 
     with connect(args) as client:
         info = client.model(args.model)
+        if info.task == "segmentation":
+            inputs, masks = mask_data(args.data)
+            return client.evaluate(
+                args.model, inputs.tolist(), masks, n_samples=args.n_samples, seed=args.seed
+            )
         target = args.target or info.target
         if target is None:
             raise TableError("name the label column with --target (the card has no 'target')")
@@ -136,7 +169,7 @@ def _remote(args: argparse.Namespace) -> EvaluateResponse:
         return client.evaluate(
             args.model,
             inputs.tolist(),
-            _typed(labels, info.task or ""),
+            typed_labels(labels, info.task or ""),
             n_samples=args.n_samples,
             seed=args.seed,
             ci_level=args.ci_level,
@@ -170,7 +203,7 @@ def _show(
     write the report files when asked."""
     from app.reporting.summary import metric_rows, text_table
 
-    report = response.classification or response.regression
+    report = response.classification or response.regression or response.segmentation
     assert report is not None
     if args.json:
         text = response.model_dump_json(indent=2)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -107,6 +107,13 @@ class ImagePreprocessing:
         return ", ".join(steps)
 
 
+Decoder = Callable[[bytes, int, str, ImagePipeline], "Image.Image"]
+"""Encoded bytes, ``max_pixels``, the field, the pipeline -> a decoded Pillow image in the
+pipeline's channels (``L``/``RGB``, or ``F`` for a medical scan); InvalidImageError naming the
+field. :func:`decode_for_pipeline` decodes PNG/JPEG/WebP; :mod:`app.engine.medical` adds
+DICOM and NIfTI."""
+
+
 def require_pillow() -> None:
     """Raise ModelLoadError naming the extra to install when Pillow is missing."""
     try:
@@ -132,7 +139,11 @@ def encoded_image(row: Any) -> bytes | None:
 
 
 def decode_image(
-    data: bytes, max_pixels: int, field: str, pipeline: ImagePipeline | None = None
+    data: bytes,
+    max_pixels: int,
+    field: str,
+    pipeline: ImagePipeline | None = None,
+    formats: Sequence[str] = FORMATS,
 ) -> Image.Image:
     """A fully decoded Pillow image; InvalidImageError (naming ``field``) when ``data`` is not a
     PNG, JPEG or WebP image, is corrupt, has more than ``max_pixels`` pixels (or would have after
@@ -141,16 +152,20 @@ def decode_image(
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data), formats=list(FORMATS))
+        image = Image.open(io.BytesIO(data), formats=list(formats))
     except UnidentifiedImageError:
-        raise InvalidImageError(field, f"is not a {', '.join(FORMATS)} image") from None
+        raise InvalidImageError(field, f"is not a {', '.join(formats)} image") from None
     except (ValueError, TypeError) as exc:
         raise InvalidImageError(field, _unreadable_header(exc)) from None
     except Image.DecompressionBombError:
         raise InvalidImageError(field, _bomb(max_pixels)) from None
     except (OSError, SyntaxError) as exc:
         raise InvalidImageError(field, f"is not a readable image ({exc})") from None
-    _check_decoding_cost(image, data, max_pixels, field, pipeline)
+    check_image_size(*image.size, max_pixels, field, pipeline)
+    if image.format == "JPEG" and (scans := data.count(_JPEG_START_OF_SCAN)) > MAX_JPEG_SCANS:
+        raise InvalidImageError(
+            field, f"is a JPEG of {scans} scans, more than the limit of {MAX_JPEG_SCANS}"
+        )
     try:
         image.load()
     except Image.DecompressionBombError:
@@ -167,10 +182,11 @@ def _unreadable_header(exc: Exception) -> str:
     return f"is not a {', '.join(FORMATS)} image"
 
 
-def _check_decoding_cost(
-    image: Image.Image, data: bytes, max_pixels: int, field: str, pipeline: ImagePipeline | None
+def check_image_size(
+    width: int, height: int, max_pixels: int, field: str, pipeline: ImagePipeline | None = None
 ) -> None:
-    width, height = image.size
+    """InvalidImageError when a ``width`` x ``height`` image has more than ``max_pixels`` pixels,
+    or would have after ``pipeline``'s resize; called on the header, before any pixel is read."""
     if width * height > max_pixels:
         raise InvalidImageError(
             field,
@@ -183,10 +199,6 @@ def _check_decoding_cost(
             field,
             f"is {width}x{height}: resized for this model it would be {largest} pixels, more "
             f"than the limit of {max_pixels} (max_image_pixels)",
-        )
-    if image.format == "JPEG" and (scans := data.count(_JPEG_START_OF_SCAN)) > MAX_JPEG_SCANS:
-        raise InvalidImageError(
-            field, f"is a JPEG of {scans} scans, more than the limit of {MAX_JPEG_SCANS}"
         )
 
 
@@ -270,16 +282,24 @@ def preprocess(image: Image.Image, spec: ImagePreprocessing) -> Tensor:
     return to_tensor(resize_and_crop(image, spec), spec)
 
 
+def decode_for_pipeline(
+    data: bytes, max_pixels: int, field: str, pipeline: ImagePipeline
+) -> Image.Image:
+    """The default :data:`Decoder`: a PNG, JPEG or WebP image in the pipeline's channels."""
+    return to_channels(decode_image(data, max_pixels, field, pipeline), pipeline.channels, field)
+
+
 def images_to_tensor(
     rows: Sequence[Any],
     pipeline: ImagePipeline | None,
     max_rows: int,
     max_pixels: int,
     field: str = "inputs",
+    decoder: Decoder = decode_for_pipeline,
 ) -> Tensor | None:
     """(B, C, H, W) float64 input rows when ``rows`` are encoded images; None when none is (the
     rows are float arrays). A mix of both, any bad image, or images for a model without an image
-    ``pipeline`` is an InvalidInputError."""
+    ``pipeline`` is an InvalidInputError. ``decoder`` decodes each image."""
     encoded = [encoded_image(row) for row in rows]
     if all(data is None for data in encoded):
         return None
@@ -294,8 +314,7 @@ def images_to_tensor(
         if data is None:
             raise InvalidInputError(where, "is not an image, but other rows are: send one kind")
         checkpoint()  # between images: a request past its deadline stops decoding here
-        decoded = decode_image(data, max_pixels, where, pipeline)
-        image = to_channels(decoded, pipeline.channels, where)
+        image = decoder(data, max_pixels, where, pipeline)
         try:
             tensors.append(pipeline(image))
         except Exception as exc:  # a processor's own checks (odd sizes) are the client's problem

@@ -15,8 +15,15 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from app.engine.images import FORMATS, ImagePipeline, images_to_tensor
+from app.engine.images import (
+    FORMATS,
+    Decoder,
+    ImagePipeline,
+    decode_for_pipeline,
+    images_to_tensor,
+)
 from app.engine.inputs import check_input_range, rows_to_tensor
+from app.engine.medical import ScanDecoder
 from app.errors import InvalidTensorError
 from app.inputs.base import (
     INPUT_NAME,
@@ -46,8 +53,12 @@ class ImageKind(InputKind):
         value_limit: float,
         max_pixels: int,
         probe_size: tuple[int, int] | None = None,
+        scans: ScanDecoder | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.scans = scans
+        """DICOM/NIfTI (and the card's other formats); None: PNG, JPEG, WebP."""
+        self.decoder: Decoder = scans or decode_for_pipeline
         self.shape = list(shape)
         """(channels, H, W) of a preprocessed row."""
         self.value_limit = value_limit
@@ -58,7 +69,9 @@ class ImageKind(InputKind):
         """(B, C, H, W) float64 rows from encoded images, or float rows of that shape."""
         check_row_count(rows, max_rows, field)
         if not hasattr(rows, "dtype"):
-            images = images_to_tensor(rows, self.pipeline, max_rows, self.max_pixels, field)
+            images = images_to_tensor(
+                rows, self.pipeline, max_rows, self.max_pixels, field, self.decoder
+            )
             if images is not None:
                 return images
         values = rows_to_tensor(rows, self.shape, max_rows, field)
@@ -85,30 +98,48 @@ class ImageKind(InputKind):
             widget="image",
             shape=self.shape,
             dtype="float32",
-            summary=f"{channels} image (PNG, JPEG, WebP) -> {self.shape}: {preprocessing}",
+            summary=f"{channels} image ({self._formats()}) -> {self.shape}: {preprocessing}",
             preprocessing=preprocessing,
-            extra={"input_type": "image", "preprocessing": preprocessing},
+            extra={"input_type": "image", "preprocessing": preprocessing, **self._scan_extra()},
         )
 
     def v2_inputs(self) -> list[TensorInfo]:
         """Encoded images, with what is done to them."""
         parameters = {
             "content_type": "image",
-            "formats": [f.lower() for f in FORMATS],
+            "formats": list(self.scans.formats) if self.scans else [f.lower() for f in FORMATS],
             "encoding": "base64 strings in JSON data; length-prefixed bytes as binary data",
             "preprocessing": self.pipeline.describe(),
             "also_accepts": f"FP32 [-1, {', '.join(map(str, self.shape))}] preprocessed rows",
         }
         return [TensorInfo(INPUT_NAME, BYTES, [-1], parameters)]
 
+    def _formats(self) -> str:
+        return self.scans.described if self.scans else "PNG, JPEG, WebP"
+
+    def _scan_extra(self) -> dict[str, Any]:
+        if self.scans is None:
+            return {}
+        options = self.scans.options
+        window = options.window
+        return {
+            "formats": list(self.scans.formats),
+            "window": None if window is None else {"center": window.center, "width": window.width},
+            "frame": options.frame,
+            "slice": options.slice,
+        }
+
     def example_rows(self, rows: int) -> Rows:
-        """Generated PNG images of the probe size in the pipeline's channels."""
+        """Generated PNG images of the probe size in the pipeline's channels (DICOM or NIfTI
+        grey scans when the card takes no PNG, JPEG or WebP)."""
         from PIL import Image
 
         generator = torch.Generator().manual_seed(0)
         channels = self.pipeline.channels
         height, width = self.probe_size
         pixels = (torch.rand((rows, height, width, 3), generator=generator) * 255).to(torch.uint8)
+        if self.scans is not None and not self.scans.pillow_formats:
+            return [self.scans.encode(array[..., 0]) for array in pixels.numpy()]
         encoded = []
         for array in pixels.numpy():
             image = Image.fromarray(array, mode="RGB")

@@ -22,6 +22,14 @@ from pydantic import (
 from app.engine.abstention import AbstentionScore
 from app.engine.conformal import SET_KINDS, ConformalKind
 from app.engine.images import ImagePreprocessing
+from app.engine.medical import (
+    MEDICAL_FORMATS,
+    PILLOW_FORMATS,
+    Format,
+    ScanDecoder,
+    ScanOptions,
+    Window,
+)
 from app.errors import ModelLoadError
 
 CARD_FILE = "model.yaml"
@@ -99,6 +107,14 @@ class InputSpec(_Strict):
         return math.prod(d for d in self.shape if d != -1)
 
 
+class WindowSpec(_Strict):
+    """``window: {center: 40, width: 400}``: a display window in the scan's units (after
+    DICOM's rescale), as DICOM's WindowCenter/WindowWidth."""
+
+    center: float
+    width: float = Field(gt=0)
+
+
 class ImageInputSpec(_Strict):
     """``input: {type: image, ...}``: clients send encoded images (PNG, JPEG, WebP) and the
     server decodes and preprocesses them into (channels, H, W) rows; see
@@ -117,9 +133,22 @@ class ImageInputSpec(_Strict):
     """Per channel, in [0, 1] pixel units (pixels are divided by 255 first); default 0."""
     std: list[float] | None = None
     """Per channel; default 1."""
+    formats: list[Format] = Field(default_factory=lambda: list(PILLOW_FORMATS), min_length=1)
+    """Encodings clients may send; ``dicom`` and ``nifti`` need ``mcdrop[scans]``. Each
+    request image is told apart by its content (see :mod:`app.engine.medical`)."""
+    window: WindowSpec | None = None
+    """DICOM/NIfTI: values mapped to [0, 1]; absent: the file's window, else its range."""
+    frame: int | None = Field(default=None, ge=0)
+    """DICOM: the frame of a multi-frame file to read (0 first)."""
+    slice: int | None = Field(default=None, ge=0)
+    """NIfTI: the slice of a 3D volume along its third axis (0 first)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ImageInputSpec:
+        scans = {"window": self.window, "frame": self.frame, "slice": self.slice}
+        named = [key for key, value in scans.items() if value is not None]
+        if named and not set(self.formats) & set(MEDICAL_FORMATS):
+            raise ValueError(f"input.{named[0]} needs 'dicom' or 'nifti' in input.formats")
         if self.size is None:
             return self
         if min(self.size) < 1:
@@ -144,6 +173,14 @@ class ImageInputSpec(_Strict):
     @property
     def dtype(self) -> Literal["float32"]:
         return "float32"
+
+    def scan_decoder(self) -> ScanDecoder | None:
+        """The DICOM/NIfTI decoder when ``formats`` names either; None: Pillow's formats."""
+        if not set(self.formats) & set(MEDICAL_FORMATS):
+            return None
+        window = None if self.window is None else Window(self.window.center, self.window.width)
+        options = ScanOptions(window=window, frame=self.frame, slice=self.slice)
+        return ScanDecoder(tuple(dict.fromkeys(self.formats)), options)
 
     def preprocessing(self) -> ImagePreprocessing:
         """The engine's recipe for this section (a card with a size)."""

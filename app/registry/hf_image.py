@@ -149,6 +149,11 @@ class PretrainedImageClassifier(nn.Module):
 def load_image_classifier(card: ModelCard, folder: Path, options: LoadOptions) -> Network:
     """Model, image processor and dropout sites of the card's Hugging Face folder."""
     assert card.architecture.huggingface is not None and isinstance(card.input, ImageInputSpec)
+    if card.input.scan_decoder() is not None:
+        raise ModelLoadError(
+            f"model '{card.name}': DICOM and NIfTI inputs (input.formats) need the card's own "
+            "preprocessing (input.size), not a Hugging Face image processor"
+        )
     require_pillow()
     path = hf_folder(folder, card.architecture.huggingface)
     model, architecture = _load_pretrained(path)

@@ -16,6 +16,7 @@ from torch import nn
 from app.architectures import build_bundled
 from app.engine.audio import require_audio
 from app.engine.images import require_pillow
+from app.engine.medical import ScanDecoder, require_medical
 from app.errors import ModelLoadError
 from app.inputs.audio import AudioKind
 from app.inputs.audio_features import card_features
@@ -68,8 +69,20 @@ def torch_input_kind(card: ModelCard, options: LoadOptions) -> InputKind:
             options.value_limit,
             options.max_image_pixels,
             probe_size=card.input.size,
+            scans=_scan_decoder(card),
         )
     return TensorKind(card.input, options.value_limit, card.value_range, card.feature_names)
+
+
+def _scan_decoder(card: ModelCard) -> ScanDecoder | None:
+    assert isinstance(card.input, ImageInputSpec)
+    decoder = card.input.scan_decoder()
+    if decoder is not None:
+        try:
+            require_medical(decoder.formats)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"model '{card.name}': {exc.message}") from None
+    return decoder
 
 
 def sha256_of(path: Path) -> str:

@@ -6,18 +6,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.engine.evaluation import ClassificationReport, RegressionReport
+from app.engine.evaluation.referral import Referral
+from app.engine.evaluation.segmentation import SegmentationReport
 from app.reporting.html import html_report
 from app.reporting.summary import metric_rows
 
 
-def evaluation_pictures(report: ClassificationReport | RegressionReport) -> dict[str, bytes]:
+def evaluation_pictures(
+    report: ClassificationReport | RegressionReport | SegmentationReport,
+) -> dict[str, bytes]:
     """File name -> PNG bytes of the report's pictures."""
     from app.reporting import figures
 
+    if isinstance(report, SegmentationReport):
+        return referral_pictures(report.referral)
     if isinstance(report, ClassificationReport):
         entropy = report.histograms["predictive_entropy"]
         information = report.histograms["mutual_information"]
-        return {
+        return referral_pictures(report.referral) | {
             "reliability_diagram.png": figures.reliability_diagram(
                 {"mean of the MC passes": report.reliability}, "Reliability diagram"
             ),
@@ -47,11 +53,23 @@ def evaluation_pictures(report: ClassificationReport | RegressionReport) -> dict
     }
 
 
+def referral_pictures(referrals: list[Referral]) -> dict[str, bytes]:
+    """``referral_<metric>.png`` per referral curve."""
+    from app.reporting import figures
+
+    return {
+        f"referral_{referral.metric}.png": figures.referral_plot(
+            referral, f"Referral: {referral.metric} on the retained cases"
+        )
+        for referral in referrals
+    }
+
+
 def write_evaluation_report(
     out_dir: Path,
     title: str,
     about: Sequence[tuple[str, str]],
-    report: ClassificationReport | RegressionReport,
+    report: ClassificationReport | RegressionReport | SegmentationReport,
 ) -> list[Path]:
     """Write the PNG pictures and ``report.html`` (pictures inlined) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)

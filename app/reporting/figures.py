@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from app.engine.evaluation import CoveragePoint, Histogram, ReliabilityBin, RiskCoverage
+from app.engine.evaluation.referral import Referral
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -117,5 +118,20 @@ def roc_plot(
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     axes.set(xlabel="false positive rate (in-distribution flagged)", xlim=(0, 1), ylim=(0, 1))
     axes.set(ylabel="true positive rate (OOD flagged)", title=title)
+    axes.legend(loc="lower right", fontsize="small")
+    return _png(figure)
+
+
+def referral_plot(referral: Referral, title: str) -> bytes:
+    """The metric on the retained cases against the referral rate, one line per ordering
+    (Leibig et al. 2017: a useful uncertainty makes it rise)."""
+    figure, (axes,) = _figure()
+    for index, (name, curve) in enumerate(referral.curves.items()):
+        colour = _COLOURS[index % len(_COLOURS)]
+        points = [(r, v) for r, v in zip(referral.rates, curve, strict=True) if v is not None]
+        label = "1 - confidence" if name == "confidence" else name.replace("_", " ")
+        axes.plot(*zip(*points, strict=True), marker=".", color=colour, label=label)
+    axes.set(xlabel="referral rate (most uncertain cases referred)", xlim=(0, 1))
+    axes.set(ylabel=f"{referral.metric} on the retained cases", title=title)
     axes.legend(loc="lower right", fontsize="small")
     return _png(figure)

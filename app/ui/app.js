@@ -3,6 +3,7 @@
 import { bindKeyForm, call } from "./api.js";
 import { densityChart, entropySplit, fmt, h, histogram, probabilityBars } from "./charts.js";
 import { buildInput } from "./inputs.js";
+import { bindReferral } from "./referral.js";
 import { renderSegmentation } from "./segmentation.js";
 import { renderMultilabel, renderTokens } from "./tasks.js";
 
@@ -39,7 +40,7 @@ async function selectModel(name) {
   const path = encodeURIComponent(name);
   try {
     const [info, hints] = await Promise.all([call(`/v1/models/${path}`), call(`/ui/models/${path}/card`)]);
-    Object.assign(state, { info, hints, widget: buildInput(info.input, info.feature_names), many: null, one: null, row: null, view: {} });
+    Object.assign(state, { info, hints, widget: buildInput({ ...info.input, formats: hints.input?.formats }, info.feature_names), many: null, one: null, row: null, view: {} });
   } catch (error) {
     $("models-status").textContent = error.message;
     return;
@@ -57,6 +58,8 @@ async function selectModel(name) {
   $("model-section").hidden = false;
   $("result").hidden = true;
   $("predict-status").textContent = "";
+  $("referral-charts").replaceChildren();
+  $("referral-status").textContent = "";
 }
 
 function cardEntries(info, hints) {
@@ -263,5 +266,6 @@ window.addEventListener("hashchange", () => {
   const name = decodeURIComponent(location.hash.slice(1));
   if (name && name !== state.info?.name) selectModel(name);
 });
+bindReferral($("referral-form"), $("referral-file"), $("referral-status"), $("referral-charts"), () => state.info?.name);
 bindKeyForm($("key-form"), $("api-key"), loadModels);
 loadModels();

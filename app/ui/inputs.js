@@ -24,7 +24,7 @@ export function reshape(flat, shape) {
 export function buildInput(input, featureNames) {
   const shape = input.shape ?? [];
   switch (input.widget) {
-    case "image": return imageUpload();
+    case "image": return imageUpload(input.formats);
     case "audio": return audioUpload(input);
     case "text": return textBox(input.max_characters);
     case "canvas": return drawingCanvas(input.grid, shape, input.range ?? [0, 1]);
@@ -35,9 +35,14 @@ export function buildInput(input, featureNames) {
   }
 }
 
-function imageUpload() {
-  const file = h("input", { id: "image-file", type: "file", accept: "image/*" });
+const SCAN_FILES = { dicom: ".dcm,application/dicom", nifti: ".nii,.gz" };
+
+/** An image upload; `formats` (the card's, e.g. ["png", "dicom"]) adds scan files to its filter. */
+function imageUpload(formats = []) {
+  const accept = ["image/*", ...formats.filter((f) => f in SCAN_FILES).map((f) => SCAN_FILES[f])].join(",");
+  const file = h("input", { id: "image-file", type: "file", accept });
   const preview = h("img", { class: "preview", alt: "the chosen image", hidden: true });
+  preview.addEventListener("error", () => { preview.hidden = true; }); // a scan: no browser preview
   file.addEventListener("change", () => {
     if (!file.files[0]) return;
     preview.src = URL.createObjectURL(file.files[0]);

@@ -34,6 +34,7 @@ def test_lists_models_with_their_metadata(demo_client: TestClient) -> None:
         "ticket-triage",
         "digits-image",
         "spoken-digits",
+        "lesion-seg",
     }
     mlp = models["digits-mlp"]
     assert mlp["task"] == "classification" and mlp["input_shape"] == [64]

@@ -95,3 +95,44 @@ def test_refuses_regression_models_and_bad_keep(
     assert main(["calibrate", str(folder), "--in-data", str(data[0]), "--target", "label"]) == 2
     assert "classification models only" in capsys.readouterr().err
     assert main(["calibrate", str(folder), "--in-data", str(data[0]), "--keep", "0"]) == 2
+
+
+def test_refer_picks_the_threshold_referring_that_share(
+    model_factory: Factory, data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = model_factory()
+    argv = ["calibrate", str(folder), "--in-data", str(data[0]), "--target", "label"]
+    assert main([*argv, "--n-samples", "30", "--refer", "0.25", "--dry-run", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    scores = _mutual_information(folder, IN_ROWS)
+    assert result["threshold"] == float(torch.sort(scores).values[27 - 1])  # 36 - 9 kept
+    assert result["in_kept"] == pytest.approx(27 / 36)
+    assert main([*argv, "--refer", "1.0"]) == 2
+
+
+def test_retained_accuracy_refers_the_fewest_rows_reaching_it(
+    model_factory: Factory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = model_factory()
+    model = load_model_folder(folder)
+    request = PredictionRequest(torch.tensor(IN_ROWS), n_samples=30, ci_level=0.95, seed=0)
+    stats = model.predictor.predict(request).stats
+    assert isinstance(stats, ClassificationStats)
+    labels = model.card.labels
+    assert labels is not None
+    # label the rows by the prediction, then flip the labels of the 6 most uncertain
+    predicted = stats.mean.argmax(-1)
+    order = torch.argsort(stats.mutual_information, descending=True)
+    truth = predicted.clone()
+    truth[order[:6]] = 1 - truth[order[:6]]
+    path = tmp_path / "labelled.csv"
+    write_csv(
+        path, ["a", "b", "y"], [[*r, labels[int(t)]] for r, t in zip(IN_ROWS, truth, strict=True)]
+    )
+    argv = ["calibrate", str(folder), "--in-data", str(path), "--target", "y", "--n-samples"]
+    assert main([*argv, "30", "--retained-accuracy", "1.0", "--dry-run", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["retained_accuracy"] == 1.0 and result["in_kept"] == pytest.approx(30 / 36)
+    assert result["threshold"] == float(stats.mutual_information[order[6]])
+    assert main([*argv, "30", "--retained-accuracy", "1.0", "--dry-run"]) == 0
+    assert "accuracy of the rows kept: 1.0000 (target 1)" in capsys.readouterr().out

@@ -75,6 +75,7 @@ def test_out_writes_pngs_and_a_self_contained_html_report(digits_csv: Path, tmp_
         "risk_coverage.png",
         "predictive_entropy_histogram.png",
         "mutual_information_histogram.png",
+        "referral_accuracy.png",  # ten classes: no AUROC referral curve
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*pictures, "report.html", "metrics.json"]
@@ -82,7 +83,8 @@ def test_out_writes_pngs_and_a_self_contained_html_report(digits_csv: Path, tmp_
     for name in pictures:
         assert (out / name).read_bytes().startswith(PNG_MAGIC)
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4 and "ECE (15 bins)" in page
+    assert page.count('src="data:image/png;base64,') == 5 and "ECE (15 bins)" in page
+    assert "accuracy retained, 0% / 10% / 20% / 30% / 50% referred by MI" in page
     assert json.loads((out / "metrics.json").read_text())["rows"] == 60
 
 
@@ -115,3 +117,32 @@ def test_every_engine_ranking_score_is_a_choice(score: str) -> None:
 def test_unknown_ranking_score_is_refused() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["evaluate", "m", "--data", "d", "--ranking-score", "x"])
+
+
+def test_a_segmentation_set_is_an_npz_of_inputs_and_masks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    from tests.segmentation_models import SIZE, images, write_unet_folder
+
+    folder = write_unet_folder(tmp_path / "models")
+    inputs = images(6).numpy()
+    masks = (inputs[:, 0] > 0.5).astype(np.int64)
+    data = tmp_path / "set.npz"
+    np.savez(data, inputs=inputs, masks=masks)
+    out = tmp_path / "report"
+    argv = ["evaluate", str(folder), "--data", str(data), "--n-samples", "16", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("unet v1: 6 rows, N = 16\n")
+    assert "mean foreground Dice" in printed
+    assert "dice retained, 0% / 10% / 20% / 30% / 50% referred by MI" in printed
+    assert (out / "referral_dice.png").read_bytes().startswith(PNG_MAGIC)
+    report = json.loads((out / "metrics.json").read_text())["segmentation"]
+    assert report["referral"][0]["curves"]["mutual_information"][0] == pytest.approx(
+        report["mean_foreground_dice"]
+    )
+    np.savez(data, inputs=inputs, masks=masks[:, :, : SIZE - 1])
+    assert main(argv) == 2
+    assert "do not match" in capsys.readouterr().err

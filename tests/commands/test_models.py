@@ -32,6 +32,7 @@ def test_table_of_models(server_url: str, capsys: pytest.CaptureFixture[str]) ->
         "ticket-triage",
         "digits-image",
         "spoken-digits",
+        "lesion-seg",
     }
     assert rows["digits-cnn"][1:5] == ["1", "classification", "1x8x8", "100/2000"]
     assert rows["digits-mlp"][5:7] == ["2", "layers"] and rows["digits-mlp"][-1] == "ready"

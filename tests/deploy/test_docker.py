@@ -154,6 +154,7 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
             "ticket-triage",
             "digits-image",
             "spoken-digits",
+            "lesion-seg",
         }
     finally:
         server.terminate()

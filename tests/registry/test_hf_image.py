@@ -130,3 +130,10 @@ def test_a_png_over_http_is_preprocessed_by_the_folders_processor(tmp_path: Path
         info = client.get("/v1/models/mobilenet").json()
         assert info["input_type"] == "image" and info["input_shape"] == [3, 32, 32]
         assert info["prefix_note"].startswith("Hugging Face split")
+
+
+def test_scan_formats_are_refused_for_an_image_processor(tmp_path: Path) -> None:
+    card = {"input": {"type": "image", "formats": ["png", "dicom"]}}
+    folder = write_hf_image_model(tmp_path, "scans", "mobilenet_v2", card=card)
+    with pytest.raises(ModelLoadError, match="DICOM and NIfTI inputs"):
+        load_model_folder(folder)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from torch import Tensor
+
 from app.engine.abstention import RANKING_SCORES, AbstentionScore, uncertainty_score
 from app.engine.evaluation.ood import auroc, kept_share, threshold_for_share
+from app.engine.evaluation.referral import referral_for_target
 from app.engine.stats import ClassificationStats
 
 
@@ -25,6 +28,9 @@ class Calibration:
     """Share of the OOD rows above the threshold (they would abstain)."""
     auroc: dict[str, float] | None = None
     """AUROC of each score (higher = more likely OOD) for telling the two sets apart."""
+    retained_accuracy: float | None = None
+    """With labels (``--retained-accuracy``): the accuracy of the rows kept."""
+    target_accuracy: float | None = None
 
 
 def calibrate(
@@ -56,4 +62,29 @@ def calibrate(
         out_rows=int(out_scores.shape[0]),
         out_flagged=1.0 - float(kept_share(out_scores, threshold)),
         auroc=areas,
+    )
+
+
+def calibrate_for_accuracy(
+    in_stats: ClassificationStats, score: AbstentionScore, targets: Tensor, accuracy: float
+) -> Calibration:
+    """The threshold on `score` referring the fewest labelled rows (``targets: (B,)`` class
+    indices) such that the rows kept have at least `accuracy` (``referral_for_target``);
+    ValueError when no set of kept rows reaches it."""
+    in_scores = uncertainty_score(in_stats, score)
+    correct = (in_stats.mean.argmax(dim=-1) == targets).double()
+    threshold = referral_for_target(in_scores, correct, accuracy)
+    if threshold is None:
+        raise ValueError(
+            f"no threshold on {score} keeps rows with an accuracy of {accuracy:g} or more"
+        )
+    kept = in_scores.double() <= threshold
+    return Calibration(
+        score=score,
+        threshold=threshold,
+        keep=float(kept.double().mean()),
+        in_rows=int(in_scores.shape[0]),
+        in_kept=float(kept.double().mean()),
+        retained_accuracy=float(correct[kept].mean()),
+        target_accuracy=accuracy,
     )

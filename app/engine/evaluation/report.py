@@ -26,6 +26,7 @@ from app.engine.evaluation.classification import (
     risk_coverage_curve,
     selective_risk,
 )
+from app.engine.evaluation.referral import ORDERINGS, Referral, auroc_referral, mean_referral
 from app.engine.evaluation.regression import interval_coverage, mixture_crps
 from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
 from app.engine.stats import (
@@ -108,6 +109,9 @@ class ClassificationReport:
     risk_coverage: RiskCoverage
     histograms: dict[str, Histogram] = field(default_factory=dict)
     """predictive_entropy and mutual_information, rows split into correct / wrong."""
+    referral: list[Referral] = field(default_factory=list)
+    """Accuracy (and, with two classes, AUROC of class 1) on the retained rows against the
+    referral rate, the most uncertain rows referred first (Leibig et al. 2017)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,18 @@ def classification_report(
             "predictive_entropy": histogram(stats.predictive_entropy, outcome),
             "mutual_information": histogram(stats.mutual_information, outcome),
         },
+        referral=_referral(scores, mean, targets, correct),
     )
+
+
+def _referral(
+    scores: Mapping[RankingScore, Tensor], mean: Tensor, targets: Tensor, correct: Tensor
+) -> list[Referral]:
+    orderings: dict[str, Tensor] = {name: scores[name] for name in ORDERINGS}
+    referral = [mean_referral("accuracy", orderings, correct.double())]
+    if mean.shape[-1] == 2:
+        referral.append(auroc_referral(orderings, mean[:, 1], targets == 1))
+    return referral
 
 
 def _fields(stats: object) -> list[Tensor]:

@@ -8,11 +8,12 @@ referral curve (retain the most certain images, Dice on the retained ones) is ma
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from app.engine.evaluation.referral import Referral, mean_referral
 from app.engine.stats.segmentation import (
     add_passes,
     class_argmax,
@@ -62,12 +63,15 @@ class SegmentationReport:
     """Per class, the mean over images."""
     mean_foreground_dice: float
     pixel_accuracy: float
+    referral: list[Referral] = field(default_factory=list)
+    """Mean foreground Dice of the retained images against the referral rate, the images of
+    highest mean MI, mean predictive entropy or mean 1 - confidence referred first."""
 
 
 def segmentation_report(probs: Tensor, targets: Tensor) -> SegmentationReport:
     """Score passes ``probs: (N, B, C, H, W)`` against target masks ``targets: (B, H, W)``:
     the predicted mask is the argmax of p̄ per pixel, as served."""
-    mean, _, _, mi = pixel_entropies(add_passes(None, probs))
+    mean, total, _, mi = pixel_entropies(add_passes(None, probs))
     mask = class_argmax(mean.unsqueeze(0))[0]
     dice = class_dice(mask, targets, int(mean.shape[1]))
     fg = foreground_dice(mask, targets)
@@ -89,4 +93,15 @@ def segmentation_report(probs: Tensor, targets: Tensor) -> SegmentationReport:
         mean_dice=dice.mean(dim=0).tolist(),
         mean_foreground_dice=float(fg.mean()),
         pixel_accuracy=float(accuracy.mean()),
+        referral=[mean_referral("dice", image_orderings(mean, total, mi), fg)],
     )
+
+
+def image_orderings(mean: Tensor, entropy: Tensor, information: Tensor) -> dict[str, Tensor]:
+    """Per-image uncertainty, the means over pixels of MI, H(p̄) and 1 - max_c p̄ (B,), from
+    p̄ (B, C, H, W) and the (B, H, W) entropy and MI maps."""
+    return {
+        "mutual_information": information.flatten(1).mean(dim=1),
+        "predictive_entropy": entropy.flatten(1).mean(dim=1),
+        "confidence": 1.0 - mean.amax(dim=1).flatten(1).mean(dim=1),
+    }
