@@ -65,7 +65,7 @@ def test_the_serve_extra_covers_the_bundled_models_and_holds_no_dev_tool() -> No
         if (folder / "model.yaml").exists()
     }
     assert kinds == {"tensor", "text", "image", "audio"}
-    assert {"text", "vision", "audio", "scans"} <= extras, "every bundled input kind needs its extra"
+    assert {"text", "vision", "audio", "scans"} <= extras, "each bundled input kind: its extra"
     assert {"transformers", "tokenizers", "pillow", "python-multipart"} <= requirements
     assert {"soundfile", "soxr"} <= requirements and "librosa" not in requirements
     assert {"pydicom", "nibabel"} <= requirements  # lesion-seg takes DICOM and NIfTI
