@@ -30,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import Tensor, nn
-from train_demo_models import _sha256
+from train_demo_models import write_weights_and_card
 
 from app.architectures import build_bundled
 from app.engine.audio import decode_audio, encode_wav
 from app.inputs.audio_features import card_features
-from app.registry.card import AudioInputSpec, card_yaml
+from app.registry.card import AudioInputSpec
 
 NAME = "spoken-digits"
 SCRIPT = "scripts/train_audio_demo.py"
@@ -224,14 +223,7 @@ def train(epochs: int) -> tuple[nn.Module, dict[str, object]]:
 
 def write_model(out_dir: Path, model: nn.Module, card: dict[str, object]) -> None:
     """``out_dir/spoken-digits/model.safetensors`` and its ``model.yaml``."""
-    folder = out_dir / NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "model.safetensors"
-    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(weights))
-    weights.chmod(0o644)
-    card["weights"] = {"file": "model.safetensors", "sha256": _sha256(weights)}
-    (folder / "model.yaml").write_text(card_yaml(card))
+    write_weights_and_card(out_dir / NAME, model, card)
 
 
 def write_samples(folder: Path) -> None:

@@ -260,6 +260,22 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def save_weights(folder: Path, model: nn.Module) -> str:
+    """``folder/model.safetensors`` (created with its folder, mode 644); returns its sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "model.safetensors"
+    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
+    save_file(state, str(weights))
+    weights.chmod(0o644)
+    return _sha256(weights)
+
+
+def write_weights_and_card(folder: Path, model: nn.Module, card: dict[str, object]) -> None:
+    """``folder/model.safetensors`` and ``folder/model.yaml``, the card's weights section set."""
+    card["weights"] = {"file": "model.safetensors", "sha256": save_weights(folder, model)}
+    (folder / "model.yaml").write_text(card_yaml(card))
+
+
 def _card(result: Result, kwargs: dict[str, object], sha256: str) -> dict[str, object]:
     """The model.yaml content, keys in the card's documented order."""
     card: dict[str, object] = {
@@ -290,12 +306,7 @@ def _card(result: Result, kwargs: dict[str, object], sha256: str) -> dict[str, o
 def write_model(out_dir: Path, model: nn.Module, kwargs: dict[str, object], result: Result) -> None:
     """Write `out_dir/<name>/model.safetensors` and its `model.yaml` card."""
     folder = out_dir / result.name
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "model.safetensors"
-    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(weights))
-    card = _card(result, kwargs, _sha256(weights))
-    weights.chmod(0o644)
+    card = _card(result, kwargs, save_weights(folder, model))
     (folder / "model.yaml").write_text(card_yaml(card))
 
 

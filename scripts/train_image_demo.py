@@ -23,20 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from train_demo_models import (
     DIGIT_LABELS,
     N_SAMPLES,
     SPLIT_SEED,
     _fit,
-    _sha256,
     digits_split,
     mc_accuracy,
+    write_weights_and_card,
 )
 
 from app.architectures import build_bundled
-from app.registry.card import card_yaml
 
 NAME = "digits-image"
 SCRIPT = "scripts/train_image_demo.py"
@@ -129,14 +127,7 @@ def train() -> tuple[nn.Module, dict[str, object]]:
 
 def write_model(out_dir: Path, model: nn.Module, card: dict[str, object]) -> None:
     """``out_dir/digits-image/model.safetensors`` and its ``model.yaml``."""
-    folder = out_dir / NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "model.safetensors"
-    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(weights))
-    weights.chmod(0o644)
-    card["weights"] = {"file": "model.safetensors", "sha256": _sha256(weights)}
-    (folder / "model.yaml").write_text(card_yaml(card))
+    write_weights_and_card(out_dir / NAME, model, card)
 
 
 def write_pictures(folder: Path) -> None:

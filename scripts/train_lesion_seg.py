@@ -22,7 +22,6 @@ evaluation set (``inputs`` (B, 1, 64, 64), ``masks`` (B, 64, 64)) for ``mcdrop e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import time
 from dataclasses import dataclass
@@ -31,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 from torch import Tensor, nn
+from train_demo_models import write_weights_and_card
 
 from app.architectures import build_bundled
-from app.registry.card import card_yaml
 
 NAME = "lesion-seg"
 SCRIPT = "scripts/train_lesion_seg.py"
@@ -295,15 +293,7 @@ def write_samples(folder: Path) -> None:
 def write_model(out_dir: Path, model: nn.Module, card: dict[str, object]) -> Path:
     """``out_dir/lesion-seg/``: weights, card, samples."""
     folder = out_dir / NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "model.safetensors"
-    state = {key: value.detach().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(weights))
-    card["weights"] = {
-        "file": "model.safetensors",
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-    }
-    (folder / "model.yaml").write_text(card_yaml(card))
+    write_weights_and_card(folder, model, card)
     write_samples(folder)
     return folder
 

@@ -57,6 +57,19 @@ TINY_NET_SOURCE = textwrap.dedent(
     '''
 )
 
+BUNDLED_MODEL_NAMES = frozenset(
+    {
+        "digits-mlp",
+        "digits-cnn",
+        "diabetes-mlp",
+        "ticket-triage",
+        "digits-image",
+        "spoken-digits",
+        "lesion-seg",
+    }
+)
+"""The models of ``models/`` that every listing (v1, the CLI table, the image) must show."""
+
 
 def tiny_state(in_features: int = 2, hidden: int = 4, out_features: int = 2) -> dict[str, Any]:
     """Weights making TinyNet compute y = 2x + 1 (per output) when dropout is off.

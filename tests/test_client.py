@@ -17,19 +17,9 @@ from app.client import (
     ModelInfo,
     RegressionRow,
 )
-from tests.support import free_port, serve_in_thread
+from tests.support import BUNDLED_MODEL_NAMES, free_port, serve_in_thread
 
 DIGIT_ROWS = [[0.0] * 64, [8.0] * 64]
-
-BUNDLED_NAMES = {
-    "digits-mlp",
-    "digits-cnn",
-    "diabetes-mlp",
-    "ticket-triage",
-    "digits-image",
-    "spoken-digits",
-    "lesion-seg",
-}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +37,7 @@ def client(server_url: str) -> Iterator[McdropClient]:
 def test_models_are_typed_summaries(client: McdropClient) -> None:
     assert client.ready()
     models = {model.name: model for model in client.models()}
-    assert set(models) == BUNDLED_NAMES
+    assert set(models) == BUNDLED_MODEL_NAMES
     cnn = models["digits-cnn"]
     assert isinstance(cnn, ModelInfo) and cnn.ready and cnn.error is None
     assert (cnn.task, cnn.input_shape, cnn.dropout_layers) == ("classification", [1, 8, 8], 1)
@@ -129,7 +119,7 @@ def test_api_key_is_sent_as_a_bearer_token(client_for: Callable[..., TestClient]
         McdropClient("http://mcdrop.test", http=cast(httpx.Client, app)).models()
     assert refused.value.status == 401
     keyed = McdropClient("http://mcdrop.test", http=cast(httpx.Client, app), api_key="k")
-    assert {model.name for model in keyed.models()} == BUNDLED_NAMES
+    assert {model.name for model in keyed.models()} == BUNDLED_MODEL_NAMES
 
 
 def test_evaluate_returns_the_servers_report(client_for: Callable[..., TestClient]) -> None:

@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 from app.engine.predictor import PredictionRequest
 from app.engine.stats import RegressionStats
 from app.registry.loading import load_model_folder
-from tests.support import numbers_of
+from tests.support import BUNDLED_MODEL_NAMES, numbers_of
 
 DIGITS = load_digits()
 
@@ -27,15 +27,7 @@ def test_lists_models_with_their_metadata(demo_client: TestClient) -> None:
     response = demo_client.get("/v1/models")
     assert response.status_code == 200
     models = {m["name"]: m for m in response.json()["models"]}
-    assert set(models) == {
-        "digits-mlp",
-        "digits-cnn",
-        "diabetes-mlp",
-        "ticket-triage",
-        "digits-image",
-        "spoken-digits",
-        "lesion-seg",
-    }
+    assert set(models) == BUNDLED_MODEL_NAMES
     mlp = models["digits-mlp"]
     assert mlp["task"] == "classification" and mlp["input_shape"] == [64]
     assert mlp["labels"] == [str(i) for i in range(10)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
-from tests.support import free_port, serve_in_thread
+from tests.support import BUNDLED_MODEL_NAMES, free_port, serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +25,7 @@ def test_table_of_models(server_url: str, capsys: pytest.CaptureFixture[str]) ->
     ]  # fmt: skip
     assert set(lines[1]) == {"-", " "}
     rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert set(rows) == {
-        "digits-mlp",
-        "digits-cnn",
-        "diabetes-mlp",
-        "ticket-triage",
-        "digits-image",
-        "spoken-digits",
-        "lesion-seg",
-    }
+    assert set(rows) == BUNDLED_MODEL_NAMES
     assert rows["digits-cnn"][1:5] == ["1", "classification", "1x8x8", "100/2000"]
     assert rows["digits-mlp"][5:7] == ["2", "layers"] and rows["digits-mlp"][-1] == "ready"
 

@@ -16,7 +16,7 @@ import pytest
 
 from tests.deploy.dockerfile import CPU_INDEX, Stage, read_stages, replay, stage_env
 from tests.deploy.installs import dev_only, distributions, installed_extras, make_plan
-from tests.support import REPO_ROOT, free_port, wait_ready
+from tests.support import BUNDLED_MODEL_NAMES, REPO_ROOT, free_port, wait_ready
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 
@@ -147,15 +147,7 @@ def test_image_steps_install_and_serve_outside_docker(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(listing, timeout=10) as response:
             models = {m["name"] for m in json.load(response)["models"]}
-        assert models == {
-            "digits-mlp",
-            "digits-cnn",
-            "diabetes-mlp",
-            "ticket-triage",
-            "digits-image",
-            "spoken-digits",
-            "lesion-seg",
-        }
+        assert models == BUNDLED_MODEL_NAMES
     finally:
         server.terminate()
         server.wait(timeout=30)
