@@ -29,6 +29,7 @@ from app.errors import InvalidInputError
 from app.inputs.audio_features import AudioFeatures
 from app.inputs.base import (
     INPUT_NAME,
+    FileInput,
     InputDescription,
     InputKind,
     Rows,
@@ -43,6 +44,8 @@ from app.registry.card import AudioInputSpec
 
 AUDIO_FIELD = "audio"
 """The multipart/form-data field whose files are audio rows (``curl -F audio=@a.wav``)."""
+SUFFIXES = (".wav", ".flac", ".ogg")
+"""File name endings ``mcdrop predict`` picks from a folder."""
 PROBE_SECONDS = (0.6, 0.35, 0.2)
 """Lengths of the generated probe clips (cut to ``max_seconds``), cycled."""
 
@@ -97,6 +100,7 @@ class AudioKind(InputKind):
             lengths=self.lengths,
             preprocessing=self._preprocessing(),
             extra=self._parameters(),
+            files=FileInput(AUDIO_FIELD, SUFFIXES, "WAV, FLAC or OGG"),
         )
 
     def _preprocessing(self) -> str:
