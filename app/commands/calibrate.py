@@ -39,6 +39,8 @@ ABSTENTION_CHOICES = (
     "foreground_mutual_information",
 )
 """Every task's abstention scores (``app.engine.abstention.TASK_ABSTENTION_SCORES``)."""
+IMAGE_CHUNK = 32
+"""Images per local request when calibrating a segmentation model."""
 SET_CHOICES = ("lac", "aps", "raps")
 DEFAULT_SET_SCORE = "lac"
 """Chosen by the smallest mean set size at the nominal coverage on the bundled classifiers
@@ -224,8 +226,15 @@ def _for_images(args: argparse.Namespace, model: ServedModel, n_samples: int) ->
     names = TASK_ABSTENTION_SCORES["segmentation"]
 
     def scores(path: Path) -> dict[str, Tensor]:
-        stats = _predicted(model, image_rows(path), n_samples, args.seed)
-        return {name: getattr(stats, name) for name in names}
+        import torch
+
+        inputs = image_rows(path)
+        # Chunks bound the per-pixel maps held; masks depend on (seed, pass), not the chunk.
+        chunks = [
+            _predicted(model, inputs[start : start + IMAGE_CHUNK], n_samples, args.seed)
+            for start in range(0, inputs.shape[0], IMAGE_CHUNK)
+        ]
+        return {name: torch.cat([getattr(s, name) for s in chunks]) for name in names}
 
     out_scores = scores(args.ood_data) if args.ood_data is not None else None
     return calibrate_scores(args.score, args.keep, scores(args.in_data), out_scores)

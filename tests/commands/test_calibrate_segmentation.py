@@ -4,6 +4,7 @@ foreground) mutual information, written to the card; the served images then carr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,21 @@ def test_served_flags_are_the_threshold_comparison(root: Path, client: TestClien
     assert outputs["abstain"]["datatype"] == "BOOL" and outputs["abstain"]["data"] == flags
 
 
+def test_ood_images_are_flagged_and_both_scores_get_an_auroc(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    noisy = (
+        torch.randn((8, 1, SIZE, SIZE), generator=torch.Generator().manual_seed(2)) * 4
+    ).numpy()
+    np.savez(tmp_path / "ood.npz", inputs=noisy)  # no masks: calibration needs none
+    argv = ["calibrate", "unet", "--models-dir", str(root), "--data", str(root / "eval.npz")]
+    options = ["--ood-data", str(tmp_path / "ood.npz"), "--n-samples", "8", "--dry-run", "--json"]
+    assert main([*argv, *options]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["out_rows"] == 8 and 0.0 <= result["out_flagged"] <= 1.0
+    assert set(result["auroc"]) == {"mean_mutual_information", "foreground_mutual_information"}
+
+
 def test_foreground_score_and_scores_of_other_tasks(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,3 +132,15 @@ def test_foreground_score_and_scores_of_other_tasks(
         == 2
     )
     assert "not an .npz file of 'inputs'" in capsys.readouterr().err
+
+
+def test_chunked_calibration_gives_the_same_threshold(
+    root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("app.commands.calibrate.IMAGE_CHUNK", 7)  # 20 images: 7 + 7 + 6
+    argv = ["calibrate", "unet", "--models-dir", str(root), "--data", str(root / "eval.npz")]
+    options = ["--refer", "0.2", "--n-samples", str(N), "--seed", str(SEED), "--dry-run"]
+    assert main([*argv, *options, "--json"]) == 0
+    chunked = json.loads(capsys.readouterr().out)["threshold"]
+    # The same masks per (seed, pass); only a batched convolution's rounding may differ.
+    assert chunked == pytest.approx(_abstention(root)["threshold"], rel=1e-5)
