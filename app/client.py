@@ -190,12 +190,29 @@ class McdropClient:
     ) -> PredictResponse:
         """Uncertainty for each encoded image (``(file name, PNG/JPEG/WebP bytes)``), sent as
         ``multipart/form-data`` ``image`` files to an image model."""
+        return self.predict_files(
+            model, images, field="image", n_samples=n_samples, seed=seed, ci_level=ci_level
+        )
+
+    def predict_files(
+        self,
+        model: str,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        field: str,
+        n_samples: int | None = None,
+        seed: int | None = None,
+        ci_level: float | None = None,
+    ) -> PredictResponse:
+        """Uncertainty for each encoded file (``(file name, bytes)``), sent as
+        ``multipart/form-data`` files of ``field``: the one the model's input names
+        (``model(name).input.files.field``: ``image``, ``audio``)."""
         from app.api.schemas import PredictResponse
 
-        files = [("image", (name, data)) for name, data in images]
+        parts = [(field, (name, data)) for name, data in files]
         options = {"n_samples": n_samples, "seed": seed, "ci_level": ci_level}
         form = {key: str(value) for key, value in options.items() if value is not None}
-        body = self._request("POST", f"/v1/models/{model}/predict", files=files, data=form)
+        body = self._request("POST", f"/v1/models/{model}/predict", files=parts, data=form)
         return PredictResponse.model_validate(body)
 
     def _request(self, method: str, path: str, json: Any = None, **content: Any) -> Any:

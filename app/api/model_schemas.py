@@ -52,6 +52,14 @@ class AuditInfo(BaseModel):
     note: str | None = None
 
 
+class FileInfo(BaseModel):
+    """The encoded files a model takes (images, audio)."""
+
+    field: str = Field(description="The multipart/form-data field of the files.")
+    suffixes: list[str] = Field(description="File name endings (`mcdrop predict` folders).")
+    described: str = Field(description="The formats in words: `WAV, FLAC or OGG`.")
+
+
 class InputInfo(BaseModel):
     """What a model takes, from its input kind: the page builds its form from it."""
 
@@ -77,6 +85,7 @@ class InputInfo(BaseModel):
         default=None,
         description="The kind's own parameters (audio: sample_rate, max_seconds, features).",
     )
+    files: FileInfo | None = None
 
 
 class ModelInfo(BaseModel):

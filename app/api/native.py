@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 from app.api.deps import CallerDep, DataPlaneDep, RepositoryDep
 from app.api.encoding import answer_values, serialise
 from app.api.images import PREDICT_OPENAPI, PredictBody
-from app.api.model_schemas import InputInfo
+from app.api.model_schemas import FileInfo, InputInfo
 from app.api.schemas import (
     AuditInfo,
     DropoutInfo,
@@ -166,6 +167,7 @@ def request_id_of(request: Request) -> str | None:
 
 def input_info(described: InputDescription) -> InputInfo:
     """The input kind's description as the v1 metadata gives it."""
+    files = described.files
     return InputInfo(
         kind=described.kind,
         widget=described.widget,
@@ -179,6 +181,7 @@ def input_info(described: InputDescription) -> InputInfo:
         grid=described.grid,
         preprocessing=described.preprocessing,
         parameters=described.extra or None,
+        files=None if files is None else FileInfo(**dataclasses.asdict(files)),
     )
 
 

@@ -149,9 +149,15 @@ SHIFT_OUTPUTS = (OutputTensor("shift_score", "FP32", []), OutputTensor("shift_fl
 """Outputs of a model with a shift detector (the card's ``shift`` section), whatever its task."""
 
 
+ABSTAIN_OUTPUT = OutputTensor("abstain", "BOOL", [])
+"""Per row, of a model with an abstention section (any task that abstains): the v1 ``abstain``."""
+
+
 def _statistics(model: ServedModel) -> list[OutputTensor]:
     dims = model.task.value_dims(model.output_shape)
     outputs = model.task.outputs(dims, model.card.conformal is not None)
+    if model.card.abstention is not None:
+        outputs = [*outputs, ABSTAIN_OUTPUT]
     return outputs + list(SHIFT_OUTPUTS) if model.card.shift is not None else outputs
 
 
@@ -200,6 +206,9 @@ def _output_tensor(model: ServedModel, prediction: Prediction, name: str) -> Ten
     if name == SAMPLES_OUTPUT:
         assert prediction.samples is not None
         return prediction.samples.transpose(0, 1)
+    if name == ABSTAIN_OUTPUT.name:
+        assert prediction.abstain is not None
+        return prediction.abstain
     if prediction.shift is not None and name in ("shift_score", "shift_flag"):
         return prediction.shift.score if name == "shift_score" else prediction.shift.flag
     return model.task.output_tensor(prediction, name)

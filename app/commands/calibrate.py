@@ -1,5 +1,8 @@
 """``mcdrop calibrate``: pick a model's abstention threshold from in-distribution data.
 
+Classification rows abstain on a row statistic; segmentation images on their mean (or
+foreground) mutual information, from an ``.npz`` of images (``--data eval.npz``).
+
 The threshold on the chosen score keeps ``--keep`` of the ``--in-data`` rows; it is written to
 the card's ``abstention`` section (the rest of the card, weights checksum included, is kept),
 so every prediction of the served model then carries ``abstain``. With ``--ood-data`` the
@@ -17,17 +20,27 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    from torch import Tensor
 
     from app.engine.evaluation.calibration import Calibration
     from app.engine.stats import ClassificationStats
     from app.registry.served import ServedModel
 
 
-ABSTENTION_CHOICES = ("mutual_information", "predictive_entropy", "variation_ratio")
+ABSTENTION_CHOICES = (
+    "mutual_information",
+    "predictive_entropy",
+    "variation_ratio",
+    "mean_mutual_information",
+    "foreground_mutual_information",
+)
+"""Every task's abstention scores (``app.engine.abstention.TASK_ABSTENTION_SCORES``)."""
+IMAGE_CHUNK = 32
+"""Images per local request when calibrating a segmentation model."""
 SET_CHOICES = ("lac", "aps", "raps")
 DEFAULT_SET_SCORE = "lac"
 """Chosen by the smallest mean set size at the nominal coverage on the bundled classifiers
@@ -41,13 +54,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     calibrate.add_argument("model", help="model name (its folder under --models-dir) or folder")
     calibrate.add_argument(
-        "--in-data", type=Path, required=True, help="CSV of in-distribution rows"
+        "--in-data",
+        "--data",
+        dest="in_data",
+        type=Path,
+        required=True,
+        help="CSV of in-distribution rows; segmentation: an .npz file of 'inputs' (B, C, H, W)",
     )
-    calibrate.add_argument("--ood-data", type=Path, help="CSV of out-of-distribution rows")
+    calibrate.add_argument(
+        "--ood-data", type=Path, help="CSV (segmentation: .npz) of out-of-distribution rows"
+    )
     calibrate.add_argument(
         "--score",
         choices=[*ABSTENTION_CHOICES, *SET_CHOICES],
-        help="abstention: the uncertainty score to threshold (default: mutual_information); "
+        help="abstention: the uncertainty score to threshold (default: mutual_information; "
+        "segmentation: mean_mutual_information, or foreground_mutual_information); "
         f"--conformal classification: the set score (default: {DEFAULT_SET_SCORE})",
     )
     calibrate.add_argument(
@@ -128,8 +149,7 @@ def run(args: argparse.Namespace) -> int:
         from app.commands.shift import run_shift
 
         return run_shift(args)
-    args.score = args.score or "mutual_information"
-    if args.score not in ABSTENTION_CHOICES:
+    if args.score is not None and args.score not in ABSTENTION_CHOICES:
         print(f"mcdrop calibrate: --score {args.score} is a conformal score", file=sys.stderr)
         return EXIT_USAGE
     if args.refer is not None:
@@ -160,16 +180,16 @@ def _calibrate(args: argparse.Namespace) -> tuple[Calibration, Path, int]:
     from app.commands._shared import model_folder
     from app.commands.tabular import feature_rows
     from app.engine.evaluation.calibration import calibrate
-    from app.errors import InvalidInputError
     from app.registry.loading import load_model_folder
 
     folder = model_folder(args.models_dir, args.model)
     model = load_model_folder(folder)
-    if model.card.task != "classification":
-        raise InvalidInputError("model", "abstention applies to classification models only")
+    args.score = _score(args.score, model.card.task)
     label = args.target or model.card.target
     shape = model.card.input.shape
     n_samples = args.n_samples or model.card.n_samples.default
+    if model.card.task == "segmentation":
+        return _for_images(args, model, n_samples), folder, n_samples
     if args.retained_accuracy is not None:
         return _for_accuracy(args, model, label, n_samples), folder, n_samples
     in_stats = _stats(model, feature_rows(args.in_data, shape, label), n_samples, args.seed)
@@ -178,6 +198,64 @@ def _calibrate(args: argparse.Namespace) -> tuple[Calibration, Path, int]:
         out_rows = feature_rows(args.ood_data, shape, label)
         out_stats = _stats(model, out_rows, n_samples, args.seed)
     return calibrate(in_stats, args.score, args.keep, out_stats), folder, n_samples
+
+
+def _score(score: str | None, task: str) -> str:
+    """The abstention score asked for, or the task's default; 422 for one it lacks."""
+    from app.engine.abstention import TASK_ABSTENTION_SCORES
+    from app.errors import InvalidInputError
+
+    scores = TASK_ABSTENTION_SCORES.get(task)
+    if scores is None:
+        raise InvalidInputError(
+            "model", "abstention applies to classification and segmentation models only"
+        )
+    if score is not None and score not in scores:
+        raise InvalidInputError("--score", f"a {task} model abstains on {', '.join(scores)}")
+    return score or scores[0]
+
+
+def _for_images(args: argparse.Namespace, model: ServedModel, n_samples: int) -> Calibration:
+    """Segmentation: the threshold on each image's mean (or foreground) mutual information
+    keeping ``--keep`` of the ``--data`` images; with ``--ood-data`` images, AUROC of both."""
+    from app.engine.abstention import TASK_ABSTENTION_SCORES
+    from app.engine.evaluation.calibration import calibrate_scores
+
+    if args.retained_accuracy is not None:
+        raise ValueError("--retained-accuracy applies to classification models; use --refer")
+    names = TASK_ABSTENTION_SCORES["segmentation"]
+
+    def scores(path: Path) -> dict[str, Tensor]:
+        import torch
+
+        inputs = image_rows(path)
+        # Chunks bound the per-pixel maps held; masks depend on (seed, pass), not the chunk.
+        chunks = [
+            _predicted(model, inputs[start : start + IMAGE_CHUNK], n_samples, args.seed)
+            for start in range(0, inputs.shape[0], IMAGE_CHUNK)
+        ]
+        return {name: torch.cat([getattr(s, name) for s in chunks]) for name in names}
+
+    out_scores = scores(args.ood_data) if args.ood_data is not None else None
+    return calibrate_scores(args.score, args.keep, scores(args.in_data), out_scores)
+
+
+def image_rows(path: Path) -> np.ndarray:
+    """(B, C, H, W) float64 images of an ``.npz`` file's ``inputs`` array (``masks``, as
+    ``mcdrop evaluate`` takes them, may be there too: unused)."""
+    import numpy as np
+
+    from app.commands.tabular import TableError
+
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            inputs = arrays["inputs"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise TableError(f"{path}: not an .npz file of 'inputs' (B, C, H, W): {exc}") from None
+    if inputs.ndim != 4 or inputs.shape[0] < 1:
+        raise TableError(f"{path}: inputs {inputs.shape} are not (B, C, H, W) images")
+    rows: np.ndarray = inputs.astype(np.float64)
+    return rows
 
 
 def _for_accuracy(
@@ -203,15 +281,21 @@ def _for_accuracy(
 def _stats(
     model: ServedModel, inputs: np.ndarray, n_samples: int, seed: int
 ) -> ClassificationStats:
+    from app.engine.stats import ClassificationStats
+
+    stats = _predicted(model, inputs, n_samples, seed)
+    assert isinstance(stats, ClassificationStats)
+    return stats
+
+
+def _predicted(model: ServedModel, inputs: np.ndarray, n_samples: int, seed: int) -> Any:
+    """The statistics of one local request of every row (one seed: the served masks)."""
     import torch
 
     from app.dataplane.policy import local_request
-    from app.engine.stats import ClassificationStats
 
     request = local_request(model, torch.from_numpy(inputs), n_samples=n_samples, seed=seed)
-    stats = model.predictor.predict(request).stats
-    assert isinstance(stats, ClassificationStats)
-    return stats
+    return model.predictor.predict(request).stats
 
 
 def _describe(result: Calibration) -> str:

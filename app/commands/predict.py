@@ -10,7 +10,7 @@ import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -18,19 +18,22 @@ from app.client import (
     ClassificationRow,
     McdropClient,
     McdropClientError,
+    ModelInfo,
     MultilabelRow,
     PredictResponse,
     RegressionRow,
     SegmentationRow,
     TokenRow,
 )
-from app.commands._local import LocalModel, image_files
+from app.commands._local import InputError, LocalModel, input_files
 from app.commands._output import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, add_url_flag, number, table
 from app.commands._shared import model_folder
 
+if TYPE_CHECKING:
+    from app.inputs.base import FileInput
 
-class InputError(ValueError):
-    """The --input value cannot be read as rows for the model."""
+
+__all__ = ["InputError", "read_rows", "register", "render", "run"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,11 +43,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("model", help="model name (see `mcdrop models`)")
     parser.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="files or folders of the model's input kind: images (PNG, JPEG, WebP; DICOM, "
+        "NIfTI where the card takes them), audio (WAV, FLAC, OGG); or use --input",
+    )
+    parser.add_argument(
         "--input",
-        required=True,
         help="rows: a JSON or CSV file, or inline JSON (one row, a list of rows, or "
-        '{"inputs": [...]}); CSV has one flattened row per line. Image models: a PNG, JPEG '
-        "or WebP file, or a folder of them",
+        '{"inputs": [...]}); CSV has one flattened row per line. Image and audio models: a '
+        "file, or a folder of them",
     )
     parser.add_argument("--n-samples", type=int, help="MC passes (the model's default if absent)")
     parser.add_argument("--seed", type=int, help="seed; drawn and printed if absent")
@@ -66,13 +75,14 @@ def run(args: argparse.Namespace) -> int:
     """Predict every row (in batches, with a progress bar) and print the result."""
     from app.errors import McdropError
 
-    seed = args.seed if args.seed is not None else secrets.randbits(63)
-    files = image_files(args.input)
-    if files == []:
-        print(f"mcdrop: {args.input}: no PNG, JPEG or WebP files", file=sys.stderr)
+    if bool(args.files) == (args.input is not None):
+        print("mcdrop: give FILE arguments or --input, one of the two", file=sys.stderr)
         return EXIT_USAGE
+    values: list[str] = args.files or [args.input]
+    seed = args.seed if args.seed is not None else secrets.randbits(63)
     try:
-        results = _run_local(args, files, seed) if args.local else _run_remote(args, files, seed)
+        run_mode = _run_local if args.local else _run_remote
+        results, files = run_mode(args, values, seed)
     except InputError as exc:
         print(f"mcdrop: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -88,36 +98,61 @@ def run(args: argparse.Namespace) -> int:
 
 
 Send = Callable[[list[Any]], PredictResponse]
+Answer = tuple[PredictResponse, list[Path] | None]
+"""The merged response and the files its rows came from (None: JSON or CSV rows)."""
 
 
-def _run_remote(args: argparse.Namespace, files: list[Path] | None, seed: int) -> PredictResponse:
+def _run_remote(args: argparse.Namespace, values: list[str], seed: int) -> Answer:
     options = {"n_samples": args.n_samples, "seed": seed, "ci_level": args.ci_level}
     with McdropClient(args.url, api_key=args.api_key) as client:
-        if files is not None:
-            return _in_batches(
-                lambda chunk: client.predict_images(args.model, chunk, **options),
-                [(path.name, path.read_bytes()) for path in files],
-                args.batch_size,
-            )
         model = client.model(args.model)
-        rows = read_rows(args.input, model.input_shape or [])
-        return _in_batches(
-            lambda chunk: client.predict(args.model, chunk, **options), rows, args.batch_size
-        )
+        takes = _remote_files(model)
+        files = _files(values, takes)
+        if files is not None:
+            assert takes is not None
+            send: Send = lambda chunk: client.predict_files(  # noqa: E731
+                args.model, chunk, field=takes.field, **options
+            )
+            contents = [(path.name, path.read_bytes()) for path in files]
+            return _in_batches(send, contents, args.batch_size), files
+        rows = read_rows(values[0], model.input_shape or [])
+        send = lambda chunk: client.predict(args.model, chunk, **options)  # noqa: E731
+        return _in_batches(send, rows, args.batch_size), None
 
 
-def _run_local(args: argparse.Namespace, files: list[Path] | None, seed: int) -> PredictResponse:
+def _remote_files(model: ModelInfo) -> FileInput | None:
+    """The files a served model takes, from its metadata."""
+    from app.inputs.base import FileInput
+
+    info = model.input.files if model.input is not None else None
+    return None if info is None else FileInput(info.field, tuple(info.suffixes), info.described)
+
+
+def _run_local(args: argparse.Namespace, values: list[str], seed: int) -> Answer:
     local = LocalModel(model_folder(args.models_dir, args.model), args.max_image_pixels)
+    files = _files(values, local.files)
     if files is not None:
         rows: list[Any] = [path.read_bytes() for path in files]
     else:
-        rows = read_rows(args.input, local.model.card.input.shape)
+        rows = read_rows(values[0], local.model.card.input.shape)
     response: PredictResponse = _in_batches(
         lambda chunk: local.predict(chunk, args.n_samples, seed, args.ci_level),
         rows,
         args.batch_size,
     )
-    return response
+    return response, files
+
+
+def _files(values: list[str], takes: FileInput | None) -> list[Path] | None:
+    """The model's files the values name; several values that are not all files, or a
+    folder without any, are a usage error."""
+    files = input_files(values, takes)
+    if files is None and len(values) > 1:
+        raise InputError("several inputs must be files the model takes (images, audio)")
+    if files == []:
+        assert takes is not None
+        raise InputError(f"{' '.join(values)}: no {takes.described} files")
+    return files
 
 
 def read_rows(value: str, input_shape: list[int]) -> list[Any]:

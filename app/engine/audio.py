@@ -84,6 +84,17 @@ def decode_audio(
         rate = sound.samplerate
     if samples.shape[0] == 0:
         raise InvalidAudioError(field, "holds no audio frames")
+    check_samples(samples, field)
+    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+    if rate != sample_rate:
+        checkpoint()  # between decoding and resampling: a request past its deadline stops here
+        mono = resample_to(mono, rate, sample_rate)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def check_samples(samples: np.ndarray, field: str) -> None:
+    """InvalidAudioError naming ``field`` for NaN, infinite or huge (> ``MAX_AMPLITUDE``)
+    samples (decoded clips and v2 FP32 waveforms alike)."""
     peak = float(np.abs(samples).max())
     if not np.isfinite(peak):
         raise InvalidAudioError(field, "holds NaN or infinite samples")
@@ -91,11 +102,6 @@ def decode_audio(
         raise InvalidAudioError(
             field, f"holds a sample of magnitude {peak:.3g}; audio lies within [-1, 1]"
         )
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if rate != sample_rate:
-        checkpoint()  # between decoding and resampling: a request past its deadline stops here
-        mono = resample_to(mono, rate, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def resample_to(samples: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:

@@ -11,7 +11,7 @@ import math
 import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -186,7 +186,8 @@ class Predictor:
         forward passes. Raises only when the sampling run itself fails (for all of them)."""
         seeds = [request.resolved_seed() for request in requests]
         if self._streamed is not None:
-            return predict_streamed(self.sampler, self._streamed, requests, seeds)
+            streamed = predict_streamed(self.sampler, self._streamed, requests, seeds)
+            return [self._with_abstain(outcome) for outcome in streamed]
         jobs = [SampleJob(r.inputs, r.first_round, s) for r, s in zip(requests, seeds, strict=True)]
         features: list[Tensor | None] = [None] * len(jobs)
         if self.spec.shift is not None and self.spec.shift.source == "prefix":
@@ -279,6 +280,13 @@ class Predictor:
             conformal=self.task.conformal(stats, self.spec.conformal, seed),
             shift=shift,
         )
+
+    def _with_abstain(self, outcome: Prediction | Exception) -> Prediction | Exception:
+        """A streamed prediction with the card's abstention flags (its statistics are whole
+        only once every round is folded in)."""
+        if isinstance(outcome, Exception) or self.spec.abstention is None:
+            return outcome
+        return replace(outcome, abstain=self.task.abstain(outcome.stats, self.spec.abstention))
 
     def shift_of(self, inputs: Tensor, features: Tensor | None = None) -> ShiftOutput | None:
         """The shift score and flag of one request's rows (B, ...), where the model has a shift

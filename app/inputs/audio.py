@@ -3,9 +3,11 @@ then through the card's feature step (:mod:`app.inputs.audio_features`) into mod
 
 v1: ``{"b64": ...}`` rows, or ``audio`` files of a multipart form (``curl -F audio=@a.wav``).
 v2: a ``BYTES`` tensor [B] (or [B, 1]), base64 strings as JSON data, length-prefixed bytes as
-binary data. Decoding (:func:`app.engine.audio.decode_audio`) checks every bound from the header
-before a sample is read and runs where the data plane runs all request building, on the decode
-threads under the request's deadline (a checkpoint between clips).
+binary data; or an ``FP32`` tensor [B, T] of mono samples already at the model's rate (T at
+most ``max_seconds`` of them, checked from the shape before the data is read), the waveform a
+WAV of the clip decodes to. Decoding (:func:`app.engine.audio.decode_audio`) checks every
+bound from the header before a sample is read and runs where the data plane runs all request
+building, on the decode threads under the request's deadline (a checkpoint between clips).
 
 Rows with a variable axis (waveform samples, log-mel frames) are padded to the request's length
 bucket as variable-length tensor rows are (:mod:`app.inputs.sequence`); with ``lengths: true``
@@ -23,12 +25,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from app.engine.audio import decode_audio, encode_wav
+from app.engine.audio import check_samples, decode_audio, encode_wav
 from app.engine.progress import checkpoint
-from app.errors import InvalidInputError
+from app.errors import InvalidInputError, InvalidTensorError
 from app.inputs.audio_features import AudioFeatures
 from app.inputs.base import (
     INPUT_NAME,
+    FileInput,
     InputDescription,
     InputKind,
     Rows,
@@ -38,11 +41,14 @@ from app.inputs.base import (
     only_input,
 )
 from app.inputs.sequence import pack, pad_rows
-from app.inputs.wire import BYTES, encoded_elements
+from app.inputs.wire import BYTES, encoded_elements, numeric_array
 from app.registry.card import AudioInputSpec
 
+FP32 = "FP32"
 AUDIO_FIELD = "audio"
 """The multipart/form-data field whose files are audio rows (``curl -F audio=@a.wav``)."""
+SUFFIXES = (".wav", ".flac", ".ogg")
+"""File name endings ``mcdrop predict`` picks from a folder."""
 PROBE_SECONDS = (0.6, 0.35, 0.2)
 """Lengths of the generated probe clips (cut to ``max_seconds``), cycled."""
 
@@ -58,15 +64,14 @@ class AudioKind(InputKind):
         self.lengths = spec.lengths and self.axis is not None
 
     def rows(self, rows: Rows, max_rows: int, field: str = "inputs") -> Tensor:
-        """(B, *shape) float64 rows from encoded clips, the variable axis padded to the
-        request's bucket; packed (B, 1 + L*F) ``[length, *values]`` with ``lengths``."""
+        """(B, *shape) float64 rows from encoded clips (or a (B, T) float array of waveforms
+        at the model's rate, from v2 FP32), the variable axis padded to the request's bucket;
+        packed (B, 1 + L*F) ``[length, *values]`` with ``lengths``."""
         check_row_count(rows, max_rows, field)
-        spec, parsed = self.spec, []
+        parsed = []
         for index, row in enumerate(rows):
-            where = f"{field}[{index}]"
-            data = _encoded(row, where)
             checkpoint()  # between clips: a request past its deadline stops decoding here
-            wave = decode_audio(data, spec.sample_rate, spec.max_seconds, where, spec.resample)
+            wave = self._wave(row, f"{field}[{index}]", waveforms=isinstance(rows, np.ndarray))
             parsed.append(torch.from_numpy(self.features.compute(wave)).to(torch.float64))
         if self.axis is None:
             return torch.stack(parsed)
@@ -76,9 +81,39 @@ class AudioKind(InputKind):
             return padded
         return pack(padded, [int(row.shape[self.axis]) for row in parsed])
 
+    def _wave(self, row: Any, where: str, waveforms: bool) -> np.ndarray:
+        """(T,) float32 samples at the model's rate of one row: decoded, or as sent."""
+        spec = self.spec
+        if not waveforms:
+            data = _encoded(row, where)
+            return decode_audio(data, spec.sample_rate, spec.max_seconds, where, spec.resample)
+        wave = np.ascontiguousarray(row, dtype=np.float32)
+        check_samples(wave, where)
+        return wave
+
+    def max_samples(self) -> int:
+        """Most samples of one v2 FP32 waveform row: ``max_seconds`` at the model's rate."""
+        return max(1, int(self.spec.max_seconds * self.spec.sample_rate))
+
     def v2_rows(self, tensors: Mapping[str, WireTensor]) -> Rows:
-        """The encoded clips of a BYTES ``input`` tensor."""
-        return encoded_elements(only_input(tensors), "audio clips")
+        """The encoded clips of a BYTES ``input`` tensor, or the (B, T) float32 waveforms of
+        an FP32 one (its shape checked before its data is read)."""
+        tensor = only_input(tensors)
+        if tensor.datatype == BYTES:
+            return encoded_elements(tensor, "audio clips")
+        rate, most = self.spec.sample_rate, self.max_samples()
+        if tensor.datatype != FP32:
+            raise InvalidTensorError(
+                f"{tensor.where}: datatype '{tensor.datatype}'; send BYTES clips or FP32 "
+                f"[B, T] samples at {rate} Hz"
+            )
+        shape = tensor.shape
+        if len(shape) != 2 or shape[0] < 1 or not 1 <= shape[1] <= most:
+            raise InvalidTensorError(
+                f"{tensor.where}: shape {shape}; FP32 audio is [B, T] mono samples at {rate} Hz, "
+                f"1 <= T <= {most} ({self.spec.max_seconds:g} s)"
+            )
+        return numeric_array(tensor)
 
     def describe(self) -> InputDescription:
         spec, features = self.spec, self.features
@@ -97,6 +132,7 @@ class AudioKind(InputKind):
             lengths=self.lengths,
             preprocessing=self._preprocessing(),
             extra=self._parameters(),
+            files=FileInput(AUDIO_FIELD, SUFFIXES, "WAV, FLAC or OGG"),
         )
 
     def _preprocessing(self) -> str:
@@ -123,6 +159,8 @@ class AudioKind(InputKind):
         parameters = {
             **self._parameters(),
             "encoding": "base64 strings in JSON data; length-prefixed bytes as binary data",
+            "also_accepts": f"FP32 [-1, -1] mono samples at {self.spec.sample_rate} Hz, at "
+            f"most {self.max_samples()} per row",
         }
         return [TensorInfo(INPUT_NAME, BYTES, [-1], parameters)]
 

@@ -74,6 +74,21 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class FileInput:
+    """How a kind takes files: the multipart/form-data field they travel in, the file name
+    endings ``mcdrop predict`` picks from a folder (lower case, ``.nii.gz`` included) and the
+    formats in words (``PNG, JPEG or WebP``)."""
+
+    field: str
+    suffixes: tuple[str, ...]
+    described: str
+
+    def takes(self, name: str) -> bool:
+        """Whether a file of this name is one of the kind's files (by its ending)."""
+        return name.lower().endswith(self.suffixes)
+
+
+@dataclass(frozen=True)
 class InputDescription:
     """What an input kind takes, in words and numbers (v1 metadata, the page's form,
     ``check-model``)."""
@@ -98,6 +113,8 @@ class InputDescription:
     """Images, audio: what is done to each one."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Further v2 metadata parameters of the kind (text pairs, image encodings)."""
+    files: FileInput | None = None
+    """Kinds that take encoded files (images, audio): which, and in which form field."""
 
 
 class InputKind(ABC):

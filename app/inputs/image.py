@@ -28,6 +28,7 @@ from app.engine.medical import ScanDecoder
 from app.errors import InvalidTensorError
 from app.inputs.base import (
     INPUT_NAME,
+    FileInput,
     InputDescription,
     InputKind,
     Rows,
@@ -40,6 +41,15 @@ from app.inputs.wire import BYTES, encoded_elements, numeric_array
 
 IMAGE_FIELD = "image"
 """The multipart/form-data field whose files are image rows (``curl -F image=@a.png``)."""
+SUFFIXES = {
+    "png": (".png",),
+    "jpeg": (".jpg", ".jpeg"),
+    "webp": (".webp",),
+    "dicom": (".dcm", ".dicom"),
+    "nifti": (".nii", ".nii.gz"),
+}
+"""A format's file name endings (what ``mcdrop predict`` picks from a folder; the server tells
+formats apart by content, never by name)."""
 PROBE_SIZE = (48, 64)
 """(H, W) of the generated probe images of a processor that sets its own size."""
 
@@ -102,7 +112,14 @@ class ImageKind(InputKind):
             summary=f"{channels} image ({self._formats()}) -> {self.shape}: {preprocessing}",
             preprocessing=preprocessing,
             extra={"input_type": "image", "preprocessing": preprocessing, **self._scan_extra()},
+            files=self._files(),
         )
+
+    def _files(self) -> FileInput:
+        formats = self.scans.formats if self.scans else tuple(f.lower() for f in FORMATS)
+        suffixes = tuple(suffix for name in formats for suffix in SUFFIXES[name])
+        described = self.scans.described if self.scans else "PNG, JPEG or WebP"
+        return FileInput(IMAGE_FIELD, suffixes, described)
 
     def v2_inputs(self) -> list[TensorInfo]:
         """Encoded images, with what is done to them."""

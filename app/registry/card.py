@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.engine.abstention import AbstentionScore
+from app.engine.abstention import TASK_ABSTENTION_SCORES, AbstentionScore
 from app.engine.conformal import SET_KINDS, ConformalKind
 from app.engine.images import ImagePreprocessing
 from app.engine.medical import (
@@ -488,8 +488,13 @@ class ModelCard(_Strict):
             )
         if self.task != "regression" and self.regression is not None:
             raise ValueError(f"'regression' section given for a {self.task} model")
-        if self.task != "classification" and self.abstention is not None:
-            raise ValueError("'abstention' applies to classification models only")
+        if self.abstention is not None:
+            scores = TASK_ABSTENTION_SCORES.get(self.task, ())
+            if self.abstention.score not in scores:
+                raise ValueError(
+                    f"abstention on {self.abstention.score} does not apply to a {self.task}"
+                    f" model; it takes {', '.join(scores) or 'no abstention'}"
+                )
         if self.task != "classification" and self.shift is not None:
             raise ValueError("'shift' applies to classification models only")
         # A Hugging Face folder may say multi-label itself (config.problem_type).

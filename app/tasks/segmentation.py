@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import Tensor
 
-from app.engine.abstention import RankingScore
+from app.engine.abstention import AbstentionRule, RankingScore, exceeds
 from app.engine.evaluation.segmentation import SegmentationReport, segmentation_report
 from app.engine.evaluation.targets import mask_targets
 from app.engine.sampling import ROW_ALIGN
@@ -73,6 +73,12 @@ class SegmentationRow(BaseModel):
     """Share of pixels whose mutual information exceeds ``uncertainty_threshold``."""
     uncertainty_threshold: float
     areas: list[ClassArea]
+    abstain: bool | None = Field(
+        default=None,
+        description="True when the image's mean (or foreground) mutual information exceeds "
+        "the card's calibrated threshold (`mcdrop calibrate --refer`); absent for models "
+        "without an abstention section in their card.",
+    )
     maps: SegmentationMaps | None = None
     """Per-pixel maps in the request's ``maps`` format; absent with ``"maps": "none"``."""
 
@@ -123,6 +129,11 @@ class Segmentation(StreamedTask):
         threshold = self.options.uncertainty_threshold
         return segmentation_stats(sums, ci_level, threshold, inputs)
 
+    def abstain(self, stats: Any, rule: AbstentionRule | None) -> Tensor | None:
+        """(B,): the image's ``rule.score`` (mean or foreground mutual information) over the
+        card's threshold."""
+        return exceeds(stats, rule) if rule is not None else None
+
     def standard_error(self, sums: Any) -> float:
         return sums_standard_error(sums)
 
@@ -137,7 +148,13 @@ class Segmentation(StreamedTask):
 
     def rows(self, prediction: Prediction, context: RowContext) -> list[BaseModel]:
         stats: SegmentationStats = prediction.stats
-        return [self._row(stats, i, context) for i in range(int(stats.mask.shape[0]))]
+        abstain = prediction.abstain.tolist() if prediction.abstain is not None else None
+        rows: list[BaseModel] = []
+        for i in range(int(stats.mask.shape[0])):
+            row = self._row(stats, i, context)
+            row.abstain = abstain[i] if abstain is not None else None
+            rows.append(row)
+        return rows
 
     def _row(self, stats: SegmentationStats, i: int, context: RowContext) -> SegmentationRow:
         labels = context.labels

@@ -137,3 +137,62 @@ def test_a_bad_audio_card_is_a_load_error_naming_the_field(
     folder = write_audio_model(tmp_path, "FramesGRU", input={**INPUT, **change})
     with pytest.raises(ModelLoadError, match=problem):
         load_model_folder(folder)
+
+
+def _fp32(waves: np.ndarray) -> dict[str, object]:
+    return {
+        "name": "input",
+        "datatype": "FP32",
+        "shape": list(waves.shape),
+        "data": waves.reshape(-1).tolist(),
+    }
+
+
+def test_v2_fp32_waveforms_equal_the_same_clips_as_wav(http: httpx.Client) -> None:
+    from app.engine.audio import encode_wav
+    from tests.inputs.audio_models import SAMPLE_RATE, tone
+
+    waves = np.stack([tone(300, 0.4, seed=1), tone(900, 0.4, seed=2)])  # float32, [2, T]
+    # FLOAT WAVs hold the float32 samples exactly: the two requests carry the same numbers.
+    as_wav = [{"b64": _b64(encode_wav(wave, SAMPLE_RATE, subtype="FLOAT"))} for wave in waves]
+    expected = _v1_means(http.post(PREDICT, json={"inputs": as_wav, **OPTIONS}))
+    v2 = http.post(INFER, json={"inputs": [_fp32(waves)], "parameters": OPTIONS})
+    assert _v2_means(v2) == expected
+    raw = waves.astype("<f4").tobytes()
+    tensor = {**_fp32(waves), "data": None, "parameters": {"binary_data_size": len(raw)}}
+    head = json.dumps({"inputs": [tensor], "parameters": OPTIONS}).encode()
+    binary = http.post(
+        INFER, content=head + raw, headers={"Inference-Header-Content-Length": str(len(head))}
+    )
+    assert _v2_means(binary) == expected
+    metadata = http.get("/v2/models/gru").json()["inputs"][0]["parameters"]
+    assert metadata["also_accepts"] == "FP32 [-1, -1] mono samples at 8000 Hz, at most 8000 per row"
+
+
+def test_bad_v2_waveforms_are_400_naming_the_input_before_reading_data(
+    http: httpx.Client,
+) -> None:
+    # 1 s at 8000 Hz is the card's bound: one sample more is refused from the shape alone
+    # (the data is not even there).
+    long = {"name": "input", "datatype": "FP32", "shape": [1, 8001], "data": [0.0]}
+    answer = http.post(INFER, json={"inputs": [long]})
+    assert answer.status_code == 400
+    assert "input 'input': shape [1, 8001]" in answer.json()["error"]
+    assert "1 <= T <= 8000 (1 s)" in answer.json()["error"]
+    flat = {"name": "input", "datatype": "FP32", "shape": [400], "data": [0.0] * 400}
+    assert "shape [400]" in http.post(INFER, json={"inputs": [flat]}).json()["error"]
+    doubles = {**_fp32(np.zeros((1, 400))), "datatype": "FP64"}
+    answer = http.post(INFER, json={"inputs": [doubles]})
+    assert answer.status_code == 400 and "send BYTES clips or FP32" in answer.json()["error"]
+    waves = np.zeros((2, 400), dtype=np.float32)
+    waves[1, 7] = np.nan
+    answer = http.post(INFER, json={"inputs": [{**_fp32(waves), "data": None}]})
+    assert answer.status_code == 400  # neither data nor binary
+    raw = waves.astype("<f4").tobytes()
+    tensor = {**_fp32(waves), "data": None, "parameters": {"binary_data_size": len(raw)}}
+    head = json.dumps({"inputs": [tensor]}).encode()
+    answer = http.post(
+        INFER, content=head + raw, headers={"Inference-Header-Content-Length": str(len(head))}
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("inputs[1]: holds NaN or infinite samples")

@@ -93,7 +93,7 @@ def test_refuses_regression_models_and_bad_keep(
 ) -> None:
     folder = model_factory("reg", task="regression")
     assert main(["calibrate", str(folder), "--in-data", str(data[0]), "--target", "label"]) == 2
-    assert "classification models only" in capsys.readouterr().err
+    assert "classification and segmentation models only" in capsys.readouterr().err
     assert main(["calibrate", str(folder), "--in-data", str(data[0]), "--keep", "0"]) == 2
 
 

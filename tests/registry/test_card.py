@@ -44,9 +44,12 @@ def test_bad_abstention_sections_are_refused(
         read_card(model_factory(card={"abstention": {**RULE, **change}}))
 
 
-def test_abstention_is_for_classification_only(model_factory: Factory) -> None:
-    with pytest.raises(ModelLoadError, match="classification models only"):
+def test_abstention_takes_the_tasks_own_scores(model_factory: Factory) -> None:
+    with pytest.raises(ModelLoadError, match="a regression model; it takes no abstention"):
         read_card(model_factory(task="regression", card={"abstention": RULE}))
+    image_score = {**RULE, "score": "mean_mutual_information"}
+    with pytest.raises(ModelLoadError, match="it takes mutual_information, predictive_entropy"):
+        read_card(model_factory(card={"abstention": image_score}))
 
 
 @pytest.mark.parametrize("name", ["digits-mlp", "digits-cnn", "diabetes-mlp"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from torch import Tensor
@@ -41,26 +42,38 @@ def calibrate(
 ) -> Calibration:
     """Pick the threshold on `score` keeping `keep` of the in-distribution rows
     (`threshold_for_share`); with OOD rows, also the flagged share and every score's AUROC."""
-    in_scores = uncertainty_score(in_stats, score)
-    threshold = threshold_for_share(in_scores, keep)
+    in_scores: dict[str, Tensor] = {n: uncertainty_score(in_stats, n) for n in RANKING_SCORES}
+    out_scores: dict[str, Tensor] | None = None
+    if out_stats is not None:
+        out_scores = {name: uncertainty_score(out_stats, name) for name in RANKING_SCORES}
+    return calibrate_scores(score, keep, in_scores, out_scores)
+
+
+def calibrate_scores(
+    score: AbstentionScore,
+    keep: float,
+    in_scores: Mapping[str, Tensor],
+    out_scores: Mapping[str, Tensor] | None = None,
+) -> Calibration:
+    """The threshold on ``in_scores[score]`` ((B,), higher = less certain) keeping `keep` of
+    the in-distribution rows; with ``out_scores`` (the same names, OOD rows) the share of them
+    it flags and the AUROC of every score for telling the two sets apart."""
+    chosen = in_scores[score]
+    threshold = threshold_for_share(chosen, keep)
     result = Calibration(
         score=score,
         threshold=float(threshold),
         keep=keep,
-        in_rows=int(in_scores.shape[0]),
-        in_kept=float(kept_share(in_scores, threshold)),
+        in_rows=int(chosen.shape[0]),
+        in_kept=float(kept_share(chosen, threshold)),
     )
-    if out_stats is None:
+    if out_scores is None:
         return result
-    out_scores = uncertainty_score(out_stats, score)
-    areas: dict[str, float] = {
-        name: float(auroc(uncertainty_score(in_stats, name), uncertainty_score(out_stats, name)))
-        for name in RANKING_SCORES
-    }
+    areas = {name: float(auroc(in_scores[name], out_scores[name])) for name in in_scores}
     return replace(
         result,
-        out_rows=int(out_scores.shape[0]),
-        out_flagged=1.0 - float(kept_share(out_scores, threshold)),
+        out_rows=int(out_scores[score].shape[0]),
+        out_flagged=1.0 - float(kept_share(out_scores[score], threshold)),
         auroc=areas,
     )
 
