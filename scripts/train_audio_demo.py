@@ -36,7 +36,7 @@ from train_demo_models import write_weights_and_card
 from app.architectures import build_bundled
 from app.engine.audio import decode_audio, encode_wav
 from app.inputs.audio_features import card_features
-from app.registry.card import AudioInputSpec
+from app.registry.card_inputs import AudioInputSpec
 
 NAME = "spoken-digits"
 SCRIPT = "scripts/train_audio_demo.py"

@@ -42,7 +42,7 @@ from app.inputs.base import (
 )
 from app.inputs.sequence import pack, pad_rows
 from app.inputs.wire import BYTES, encoded_elements, numeric_array
-from app.registry.card import AudioInputSpec
+from app.registry.card_inputs import AudioInputSpec
 
 FP32 = "FP32"
 AUDIO_FIELD = "audio"

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.engine.log_mel import LOG_FLOOR, frame_count, frame_sizes, log_mel
-from app.registry.card import AudioFeaturesSpec, AudioInputSpec
+from app.registry.card_inputs import AudioFeaturesSpec, AudioInputSpec
 
 
 @dataclass(frozen=True)

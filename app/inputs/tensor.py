@@ -32,7 +32,7 @@ from app.inputs.base import (
 )
 from app.inputs.sequence import pack, pad_rows
 from app.inputs.wire import V2_DATATYPE, numeric_array
-from app.registry.card import InputSpec
+from app.registry.card_inputs import InputSpec
 
 LENGTHS_NAME = "lengths"
 """The optional v2 input of a variable-length model: each row's true length (INT64 [B])."""

@@ -20,7 +20,8 @@ from app.engine.selection import DropoutChoice, select_dropout
 from app.errors import ModelLoadError
 from app.inputs.audio import AudioKind
 from app.inputs.audio_features import AudioFeatures, max_samples
-from app.registry.card import AudioInputSpec, ModelCard
+from app.registry.card import ModelCard
+from app.registry.card_inputs import AudioInputSpec
 from app.registry.hf_audio_models import (
     AUDIO_EXTRA,
     AudioArchitecture,

@@ -28,7 +28,8 @@ from app.engine.prefix import ModelSplit
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.inputs.image import ImageKind
-from app.registry.card import ImageInputSpec, ModelCard
+from app.registry.card import ModelCard
+from app.registry.card_inputs import ImageInputSpec
 from app.registry.hf_segmentation import HEAD_DROPOUT, PretrainedSegmenter, segformer_head_split
 from app.registry.huggingface import (
     attention_sites,

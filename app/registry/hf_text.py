@@ -11,7 +11,8 @@ from app.engine.dropout import DropoutLayer, find_dropout_layers
 from app.engine.selection import select_dropout
 from app.errors import ModelLoadError
 from app.inputs.text import TextKind
-from app.registry.card import InputSpec, ModelCard
+from app.registry.card import ModelCard
+from app.registry.card_inputs import InputSpec
 from app.registry.huggingface import (
     HFArchitecture,
     PretrainedClassifier,

@@ -24,7 +24,8 @@ from app.inputs.base import InputKind
 from app.inputs.image import ImageKind
 from app.inputs.sequence import take_lengths
 from app.inputs.tensor import TensorKind
-from app.registry.card import AudioInputSpec, ImageInputSpec, ModelCard
+from app.registry.card import ModelCard
+from app.registry.card_inputs import AudioInputSpec, ImageInputSpec
 from app.registry.network import Network
 from app.registry.served import LoadOptions
 from app.registry.sites import torch_network

@@ -21,7 +21,7 @@ from app.errors import InvalidInputError
 from app.inputs.audio import AudioKind
 from app.inputs.audio_features import FEATURES, card_features
 from app.inputs.base import INPUT_NAME, Rows, WireTensor
-from app.registry.card import AudioInputSpec
+from app.registry.card_inputs import AudioInputSpec
 from tests.inputs.audio_models import INPUT, SAMPLE_RATE, clips, tone
 from tests.inputs.kind_contract import KindCase, check_input_kind
 

@@ -19,7 +19,7 @@ from app.engine.medical import ScanDecoder, ScanOptions, Window, is_dicom
 from app.engine.nifti import is_nifti
 from app.inputs.base import INPUT_NAME, Rows, WireTensor
 from app.inputs.image import ImageKind
-from app.registry.card import ImageInputSpec
+from app.registry.card_inputs import ImageInputSpec
 from tests.inputs.kind_contract import KindCase, check_input_kind
 from tests.inputs.test_image import _png
 from tests.scans import dicom_file, nifti_file

@@ -14,7 +14,7 @@ from torch import Tensor
 from app.errors import InvalidInputError, InvalidTensorError
 from app.inputs.base import INPUT_NAME, Rows, WireTensor
 from app.inputs.tensor import LENGTHS_NAME, TensorKind
-from app.registry.card import InputSpec
+from app.registry.card_inputs import InputSpec
 from tests.inputs.kind_contract import KindCase, check_input_kind
 
 LIMIT = float(torch.finfo(torch.float32).max)
