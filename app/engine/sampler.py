@@ -146,6 +146,12 @@ class MCSampler(Sampler):
         with torch.inference_mode():
             return self._feature_of(self.split.prefix(self._to_device(inputs)))
 
+    def prefix_of(self, inputs: Tensor) -> tuple[Tensor, ...] | None:
+        """The split's prefix on the request's rows alone (what ``_sample_group`` would run),
+        kept by callers that sample the same rows in rounds."""
+        with torch.inference_mode():
+            return self.split.prefix(self._to_device(inputs))
+
     def _feature_of(self, prefix_output: tuple[Tensor, ...]) -> Tensor | None:
         index = self.split.feature_index
         return None if index is None else prefix_output[index].flatten(1).double().cpu()
@@ -180,7 +186,7 @@ class MCSampler(Sampler):
 
     def _sample_group(self, jobs: Sequence[SampleJob]) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
         with torch.inference_mode():
-            prefix_outputs = [self.split.prefix(self._to_device(job.inputs)) for job in jobs]
+            prefix_outputs = [self._prefix_of_job(job) for job in jobs]
             outputs: list[list[Tensor]] = [[] for _ in jobs]
             masks = [MaskSource(job.seed, self.device) for job in jobs]
             for pieces in plan_chunks(jobs, self.max_rows):
@@ -195,6 +201,12 @@ class MCSampler(Sampler):
                     outputs[piece.job].append(part)
             joined = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
             return list(zip(joined, prefix_outputs, strict=True))
+
+    def _prefix_of_job(self, job: SampleJob) -> tuple[Tensor, ...]:
+        """The job's kept prefix output (an earlier round's), or the prefix run on its rows."""
+        if job.prefix is not None:
+            return job.prefix
+        return self.split.prefix(self._to_device(job.inputs))
 
     def _make_hook(self, layer: DropoutLayer):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor | None:

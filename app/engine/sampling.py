@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,10 @@ class SampleJob:
     n_samples: int
     seed: int
     first_sample: int = 0
+    prefix: tuple[Tensor, ...] | None = field(default=None, compare=False, repr=False)
+    """``Sampler.prefix_of(inputs)`` kept by a caller that samples the same inputs in several
+    rounds (:mod:`app.engine.streaming`), so the deterministic prefix runs once per request;
+    None: the sampler computes it. A sampler without a prefix ignores it."""
 
     @property
     def end_sample(self) -> int:
@@ -93,6 +97,11 @@ class Sampler(ABC):
         """The deterministic activation entering the first dropout, (B, F) float64 on the CPU,
         for inputs (B, *input_shape); None when this sampler has no prefix to take it from
         (the default: TorchScript, or a model run whole on every pass)."""
+        return None
+
+    def prefix_of(self, inputs: Tensor) -> tuple[Tensor, ...] | None:
+        """The deterministic prefix's output for inputs (B, *input_shape), to pass back as
+        ``SampleJob.prefix`` in later rounds; None (the default) when the sampler has none."""
         return None
 
     def _to_device(self, inputs: Tensor) -> Tensor:

@@ -3,7 +3,9 @@ forms, the class areas over passes, and per-image Dice."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -213,3 +215,32 @@ def test_fused_requests_get_their_own_numbers_and_failures() -> None:
     outcomes = predictor.predict_each([first, second])
     assert not isinstance(outcomes[0], Exception)
     assert isinstance(outcomes[1], InvalidInputError)
+
+
+def test_the_prefix_runs_once_per_request_over_its_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.registry.loading import load_model_folder
+    from tests.segmentation_models import images, write_unet_folder
+
+    folder = write_unet_folder(tmp_path, kwargs={"p": 0.3}, mc_dropout="head")
+    model = load_model_folder(folder)
+    sampler = model.predictor.sampler
+    calls: list[int] = []
+    prefix = sampler.split.prefix
+
+    def counted(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        calls.append(int(x.shape[0]))
+        return prefix(x)
+
+    monkeypatch.setattr(sampler, "split", dataclasses.replace(sampler.split, prefix=counted))
+    monkeypatch.setattr(segmentation_task, "ROUND_VALUES", 1)  # rounds of ROW_ALIGN passes
+    x = images(3)
+    first = PredictionRequest(x[:2], 48, 0.9, seed=3, return_samples=True)
+    second = PredictionRequest(x[2:], 40, 0.9, seed=4, return_samples=True)
+    fused = model.predictor.predict_each([first, second])
+    assert calls == [2, 1]  # once per request, not per round (3 rounds each)
+    for request, prediction in zip((first, second), fused, strict=True):
+        assert not isinstance(prediction, Exception) and prediction.samples is not None
+        passes = sampler.sample(request.inputs, request.n_samples, request.seed)
+        assert torch.equal(prediction.samples, torch.softmax(passes.float(), dim=2))
