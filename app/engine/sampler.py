@@ -27,8 +27,8 @@ from torch.utils.hooks import RemovableHandle
 from app.engine.dropout import DropoutLayer, MaskKind, apply_mask, mask_shape
 from app.engine.masks import MaskSource
 from app.engine.module_sites import sample_module
-from app.engine.positions import drawn_shape
 from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
+from app.engine.row_calls import call_rows, mask_stream, masks_of_samples, sample_piece_in_calls
 from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
 
 __all__ = ["MCSampler", "plan_chunks"]
@@ -189,7 +189,20 @@ class MCSampler(Sampler):
             prefix_outputs = [self._prefix_of_job(job) for job in jobs]
             outputs: list[list[Tensor]] = [[] for _ in jobs]
             masks = [MaskSource(job.seed, self.device) for job in jobs]
+            rows = call_rows(self.split, jobs[0].inputs[0], self.dropout_layers)
             for pieces in plan_chunks(jobs, self.max_rows):
+                if rows < ROW_ALIGN:  # large activations: calls of fewer rows (row_calls)
+                    for piece in pieces:
+                        part = sample_piece_in_calls(
+                            self.split,
+                            self.dropout_layers,
+                            piece,
+                            masks[piece.job],
+                            prefix_outputs[piece.job],
+                            rows,
+                        )
+                        outputs[piece.job].append(part)
+                    continue
                 folded = _fold(pieces, prefix_outputs, self.split.dropout_inputs)
                 dropout = ChunkDropout(self.dropout_layers, pieces, masks, prefix_outputs)
                 self._local.context = dropout
@@ -379,17 +392,9 @@ class ChunkDropout:
         shape: tuple[int, ...],
         dtype: torch.dtype,
     ) -> Tensor:
-        """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job (after a
-        first-positions cut: the first positions of the whole sequence's masks)."""
-        positional = layer.mask_kind is MaskKind.ELEMENT and not layer.shared
-        drawn = drawn_shape(shape) if positional else shape
-        masks = self.masks[piece.job].scaled_mask(
-            _stream(layer, call), piece.t0, piece.t0 + n, drawn, layer.p, dtype
-        )
-        return masks if drawn == shape else masks[..., : shape[-2], :]
+        """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job."""
+        source = self.masks[piece.job]
+        return masks_of_samples(source, layer, call, piece.t0, piece.t0 + n, shape, dtype)
 
 
-def _stream(layer: DropoutLayer, call: int) -> int:
-    """Mask stream of a layer's ``call``-th application in a forward pass (the first call keeps
-    the layer's index, so models calling each dropout once draw what they always drew)."""
-    return layer.index if call == 0 else layer.index + (call << 20)
+_stream = mask_stream

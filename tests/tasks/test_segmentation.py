@@ -244,3 +244,35 @@ def test_the_prefix_runs_once_per_request_over_its_rounds(
         assert not isinstance(prediction, Exception) and prediction.samples is not None
         passes = sampler.sample(request.inputs, request.n_samples, request.seed)
         assert torch.equal(prediction.samples, torch.softmax(passes.float(), dim=2))
+
+
+@pytest.mark.parametrize("call_rows", [4, 1])
+def test_calls_of_fewer_rows_keep_a_requests_bits_alone_fused_and_in_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call_rows: int
+) -> None:
+    from app.engine import row_calls
+    from app.registry.loading import load_model_folder
+    from tests.segmentation_models import images, write_unet_folder
+
+    folder = write_unet_folder(tmp_path, kwargs={"p": 0.3, "bottleneck_p": 0.2})
+    model = load_model_folder(folder)
+    sampler = model.predictor.sampler
+    x = images(4)
+    sixteen = sampler.sample(x[:3], 40, seed=3)  # calls of ROW_ALIGN rows
+    split = sampler.split
+    assert row_calls.call_rows(split, x[0], sampler.dropout_layers) == 16
+    monkeypatch.setattr(row_calls, "CALL_ACTIVATION_BYTES", call_rows * split.row_bytes)
+    assert row_calls.call_rows(split, x[0], sampler.dropout_layers) == call_rows
+    first = PredictionRequest(
+        x[:3], 40, 0.9, seed=3, return_samples=True
+    )  # 3 rows: calls cut samples
+    second = PredictionRequest(x[3:], 20, 0.9, seed=4, return_samples=True)
+    alone = sampler.sample(first.inputs, 40, seed=3)
+    torch.testing.assert_close(alone, sixteen, atol=1e-5, rtol=1e-5)  # the same masks
+    monkeypatch.setattr(segmentation_task, "ROUND_VALUES", 1)  # rounds of ROW_ALIGN passes
+    fused = model.predictor.predict_each([first, second])
+    for request, prediction in zip((first, second), fused, strict=True):
+        assert not isinstance(prediction, Exception) and prediction.samples is not None
+        passes = sampler.sample(request.inputs, request.n_samples, request.seed)
+        assert torch.equal(prediction.samples, torch.softmax(passes.float(), dim=2))
+    assert torch.equal(torch.softmax(alone, dim=2), fused[0].samples)  # type: ignore[union-attr]
