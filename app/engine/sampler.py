@@ -10,7 +10,10 @@ Reproducibility: masks depend only on (seed, layer, sample index), and the BLAS 
 linear and convolution layers give each row the same bits as long as the row block it sits in
 starts at an aligned offset and the call has an aligned number of rows. So every job's block is
 padded to a multiple of ``ROW_ALIGN`` rows and chunks break at multiples of ``ROW_ALIGN``
-samples: a seeded job gets bit-identical outputs alone, fused with others, or chunked.
+samples: a seeded job gets bit-identical outputs alone, fused with others, or chunked. A model
+with large activations per row runs each piece in calls of fewer rows, the same count for every
+call (:mod:`app.engine.row_calls`). A job may carry its prefix output (``SampleJob.prefix``) from
+an earlier round, so a request sampled in rounds runs the prefix once.
 """
 
 from __future__ import annotations
@@ -191,29 +194,37 @@ class MCSampler(Sampler):
             masks = [MaskSource(job.seed, self.device) for job in jobs]
             rows = call_rows(self.split, jobs[0].inputs[0], self.dropout_layers)
             for pieces in plan_chunks(jobs, self.max_rows):
-                if rows < ROW_ALIGN:  # large activations: calls of fewer rows (row_calls)
-                    for piece in pieces:
-                        part = sample_piece_in_calls(
-                            self.split,
-                            self.dropout_layers,
-                            piece,
-                            masks[piece.job],
-                            prefix_outputs[piece.job],
-                            rows,
-                        )
-                        outputs[piece.job].append(part)
-                    continue
-                folded = _fold(pieces, prefix_outputs, self.split.dropout_inputs)
-                dropout = ChunkDropout(self.dropout_layers, pieces, masks, prefix_outputs)
-                self._local.context = dropout
-                try:
-                    result = self.split.suffix(dropout, *folded)
-                finally:
-                    self._local.context = None
-                for piece, part in zip(pieces, _piece_outputs(result, pieces), strict=True):
+                parts = self._chunk_outputs(pieces, masks, prefix_outputs, rows)
+                for piece, part in zip(pieces, parts, strict=True):
                     outputs[piece.job].append(part)
             joined = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
             return list(zip(joined, prefix_outputs, strict=True))
+
+    def _chunk_outputs(
+        self,
+        pieces: list[_Piece],
+        masks: list[MaskSource],
+        prefix_outputs: list[tuple[Tensor, ...]],
+        rows: int,
+    ) -> list[Tensor]:
+        """Each piece's outputs (t1 - t0, rows, *output_shape): one forward call for the chunk,
+        or, for large activations (``rows`` < ROW_ALIGN), calls of ``rows`` rows per piece."""
+        if rows < ROW_ALIGN:
+            layers = self.dropout_layers
+            return [
+                sample_piece_in_calls(
+                    self.split, layers, piece, masks[piece.job], prefix_outputs[piece.job], rows
+                )
+                for piece in pieces
+            ]
+        folded = _fold(pieces, prefix_outputs, self.split.dropout_inputs)
+        dropout = ChunkDropout(self.dropout_layers, pieces, masks, prefix_outputs)
+        self._local.context = dropout
+        try:
+            result = self.split.suffix(dropout, *folded)
+        finally:
+            self._local.context = None
+        return _piece_outputs(result, pieces)
 
     def _prefix_of_job(self, job: SampleJob) -> tuple[Tensor, ...]:
         """The job's kept prefix output (an earlier round's), or the prefix run on its rows."""
