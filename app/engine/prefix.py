@@ -156,10 +156,10 @@ def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) ->
 def _row_bytes(node: fx.Node) -> int:
     """Bytes per row of the node's tensor value at the probe (0 for a non-tensor or a tuple)."""
     meta = node.meta.get("tensor_meta")
-    shape = getattr(meta, "shape", None)
-    if shape is None or len(shape) == 0 or shape[0] == 0:
+    shape, dtype = getattr(meta, "shape", None), getattr(meta, "dtype", None)
+    if shape is None or dtype is None or len(shape) == 0 or shape[0] == 0:
         return 0
-    element = torch.empty((), dtype=meta.dtype).element_size()
+    element = torch.empty((), dtype=dtype).element_size()
     return int(math.prod(shape[1:]) * element)
 
 

@@ -13,6 +13,7 @@ import torch
 from app.engine.evaluation.segmentation import class_dice, foreground_dice, segmentation_report
 from app.engine.evaluation.targets import mask_targets
 from app.engine.predictor import PredictionRequest, Predictor, TaskSpec
+from app.engine.sampler import MCSampler
 from app.engine.stats.dense import dense_classification_stats
 from app.engine.stats.segmentation import add_passes, segmentation_stats, sums_standard_error
 from app.errors import InvalidInputError
@@ -226,12 +227,14 @@ def test_the_prefix_runs_once_per_request_over_its_rounds(
     folder = write_unet_folder(tmp_path, kwargs={"p": 0.3}, mc_dropout="head")
     model = load_model_folder(folder)
     sampler = model.predictor.sampler
+    assert isinstance(sampler, MCSampler)
     calls: list[int] = []
     prefix = sampler.split.prefix
 
     def counted(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         calls.append(int(x.shape[0]))
-        return prefix(x)
+        found: tuple[torch.Tensor, ...] = prefix(x)
+        return found
 
     monkeypatch.setattr(sampler, "split", dataclasses.replace(sampler.split, prefix=counted))
     monkeypatch.setattr(segmentation_task, "ROUND_VALUES", 1)  # rounds of ROW_ALIGN passes
@@ -242,7 +245,7 @@ def test_the_prefix_runs_once_per_request_over_its_rounds(
     assert calls == [2, 1]  # once per request, not per round (3 rounds each)
     for request, prediction in zip((first, second), fused, strict=True):
         assert not isinstance(prediction, Exception) and prediction.samples is not None
-        passes = sampler.sample(request.inputs, request.n_samples, request.seed)
+        passes = sampler.sample(request.inputs, request.n_samples, int(request.seed or 0))
         assert torch.equal(prediction.samples, torch.softmax(passes.float(), dim=2))
 
 
@@ -257,15 +260,15 @@ def test_calls_of_fewer_rows_keep_a_requests_bits_alone_fused_and_in_rounds(
     folder = write_unet_folder(tmp_path, kwargs={"p": 0.3, "bottleneck_p": 0.2})
     model = load_model_folder(folder)
     sampler = model.predictor.sampler
+    assert isinstance(sampler, MCSampler)
     x = images(4)
     sixteen = sampler.sample(x[:3], 40, seed=3)  # calls of ROW_ALIGN rows
     split = sampler.split
     assert row_calls.call_rows(split, x[0], sampler.dropout_layers) == 16
     monkeypatch.setattr(row_calls, "CALL_ACTIVATION_BYTES", call_rows * split.row_bytes)
     assert row_calls.call_rows(split, x[0], sampler.dropout_layers) == call_rows
-    first = PredictionRequest(
-        x[:3], 40, 0.9, seed=3, return_samples=True
-    )  # 3 rows: calls cut samples
+    # 3 rows: calls of 4 or 1 rows cut across samples
+    first = PredictionRequest(x[:3], 40, 0.9, seed=3, return_samples=True)
     second = PredictionRequest(x[3:], 20, 0.9, seed=4, return_samples=True)
     alone = sampler.sample(first.inputs, 40, seed=3)
     torch.testing.assert_close(alone, sixteen, atol=1e-5, rtol=1e-5)  # the same masks
@@ -273,6 +276,7 @@ def test_calls_of_fewer_rows_keep_a_requests_bits_alone_fused_and_in_rounds(
     fused = model.predictor.predict_each([first, second])
     for request, prediction in zip((first, second), fused, strict=True):
         assert not isinstance(prediction, Exception) and prediction.samples is not None
-        passes = sampler.sample(request.inputs, request.n_samples, request.seed)
+        passes = sampler.sample(request.inputs, request.n_samples, int(request.seed or 0))
         assert torch.equal(prediction.samples, torch.softmax(passes.float(), dim=2))
-    assert torch.equal(torch.softmax(alone, dim=2), fused[0].samples)  # type: ignore[union-attr]
+    kept = fused[0].samples  # type: ignore[union-attr]
+    assert kept is not None and torch.equal(torch.softmax(alone, dim=2), kept)
