@@ -32,22 +32,27 @@ if TYPE_CHECKING:
     from app.engine.sampler import _Piece
 
 CALL_ACTIVATION_BYTES = 16 * 2**20
-"""Bound on one forward call's largest activation (rows x the split's ``row_bytes``): 16 MiB,
+"""Bound for dense tasks (segmentation: the sampler's ``call_bytes``) on one forward call's
+largest activation (rows x the split's ``row_bytes``): 16 MiB,
 8 rows of a 128 x 128 U-Net's widest decoder tensor (32 channels), about the cache-friendliest
 call on the development CPU (bench/segmentation.py, docs/benchmarks.md)."""
 
 
-def call_rows(split: ModelSplit, row: Tensor, layers: Sequence[DropoutLayer]) -> int:
+def call_rows(
+    split: ModelSplit, row: Tensor, layers: Sequence[DropoutLayer], bound: int | None
+) -> int:
     """Rows per forward call for inputs shaped like ``row`` (one input row): ``ROW_ALIGN``
-    halved while ``rows x row_bytes`` exceeds ``CALL_ACTIVATION_BYTES`` (at least 1).
+    halved while ``rows x row_bytes`` exceeds ``bound`` (at least 1); ``ROW_ALIGN`` without a
+    bound (the sampler's ``call_bytes``, set for dense tasks only: the text and tabular
+    benchmarks were tuned with ROW_ALIGN-aligned calls and are left so).
     ``ROW_ALIGN`` (the chunk as planned) without an fx split's footprint, or with a dropout
     that is not a plain mask (stochastic modules, alpha dropout), which run piece by piece."""
     plain = all(layer.mask_kind is not MaskKind.MODULE and not layer.alpha for layer in layers)
-    if not (split.applies_dropout and split.row_bytes and split.probe_values and plain):
+    if not (bound and split.applies_dropout and split.row_bytes and split.probe_values and plain):
         return ROW_ALIGN
     row_bytes = split.row_bytes * row.numel() / split.probe_values
     rows = ROW_ALIGN
-    while rows > 1 and rows * row_bytes > CALL_ACTIVATION_BYTES:
+    while rows > 1 and rows * row_bytes > bound:
         rows //= 2
     return rows
 

@@ -192,7 +192,7 @@ class MCSampler(Sampler):
             prefix_outputs = [self._prefix_of_job(job) for job in jobs]
             outputs: list[list[Tensor]] = [[] for _ in jobs]
             masks = [MaskSource(job.seed, self.device) for job in jobs]
-            rows = call_rows(self.split, jobs[0].inputs[0], self.dropout_layers)
+            rows = call_rows(self.split, jobs[0].inputs[0], self.dropout_layers, self.call_bytes)
             for pieces in plan_chunks(jobs, self.max_rows):
                 parts = self._chunk_outputs(pieces, masks, prefix_outputs, rows)
                 for piece, part in zip(pieces, parts, strict=True):

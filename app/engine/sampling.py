@@ -72,6 +72,10 @@ class Sampler(ABC):
         self.max_rows = max_rows
         self.device = torch.device(device)
         self.dtype = dtype
+        self.call_bytes: int | None = None
+        """Bound on one forward call's largest activation, set for dense tasks (the predictor
+        of a streamed task sets ``row_calls.CALL_ACTIVATION_BYTES``); None: calls as planned.
+        Samplers without a per-row activation footprint ignore it."""
 
     def sample(self, inputs: Tensor, n_samples: int, seed: int) -> Tensor:
         """MC outputs (N, B, *output_shape) for inputs (B, *input_shape): passes 0..N-1."""

@@ -264,9 +264,10 @@ def test_calls_of_fewer_rows_keep_a_requests_bits_alone_fused_and_in_rounds(
     x = images(4)
     sixteen = sampler.sample(x[:3], 40, seed=3)  # calls of ROW_ALIGN rows
     split = sampler.split
-    assert row_calls.call_rows(split, x[0], sampler.dropout_layers) == 16
-    monkeypatch.setattr(row_calls, "CALL_ACTIVATION_BYTES", call_rows * split.row_bytes)
-    assert row_calls.call_rows(split, x[0], sampler.dropout_layers) == call_rows
+    assert sampler.call_bytes == row_calls.CALL_ACTIVATION_BYTES  # set by the dense task
+    assert row_calls.call_rows(split, x[0], sampler.dropout_layers, sampler.call_bytes) == 16
+    monkeypatch.setattr(sampler, "call_bytes", call_rows * split.row_bytes)
+    assert row_calls.call_rows(split, x[0], sampler.dropout_layers, sampler.call_bytes) == call_rows
     # 3 rows: calls of 4 or 1 rows cut across samples
     first = PredictionRequest(x[:3], 40, 0.9, seed=3, return_samples=True)
     second = PredictionRequest(x[3:], 20, 0.9, seed=4, return_samples=True)
