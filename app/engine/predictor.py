@@ -21,6 +21,7 @@ from app.engine.abstention import AbstentionRule
 from app.engine.adaptive import ADAPTIVE_FIRST_SAMPLES, mc_standard_error, next_sample_count
 from app.engine.conformal import ConformalOutput, ConformalRule
 from app.engine.finite import OUTPUT_NOT_FINITE, refuse_non_finite_rows
+from app.engine.row_calls import CALL_ACTIVATION_BYTES
 from app.engine.sampling import SampleJob, Sampler
 from app.engine.shift import ShiftOutput, ShiftRule, apply_shift, shift_features
 from app.engine.streaming import predict_streamed
@@ -150,6 +151,8 @@ class Predictor:
         self.task: Task = build_task(spec.task, options)
         self._streamed = self.task if isinstance(self.task, StreamedTask) else None
         """The task, where it is summed round by round (memory flat in N); else None."""
+        if self._streamed is not None:  # dense maps: forward calls sized by their activations
+            sampler.call_bytes = CALL_ACTIVATION_BYTES
 
     def predict(self, request: PredictionRequest) -> Prediction:
         """Statistics for a single request."""

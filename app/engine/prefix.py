@@ -18,6 +18,7 @@ A model that cannot be traced, or whose crossing values are not per-row tensors,
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,10 @@ class ModelSplit:
     feature_index: int | None = None
     """Position of the crossing value entering the first dropout (the deterministic features
     the shift score models, :mod:`app.engine.shift`); None when there is no prefix."""
+    row_bytes: int = 0
+    """Bytes per input row of the suffix's largest activation at the probe (0: unknown); with
+    ``probe_values`` (the probe row's size) it sizes forward calls (:mod:`app.engine.row_calls`)."""
+    probe_values: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,19 @@ def _fx_split(model: nn.Module, dropout_names: dict[str, int], probe: Tensor) ->
         applies_dropout=True,
         dropout_inputs=dropout_inputs,
         feature_index=_first_dropout_input(first_node, crossing),
+        row_bytes=max((_row_bytes(n) for n in nodes if n in stochastic), default=0),
+        probe_values=probe[0].numel(),
     )
+
+
+def _row_bytes(node: fx.Node) -> int:
+    """Bytes per row of the node's tensor value at the probe (0 for a non-tensor or a tuple)."""
+    meta = node.meta.get("tensor_meta")
+    shape, dtype = getattr(meta, "shape", None), getattr(meta, "dtype", None)
+    if shape is None or dtype is None or len(shape) == 0 or shape[0] == 0:
+        return 0
+    element = torch.empty((), dtype=dtype).element_size()
+    return int(math.prod(shape[1:]) * element)
 
 
 def _first_dropout_input(first: fx.Node, crossing: list[fx.Node]) -> int | None:

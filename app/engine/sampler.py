@@ -10,7 +10,10 @@ Reproducibility: masks depend only on (seed, layer, sample index), and the BLAS 
 linear and convolution layers give each row the same bits as long as the row block it sits in
 starts at an aligned offset and the call has an aligned number of rows. So every job's block is
 padded to a multiple of ``ROW_ALIGN`` rows and chunks break at multiples of ``ROW_ALIGN``
-samples: a seeded job gets bit-identical outputs alone, fused with others, or chunked.
+samples: a seeded job gets bit-identical outputs alone, fused with others, or chunked. A model
+with large activations per row runs each piece in calls of fewer rows, the same count for every
+call (:mod:`app.engine.row_calls`). A job may carry its prefix output (``SampleJob.prefix``) from
+an earlier round, so a request sampled in rounds runs the prefix once.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from torch.utils.hooks import RemovableHandle
 from app.engine.dropout import DropoutLayer, MaskKind, apply_mask, mask_shape
 from app.engine.masks import MaskSource
 from app.engine.module_sites import sample_module
-from app.engine.positions import drawn_shape
 from app.engine.prefix import ModelSplit, Unfolded, whole_model_split
+from app.engine.row_calls import call_rows, mask_stream, masks_of_samples, sample_piece_in_calls
 from app.engine.sampling import ROW_ALIGN, SampleJob, Sampler
 
 __all__ = ["MCSampler", "plan_chunks"]
@@ -146,6 +149,12 @@ class MCSampler(Sampler):
         with torch.inference_mode():
             return self._feature_of(self.split.prefix(self._to_device(inputs)))
 
+    def prefix_of(self, inputs: Tensor) -> tuple[Tensor, ...] | None:
+        """The split's prefix on the request's rows alone (what ``_sample_group`` would run),
+        kept by callers that sample the same rows in rounds."""
+        with torch.inference_mode():
+            return self.split.prefix(self._to_device(inputs))
+
     def _feature_of(self, prefix_output: tuple[Tensor, ...]) -> Tensor | None:
         index = self.split.feature_index
         return None if index is None else prefix_output[index].flatten(1).double().cpu()
@@ -180,21 +189,48 @@ class MCSampler(Sampler):
 
     def _sample_group(self, jobs: Sequence[SampleJob]) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
         with torch.inference_mode():
-            prefix_outputs = [self.split.prefix(self._to_device(job.inputs)) for job in jobs]
+            prefix_outputs = [self._prefix_of_job(job) for job in jobs]
             outputs: list[list[Tensor]] = [[] for _ in jobs]
             masks = [MaskSource(job.seed, self.device) for job in jobs]
+            rows = call_rows(self.split, jobs[0].inputs[0], self.dropout_layers, self.call_bytes)
             for pieces in plan_chunks(jobs, self.max_rows):
-                folded = _fold(pieces, prefix_outputs, self.split.dropout_inputs)
-                dropout = ChunkDropout(self.dropout_layers, pieces, masks, prefix_outputs)
-                self._local.context = dropout
-                try:
-                    result = self.split.suffix(dropout, *folded)
-                finally:
-                    self._local.context = None
-                for piece, part in zip(pieces, _piece_outputs(result, pieces), strict=True):
+                parts = self._chunk_outputs(pieces, masks, prefix_outputs, rows)
+                for piece, part in zip(pieces, parts, strict=True):
                     outputs[piece.job].append(part)
             joined = [torch.cat(parts) if len(parts) > 1 else parts[0] for parts in outputs]
             return list(zip(joined, prefix_outputs, strict=True))
+
+    def _chunk_outputs(
+        self,
+        pieces: list[_Piece],
+        masks: list[MaskSource],
+        prefix_outputs: list[tuple[Tensor, ...]],
+        rows: int,
+    ) -> list[Tensor]:
+        """Each piece's outputs (t1 - t0, rows, *output_shape): one forward call for the chunk,
+        or, for large activations (``rows`` < ROW_ALIGN), calls of ``rows`` rows per piece."""
+        if rows < ROW_ALIGN:
+            layers = self.dropout_layers
+            return [
+                sample_piece_in_calls(
+                    self.split, layers, piece, masks[piece.job], prefix_outputs[piece.job], rows
+                )
+                for piece in pieces
+            ]
+        folded = _fold(pieces, prefix_outputs, self.split.dropout_inputs)
+        dropout = ChunkDropout(self.dropout_layers, pieces, masks, prefix_outputs)
+        self._local.context = dropout
+        try:
+            result = self.split.suffix(dropout, *folded)
+        finally:
+            self._local.context = None
+        return _piece_outputs(result, pieces)
+
+    def _prefix_of_job(self, job: SampleJob) -> tuple[Tensor, ...]:
+        """The job's kept prefix output (an earlier round's), or the prefix run on its rows."""
+        if job.prefix is not None:
+            return job.prefix
+        return self.split.prefix(self._to_device(job.inputs))
 
     def _make_hook(self, layer: DropoutLayer):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor | None:
@@ -367,17 +403,9 @@ class ChunkDropout:
         shape: tuple[int, ...],
         dtype: torch.dtype,
     ) -> Tensor:
-        """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job (after a
-        first-positions cut: the first positions of the whole sequence's masks)."""
-        positional = layer.mask_kind is MaskKind.ELEMENT and not layer.shared
-        drawn = drawn_shape(shape) if positional else shape
-        masks = self.masks[piece.job].scaled_mask(
-            _stream(layer, call), piece.t0, piece.t0 + n, drawn, layer.p, dtype
-        )
-        return masks if drawn == shape else masks[..., : shape[-2], :]
+        """Scaled masks (n, *shape) of samples t0..t0+n-1 of the piece's job."""
+        source = self.masks[piece.job]
+        return masks_of_samples(source, layer, call, piece.t0, piece.t0 + n, shape, dtype)
 
 
-def _stream(layer: DropoutLayer, call: int) -> int:
-    """Mask stream of a layer's ``call``-th application in a forward pass (the first call keeps
-    the layer's index, so models calling each dropout once draw what they always drew)."""
-    return layer.index if call == 0 else layer.index + (call << 20)
+_stream = mask_stream

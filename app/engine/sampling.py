@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,10 @@ class SampleJob:
     n_samples: int
     seed: int
     first_sample: int = 0
+    prefix: tuple[Tensor, ...] | None = field(default=None, compare=False, repr=False)
+    """``Sampler.prefix_of(inputs)`` kept by a caller that samples the same inputs in several
+    rounds (:mod:`app.engine.streaming`), so the deterministic prefix runs once per request;
+    None: the sampler computes it. A sampler without a prefix ignores it."""
 
     @property
     def end_sample(self) -> int:
@@ -68,6 +72,10 @@ class Sampler(ABC):
         self.max_rows = max_rows
         self.device = torch.device(device)
         self.dtype = dtype
+        self.call_bytes: int | None = None
+        """Bound on one forward call's largest activation, set for dense tasks (the predictor
+        of a streamed task sets ``row_calls.CALL_ACTIVATION_BYTES``); None: calls as planned.
+        Samplers without a per-row activation footprint ignore it."""
 
     def sample(self, inputs: Tensor, n_samples: int, seed: int) -> Tensor:
         """MC outputs (N, B, *output_shape) for inputs (B, *input_shape): passes 0..N-1."""
@@ -93,6 +101,11 @@ class Sampler(ABC):
         """The deterministic activation entering the first dropout, (B, F) float64 on the CPU,
         for inputs (B, *input_shape); None when this sampler has no prefix to take it from
         (the default: TorchScript, or a model run whole on every pass)."""
+        return None
+
+    def prefix_of(self, inputs: Tensor) -> tuple[Tensor, ...] | None:
+        """The deterministic prefix's output for inputs (B, *input_shape), to pass back as
+        ``SampleJob.prefix`` in later rounds; None (the default) when the sampler has none."""
         return None
 
     def _to_device(self, inputs: Tensor) -> Tensor:

@@ -4,7 +4,9 @@ A request of a :class:`app.tasks.base.StreamedTask` (segmentation) never holds a
 the first round is ``ROW_ALIGN`` passes (the output's size is not known before it), later rounds
 as many as the task allows for the request's rows. Rounds are jobs with ``first_sample`` set,
 so by the sampler contract the passes are exactly those of one run of N: the same seed gives
-the same numbers whatever the round sizes and whatever else is in the batch. With a tolerance
+the same numbers whatever the round sizes and whatever else is in the batch. The sampler's
+deterministic prefix (the encoder before the first sampled dropout) runs once per request, not
+once per round: its output is kept and passed to every round's job. With a tolerance
 (adaptive N) a request stops after the first round whose MC standard error meets it.
 """
 
@@ -37,6 +39,8 @@ class _Stream:
     row_values: int = 0
     """Raw values of one row of one pass (known after the first round)."""
     kept: list[Tensor] = field(default_factory=list)
+    prefix: tuple[Tensor, ...] | None = None
+    """The sampler's prefix output for the request's rows, computed once for every round."""
     failure: Exception | None = None
 
     def wants_more(self) -> bool:
@@ -54,9 +58,14 @@ def predict_streamed(
     """Each request's prediction, or its own error, from rounds of shared forward passes.
     Raises only when a sampling run itself fails (for all of them)."""
     streams = [_Stream(r, s) for r, s in zip(requests, seeds, strict=True)]
+    for stream in streams:
+        stream.prefix = sampler.prefix_of(stream.request.inputs)
     pending = streams
     while pending:
-        jobs = [SampleJob(s.request.inputs, _next_round(task, s), s.seed, s.done) for s in pending]
+        jobs = [
+            SampleJob(s.request.inputs, _next_round(task, s), s.seed, s.done, s.prefix)
+            for s in pending
+        ]
         for stream, job, raw in zip(pending, jobs, sampler.sample_jobs(jobs), strict=True):
             _fold(task, stream, raw.float().cpu())
             stream.done += job.n_samples

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
 ROUND_VALUES = 524_288
 """Raw values (rows x passes x C x H x W) one round of a request aims at, 2 MiB of float32
-outputs; a round holds at least ``ROW_ALIGN`` passes. The round also bounds the rows of one
-forward call (rows x passes), whose activations are most of a dense model's memory; on a CPU
-rounds of 16 passes of one 128 x 128 image were also the fastest (bench/segmentation.py)."""
+outputs; a round holds at least ``ROW_ALIGN`` passes. The rows of one forward call are bounded
+apart, by the activations' size (:data:`app.engine.row_calls.CALL_ACTIVATION_BYTES`), and the
+prefix runs once per request whatever the rounds (:mod:`app.engine.streaming`)."""
 HELD_PER_ROUND_VALUE = 6
 """Float32-sized values held per raw value of a round: the output, its probabilities, and their
 float64 copy and square while they are summed."""

@@ -60,6 +60,10 @@ class FixedSampler:
             found.append(self.raw[job.first_sample : job.first_sample + job.n_samples, rows])
         return found
 
+    def prefix_of(self, inputs: Tensor) -> None:
+        """No prefix (``Sampler.prefix_of``'s default)."""
+        return None
+
     def _row(self, x: Tensor) -> int:
         return next(i for i, row in enumerate(self.inputs) if torch.equal(row, x))
 

@@ -3,7 +3,9 @@ forms, the class areas over passes, and per-image Dice."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch
 from app.engine.evaluation.segmentation import class_dice, foreground_dice, segmentation_report
 from app.engine.evaluation.targets import mask_targets
 from app.engine.predictor import PredictionRequest, Predictor, TaskSpec
+from app.engine.sampler import MCSampler
 from app.engine.stats.dense import dense_classification_stats
 from app.engine.stats.segmentation import add_passes, segmentation_stats, sums_standard_error
 from app.errors import InvalidInputError
@@ -213,3 +216,68 @@ def test_fused_requests_get_their_own_numbers_and_failures() -> None:
     outcomes = predictor.predict_each([first, second])
     assert not isinstance(outcomes[0], Exception)
     assert isinstance(outcomes[1], InvalidInputError)
+
+
+def test_the_prefix_runs_once_per_request_over_its_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.registry.loading import load_model_folder
+    from tests.segmentation_models import images, write_unet_folder
+
+    folder = write_unet_folder(tmp_path, kwargs={"p": 0.3}, mc_dropout="head")
+    model = load_model_folder(folder)
+    sampler = model.predictor.sampler
+    assert isinstance(sampler, MCSampler)
+    calls: list[int] = []
+    prefix = sampler.split.prefix
+
+    def counted(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        calls.append(int(x.shape[0]))
+        found: tuple[torch.Tensor, ...] = prefix(x)
+        return found
+
+    monkeypatch.setattr(sampler, "split", dataclasses.replace(sampler.split, prefix=counted))
+    monkeypatch.setattr(segmentation_task, "ROUND_VALUES", 1)  # rounds of ROW_ALIGN passes
+    x = images(3)
+    first = PredictionRequest(x[:2], 48, 0.9, seed=3, return_samples=True)
+    second = PredictionRequest(x[2:], 40, 0.9, seed=4, return_samples=True)
+    fused = model.predictor.predict_each([first, second])
+    assert calls == [2, 1]  # once per request, not per round (3 rounds each)
+    for request, prediction in zip((first, second), fused, strict=True):
+        assert not isinstance(prediction, Exception) and prediction.samples is not None
+        passes = sampler.sample(request.inputs, request.n_samples, int(request.seed or 0))
+        assert torch.equal(prediction.samples, torch.softmax(passes.float(), dim=2))
+
+
+@pytest.mark.parametrize("call_rows", [4, 1])
+def test_calls_of_fewer_rows_keep_a_requests_bits_alone_fused_and_in_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call_rows: int
+) -> None:
+    from app.engine import row_calls
+    from app.registry.loading import load_model_folder
+    from tests.segmentation_models import images, write_unet_folder
+
+    folder = write_unet_folder(tmp_path, kwargs={"p": 0.3, "bottleneck_p": 0.2})
+    model = load_model_folder(folder)
+    sampler = model.predictor.sampler
+    assert isinstance(sampler, MCSampler)
+    x = images(4)
+    sixteen = sampler.sample(x[:3], 40, seed=3)  # calls of ROW_ALIGN rows
+    split = sampler.split
+    assert sampler.call_bytes == row_calls.CALL_ACTIVATION_BYTES  # set by the dense task
+    assert row_calls.call_rows(split, x[0], sampler.dropout_layers, sampler.call_bytes) == 16
+    monkeypatch.setattr(sampler, "call_bytes", call_rows * split.row_bytes)
+    assert row_calls.call_rows(split, x[0], sampler.dropout_layers, sampler.call_bytes) == call_rows
+    # 3 rows: calls of 4 or 1 rows cut across samples
+    first = PredictionRequest(x[:3], 40, 0.9, seed=3, return_samples=True)
+    second = PredictionRequest(x[3:], 20, 0.9, seed=4, return_samples=True)
+    alone = sampler.sample(first.inputs, 40, seed=3)
+    torch.testing.assert_close(alone, sixteen, atol=1e-5, rtol=1e-5)  # the same masks
+    monkeypatch.setattr(segmentation_task, "ROUND_VALUES", 1)  # rounds of ROW_ALIGN passes
+    fused = model.predictor.predict_each([first, second])
+    for request, prediction in zip((first, second), fused, strict=True):
+        assert not isinstance(prediction, Exception) and prediction.samples is not None
+        passes = sampler.sample(request.inputs, request.n_samples, int(request.seed or 0))
+        assert torch.equal(prediction.samples, torch.softmax(passes.float(), dim=2))
+    kept = fused[0].samples  # type: ignore[union-attr]
+    assert kept is not None and torch.equal(torch.softmax(alone, dim=2), kept)
