@@ -42,8 +42,13 @@ from app.engine.audio import encode_wav
 from app.engine.sampling import SampleJob
 from app.registry.loading import load_model_folder
 from app.registry.served import ServedModel
-from bench.common import load_options, markdown_table
-from bench.text import interleaved_ratios
+from bench.common import (
+    interleaved_ratios,
+    load_options,
+    markdown_table,
+    on_thread,
+    training_mode_passes,
+)
 
 RATE = 16_000
 DEMO = Path(__file__).resolve().parents[1] / "models" / "spoken-digits"
@@ -94,22 +99,9 @@ def card_folder(root: Path, source: Path | None, card: dict[str, Any], mode: str
     return folder
 
 
-def _loop(module: nn.Module, call: Callable[[], torch.Tensor], n: int) -> torch.Tensor:
-    module.train()
-    try:
-        with torch.inference_mode():
-            return torch.stack([call() for _ in range(n)])
-    finally:
-        module.eval()
-
-
 def _forward(call: Callable[[], torch.Tensor]) -> torch.Tensor:
     with torch.inference_mode():
         return call()
-
-
-def _on(thread: InferenceThread, work: Callable[[], object]) -> object:
-    return thread.submit(work).result()
 
 
 def bench_model(
@@ -131,12 +123,12 @@ def bench_model(
     for n in samples:
         runs: dict[str, Callable[[], object]] = {
             "forward": partial(_forward, partial(call, rows_x)),
-            "loop": partial(_loop, module, partial(call, rows_x), n),
+            "loop": partial(training_mode_passes, module, partial(call, rows_x), n),
             "decode": partial(kind.rows, wav, 1),
         }
         for mode, model in served.items():
             sample = partial(model.predictor.sampler.sample_jobs, [SampleJob(x, n, 0)])
-            runs[mode] = partial(_on, inference, sample)
+            runs[mode] = partial(on_thread, inference, sample)
         ratios = interleaved_ratios(runs, repeats, clock, warm_up=n == samples[0])
         row = {"model": name, "n": n, "forward_ms": ratios.pop("forward_s") * 1e3, **ratios}
         results.append(row)

@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from app.config import load_settings
+from app.dataplane.worker import InferenceThread
 from app.engine.device import resolve_device, resolve_dtype
 from app.registry.served import LoadOptions
 
@@ -72,3 +74,50 @@ def synchronize() -> None:
     (CUDA is never initialized there)."""
     if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         torch.cuda.synchronize()
+
+
+def interleaved_ratios(
+    runs: dict[str, Callable[[], object]],
+    repeats: int,
+    clock: Callable[[], float],
+    warm_up: bool = True,
+) -> dict[str, float]:
+    """Median over rounds of each run's time divided by the ``forward`` run's time in the same
+    round (every run once per round, after a warm-up round if ``warm_up``): on a shared, loaded
+    machine the load changes between rounds, and a ratio of neighbouring measurements follows
+    it less than ratios of separate medians. ``forward_s`` is the median forward time."""
+    rounds: dict[str, list[float]] = {name: [] for name in runs}
+    first = 0 if warm_up else 1
+    for index in range(first, repeats + 1):
+        for name, run in runs.items():
+            runs["forward"]()  # the same small call before each: no run inherits the state a
+            # large predecessor left (freed memory given back, re-faulted by the next call)
+            started = clock()
+            run()
+            synchronize()
+            if index > 0:
+                rounds[name].append(clock() - started)
+    forward = rounds["forward"]
+    ratios = {
+        name: statistics.median(t / f for t, f in zip(times, forward, strict=True))
+        for name, times in rounds.items()
+    }
+    return {**ratios, "forward_s": statistics.median(forward)}
+
+
+def training_mode_passes(
+    module: nn.Module, call: Callable[[], torch.Tensor], n: int
+) -> torch.Tensor:
+    """The textbook MC-dropout loop: ``call()`` N times with ``module`` in training mode,
+    stacked (N, ...); ``module`` is back in eval mode afterwards."""
+    module.train()
+    try:
+        with torch.inference_mode():
+            return torch.stack([call() for _ in range(n)])
+    finally:
+        module.eval()
+
+
+def on_thread(thread: InferenceThread, work: Callable[[], object]) -> object:
+    """``work`` run on mcdrop's inference thread (as the server samples), its result."""
+    return thread.submit(work).result()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,7 +41,13 @@ from app.engine.allocator import retain_freed_memory
 from app.engine.sampling import SampleJob
 from app.registry.loading import load_model_folder
 from app.registry.served import ServedModel
-from bench.common import load_options, markdown_table, synchronize
+from bench.common import (
+    interleaved_ratios,
+    load_options,
+    markdown_table,
+    on_thread,
+    training_mode_passes,
+)
 
 LENGTH = 128
 
@@ -88,35 +93,6 @@ def load(root: Path, mode: str) -> ServedModel:
     return load_model_folder(root, load_options())
 
 
-def interleaved_ratios(
-    runs: dict[str, Callable[[], object]],
-    repeats: int,
-    clock: Callable[[], float],
-    warm_up: bool = True,
-) -> dict[str, float]:
-    """Median over rounds of each run's time divided by the ``forward`` run's time in the same
-    round (every run once per round, after a warm-up round if ``warm_up``): on a shared, loaded
-    machine the load changes between rounds, and a ratio of neighbouring measurements follows
-    it less than ratios of separate medians. ``forward_s`` is the median forward time."""
-    rounds: dict[str, list[float]] = {name: [] for name in runs}
-    first = 0 if warm_up else 1
-    for index in range(first, repeats + 1):
-        for name, run in runs.items():
-            runs["forward"]()  # the same small call before each: no run inherits the state a
-            # large predecessor left (freed memory given back, re-faulted by the next call)
-            started = clock()
-            run()
-            synchronize()
-            if index > 0:
-                rounds[name].append(clock() - started)
-    forward = rounds["forward"]
-    ratios = {
-        name: statistics.median(t / f for t, f in zip(times, forward, strict=True))
-        for name, times in rounds.items()
-    }
-    return {**ratios, "forward_s": statistics.median(forward)}
-
-
 def _forward(model: nn.Module, arguments: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.inference_mode():
         logits: torch.Tensor = model(**arguments).logits
@@ -124,16 +100,7 @@ def _forward(model: nn.Module, arguments: dict[str, torch.Tensor]) -> torch.Tens
 
 
 def textbook_loop(model: nn.Module, arguments: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-    model.train()
-    try:
-        with torch.inference_mode():
-            return torch.stack([model(**arguments).logits for _ in range(n)])
-    finally:
-        model.eval()
-
-
-def _on(thread: InferenceThread, work: Callable[[], object]) -> object:
-    return thread.submit(work).result()
+    return training_mode_passes(model, lambda: model(**arguments).logits, n)
 
 
 def run(
@@ -161,7 +128,7 @@ def run(
             }
             for mode, model in served.items():
                 sample = partial(model.predictor.sampler.sample_jobs, [SampleJob(x, n, 0)])
-                runs[mode] = partial(_on, inference, sample)
+                runs[mode] = partial(on_thread, inference, sample)
             ratios = interleaved_ratios(runs, repeats, clock, warm_up=n == samples[0])
             row = {"batch": batch, "n": n, "forward_ms": ratios.pop("forward_s") * 1e3, **ratios}
             results.append(row)
