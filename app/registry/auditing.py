@@ -78,8 +78,6 @@ def audit_network(network: Network, sampler: Sampler) -> Audit:
         )
     if report.note is not None:
         logger.info("model '%s': audit: %s", network.card.name, report.note)
-    for warning in warnings:
-        logger.warning("model '%s': %s", network.card.name, warning)
     return Audit(report, unsampled, warnings)
 
 

@@ -105,6 +105,8 @@ class ModelRepository:
         except McdropError as exc:
             logger.error("model folder %s failed to load: %s", folder, exc.message)
             return ModelEntry(folder.name, folder, None, exc.message)
+        for warning in model.warnings:  # the audit's and the network's: what goes unsampled
+            logger.warning("model '%s': %s", model.name, warning)
         return ModelEntry(model.name, folder, model, None)
 
     def __contains__(self, name: object) -> bool:

@@ -4,6 +4,7 @@ metadata then lists; the figures compare with the model's own torch MC dropout."
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from app.engine.audit import audit_model
 from app.errors import ModelLoadError
 from app.registry import auditing
 from app.registry.loading import load_model_folder
+from app.registry.repository import ModelRepository
+from app.registry.served import LoadOptions
 from tests.moments import Z, differences, moments, probabilities
 from tests.stochastic_models import (
     CUSTOM_IDS,
@@ -112,6 +115,20 @@ def test_the_variance_comparison_alone_catches_a_source_no_module_switch_explain
     model = load_model_folder(folder)
     assert len(model.warnings) == 1
     assert "the model's own torch MC dropout varies more than mcdrop's passes" in model.warnings[0]
+
+
+def test_what_is_served_unsampled_is_named_in_the_load_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_folder(tmp_path, "custom", "LockedLSTM")
+    monkeypatch.setattr(auditing, "audit_model", _without_findings(audit_model))
+    repository = ModelRepository(tmp_path, LoadOptions())
+    with caplog.at_level(logging.WARNING, logger="app.registry.repository"):
+        repository.load_all()
+    model = repository.get("custom")
+    assert len(model.warnings) == 1
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert logged == [f"model 'custom': {model.warnings[0]}"]
 
 
 def _without_findings(audit: Callable[..., Any]) -> Callable[..., Any]:
