@@ -11,8 +11,9 @@ same round, as ``bench/text.py``):
   forward   one deterministic forward (the baseline, ratio 1)
   loop      the textbook way: model.train(), N forwards (the model's own dropout)
   all       mcdrop, every dropout sampled, N samples folded into the batch
-  head      mcdrop ``mc_dropout: head`` (wav2vec2: its last encoder layer, as these classifiers
-            have no dropout after the encoder; gru: the dropout before the classifier)
+  head      mcdrop ``mc_dropout: head`` (wav2vec2: the last encoder layer's output dropout and
+            LayerDrop, as these classifiers have no dropout after the encoder; everything
+            before it runs once; gru: the dropout before the classifier)
   decode    decoding the WAV and computing the features (``AudioKind.rows``), apart, as a
             fraction of one forward
 
@@ -52,6 +53,8 @@ from bench.common import (
 
 RATE = 16_000
 DEMO = Path(__file__).resolve().parents[1] / "models" / "spoken-digits"
+MIN_SECONDS = 0.05
+"""Each measurement lasts at least this long (a 2 ms GRU forward is called 25 times over)."""
 
 
 def clip(seconds: float = 1.0) -> bytes:
@@ -129,7 +132,9 @@ def bench_model(
         for mode, model in served.items():
             sample = partial(model.predictor.sampler.sample_jobs, [SampleJob(x, n, 0)])
             runs[mode] = partial(on_thread, inference, sample)
-        ratios = interleaved_ratios(runs, repeats, clock, warm_up=n == samples[0])
+        ratios = interleaved_ratios(
+            runs, repeats, clock, warm_up=n == samples[0], min_seconds=MIN_SECONDS
+        )
         row = {"model": name, "n": n, "forward_ms": ratios.pop("forward_s") * 1e3, **ratios}
         results.append(row)
         print(row, flush=True)

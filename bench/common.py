@@ -3,6 +3,7 @@ the device the environment names (``MCDROP_DEVICE``, as for ``mcdrop serve``).""
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -81,11 +82,21 @@ def interleaved_ratios(
     repeats: int,
     clock: Callable[[], float],
     warm_up: bool = True,
+    min_seconds: float = 0.0,
 ) -> dict[str, float]:
     """Median over rounds of each run's time divided by the ``forward`` run's time in the same
     round (every run once per round, after a warm-up round if ``warm_up``): on a shared, loaded
     machine the load changes between rounds, and a ratio of neighbouring measurements follows
-    it less than ratios of separate medians. ``forward_s`` is the median forward time."""
+    it less than ratios of separate medians. ``forward_s`` is the median forward time. With
+    ``min_seconds`` a run shorter than that (timed once first) is called that many times over
+    in each measurement, its time the mean: a 2 ms call timed alone is mostly scheduler noise."""
+    calls = {name: 1 for name in runs}
+    if min_seconds > 0:
+        for name, run in runs.items():
+            started = clock()
+            run()
+            synchronize()
+            calls[name] = max(1, math.ceil(min_seconds / max(clock() - started, 1e-6)))
     rounds: dict[str, list[float]] = {name: [] for name in runs}
     first = 0 if warm_up else 1
     for index in range(first, repeats + 1):
@@ -93,10 +104,11 @@ def interleaved_ratios(
             runs["forward"]()  # the same small call before each: no run inherits the state a
             # large predecessor left (freed memory given back, re-faulted by the next call)
             started = clock()
-            run()
+            for _ in range(calls[name]):
+                run()
             synchronize()
             if index > 0:
-                rounds[name].append(clock() - started)
+                rounds[name].append((clock() - started) / calls[name])
     forward = rounds["forward"]
     ratios = {
         name: statistics.median(t / f for t, f in zip(times, forward, strict=True))

@@ -1,8 +1,8 @@
 """A Hugging Face audio-classifier folder -> a network on the feature rows its own feature
 extractor makes (Wav2Vec2 / HuBERT: normalised waveforms (B, S); AST: filterbank frames
 (B, T, n_mels)), every dropout sampled (attention, feature projection and LayerDrop included)
-or only the last encoder layer's (``mc_dropout: head``). See :mod:`app.registry.hf_audio_models`
-for the families and what each randomness source becomes."""
+or only the last encoder layer's output dropout (``mc_dropout: head``). See
+:mod:`app.registry.hf_audio_models` for the families and what each randomness source becomes."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def sampled_audio_classifier(
     masked: bool = False,
 ) -> SampledAudioClassifier:
     """The folder's model, the dropout ``choice`` samples (``head``: the last encoder layer's
-    sites) and the split that runs the stages before the first sampled one once per row.
+    output dropout and LayerDrop) and the split that runs the stages before the first sampled
+    one once per row.
     ``masked``: a waveform model takes packed ``[length, *waveform]`` rows and attention
     masks (its feature extractor returns them)."""
     model, architecture, warnings = load_audio_pretrained(path)

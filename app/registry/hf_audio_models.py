@@ -19,8 +19,10 @@ Their dropout, and what mcdrop does with each:
   the features, drawn with numpy's global generator; not sampled (off, as in eval mode) and
   named in the model's warnings;
 - ``final_dropout`` is read by the CTC heads only: these classifiers have no dropout after the
-  encoder. So ``mc_dropout: head`` samples the last encoder layer (its attention, hidden and
-  activation dropout and its LayerDrop) and everything before it runs once per row.
+  encoder. So ``mc_dropout: head`` samples the network's last dropout: the last encoder layer's
+  feed-forward output dropout (and its LayerDrop); Wav2Vec2 / HuBERT run that layer as two
+  stages cut there, so everything before it runs once per row (AST, whose layer applies one
+  dropout module twice, samples its whole last layer).
 
 The model runs as a list of stages (:mod:`app.registry.hf_audio_stages`: the conv feature
 encoder, the projection, the encoder's input, each layer, the head): the stages before the
@@ -160,8 +162,9 @@ def _unsampled(config: Any) -> list[str]:
 
 
 def head_sites(classifier: PretrainedAudioClassifier, found: Sequence[DropoutLayer]) -> set[str]:
-    """The sites ``mc_dropout: head`` samples: the last encoder layer's (these classifiers have
-    no dropout after the encoder) and any after it."""
+    """The sites ``mc_dropout: head`` samples: those of the last stage before the head (these
+    classifiers have no dropout after the encoder): the last layer's output dropout and
+    LayerDrop where that layer is cut in two, else the whole last layer's."""
     stages = classifier.stages
     last = next(i for i in range(len(stages) - 1, -1, -1) if stages[i].name != "head")
     return {layer.name for layer in found if any(s.holds(layer.name) for s in stages[last:])}

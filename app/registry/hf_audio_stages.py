@@ -77,6 +77,73 @@ def _layer_stage(name: str, layer: nn.Module, masks: Callable[[Tensor, Tensor], 
     return Stage(name, (name,), run)
 
 
+SPLIT_LAYERS = (
+    "Wav2Vec2EncoderLayer",
+    "Wav2Vec2EncoderLayerStableLayerNorm",
+    "HubertEncoderLayer",
+    "HubertEncoderLayerStableLayerNorm",
+)
+"""Encoder layers whose forward :func:`_split_layer_stages` reproduces in two stages."""
+
+
+def _split_layer_stages(
+    name: str, layer: Any, masks: Callable[[Tensor, Tensor], Any], stable: bool
+) -> list[Stage]:
+    """A Wav2Vec2 / HuBERT encoder layer as two stages, cut at its last dropout (the feed
+    forward's ``output_dropout``): up to the feed forward's output dense (attention, its
+    dropout, the residual, the layer norm, the intermediate dense and dropout), then the output
+    dropout, the residual and (post-LN) the final layer norm, with the layer's LayerDrop. The
+    first stage's state is ``(before, residual, update, *mask)``: the layer's input, the
+    residual the update is added to, the feed forward's output before its dropout (each
+    (B, T, F)). Run together they are ``layer.forward`` (tested)."""
+    feed_forward = layer.feed_forward
+    gate = getattr(layer, "layerdrop", None)
+
+    def to_update(state: State) -> State:
+        before = state[0]
+        attention = masks(before, state[1]) if len(state) > 1 else None
+        hidden = layer.layer_norm(before) if stable else before
+        hidden = _tensor(layer.attention(hidden, attention_mask=attention))
+        residual = before + layer.dropout(hidden)
+        if not stable:
+            residual = layer.layer_norm(residual)
+        inner = layer.final_layer_norm(residual) if stable else residual
+        inner = feed_forward.intermediate_act_fn(feed_forward.intermediate_dense(inner))
+        update = feed_forward.output_dense(feed_forward.intermediate_dropout(inner))
+        return (before, residual, update, *state[1:])
+
+    def from_update(state: State) -> State:
+        before, residual, update, *mask = state
+        out = residual + feed_forward.output_dropout(update)
+        if not stable:
+            out = layer.final_layer_norm(out)
+        out = gate(before, out) if isinstance(gate, SampledLayerDrop) else out
+        return (out, *mask)
+
+    ffn = f"{name}.feed_forward"
+    first: tuple[str, ...] = (f"{name}.attention", f"{name}.dropout", f"{name}.layer_norm")
+    first += (f"{ffn}.intermediate_dense", f"{ffn}.intermediate_dropout", f"{ffn}.output_dense")
+    last = (f"{ffn}.output_dropout", f"{name}.layerdrop")
+    final_norm = (f"{name}.final_layer_norm",)
+    first_modules = first + (final_norm if stable else ())
+    last_modules = last + (() if stable else final_norm)
+    return [
+        Stage(f"{name} to its feed-forward output", first_modules, to_update),
+        Stage(f"{name} from its output dropout", last_modules, from_update),
+    ]
+
+
+def _last_layer_stages(
+    name: str, layer: nn.Module, masks: Callable[[Tensor, Tensor], Any], stable: bool
+) -> list[Stage]:
+    """The encoder's last layer, in two stages where its forward is known (so ``mc_dropout:
+    head`` samples its output dropout alone and runs the rest once per row), else one."""
+    known = type(layer).__name__ in SPLIT_LAYERS and getattr(layer, "adapter_layer", None) is None
+    if known and isinstance(getattr(layer, "feed_forward", None), nn.Module):
+        return _split_layer_stages(name, layer, masks, stable)
+    return [_layer_stage(name, layer, masks)]
+
+
 def _on_hidden(function: Callable[[Tensor], Any]) -> Callable[[State], State]:
     return lambda state: (_tensor(function(state[0])), *state[1:])
 
@@ -111,16 +178,21 @@ def speech_stages(model: Any, base_name: str) -> list[Stage]:
             config=model.config, inputs_embeds=hidden, attention_mask=mask
         )
 
-    def head(state: State) -> State:
-        hidden = encoder.layer_norm(state[0]) if stable else state[0]
-        projected = model.projector(hidden)
-        if len(state) == 1:
-            return (model.classifier(projected.mean(dim=1)),)
-        mask = state[1][..., None]
-        total = projected.masked_fill(~mask, 0.0).sum(dim=1)
-        return (model.classifier(total / mask.sum(dim=1).clamp_min(1)),)
+    linear = isinstance(model.projector, nn.Linear)
 
-    prefix = f"{base_name}.encoder"
+    def head(state: State) -> State:
+        # A linear projector commutes with the mean over frames: project the mean (T times
+        # fewer rows, the model's numbers within float rounding) rather than every frame.
+        hidden = encoder.layer_norm(state[0]) if stable else state[0]
+        frames = hidden if linear else model.projector(hidden)
+        if len(state) == 1:
+            pooled = frames.mean(dim=1)
+        else:
+            mask = state[1][..., None]
+            pooled = frames.masked_fill(~mask, 0.0).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+        return (model.classifier(model.projector(pooled) if linear else pooled),)
+
+    prefix, last = f"{base_name}.encoder", len(encoder.layers) - 1
     return [
         Stage("conv features", (f"{base_name}.feature_extractor",), conv),
         Stage(
@@ -131,7 +203,12 @@ def speech_stages(model: Any, base_name: str) -> list[Stage]:
         Stage("encoder input", (f"{prefix}.pos_conv_embed", f"{prefix}.dropout"), encoder_input),
         *(
             _layer_stage(f"{prefix}.layers.{i}", layer, masks)
-            for i, layer in enumerate(encoder.layers)
+            for i, layer in enumerate(encoder.layers[:-1])
+        ),
+        *(
+            _last_layer_stages(f"{prefix}.layers.{last}", encoder.layers[last], masks, stable)
+            if len(encoder.layers)
+            else []
         ),
         Stage("head", ("projector", "classifier"), head),
     ]

@@ -19,7 +19,7 @@ from app.registry.hf_audio import (
     load_feature_extractor,
     sampled_audio_classifier,
 )
-from tests.hf_audio import CLASSES, SAMPLE_RATE, save_audio_model, tones
+from tests.hf_audio import CLASSES, LAYER_NORM, SAMPLE_RATE, save_audio_model, tones
 from tests.moments import Z, assert_moments_match, differences, moments, probabilities
 from tests.stochastic_models import torch_mc_dropout
 
@@ -123,23 +123,85 @@ def test_the_conv_feature_encoder_runs_once_per_row_for_every_site(tmp_path: Pat
     assert calls == [3], "one conv pass over the 3 rows, not 40 x 3"
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_head_mode_runs_the_encoder_once_and_samples_its_last_layer(
+@pytest.mark.parametrize("kind", ["wav2vec2", "hubert", "stable"])
+def test_head_mode_runs_the_last_layer_to_its_output_dropout_once_per_row(
     tmp_path: Path, kind: str
 ) -> None:
-    folder = save_audio_model(tmp_path / kind, kind, **DROPOUT[kind])
+    family = "wav2vec2" if kind == "stable" else kind
+    options = LAYER_NORM if kind == "stable" else DROPOUT[kind]
+    folder = save_audio_model(tmp_path / kind, family, **options)
     parts = sampled_audio_classifier(folder, "head", kind)
-    base = parts.architecture.base
-    layers = f"{base}.encoder.layers" if kind != "ast" else f"{base}.layers"
+    last = f"{family}.encoder.layers.1"
+    expected = {f"{last}.feed_forward.output_dropout"}
+    if options.get("layerdrop"):
+        expected.add(f"{last}.layerdrop.dropout")
+    assert {layer.name for layer in parts.layers} == expected
+    x = _features(folder, 2)
+    once_per_row = (f"{family}.encoder.layers.0", f"{last}.attention")
+    for once in (*once_per_row, f"{last}.feed_forward.output_dense"):
+        assert _count_calls(parts, once, x, n=30) == [2], f"{once}: once per row"
+    folded = _count_calls(parts, f"{last}.feed_forward.output_dropout", x, n=30)
+    assert len(folded) == 1 and folded[0] >= 60, "the output dropout: 30 x 2 folded rows"
+    assert _count_calls(parts, "classifier", x, n=30) == folded
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2", "stable"])
+def test_head_moments_match_the_models_own_mc_dropout_on_that_site(
+    tmp_path: Path, kind: str
+) -> None:
+    options = LAYER_NORM if kind == "stable" else {}
+    folder = save_audio_model(tmp_path / kind, "wav2vec2", hidden_dropout=0.3, **options)
+    parts = sampled_audio_classifier(folder, "head", kind)
+    (site,) = (layer.name for layer in parts.layers)
+    x = _features(folder)
+    served = moments(probabilities(_served(parts, x)))
+    reference = _OneSiteReference(folder, "wav2vec2", site)
+    own = moments(probabilities(torch_mc_dropout(reference, x, PASSES)))
+    assert max(differences(served, own).values()) < Z
+    # power: the whole last layer sampled (the old head) is another distribution
+    whole = [layer.name for layer in sampled_audio_classifier(folder, "all", kind).layers]
+    last = sampled_audio_classifier(folder, [n for n in whole if ".layers.1." in n], kind)
+    assert max(differences(moments(probabilities(_served(last, x))), own).values()) > Z
+
+
+class _OneSiteReference(_Reference):
+    """The model's own forward with only dropout module ``site`` in training mode."""
+
+    def __init__(self, folder: Path, kind: str, site: str) -> None:
+        super().__init__(folder, kind)
+        self.site = site
+
+    def train(self, mode: bool = True) -> _OneSiteReference:
+        super().train(False)
+        self.model.get_submodule(self.site).train(mode)
+        return self
+
+
+@pytest.mark.parametrize("kind", ["ast"])
+def test_head_mode_samples_the_last_ast_layer_whole(tmp_path: Path, kind: str) -> None:
+    # AST's layer applies one dropout module twice (after attention and after the MLP): it is
+    # not cut, so head samples the whole last layer
+    folder = save_audio_model(tmp_path / kind, kind)
+    parts = sampled_audio_classifier(folder, "head", kind)
+    layers = f"{parts.architecture.base}.layers"
     assert parts.layers and all(layer.name.startswith(f"{layers}.1.") for layer in parts.layers)
     assert any(layer.name.endswith("attention.dropout") for layer in parts.layers)
     x = _features(folder, 2)
-    first = f"{layers}.0"
-    assert _count_calls(parts, first, x, n=30) == [2], "layers before the last: once per row"
+    assert _count_calls(parts, f"{layers}.0", x, n=30) == [2], "layers before the last: once"
     last = _count_calls(parts, f"{layers}.1", x, n=30)
     assert len(last) == 1 and last[0] >= 60, "the last layer: 30 x 2 folded rows (aligned)"
-    samples = _served(parts, x, n=30)
-    assert float(samples.std(0).max()) > 1e-4
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2", "hubert", "stable"])
+def test_the_stages_are_the_models_own_eval_forward(tmp_path: Path, kind: str) -> None:
+    family = "wav2vec2" if kind == "stable" else kind
+    options = LAYER_NORM if kind == "stable" else DROPOUT[kind]
+    folder = save_audio_model(tmp_path / kind, family, **options)
+    parts = sampled_audio_classifier(folder, "all", kind)
+    x = _features(folder)
+    own = getattr(transformers, CLASSES[family]).from_pretrained(folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(parts.classifier(x), own(input_values=x).logits)
 
 
 def _count_calls(parts: SampledAudioClassifier, module: str, x: Tensor, n: int) -> list[int]:
