@@ -24,14 +24,17 @@ from app.dataplane import DataPlane
 from app.dataplane.process import load_options
 from app.dataplane.remote import InferenceClient
 from app.engine.allocator import retain_freed_memory
+from app.heap import freeze_startup_heap
 from app.metrics import build_metrics, multiprocess_dir
 from app.registry.repository import ModelRepository
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A FastAPI app serving every model under ``settings.models_dir`` (loaded at start-up)."""
+def create_app(settings: Settings | None = None, freeze_heap: bool = False) -> FastAPI:
+    """A FastAPI app serving every model under ``settings.models_dir`` (loaded at start-up).
+    ``freeze_heap``: this process only serves (``mcdrop serve``): once started, what start-up
+    allocated is frozen out of the garbage collector's walks (:mod:`app.heap`)."""
     settings = settings if settings is not None else load_settings()
     metrics = build_metrics(multiprocess_dir=multiprocess_dir())
     models = ModelRepository(settings.models_dir, load_options(settings))
@@ -49,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             models.load_all()
         state.record_models()
         state.started = True
+        if freeze_heap:
+            freeze_startup_heap()
         logger.info("mcdrop ready: %d model(s)", len(models.ready_models()))
         try:
             yield
@@ -108,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """App factory for uvicorn worker processes: settings from the environment and config file."""
-    return create_app(load_settings())
+    return create_app(load_settings(), freeze_heap=True)
 
 
 def _inference_client(settings: Settings) -> InferenceClient | None:
@@ -120,11 +125,18 @@ def _inference_client(settings: Settings) -> InferenceClient | None:
     return InferenceClient(settings.inference_socket, settings.request_timeout_s)
 
 
-def _check_access_settings(settings: Settings, keys: ApiKeys) -> None:
+def check_startup(settings: Settings) -> None:
+    """What :func:`create_app` refuses to start with (an unreadable key file, keys required but
+    none: OSError / ValueError), checked before ``mcdrop serve`` starts any process: a worker
+    process failing at start-up would be restarted by its supervisor, again and again."""
+    _check_access_settings(settings, load_api_keys(settings), warn=False)
+
+
+def _check_access_settings(settings: Settings, keys: ApiKeys, warn: bool = True) -> None:
     """Refuse to start without keys when they are required; warn when anyone may load code."""
     if settings.require_auth and not keys.enabled:
         raise ValueError(f"require_auth is on but {settings.api_key_file} holds no key")
-    if settings.model_control == "explicit" and not keys.has_admin:
+    if warn and settings.model_control == "explicit" and not keys.has_admin:
         logger.warning(
             "model_control is explicit and no admin API key is set: anyone who can reach the "
             "server can load and unload models, and loading a folder runs its Python code"

@@ -3,10 +3,11 @@
 Side by side in one run, for each model at concurrency 1, 8, 32 and 128, --rounds rounds in turn
 (every server once per round, so drifting load on the shared machine hits them alike; medians
 over the rounds):
-  mcdrop       `mcdrop serve` with `inference_process: true` (otherwise default settings): one
-               HTTP worker, one inference process
-  mcdrop-inproc  the same with `inference_process: false`: HTTP and sampling in one process
-  mcdrop-wK    `--workers K` HTTP workers (default 2) in front of the one inference process
+  mcdrop       `mcdrop serve` with its default settings: one HTTP worker per core (at most 4)
+               in front of one inference process (the cores the workers leave as its threads)
+  mcdrop-w1    the same with `--workers 1`: one HTTP worker, one inference process
+  mcdrop-inproc  `inference_process: false`, one worker: HTTP and sampling in one process
+  mcdrop-wK    `--workers K` HTTP workers in front of the one inference process (--workers K)
   litserve     bench/litserve_server.py: LitServe 0.2.19 (the bench extra), the same network as
                TorchScript, dynamic batching, samples folded, one inference worker
   naive        bench/naive_server.py (per-request Python loop, no batching), over HTTP
@@ -117,10 +118,14 @@ def targets(
 ) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Server kind -> (command without --port, MCDROP_* settings), in the order they run."""
     mcdrop = [sys.executable, "-m", "app.cli", "serve", "--models-dir", str(folder / "models")]
-    process, inproc = {"inference_process": "true"}, {"inference_process": "false"}
-    found = {"mcdrop": (mcdrop, process), "mcdrop-inproc": (mcdrop, inproc)}
+    inproc = {"inference_process": "false", "workers": "1"}
+    found = {
+        "mcdrop": (mcdrop, {}),
+        "mcdrop-w1": ([*mcdrop, "--workers", "1"], {}),
+        "mcdrop-inproc": (mcdrop, inproc),
+    }
     if args.workers > 1:
-        found[f"mcdrop-w{args.workers}"] = ([*mcdrop, "--workers", str(args.workers)], process)
+        found[f"mcdrop-w{args.workers}"] = ([*mcdrop, "--workers", str(args.workers)], {})
     if importlib.util.find_spec("litserve") is not None:  # the bench extra
         from bench.litserve_server import export_torchscript
 
@@ -278,7 +283,10 @@ def main() -> None:
     clients = [tool for tool in ("hey", "wrk") if shutil.which(tool)] + ["httpx"]
     parser.add_argument("--client", choices=["hey", "wrk", "httpx"], default=clients[0])
     parser.add_argument(
-        "--workers", type=int, default=2, help="also run mcdrop with this many HTTP workers"
+        "--workers",
+        type=int,
+        default=0,
+        help="also run mcdrop with this many HTTP workers (0: none)",
     )
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument(

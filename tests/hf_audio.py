@@ -73,7 +73,11 @@ def feature_extractor(kind: str, masks: bool = False) -> Any:
     )
 
 
-LAYER_NORM: dict[str, Any] = {"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True}
+LAYER_NORM: dict[str, Any] = {
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "conv_bias": True,
+}
 """A wav2vec2-large-lv60-style model, batched with attention masks."""
 
 

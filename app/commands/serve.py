@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the settings (flags > environment > file > defaults) and run uvicorn."""
     from pydantic import ValidationError
 
-    from app.config import load_settings, settings_problem
+    from app.config import http_workers, load_settings, settings_problem
     from app.logs import configure_logging
 
     flags = {
@@ -79,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"mcdrop: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    from app.main import check_startup
+
+    try:
+        check_startup(settings)
+    except (OSError, ValueError) as exc:  # an unreadable key file, keys required but none
+        print(f"mcdrop: {exc}", file=sys.stderr)
+        return 2
+    settings = settings.model_copy(update={"workers": http_workers(settings)})
     if not settings.inference_process or settings.model_control == "explicit":
         return _serve_http(settings)
     from app.dataplane.process import InferenceProcess
@@ -104,7 +112,7 @@ def _serve_http(settings: Settings) -> int:
     from app.main import create_app
 
     try:
-        app = create_app(settings)
+        app = create_app(settings, freeze_heap=True)
     except (OSError, ValueError) as exc:  # an unreadable key file, keys required but none
         print(f"mcdrop: {exc}", file=sys.stderr)
         return 2

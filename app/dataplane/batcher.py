@@ -72,8 +72,10 @@ class ModelBatcher:
         max_wait_s: float,
         max_queue: int,
         on_batch: OnBatch | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
+        self._idle = idle if max_wait_s == 0 else None
         self._run_batch = run_batch
         self._executor = executor
         self.max_batch_rows = max_batch_rows
@@ -94,9 +96,10 @@ class ModelBatcher:
         executor: Executor,
         settings: Settings,
         on_batch: OnBatch,
+        idle: Callable[[], bool] | None = None,
     ) -> ModelBatcher:
         """A model's batcher with the server's batching settings (``max_batch_rows``,
-        ``max_wait_ms``, ``max_queue``)."""
+        ``max_wait_ms``, ``max_queue``); ``idle`` as in :meth:`enqueue`."""
         return cls(
             name,
             run_batch,
@@ -105,6 +108,7 @@ class ModelBatcher:
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue=settings.max_queue,
             on_batch=on_batch,
+            idle=idle,
         )
 
     @property
@@ -130,14 +134,37 @@ class ModelBatcher:
             raise ShuttingDownError()
         if self.waiting + queued_elsewhere >= self.max_queue:
             raise OverloadedError(self.name, self.max_queue)
-        self._ensure_running()
         pending = _Pending(request, asyncio.get_running_loop().create_future())
+        if self._idle is not None and not self.busy and self._idle():
+            self._run_here(pending)
+            return pending
+        self._ensure_running()
         self._queue.put_nowait(pending)
         return pending
+
+    def _run_here(self, pending: _Pending) -> None:
+        """Run one request now, on the calling (event-loop) thread: with ``idle`` (a batcher of
+        the inference process, ``max_wait_ms`` 0) nothing is running or waiting, for this model
+        or any other, so the run would start at once on the inference thread anyway; here it
+        saves the two thread hops and the batcher loop's turns (about 0.3 ms a request,
+        measured). Requests that arrive meanwhile wait in the socket and fuse into the next
+        run, as they would behind a run on the inference thread."""
+        if self._on_batch is not None:
+            self._on_batch(pending.request.folded_rows, [0.0], [pending.request])
+        self._running = True
+        try:
+            (outcome,) = self._run_batch([pending.request])
+        except Exception as exc:
+            outcome = exc
+        finally:
+            self._running = False
+        pending.answer(outcome)
 
     async def result(self, ticket: Ticket, timeout_s: float | None = None) -> Prediction:
         """Wait for a queued request's prediction; DeadlineExceededError after ``timeout_s``
         (the request is then dropped if its run has not started)."""
+        if ticket.future.done():  # run at once by enqueue: no timer, no turn of the loop
+            return ticket.future.result()
         try:
             return await asyncio.wait_for(asyncio.shield(ticket.future), timeout_s)
         # wait_for raises TimeoutError from Python 3.11 on (the oldest supported; on 3.10 it

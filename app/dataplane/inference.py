@@ -189,6 +189,7 @@ class InferenceService:
                 self._executor,
                 self.settings,
                 self._observer(model.name),
+                idle=self._executor.idle,
             )
             self._batchers[model.name] = found
         return found

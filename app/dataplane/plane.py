@@ -126,7 +126,10 @@ class DataPlane:
                 raise ShuttingDownError()
             model = self.repository.get(name, version)
             async with self.admitted(model) as step:
-                request = await step.prepare(self.policy.prediction, model, rows, options)
+                inline = model.input_kind.builds_inline(rows)
+                request = await step.prepare(
+                    self.policy.prediction, model, rows, options, inline=inline
+                )
             batcher = self.batcher(model)
             ticket = batcher.enqueue(request, queued_elsewhere=self._jobs[model.name])
             prediction = await self._result(batcher, ticket, step.deadline)

@@ -16,11 +16,12 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from app.config import Settings
+from app.config import Settings, inference_threads
 from app.engine.device import resolve_device, resolve_dtype
 from app.registry.served import LoadOptions
 
@@ -88,6 +89,16 @@ class InferenceProcess:
         return int(self._process.pid) if self._process.pid is not None else None
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (uvicorn's too: the HTTP workers run on it),
+    else asyncio's: each message costs a few callbacks on it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def inference_main(settings: Settings, socket: str, pipe: Connection) -> None:
     """The process's body: load the models, serve the socket until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -95,7 +106,8 @@ def inference_main(settings: Settings, socket: str, pipe: Connection) -> None:
     from app.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_serve(settings, socket, pipe))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(_serve(settings, socket, pipe))
 
 
 async def _serve(settings: Settings, socket: str, pipe: Connection) -> None:
@@ -103,11 +115,11 @@ async def _serve(settings: Settings, socket: str, pipe: Connection) -> None:
 
     from app.dataplane.inference import InferenceService
     from app.engine.allocator import retain_freed_memory
+    from app.heap import freeze_startup_heap
     from app.registry.described import serve_from
     from app.registry.repository import ModelRepository
 
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    torch.set_num_threads(inference_threads(settings, max(1, settings.workers)))
     retain_freed_memory(settings.allocator_retain_mib * 2**20)
     repository = ModelRepository(settings.models_dir, load_options(settings))
     serve_from(repository.get)
@@ -120,6 +132,7 @@ async def _serve(settings: Settings, socket: str, pipe: Connection) -> None:
         pipe.send(True)
         await asyncio.to_thread(repository.load_all)
         service.loaded.set()
+        freeze_startup_heap()
         ready = len(repository.ready_models())
         logger.info("inference process %d ready: %d model(s)", os.getpid(), ready)
         await stopped.wait()

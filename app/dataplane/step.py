@@ -63,12 +63,19 @@ class Step:
         finally:
             lock.release()
 
-    async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
+    async def prepare(self, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
         """``fn(*args)`` on the decode threads (the policy's request building: decoding images,
         tokenizing texts) within the job's deadline. The work stops at its next checkpoint
         (between images or texts) once the deadline passes, the caller goes away or the plane
-        abandons its work, so no request decodes past its deadline."""
+        abandons its work, so no request decodes past its deadline. ``inline``: the work is
+        known to be small (a few numbers to check), so it runs here, on the event loop."""
         workers, timeout = self._workers, self._workers.request_timeout_s
+        if inline:
+            if workers.abandoned:
+                raise ShuttingDownError()
+            if time.monotonic() > self.deadline:
+                raise DeadlineExceededError(timeout)
+            return fn(*args)
         gone = threading.Event()
 
         def stop_test() -> None:

@@ -27,6 +27,8 @@ class InferenceThread(Executor):
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._lock = threading.Lock()
         self._closed = False
+        self._unfinished = 0
+        """Calls submitted and not yet finished (read on the submitting thread: see idle)."""
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         """Queue ``fn(*args, **kwargs)``; a call cancelled before it starts never runs."""
@@ -36,8 +38,14 @@ class InferenceThread(Executor):
             if not self._thread.is_alive():
                 self._thread.start()
             future: Future[T] = Future()
+            self._unfinished += 1
             self._queue.put((future, fn, args, kwargs))
             return future
+
+    def idle(self) -> bool:
+        """Whether every submitted call has finished. Exact for the thread that submits (the
+        event loop): nothing else adds work, and a call counts as finished only once done."""
+        return self._unfinished == 0
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more work; cancel queued calls if asked; join only if ``wait``."""
@@ -66,15 +74,21 @@ class InferenceThread(Executor):
                 return
             if work is not None:
                 work[0].cancel()
+                with self._lock:
+                    self._unfinished -= 1
 
     def _work(self) -> None:
         while (work := self._queue.get()) is not None:
             future, fn, args, kwargs = work
-            if not future.set_running_or_notify_cancel():
-                continue
             try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            finally:
+                with self._lock:
+                    self._unfinished -= 1

@@ -7,6 +7,7 @@ float64 is refused as ``targets[i]``; never a 200 with nulls, never an infinite 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -22,6 +23,15 @@ OUTPUT_NOT_FINITE = (
 
 def first_non_finite_row(tensors: Sequence[Tensor]) -> int | None:
     """The first row (dim 0 of every tensor, (B, ...)) holding a NaN or infinity, or None."""
+    floating = [t for t in tensors if t.is_floating_point() and t.numel() > 0]
+    if not floating:
+        return None
+    # One reduction per tensor first: a NaN or infinity anywhere makes its sum NaN or infinite,
+    # so a finite total proves every value finite (the common case); only a non-finite total
+    # (an overflow of finite values included) looks for the row.
+    totals = torch.stack([t.sum(dtype=torch.float64) for t in floating])
+    if math.isfinite(float(totals.sum())):
+        return None
     bad: Tensor | None = None
     for tensor in tensors:
         if tensor.is_floating_point():

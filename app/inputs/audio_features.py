@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -55,11 +56,15 @@ def max_samples(spec: AudioInputSpec) -> int:
     return math.ceil(spec.max_seconds * spec.sample_rate) + 1
 
 
+def _the_waveform(wave: np.ndarray) -> np.ndarray:
+    return wave
+
+
 def waveform_features(spec: AudioInputSpec) -> AudioFeatures:
     """The waveform itself: rows [T] of samples, padded with 0."""
     return AudioFeatures(
         name="waveform",
-        compute=lambda wave: wave,
+        compute=_the_waveform,
         shape=[-1],
         max_length=max_samples(spec),
         pad=0.0,
@@ -74,10 +79,17 @@ def log_mel_features(spec: AudioInputSpec) -> AudioFeatures:
     mel = spec.features.log_mel
     rate = spec.sample_rate
     window, hop = frame_sizes(rate, mel.win_ms, mel.hop_ms)
-
-    def compute(wave: np.ndarray) -> np.ndarray:
-        return log_mel(wave, rate, mel.n_mels, mel.win_ms, mel.hop_ms, mel.f_min, mel.f_max)
-
+    # A partial of a module function, not a closure: the feature step travels (pickled) to the
+    # HTTP workers of an inference process with the rest of the model's description.
+    compute = partial(
+        log_mel,
+        sample_rate=rate,
+        n_mels=mel.n_mels,
+        win_ms=mel.win_ms,
+        hop_ms=mel.hop_ms,
+        f_min=mel.f_min,
+        f_max=mel.f_max,
+    )
     return AudioFeatures(
         name="log_mel",
         compute=compute,

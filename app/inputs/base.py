@@ -148,6 +148,11 @@ class InputKind(ABC):
         """Most folded rows per forward call (texts: fewer, their attention grows with L)."""
         return max_rows
 
+    def builds_inline(self, rows: Rows) -> bool:
+        """Whether :meth:`rows` on these rows is so cheap that handing it to a decode thread
+        would cost more than running it on the event loop (no kind but tensors says so)."""
+        return False
+
     def v2_names(self) -> set[str]:
         """Names of the v2 inputs; ``input`` is required, the others optional."""
         return {tensor.name for tensor in self.v2_inputs()}
@@ -169,3 +174,33 @@ def only_input(tensors: Mapping[str, WireTensor]) -> WireTensor:
             f"the model takes exactly one input named '{INPUT_NAME}', got {sorted(tensors)}"
         )
     return tensors[INPUT_NAME]
+
+
+INLINE_VALUES = 4096
+"""Most numbers in a request whose rows the event loop builds itself (a digits image is 64,
+a 3 x 32 x 32 one 3,072): below it the decode threads' hop (about 0.1 ms) is most of the work."""
+INLINE_LISTS = 256
+"""Most nested lists :func:`few_numbers` looks at before it gives up."""
+
+
+def few_numbers(rows: Rows, limit: int = INLINE_VALUES) -> bool:
+    """Whether ``rows`` (nested lists of numbers, or an array) hold at most ``limit`` numbers,
+    found without reading them: the lengths of at most ``INLINE_LISTS`` lists are summed, so a
+    crafted body (one row holding a million numbers) costs no more than a small one."""
+    if isinstance(rows, np.ndarray):
+        return rows.size <= limit
+    pending: list[Any] = [rows]
+    numbers = lists = 0
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, list | tuple):
+            numbers += 1
+        elif item and isinstance(item[0], list | tuple):
+            lists += 1
+            pending.extend(item)
+        else:
+            lists += 1
+            numbers += len(item)
+        if numbers > limit or lists > INLINE_LISTS:
+            return False
+    return True

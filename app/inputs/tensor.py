@@ -29,6 +29,7 @@ from app.inputs.base import (
     Widget,
     WireTensor,
     check_row_count,
+    few_numbers,
 )
 from app.inputs.sequence import pack, pad_rows
 from app.inputs.wire import V2_DATATYPE, numeric_array
@@ -87,6 +88,10 @@ class TensorKind(InputKind):
         if not self.lengths:
             return padded
         return pack(padded, [int(row.shape[self.axis]) for row in parsed])
+
+    def builds_inline(self, rows: Rows) -> bool:
+        """Fixed-shape rows of few numbers (see :func:`few_numbers`)."""
+        return self.axis is None and few_numbers(rows)
 
     def _variable_row(self, row: Any, field: str) -> Tensor:
         """One row of any length along the variable axis (1..max_length), values checked."""

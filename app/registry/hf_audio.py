@@ -128,6 +128,19 @@ def load_feature_extractor(path: Path) -> Any:
         raise ModelLoadError(f"{path}: cannot load the feature extractor: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class ExtractorStep:
+    """A feature extractor on one waveform -> its row (float32). A class, not a closure: it
+    travels (pickled) to the HTTP workers of an inference process with the model's kind."""
+
+    extractor: Any
+    rate: int
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        found = self.extractor(wave, sampling_rate=self.rate, return_tensors="np")
+        return np.asarray(found["input_values"][0], dtype=np.float32)
+
+
 def extractor_features(
     extractor: Any, spec: AudioInputSpec, architecture: AudioArchitecture, path: Path
 ) -> AudioFeatures:
@@ -140,11 +153,7 @@ def extractor_features(
             f"{path}: the feature extractor reads {rate} Hz audio, the card says "
             f"input.sample_rate {spec.sample_rate}"
         )
-
-    def compute(wave: np.ndarray) -> np.ndarray:
-        values = extractor(wave, sampling_rate=rate, return_tensors="np")["input_values"][0]
-        return np.asarray(values, dtype=np.float32)
-
+    compute = ExtractorStep(extractor, rate)
     name = type(extractor).__name__
     normalised = bool(getattr(extractor, "do_normalize", False))
     if architecture.features == "waveform":

@@ -5,6 +5,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import torch
@@ -275,3 +276,30 @@ def test_stop_past_its_grace_answers_the_waiting_with_503() -> None:
 
     outcomes = asyncio.run(scenario())
     assert all(isinstance(o, ShuttingDownError) for o in outcomes), outcomes
+
+
+def test_an_idle_inference_process_batcher_runs_a_request_on_the_loop_thread() -> None:
+    run, threads = _Recorder(), []
+
+    def noted(requests: Sequence[PredictionRequest]) -> Any:
+        threads.append(threading.current_thread().name)
+        return run(requests)
+
+    async def scenario(idle: bool, max_wait_s: float) -> bool:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+        batcher = ModelBatcher(
+            "m", noted, executor, max_batch_rows=1000, max_wait_s=max_wait_s, max_queue=10,
+            idle=lambda: idle,
+        )  # fmt: skip
+        ticket = batcher.enqueue(_request(seed=1))
+        answered_at_once = ticket.future.done()
+        assert (await batcher.result(ticket)).seed == 1
+        executor.shutdown()
+        return answered_at_once
+
+    assert asyncio.run(scenario(idle=True, max_wait_s=0.0))
+    assert threads == [threading.current_thread().name]
+    for idle, wait in ((False, 0.0), (True, 0.05)):  # the thread busy, or waiting to fuse
+        threads.clear()
+        assert not asyncio.run(scenario(idle=idle, max_wait_s=wait))
+        assert len(threads) == 1 and threads[0].startswith("infer")

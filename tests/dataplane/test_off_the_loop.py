@@ -20,6 +20,7 @@ from app.dataplane.ranking import RankQuery
 from app.engine.batchbald import GreedySelection
 from app.engine.progress import checkpoint
 from app.errors import DeadlineExceededError, InvalidInputError, ShuttingDownError
+from app.inputs.tensor import TensorKind
 from app.metrics import build_metrics
 from app.registry.repository import ModelRepository
 
@@ -28,6 +29,40 @@ ROWS = [[float((i * k) % 17) for k in range(64)] for i in range(40)]
 
 def _plane(repository: ModelRepository, **settings: Any) -> DataPlane:
     return DataPlane(repository, load_settings(**settings), build_metrics())
+
+
+@pytest.fixture(autouse=True)
+def _decoded_like_images(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests stand in for slow decoding (images, texts) with a tensor model: its small
+    rows would be built on the loop (``builds_inline``), so here they go to the decode
+    threads as an image's would."""
+    monkeypatch.setattr(TensorKind, "builds_inline", lambda self, rows: False)
+
+
+def test_a_few_numbers_are_built_on_the_loop_and_many_on_a_decode_thread(
+    repository: ModelRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.undo()  # the kind's own builds_inline
+    plane = _plane(repository)
+    original = plane.policy.prediction
+    threads: list[str] = []
+
+    def noted(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return original(*args)
+
+    monkeypatch.setattr(plane.policy, "prediction", noted)
+
+    async def scenario() -> None:
+        options = PredictOptions(n_samples=5)
+        await plane.predict("digits-mlp", ROWS[:1], options, "test")  # 64 numbers
+        await plane.predict("digits-mlp", ROWS[:40], options, "test")  # 2,560
+        await plane.predict("digits-mlp", ROWS[:40] * 2, options, "test")  # 5,120: too many
+        await plane.close()
+
+    asyncio.run(scenario())
+    loop = threading.main_thread().name
+    assert threads[:2] == [loop, loop] and threads[2] != loop
 
 
 def test_building_a_request_leaves_the_event_loop_free(

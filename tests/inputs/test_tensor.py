@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from app.errors import InvalidInputError, InvalidTensorError
-from app.inputs.base import INPUT_NAME, Rows, WireTensor
+from app.inputs.base import INPUT_NAME, Rows, WireTensor, few_numbers
 from app.inputs.tensor import LENGTHS_NAME, TensorKind
 from app.registry.card_inputs import InputSpec
 from tests.inputs.kind_contract import KindCase, check_input_kind
@@ -171,3 +171,12 @@ def test_a_float_probe_without_a_range_is_todays_uniform_rows() -> None:
     generator = torch.Generator().manual_seed(0)
     expected = torch.rand((3, 4), generator=generator).double()
     assert torch.equal(_kind(shape=[4]).probe(3), expected)
+
+
+def test_few_numbers_counts_list_lengths_and_gives_up_on_a_crafted_body() -> None:
+    assert few_numbers([[0.0] * 64]) and few_numbers([[[0.0] * 8] * 8] * 4)
+    assert not few_numbers([[0.0] * 64] * 65)  # 4,160 numbers
+    assert not few_numbers([[0.0] * 1_000_000])  # one row, a million numbers: one length read
+    assert not few_numbers([[[0.0]] * 300])  # more lists than it looks at
+    assert few_numbers(np.zeros((2, 64))) and not few_numbers(np.zeros((2, 4096)))
+    assert few_numbers([[1, [2, 3]], 4])  # irregular rows are counted, then refused elsewhere
