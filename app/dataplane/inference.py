@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,6 +71,9 @@ class InferenceService:
         self._jobs: Counter[str] = Counter()
         self._origins: dict[int, _Connection] = {}
         """id(request) -> the connection it came from, while it is queued or running."""
+        self._arriving: set[tuple[int, int]] = set()
+        """(connection, ident) of predictions read and not yet queued: while any wait, a batcher
+        never runs a request at once on the loop (it would run alone ahead of them, unfused)."""
         self._evaluating = asyncio.Semaphore(1)
         self.loaded = asyncio.Event()
         """Set once the repository's models are loaded: the catalogue waits for it."""
@@ -94,6 +98,10 @@ class InferenceService:
                     continue
                 task = asyncio.create_task(self._answer(connection, kind, ident, args))
                 connection.tasks[ident] = task
+                if kind == "predict":
+                    key = (id(connection), ident)
+                    self._arriving.add(key)
+                    task.add_done_callback(partial(self._arrived, key))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -104,6 +112,7 @@ class InferenceService:
     async def _answer(
         self, connection: _Connection, kind: str, ident: int, args: list[Any]
     ) -> None:
+        self._arriving.discard((id(connection), ident))
         try:
             value = await self._handlers[kind](connection, *args)
             reply: tuple[Any, ...] = ("reply", ident, True, value)
@@ -180,6 +189,13 @@ class InferenceService:
         finally:
             self._jobs[model.name] -= 1
 
+    def _arrived(self, key: tuple[int, int], _: object) -> None:
+        self._arriving.discard(key)
+
+    def _idle(self) -> bool:
+        """Nothing runs on the inference thread and no other prediction waits to be queued."""
+        return self._executor.idle() and not self._arriving
+
     def _batcher(self, model: ServedModel) -> ModelBatcher:
         found = self._batchers.get(model.name)
         if found is None:
@@ -189,7 +205,7 @@ class InferenceService:
                 self._executor,
                 self.settings,
                 self._observer(model.name),
-                idle=self._executor.idle,
+                idle=self._idle,
             )
             self._batchers[model.name] = found
         return found
