@@ -155,9 +155,10 @@ class InferenceService:
         model = self.repository.get(name, version)
         batcher = self._batcher(model)
         elsewhere = queued_elsewhere + self._jobs[model.name]
-        ticket = batcher.enqueue(request, queued_elsewhere=elsewhere)
+        # Its origin first: a request run at once by enqueue reports its run (observe) there.
         self._origins[id(request)] = connection
         try:
+            ticket = batcher.enqueue(request, queued_elsewhere=elsewhere)
             return await batcher.result(ticket, timeout_s=max(0.0, deadline - time.monotonic()))
         except DeadlineExceededError:
             raise DeadlineExceededError(self.settings.request_timeout_s) from None
