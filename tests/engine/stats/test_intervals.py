@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.stats.intervals import percentile_interval, sample_quantile
+from app.engine.stats.intervals import (
+    SORT_MAX_VALUES,
+    _quantile,
+    percentile_interval,
+    sample_quantile,
+)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (2, 4), (7, 5, 3), (50, 2, 2, 2)])
@@ -68,3 +73,16 @@ def test_sample_quantile_matches_numpy(q: float) -> None:
 def test_sample_quantile_rejects_q_outside_unit_interval() -> None:
     with pytest.raises(ValueError, match="q must be"):
         sample_quantile(torch.zeros(3, 2), 1.5)
+
+
+@pytest.mark.parametrize("shape", [(100, 1, 10), (7, 3, 4), (1, 2, 2), (30, 5), (2, 1)])
+@pytest.mark.parametrize("level", [0.95, 0.5, 0.9999])
+def test_the_one_sort_path_gives_the_selected_order_statistics_bit_for_bit(
+    shape: tuple[int, ...], level: float
+) -> None:
+    samples = torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape)))
+    lower, upper = percentile_interval(samples, level)
+    assert samples.numel() <= SORT_MAX_VALUES
+    assert torch.equal(lower, _quantile(samples, (1 - level) / 2))
+    assert torch.equal(upper, _quantile(samples, (1 + level) / 2))
+    torch.testing.assert_close(lower, torch.quantile(samples, (1 - level) / 2, dim=0))
