@@ -299,8 +299,8 @@ def usable_cores() -> int:
 def http_workers(settings: Settings) -> int:
     """The HTTP workers ``mcdrop serve`` starts: ``workers``, or for 0 one per core (at most
     ``AUTO_WORKERS_MAX``) when an inference process samples for them (the weights stay once),
-    else 1. Measured on 2 cores, digits-cnn at 32 clients: 2 workers answer 1.3x the requests
-    of 1 (docs/benchmarks.md)."""
+    else 1. Measured on 2 cores, digits-cnn at 32 and 128 clients: 2 workers answer 1.06x and
+    1.18x the requests of 1, for ~360 MiB more (docs/benchmarks.md)."""
     if settings.workers:
         return settings.workers
     shared = settings.inference_process and settings.model_control != "explicit"

@@ -77,6 +77,20 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
+def interleaved_times(
+    runs: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, list[float]]:
+    """Each run's wall seconds in every repeat, the runs taken in turn within each repeat, so
+    that a ratio compares calls made moments apart on a shared machine (no warm-up here)."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
 def interleaved_ratios(
     runs: dict[str, Callable[[], object]],
     repeats: int,

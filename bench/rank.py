@@ -38,7 +38,7 @@ from app.ranking.pool import Pool
 from app.ranking.runner import RankJob, inputs_of, rank_locally, rank_remotely
 from app.registry.loading import load_model_folder
 from app.registry.served import ServedModel
-from bench.common import MODELS, markdown_table
+from bench.common import MODELS, interleaved_times, markdown_table
 from bench.engine import naive_loop
 
 MODEL = "digits-cnn"
@@ -148,12 +148,7 @@ def throughput(rows: int, repeats: int, names: list[str]) -> None:
         # The loop draws its own masks; mcdrop's paths share the seed's (the same picks).
         mcdrop = {str(_selected(p)) for name, p in picks.items() if name != "loop"}
         print("mcdrop's paths pick the same rows:", len(mcdrop) == 1)
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(repeats):
-            for name, run in runs.items():
-                started = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - started)
+        times = interleaved_times(runs, repeats)
         for context in stack:
             context.__exit__(None, None, None)  # type: ignore[attr-defined]
     base = rows / statistics.median(times["loop"]) if "loop" in times else None

@@ -44,7 +44,7 @@ from app.engine.stats.dense import dense_classification_stats
 from app.registry.loading import load_model_folder
 from app.registry.served import ServedModel
 from app.registry.torch_loader import sha256_of
-from bench.common import load_options, markdown_table, median_seconds
+from bench.common import interleaved_times, load_options, markdown_table, median_seconds
 
 UNET_SOURCE = textwrap.dedent(
     """
@@ -143,12 +143,7 @@ def _interleaved(runs: dict[str, Callable[[], object]], repeats: int) -> dict[st
     each first), so that a ratio compares calls made moments apart on a shared machine."""
     for run in runs.values():
         run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - started)
+    times = interleaved_times(runs, repeats)
     return {name: statistics.median(found) for name, found in times.items()}
 
 

@@ -71,10 +71,7 @@ class Step:
         known to be small (a few numbers to check), so it runs here, on the event loop."""
         workers, timeout = self._workers, self._workers.request_timeout_s
         if inline:
-            if workers.abandoned:
-                raise ShuttingDownError()
-            if time.monotonic() > self.deadline:
-                raise DeadlineExceededError(timeout)
+            self._remaining()
             return fn(*args)
         gone = threading.Event()
 
@@ -100,14 +97,20 @@ class Step:
         abandoned its work."""
         return await self._run_on(self._workers.inference, fn, *args)
 
-    async def _run_on(self, executor: Executor, fn: Callable[..., T], *args: Any) -> T:
-        workers = self._workers
-        if workers.abandoned:
+    def _remaining(self) -> float:
+        """Seconds left before the deadline; ShuttingDownError once the plane abandoned its
+        work, DeadlineExceededError once none are left: no step starts then."""
+        if self._workers.abandoned:
             raise ShuttingDownError()
         remaining = self.deadline - time.monotonic()
-        timeout = workers.request_timeout_s
         if remaining <= 0:
-            raise DeadlineExceededError(timeout)
+            raise DeadlineExceededError(self._workers.request_timeout_s)
+        return remaining
+
+    async def _run_on(self, executor: Executor, fn: Callable[..., T], *args: Any) -> T:
+        workers = self._workers
+        remaining = self._remaining()
+        timeout = workers.request_timeout_s
         future = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         workers.waiting.add(future)
         try:

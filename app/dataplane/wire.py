@@ -4,8 +4,8 @@ over a Unix socket, tensors as raw bytes, large ones through shared memory.
 A tensor of at least ``SHM_MIN_BYTES`` travels as the name of a ``multiprocessing.shared_memory``
 block that the sender fills and the receiver copies out of and unlinks: the socket carries a few
 dozen bytes instead of the data. Smaller tensors (a digits image is 3 KiB, a prediction's
-statistics a few hundred bytes) go inline, as numpy arrays (pickled in C) or, for dtypes numpy
-lacks, as their bytes: that costs less than mapping a block.
+statistics a few hundred bytes) go inline, as their C-order bytes with numpy's dtype name and
+the shape (or, for dtypes numpy lacks, with torch's): that costs less than mapping a block.
 Either way a tensor arrives as its own contiguous copy: nothing is shared after the message.
 
 Only the server's own processes speak this protocol (the socket is private to ``mcdrop serve``):
@@ -72,10 +72,6 @@ def _to_shared(raw: Tensor) -> str:
     return name
 
 
-def _from_numpy(array: np.ndarray) -> Tensor:
-    return torch.from_numpy(array)
-
-
 def _from_raw(data: bytes, dtype: str, shape: tuple[int, ...]) -> Tensor:
     """A tensor of its own (writable) copy of ``data``, numpy ``dtype``, ``shape``."""
     return torch.from_numpy(np.frombuffer(bytearray(data), dtype=np.dtype(dtype)).reshape(shape))
@@ -86,13 +82,11 @@ class _Pickler(pickle.Pickler):
         if not isinstance(obj, Tensor):
             return NotImplemented
         nbytes = obj.numel() * obj.element_size()
-        if nbytes < SHM_MIN_BYTES and obj.dtype in _NUMPY_DTYPES and obj.numel() > 0:
+        if nbytes < SHM_MIN_BYTES and obj.dtype in _NUMPY_DTYPES:
             # The C-order bytes, numpy's dtype name and the shape: for the many small tensors of
             # a prediction about 2.6 us a tensor both ways, against 9 for a pickled numpy array.
             array = obj.detach().cpu().numpy()
             return _from_raw, (array.tobytes(), array.dtype.str, tuple(obj.shape))
-        if nbytes < SHM_MIN_BYTES and obj.dtype in _NUMPY_DTYPES:
-            return _from_numpy, (np.array(obj.detach().cpu().numpy(), order="C"),)
         raw, shape = _bytes_of(obj), tuple(obj.shape)
         if raw.numel() >= SHM_MIN_BYTES:
             return _shared, (_to_shared(raw), int(raw.numel()), obj.dtype, shape)

@@ -33,11 +33,11 @@ def first_non_finite_row(tensors: Sequence[Tensor]) -> int | None:
     if math.isfinite(float(totals.sum())):
         return None
     bad: Tensor | None = None
-    for tensor in tensors:
-        if tensor.is_floating_point():
-            rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1)
-            bad = rows if bad is None else bad | rows
-    if bad is None or not bool(bad.any()):
+    for tensor in floating:
+        rows = (~torch.isfinite(tensor)).reshape(tensor.shape[0], -1).any(1)
+        bad = rows if bad is None else bad | rows
+    assert bad is not None
+    if not bool(bad.any()):
         return None
     return int(bad.nonzero()[0])
 

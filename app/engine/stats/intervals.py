@@ -31,16 +31,21 @@ def _quantile(samples: Tensor, q: float) -> Tensor:
     torch.quantile does: the two order statistics are selected (O(N) each, far cheaper than a
     sort of the samples) rather than sorted, and torch.quantile itself refuses inputs above
     2**24 elements, which N * B * C easily exceeds."""
-    n = samples.shape[0]
-    rank = q * (n - 1)
-    below = math.floor(rank)
-    above = min(below + 1, n - 1)
+    below, above, weight = _neighbours(samples.shape[0], q)
     last = samples.movedim(0, -1)
     low = torch.kthvalue(last, below + 1, dim=-1).values
     if above == below:
         return low
     high = torch.kthvalue(last, above + 1, dim=-1).values
-    return torch.lerp(low, high, rank - below)
+    return torch.lerp(low, high, weight)
+
+
+def _neighbours(n: int, q: float) -> tuple[int, int, float]:
+    """The linear rule's two order statistics (0-based ranks) around q * (n - 1) of n values,
+    and the weight of the upper one."""
+    rank = q * (n - 1)
+    below = math.floor(rank)
+    return below, min(below + 1, n - 1), rank - below
 
 
 def sample_quantile(samples: Tensor, q: float) -> Tensor:
@@ -77,11 +82,8 @@ order statistic is selected (O(N)), as a sort of millions of values costs more."
 def _sorted_quantile(ordered: Tensor, q: float) -> Tensor:
     """:func:`_quantile` read from values already sorted along their last dim (B, ..., N):
     the same order statistics, the same lerp, so the same numbers bit for bit."""
-    n = ordered.shape[-1]
-    rank = q * (n - 1)
-    below = math.floor(rank)
-    above = min(below + 1, n - 1)
+    below, above, weight = _neighbours(ordered.shape[-1], q)
     low = ordered[..., below]
     if above == below:
         return low
-    return torch.lerp(low, ordered[..., above], rank - below)
+    return torch.lerp(low, ordered[..., above], weight)
