@@ -132,13 +132,16 @@ def masks_of_samples(
     t1: int,
     shape: tuple[int, ...],
     dtype: torch.dtype,
+    scaled: bool = True,
 ) -> Tensor:
     """Scaled masks (t1 - t0, *shape) of samples t0..t1-1 for call ``call`` of ``layer`` (after
-    a first-positions cut: the first positions of the whole sequence's masks)."""
+    a first-positions cut: the first positions of the whole sequence's masks); 0 or 1 without
+    ``scaled``."""
     positional = layer.mask_kind is MaskKind.ELEMENT and not layer.shared
     drawn = drawn_shape(shape) if positional else shape
-    masks = source.scaled_mask(mask_stream(layer, call), t0, t1, drawn, layer.p, dtype)
-    return masks if drawn == shape else masks[..., : shape[-2], :]
+    first = None if drawn == shape else shape[-2]  # only the kept positions are converted
+    stream = mask_stream(layer, call)
+    return source.scaled_mask(stream, t0, t1, drawn, layer.p, dtype, first, scaled)
 
 
 def mask_stream(layer: DropoutLayer, call: int) -> int:

@@ -13,6 +13,7 @@ from app.errors import ModelLoadError
 from app.inputs.text import TextKind
 from app.registry.card import ModelCard
 from app.registry.card_inputs import InputSpec
+from app.registry.hf_text_folded import folded_split
 from app.registry.huggingface import (
     HFArchitecture,
     PretrainedClassifier,
@@ -68,13 +69,16 @@ def load_text_classifier(card: ModelCard, folder: Path, options: LoadOptions) ->
         cast(Any, model).set_attn_implementation(
             "sdpa"
         )  # attention dropout not sampled: the fast kernel
+    split = sampling_split(classifier, layers, head, lambda: head_split(classifier))
+    if not split.prefix_fraction and not words:  # the whole model per sample: fold it
+        split = folded_split(model, classifier.arguments, layers) or split
     return Network(
         card=card,
         module=classifier,
         module_prefix="model.",
         layers=layers,
         sites=describe_sites(found, layers, attention),
-        split=sampling_split(classifier, layers, head, lambda: head_split(classifier)),
+        split=split,
         probe=kind.probe(PROBE_ROWS).to(options.device),
         input_kind=kind,
     )

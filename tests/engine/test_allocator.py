@@ -49,19 +49,22 @@ def _fake_libc(monkeypatch: pytest.MonkeyPatch, answer: int = 1) -> _FakeLibc:
     return libc
 
 
-def test_retaining_raises_the_mmap_and_trim_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retaining_raises_the_thresholds_and_shares_one_arena(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     libc = _fake_libc(monkeypatch)
     assert retain_freed_memory(512 * 2**20) is True
     assert libc.calls == [
         (allocator.M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX),
         (allocator.M_TRIM_THRESHOLD, 512 * 2**20),
+        (allocator.M_ARENA_MAX, 1),
     ]
 
 
 def test_the_trim_threshold_is_capped_at_a_c_int(monkeypatch: pytest.MonkeyPatch) -> None:
     libc = _fake_libc(monkeypatch)
     retain_freed_memory(2**40)
-    assert libc.calls[-1] == (allocator.M_TRIM_THRESHOLD, 2**31 - 1)
+    assert (allocator.M_TRIM_THRESHOLD, 2**31 - 1) in libc.calls
 
 
 def test_a_refusing_c_library_is_reported(
@@ -79,7 +82,7 @@ def test_zero_keeps_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_glibc_takes_both_settings() -> None:
+def test_glibc_takes_the_three_settings() -> None:
     if not hasattr(ctypes.CDLL(None), "mallopt"):
         pytest.skip("this C library has no mallopt")
     assert retain_freed_memory(2**20) is True

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from app.engine import masks
 from app.engine.masks import (
     MASK_BLOCK,
     MaskSource,
@@ -83,3 +84,32 @@ def test_scaled_mask_is_the_keep_mask_times_the_inverse_keep_rate(p: float) -> N
     assert abs((1 - keep.float().mean().item()) - p) <= 2**-17
     half = scaled_from_units(units, p, torch.bfloat16)
     assert half.dtype == torch.bfloat16 and torch.equal(half, expected.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_unscaled_masks_are_the_keep_pattern_as_zeros_and_ones(p: float) -> None:
+    units = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16)
+    ones = scaled_from_units(units, p, torch.float32, scaled=False)
+    assert torch.equal(ones, keep_from_units(units, p).float())
+
+
+def test_full_range_words_are_the_draws_of_random_from_to() -> None:
+    # The faster draw (full range, sign bit flipped) gives random_(-2^63, 2^63 - 1)'s words:
+    # seeded masks are what they were.
+    generator = torch.Generator()
+    generator.manual_seed(1234)
+    words = torch.empty(100_003, dtype=torch.int64)
+    masks._random_words(words, generator)
+    generator.manual_seed(1234)
+    expected = torch.empty(100_003, dtype=torch.int64).random_(
+        -(2**63), 2**63 - 1, generator=generator
+    )
+    assert torch.equal(words, expected)
+
+
+def test_first_positions_are_those_of_the_whole_draw() -> None:
+    source = MaskSource(seed=5, device=torch.device("cpu"))
+    whole = source.scaled_mask(2, 0, 20, (12, 8), 0.3, torch.float32)
+    fresh = MaskSource(seed=5, device=torch.device("cpu"))
+    first = fresh.scaled_mask(2, 0, 20, (12, 8), 0.3, torch.float32, first=3)
+    assert first.shape == (20, 3, 8) and torch.equal(first, whole[:, :3])

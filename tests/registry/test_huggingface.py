@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch import Tensor
 
+import app.registry.hf_text as hf_text
 from app.config import load_settings
 from app.engine.sampler import MCSampler
 from app.engine.sampling import SampleJob
@@ -60,15 +61,24 @@ def test_last_layer_computes_the_first_token_only_and_samples_as_if_whole(
     cut = load_model_folder(folder)
     widths: list[int] = []
     last = _last_layer(cut.module.model, kind)
-    last.register_forward_hook(lambda module, args, out: widths.append(_hidden(out).shape[1]))
-    scored = _scored_queries(cut, kind)
-    ours = _passes(cut, texts, n=20)
-    assert widths == [1]  # one forward call, whose last layer kept one position
-    if kind != "deberta-v2":  # its own attention code: all queries scored
-        assert scored == [1]  # and whose attention scored the first query only
+    if kind in ("bert", "roberta"):  # folded (test_hf_text_folded.py): its own layer code
+        assert cut.split.reason.startswith("folded ")
+        last.attention.output.dense.register_forward_pre_hook(
+            lambda module, args: widths.append(args[0].shape[1])
+        )
+        ours = _passes(cut, texts, n=20)
+        assert widths == [1]  # the attention output block ran for the first position only
+    else:
+        last.register_forward_hook(lambda module, args, out: widths.append(_hidden(out).shape[1]))
+        scored = _scored_queries(cut, kind)
+        ours = _passes(cut, texts, n=20)
+        assert widths == [1]  # one forward call, whose last layer kept one position
+        if kind != "deberta-v2":  # its own attention code: all queries scored
+            assert scored == [1]  # and whose attention scored the first query only
     architecture = type(cut.module.model).__name__
     whole = dataclasses.replace(SUPPORTED[architecture], last_layer=lambda model: None)
     monkeypatch.setitem(SUPPORTED, architecture, whole)
+    monkeypatch.setattr(hf_text, "folded_split", lambda *args: None)  # the module path, uncut
     uncut = load_model_folder(folder)
     widths.clear()
     _last_layer(uncut.module.model, kind).register_forward_hook(
