@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import Tensor
 
-import app.registry.hf_text as hf_text
 import app.registry.hf_text_folded as folded_module
 from app.engine.predictor import PredictionRequest
 from app.engine.sampling import SampleJob
@@ -32,12 +31,9 @@ def _models(tmp_path: Path, kind: str, card: dict[str, Any] | None = None) -> tu
     """(folded, module path) models of one folder: attention, hidden and head dropout."""
     folder = write_text_model(tmp_path, kind=kind, card=card, hidden=0.3, attention=0.2)
     folded = load_model_folder(folder)
-    original = hf_text.folded_split
-    hf_text.folded_split = lambda *args: None  # type: ignore[assignment]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("app.registry.hf_text.folded_split", lambda *args: None)
         plain = load_model_folder(folder)
-    finally:
-        hf_text.folded_split = original
     return folded, plain
 
 
@@ -100,11 +96,9 @@ def _query_rows(model: ServedModel, run: Any) -> list[int]:
             seen.append(int(x.shape[0] * x.shape[1]))
         return original(module, x)
 
-    folded_module._linear = counting  # type: ignore[assignment]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(folded_module, "_linear", counting)
         run()
-    finally:
-        folded_module._linear = original
     return seen
 
 

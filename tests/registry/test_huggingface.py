@@ -13,7 +13,6 @@ import torch
 import yaml
 from torch import Tensor
 
-import app.registry.hf_text as hf_text
 from app.config import load_settings
 from app.engine.sampler import MCSampler
 from app.engine.sampling import SampleJob
@@ -60,7 +59,7 @@ def test_last_layer_computes_the_first_token_only_and_samples_as_if_whole(
     texts = ["the staff were kind", "the box was broken and late again"]
     cut = load_model_folder(folder)
     widths: list[int] = []
-    last = _last_layer(cut.module.model, kind)
+    last: Any = _last_layer(cut.module.model, kind)
     if kind in ("bert", "roberta"):  # folded (test_hf_text_folded.py): its own layer code
         assert cut.split.reason.startswith("folded ")
         last.attention.output.dense.register_forward_pre_hook(
@@ -78,7 +77,9 @@ def test_last_layer_computes_the_first_token_only_and_samples_as_if_whole(
     architecture = type(cut.module.model).__name__
     whole = dataclasses.replace(SUPPORTED[architecture], last_layer=lambda model: None)
     monkeypatch.setitem(SUPPORTED, architecture, whole)
-    monkeypatch.setattr(hf_text, "folded_split", lambda *args: None)  # the module path, uncut
+    monkeypatch.setattr(
+        "app.registry.hf_text.folded_split", lambda *args: None
+    )  # the module path, uncut
     uncut = load_model_folder(folder)
     widths.clear()
     _last_layer(uncut.module.model, kind).register_forward_hook(
