@@ -35,6 +35,7 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 from app.engine.compiled import DropoutApplier
 from app.engine.dropout import DropoutLayer, MaskKind
@@ -306,11 +307,22 @@ def _layer(layer: Any, name: str, sites: _Sites, h: Tensor, keys: Tensor | None)
     attended = output.LayerNorm(
         _masked_residual(sites, f"{name}.attention.output.dropout", projected, h)
     )
-    inner = layer.intermediate.intermediate_act_fn(_linear(layer.intermediate.dense, attended))
+    inner = _activated(layer.intermediate, _linear(layer.intermediate.dense, attended))
     block = layer.output
     result: Tensor = block.LayerNorm(
         _masked_residual(sites, f"{name}.output.dropout", _linear(block.dense, inner), attended)
     )
+    return result
+
+
+def _activated(intermediate: Any, x: Tensor) -> Tensor:
+    """The feed-forward activation on x; exact GELU (BERT's and RoBERTa's ``gelu``) in place,
+    the same numbers without writing a second (rows, L, intermediate) tensor."""
+    act = intermediate.intermediate_act_fn
+    if getattr(act, "act", None) is functional.gelu:  # transformers' GELUActivation
+        activated: Tensor = torch.ops.aten.gelu_(x)
+        return activated
+    result: Tensor = act(x)
     return result
 
 
