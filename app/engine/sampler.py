@@ -368,20 +368,20 @@ class ChunkDropout:
         index: int,
         shape: tuple[int, ...],
         dtype: torch.dtype,
-        samples: str = "real",
+        covered: bool = False,
         scaled: bool = True,
     ) -> list[Tensor]:
         """The next call of dropout layer ``index`` (a plain mask, p > 0) as each piece's scaled
         masks (samples, 1, *shape), for a suffix that masks its activations itself: the piece's
-        own samples t0..t1-1 (``real``: a suffix that skips the padding samples) or all it
-        covers (``covered``: the padded layout's). The same masks ``apply`` multiplies by
+        own samples t0..t1-1 (a suffix that skips the padding samples) or, with ``covered``,
+        all it covers (the padded layout's). The same masks ``apply`` multiplies by
         (without ``scaled`` 0 or 1: the caller multiplies by 1 / (1 - p))."""
         call = self._calls.get(index, 0)
         self._calls[index] = call + 1
         layer = self.layers[index]
         masks = []
         for piece in self.pieces:
-            n = piece.t1 - piece.t0 if samples == "real" else piece.covered_samples
+            n = piece.covered_samples if covered else piece.t1 - piece.t0
             source = self.masks[piece.job]
             mask = masks_of_samples(
                 source, layer, call, piece.t0, piece.t0 + n, shape, dtype, scaled

@@ -104,7 +104,7 @@ def folded_split(
     def suffix(dropout: DropoutApplier, embedded: Tensor | Unfolded, additive: Tensor) -> Tensor:
         if not isinstance(dropout, ChunkDropout):
             raise TypeError("the folded text split runs whole chunks (no row calls)")
-        sites = _Sites(dropout, index, base_name)
+        sites = _Sites(dropout, index, base_name, additive.shape[-1])
         return _forward(model, base, head, sites, embedded, additive)
 
     total = sum(p.numel() for p in model.parameters())
@@ -143,24 +143,22 @@ class _Span:
 class _Sites:
     """A run's dropout sites by module name, applied to compact or padded activations."""
 
-    def __init__(self, dropout: ChunkDropout, index: dict[str, int], base: str) -> None:
+    def __init__(
+        self, dropout: ChunkDropout, index: dict[str, int], base: str, length: int
+    ) -> None:
+        """The chunk's sites and layouts for sequences of ``length``: compact (the asked samples
+        only) when ``length`` is a multiple of ``ROW_ALIGN``, else the padded layout itself."""
         self.dropout = dropout
         self.index = index
         self.base = base
-        self.spans: list[_Span] = []
-        self.compact = True
-
-    def lay_out(self, length: int) -> int:
-        """Plan the compact layout for sequences of ``length``; its rows."""
         self.compact = length % ROW_ALIGN == 0
-        spans, start, at = [], 0, 0
-        for piece in self.dropout.pieces:
+        self.spans: list[_Span] = []
+        start = at = 0
+        for piece in dropout.pieces:
             samples = piece.t1 - piece.t0 if self.compact else piece.covered_samples
-            spans.append(_Span(start, piece.padded_rows, at, samples, piece.rows))
+            self.spans.append(_Span(start, piece.padded_rows, at, samples, piece.rows))
             start += piece.padded_rows
             at += samples * piece.rows if self.compact else piece.padded_rows
-        self.spans = spans
-        return at
 
     def masks(
         self, name: str, shape: tuple[int, ...], dtype: torch.dtype, scaled: bool = True
@@ -170,8 +168,7 @@ class _Sites:
         index = self.index.get(name)
         if index is None:
             return None
-        samples = "real" if self.compact else "covered"
-        return self.dropout.sample_masks(index, shape, dtype, samples, scaled)
+        return self.dropout.sample_masks(index, shape, dtype, not self.compact, scaled)
 
     def scale(self, name: str) -> float:
         """1 / (1 - p) of sampled site ``name``."""
@@ -211,8 +208,6 @@ def _forward(
 ) -> Tensor:
     """Logits (padded rows, C) of the chunk."""
     encoder_layers = list(base.encoder.layer)
-    length = additive.shape[-1]
-    sites.lay_out(length)
     keys = sites.compacted(additive)[:, None, :]  # (rows, 1, L): added to every query's scores
     masking = bool((keys != 0).any())
     h = _embedded(sites, embedded)
